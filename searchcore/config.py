@@ -1,0 +1,138 @@
+"""Settings: one dataclass filled from SEARCHCORE_* variables and matching CLI flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "SEARCHCORE_"
+LIBRARY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("auto", "torch", "openvino")
+INDEXES = ("auto", "FLAT", "HNSW", "IVF_FLAT")
+
+
+def default_model_dir() -> str:
+    """cn_clip's own default download folder."""
+    return os.path.expanduser("~/.cache/clip")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the engine; each field is SEARCHCORE_<NAME> and --<name>."""
+
+    model: str = field(default="RN50", metadata={"help": "model name (RN50, ViT-B-16, ...) or checkpoint path"})
+    vision_model: str | None = field(default=None, metadata={"help": "vision model of a fine-tuned checkpoint"})
+    text_model: str | None = field(default=None, metadata={"help": "text model of a fine-tuned checkpoint"})
+    resolution: int | None = field(default=None, metadata={"help": "input resolution of a fine-tuned checkpoint"})
+    model_dir: str = field(default_factory=default_model_dir, metadata={"help": "model cache folder"})
+    device: str = field(default="auto", metadata={"help": "auto|cpu|cuda", "choices": DEVICES})
+    precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16|fp16", "choices": PRECISIONS})
+    backend: str = field(default="auto", metadata={"help": "encoder backend auto|torch|openvino", "choices": BACKENDS})
+    milvus_uri: str = field(default="./data/milvus.db", metadata={"help": "Milvus Lite file or http://host:19530"})
+    milvus_token: str = field(default="", metadata={"help": "Milvus server token (user:password)"})
+    db_url: str = field(default="./data/images.db", metadata={"help": "SQLite path or mysql://user:pass@host:3306/db"})
+    library: str = field(default="default", metadata={"help": "library name"})
+    batch_size: int = field(default=8, metadata={"help": "images per encoder batch"})
+    index: str = field(default="auto", metadata={"help": "vector index auto|FLAT|HNSW|IVF_FLAT", "choices": INDEXES})
+    workers: int = field(default=0, metadata={"help": "decode threads (0: one per core)"})
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.batch_size > 1024:
+            raise ConfigError(f"batch size must be between 1 and 1024, got {self.batch_size}")
+        if self.resolution is not None and not 16 <= self.resolution <= 1024:
+            raise ConfigError(f"resolution must be between 16 and 1024, got {self.resolution}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 or more, got {self.workers}")
+        for name, allowed in (("device", DEVICES), ("precision", PRECISIONS), ("backend", BACKENDS), ("index", INDEXES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        validate_library(self.library)
+
+    @property
+    def is_milvus_server(self) -> bool:
+        """True when the vector store is a Milvus server rather than a Lite file."""
+        return is_server_uri(self.milvus_uri)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from SEARCHCORE_* variables, then explicit overrides (None is ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from the environment, with CLI flags taking precedence."""
+        names = {f.name for f in fields(cls)}
+        return cls.from_env(env, **{k: v for k, v in vars(args).items() if k in names})
+
+
+def env_names() -> list[str]:
+    """Every SEARCHCORE_* variable the engine reads."""
+    return [ENV_PREFIX + f.name.upper() for f in fields(Settings)]
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """Add one --flag per setting; defaults stay None so the environment can fill them."""
+    group = parser.add_argument_group("settings (each also SEARCHCORE_<NAME>)")
+    for f in fields(Settings):
+        if f.name in skip:
+            continue
+        kind = int if "int" in str(f.type) else str
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=None,
+            choices=f.metadata.get("choices"),
+            help=f.metadata.get("help"),
+        )
+
+
+def validate_library(name: str) -> str:
+    """Return name if it is a valid library name, else raise a LibraryError."""
+    from .errors import LibraryError
+
+    if not isinstance(name, str) or not LIBRARY_NAME.match(name):
+        raise LibraryError(
+            f"invalid library name {name!r}: use a letter then up to 63 letters, digits or underscores"
+        )
+    return name
+
+
+def is_server_uri(uri: str) -> bool:
+    """True for http(s)/tcp/grpc URIs, which reach a Milvus server."""
+    return re.match(r"^(https?|tcp|grpc)://", uri) is not None
+
+
+def data_path(uri: str) -> Path:
+    """The local path of an embedded store's file."""
+    return Path(uri.removeprefix("sqlite:///").removeprefix("sqlite://"))
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    if "int" in str(kind):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be an integer, got {raw!r}") from None
+    return raw

@@ -1,0 +1,305 @@
+"""Chinese-CLIP encoders: the only module that imports cn_clip.
+
+Loads an official model by name, a fine-tuned cn_clip checkpoint, or a
+self-describing checkpoint, and encodes images and texts into L2-normalised
+float32 vectors. PyTorch is the reference (and GPU) path; on a CPU, OpenVINO
+runs both towers when it is installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from .config import Settings
+from .errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONTEXT_LENGTH = 52
+OFFICIAL_MODELS = ("RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
+_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32).reshape(3, 1, 1)
+_STD = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32).reshape(3, 1, 1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What was loaded: an identity recorded with each library, plus its shape."""
+
+    name: str
+    dim: int
+    resolution: int
+    digest: str
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bf16 natively (avx512_bf16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(device: str) -> str:
+    """auto → cuda when available, else cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto → fp16 on CUDA, bf16 on a bf16-capable CPU, fp32 otherwise."""
+    if precision == "auto":
+        if device == "cuda":
+            return "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp16" and device == "cpu":
+        raise ConfigError("fp16 runs on CUDA only; on a CPU use bf16 or fp32")
+    return precision
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """auto → OpenVINO on a CPU when it is installed, PyTorch otherwise."""
+    if backend == "auto":
+        if device != "cpu":
+            return "torch"
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "openvino"
+    if backend == "openvino" and device != "cpu":
+        raise ConfigError("the openvino backend runs on the CPU; use --backend torch with CUDA")
+    return backend
+
+
+def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
+    """cn_clip's image_transform in numpy: bicubic resize, RGB, scale, normalise → [3,R,R]."""
+    resized = image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB")
+    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
+    return (pixels - _MEAN) / _STD
+
+
+def normalise(features: np.ndarray) -> np.ndarray:
+    """L2-normalise rows as float32."""
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def tokenize(texts: Sequence[str]) -> Any:
+    """cn_clip's tokenizer at context length 52; longer text is truncated."""
+    from cn_clip.clip import tokenize as cn_tokenize
+
+    return cn_tokenize(list(texts), context_length=CONTEXT_LENGTH)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class Encoder:
+    """Encodes images and texts into one normalised vector space."""
+
+    def __init__(self, model: Any, spec: ModelSpec, *, device: str, precision: str, backend: str,
+                 cache_dir: Path) -> None:
+        import torch
+
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.backend = backend
+        self._torch_model = model
+        self._ov: Any = None
+        if backend == "openvino":
+            from .openvino_backend import OpenVINOTowers
+
+            ov_precision = "fp32" if precision == "fp32" else "bf16"
+            key = f"{spec.digest[:16]}-{spec.name.replace('/', '_')}-{spec.resolution}-{ov_precision}"
+            self._ov = OpenVINOTowers(model, resolution=spec.resolution, precision=ov_precision,
+                                      cache_dir=cache_dir / "openvino", cache_key=key,
+                                      context_length=CONTEXT_LENGTH)
+        elif device == "cpu" and precision == "bf16":
+            model.visual.to(memory_format=torch.channels_last)
+        elif device == "cuda":
+            model.to("cuda")
+            model.half() if precision == "fp16" else model.float()
+        log.info("encoder %s: dim %d, %s on %s in %s", spec.name, spec.dim, backend, device, precision)
+
+    @property
+    def name(self) -> str:
+        """The model identity recorded with each library."""
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return self.spec.dim
+
+    @property
+    def resolution(self) -> int:
+        """Image input resolution."""
+        return self.spec.resolution
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One decoded image → its [3,R,R] model input."""
+        return preprocess(image, self.spec.resolution)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded images → normalised float32 [n, dim]."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_pixels(np.stack([self.preprocess(image) for image in images]))
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed [n,3,R,R] inputs → normalised float32 [n, dim]."""
+        if self._ov is not None:
+            return normalise(self._ov.encode_pixels(pixels))
+        return normalise(self._torch_images(pixels))
+
+    def encode_pixel_batches(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+        """Stream (payload, pixels) batches → (payload, vectors) in input order."""
+        if self._ov is not None:
+            for payload, features in self._ov.encode_pixel_batches(batches):
+                yield payload, normalise(features)
+            return
+        for payload, pixels in batches:
+            yield payload, normalise(self._torch_images(pixels))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts → normalised float32 [n, dim]."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = tokenize(texts)
+        if self._ov is not None:
+            return normalise(self._ov.encode_tokens(tokens.numpy()))
+        return normalise(self._torch_texts(tokens))
+
+    def _torch_images(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device)
+            if self.device == "cpu" and self.precision == "bf16":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            elif self.precision == "fp16":
+                batch = batch.half()
+            out = self._torch_model.encode_image(batch)
+        return out.float().cpu().numpy()
+
+    def _torch_texts(self, tokens: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            out = self._torch_model.encode_text(tokens.to(self.device))
+        return out.float().cpu().numpy()
+
+    def _autocast(self) -> Any:
+        import torch
+
+        if self.device == "cpu" and self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def load_encoder(settings: Settings) -> Encoder:
+    """Build the encoder the settings describe (model, device, precision, backend)."""
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    backend = resolve_backend(settings.backend, device)
+    model, spec = load_model(settings)
+    model.eval()
+    return Encoder(model, spec, device=device, precision=precision, backend=backend,
+                   cache_dir=Path(settings.model_dir).expanduser())
+
+
+def load_model(settings: Settings) -> tuple[Any, ModelSpec]:
+    """Load the cn_clip torch model in fp32 on the CPU, with its spec."""
+    name = settings.model
+    try:
+        if name in OFFICIAL_MODELS:
+            return _load_official(name, Path(settings.model_dir).expanduser())
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelError(
+                f"model {name!r} is neither an official model ({', '.join(OFFICIAL_MODELS)}) nor a checkpoint file"
+            )
+        return _load_checkpoint(path, settings)
+    except ModelError:
+        raise
+    except Exception as exc:  # torch/cn_clip raise many kinds; the user needs one clear message
+        raise ModelError(f"could not load model {name!r}: {exc}") from exc
+
+
+def _load_official(name: str, model_dir: Path) -> tuple[Any, ModelSpec]:
+    from cn_clip.clip import load_from_name
+    from cn_clip.clip.utils import _MODEL_INFO, _MODELS
+
+    target = model_dir / _MODELS[name][1]
+    if not target.is_file():
+        log.info("%s not in %s; cn_clip will download it", name, model_dir)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model, _ = load_from_name(name, device="cpu", download_root=str(model_dir))
+    except Exception as exc:
+        if not target.is_file():
+            raise ModelError(
+                f"{name} weights are not in {model_dir} and could not be downloaded ({exc}); "
+                f"put {_MODELS[name][1]} there or set SEARCHCORE_MODEL_DIR"
+            ) from exc
+        raise
+    resolution = int(_MODEL_INFO[name]["input_resolution"])
+    return model.float(), ModelSpec(name, _embed_dim(model), resolution, file_digest(target))
+
+
+def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
+    import torch
+
+    digest = file_digest(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ModelError(f"{path} is not a Chinese-CLIP checkpoint (no 'state_dict' in it)")
+    ident = f"{path.stem}@{digest[:12]}"
+    if "model_config" in checkpoint:
+        from cn_clip.clip.model import CLIP
+
+        config = dict(checkpoint["model_config"])
+        model = CLIP(**config)
+        state = {k.removeprefix("module."): v.float() if v.is_floating_point() else v
+                 for k, v in checkpoint["state_dict"].items() if "bert.pooler" not in k}
+        model.load_state_dict(state)
+        model.float()
+        return model, ModelSpec(ident, int(config["embed_dim"]), int(config["image_resolution"]), digest)
+    if not (settings.vision_model and settings.text_model and settings.resolution):
+        raise ModelError(
+            f"{path} is a fine-tuned checkpoint: set --vision-model, --text-model and --resolution "
+            "(e.g. ViT-B-16, RoBERTa-wwm-ext-base-chinese, 224)"
+        )
+    from cn_clip.clip import load_from_name
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model, _ = load_from_name(str(path), device="cpu", vision_model_name=settings.vision_model,
+                                  text_model_name=settings.text_model, input_resolution=settings.resolution)
+    ident = f"{settings.vision_model}@{settings.text_model}:{ident}"
+    return model.float(), ModelSpec(ident, _embed_dim(model), settings.resolution, digest)
+
+
+def _embed_dim(model: Any) -> int:
+    return int(model.text_projection.shape[1])

@@ -1,0 +1,199 @@
+"""The one place the real pieces are built from settings and wired together.
+
+Front ends (cli.py, the Gradio UI, the JSON API) hold one Engine and call its
+methods; tests build one over the tiny model and real embedded stores.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import search as search_mod
+from .config import Settings, validate_library
+from .datasets import open_source
+from .encoder import Encoder, load_encoder
+from .errors import LibraryError, QueryError
+from .image_store import ImageStore, StoredImage, open_image_store
+from .ingest import IngestReport, Progress, ingest
+from .search import SearchResult
+from .vector_store import MilvusVectorStore, VectorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LibraryInfo:
+    """A library's size and how it was built."""
+
+    library: str
+    count: int
+    model: str | None
+    dim: int | None
+    vector_backend: str
+    image_backend: str
+    index: str | None = None
+    images: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's --json shape."""
+        return {"library": self.library, "count": self.count, "model": self.model, "dim": self.dim,
+                "vector_backend": self.vector_backend, "image_backend": self.image_backend,
+                "index": self.index, "images": self.images}
+
+
+@dataclass
+class CheckReport:
+    """Differences between the two stores, and what a repair did about them."""
+
+    library: str
+    images: int
+    vectors: int
+    missing_vectors: list[int]
+    orphan_vectors: list[int]
+    repaired: bool = False
+
+    @property
+    def consistent(self) -> bool:
+        """True when both stores hold exactly the same ids."""
+        return not self.missing_vectors and not self.orphan_vectors
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's --json shape."""
+        return {"library": self.library, "images": self.images, "vectors": self.vectors,
+                "missing_vectors": self.missing_vectors[:1000], "orphan_vectors": self.orphan_vectors[:1000],
+                "consistent": self.consistent, "repaired": self.repaired}
+
+
+class Engine:
+    """Encoder, vector store and image store, built once and shared by every request."""
+
+    def __init__(self, settings: Settings, *, encoder: Encoder | None = None, vectors: VectorStore | None = None,
+                 images: ImageStore | None = None) -> None:
+        self.settings = settings
+        self._encoder = encoder
+        self._encoder_lock = threading.Lock()
+        self.vectors: VectorStore = vectors or MilvusVectorStore(settings.milvus_uri, settings.milvus_token,
+                                                                  index=settings.index)
+        self.images: ImageStore = images or open_image_store(settings.db_url)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use (info and drop never need it)."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = load_encoder(self.settings)
+            return self._encoder
+
+    def _library(self, library: str | None) -> str:
+        return validate_library(library or self.settings.library)
+
+    def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
+               library: str | None = None, progress: Progress | None = None) -> IngestReport:
+        """Ingest a dataset split, feature file or image folder into a library."""
+        name = self._library(library)
+        source = open_source(path, split, features)
+        return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
+                      workers=self.settings.workers, progress=progress)
+
+    def search_text(self, text: Any, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
+        """Top-k images for a Chinese (or any) description."""
+        search_mod.clean_query(text)
+        search_mod.parse_top_k(top_k)
+        return search_mod.search_text(text, top_k, encoder=self.encoder, vectors=self.vectors, images=self.images,
+                                      library=self._library(library))
+
+    def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
+        """Top-k images that look like the given image."""
+        return search_mod.search_image(data, top_k, encoder=self.encoder, vectors=self.vectors, images=self.images,
+                                       library=self._library(library))
+
+    def search_similar(self, image_id: Any, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
+        """Top-k images like one already in the library."""
+        return search_mod.search_similar(image_id, top_k, vectors=self.vectors, images=self.images,
+                                         library=self._library(library))
+
+    def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
+        """One stored image by id."""
+        name = self._library(library)
+        try:
+            ident = int(str(image_id))
+        except ValueError:
+            raise QueryError(f"image id must be an integer, got {str(image_id)[:40]!r}") from None
+        if not 0 <= ident < 1 << 63:
+            raise QueryError(f"image id {ident} is out of range")
+        found = self.images.get_many(name, [ident])
+        if ident not in found:
+            raise QueryError(f"image {ident} is not in library {name!r}")
+        return found[ident]
+
+    def info(self, library: str | None = None) -> LibraryInfo:
+        """Counts, model, dimension and backends of one library."""
+        name = self._library(library)
+        meta = self.vectors.meta(name)
+        return LibraryInfo(name, self.vectors.count(name) if meta else 0, meta.model if meta else None,
+                           meta.dim if meta else None, self.vectors.backend, self.images.backend,
+                           meta.index if meta else None, self.images.count(name))
+
+    def libraries(self) -> list[LibraryInfo]:
+        """Every library, with its info."""
+        return [self.info(meta.library) for meta in self.vectors.libraries()]
+
+    def drop(self, library: str | None = None) -> None:
+        """Delete a library from both stores (vectors first, so no search finds a missing image)."""
+        name = self._library(library)
+        if self.vectors.meta(name) is None and self.images.count(name) == 0:
+            raise LibraryError(f"library {name!r} does not exist")
+        self.vectors.drop(name)
+        self.images.drop(name)
+
+    def check(self, library: str | None = None, *, repair: bool = False) -> CheckReport:
+        """Compare the ids of both stores; with repair, re-encode missing vectors and drop orphans."""
+        name = self._library(library)
+        if self.vectors.meta(name) is None:
+            raise LibraryError(f"library {name!r} does not exist")
+        image_ids = set(self.images.ids(name))
+        vector_ids = set(self.vectors.ids(name))
+        report = CheckReport(name, len(image_ids), len(vector_ids), sorted(image_ids - vector_ids),
+                             sorted(vector_ids - image_ids))
+        if repair and not report.consistent:
+            self.vectors.delete(name, report.orphan_vectors)
+            for chunk in _chunks(report.missing_vectors, 64):
+                self._reencode(name, chunk)
+            self.vectors.flush(name)
+            report.repaired = True
+        return report
+
+    def _reencode(self, library: str, ids: list[int]) -> None:
+        from .imaging import ImageDecodeError, decode_image
+
+        stored = self.images.get_many(library, ids)
+        good, pictures = [], []
+        for image_id, image in stored.items():
+            try:
+                pictures.append(decode_image(image.data).image)
+                good.append(image_id)
+            except ImageDecodeError:
+                log.warning("library %s: stored image %d cannot be decoded; removing it", library, image_id)
+                self.images.delete_many(library, [image_id])
+        if good:
+            self.vectors.upsert(library, good, self.encoder.encode_images(pictures))
+
+    def close(self) -> None:
+        """Release both stores."""
+        self.vectors.close()
+        self.images.close()
+
+
+def build_engine(settings: Settings) -> Engine:
+    """The real engine the settings describe."""
+    return Engine(settings)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

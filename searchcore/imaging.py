@@ -1,0 +1,93 @@
+"""Image decoding: untrusted bytes → an upright RGB picture plus the bytes to store."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Refuse decompression bombs from the header, before any pixel is decoded.
+MAX_PIXELS = 89_478_485
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+BROWSER_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image this engine can use; the message says why."""
+
+
+@dataclass
+class DecodedImage:
+    """An upright RGB picture and what to store for it."""
+
+    image: Image.Image
+    data: bytes
+    format: str
+    width: int
+    height: int
+    sha256: str
+
+
+def decode_image(data: bytes, max_bytes: int | None = None) -> DecodedImage:
+    """Decode, check and normalise one image; raise ImageDecodeError with a reason."""
+    if not data:
+        raise ImageDecodeError("image data is empty (0 bytes)")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageDecodeError(f"image is {len(data) / 2**20:.1f} MB, over the store's limit of "
+                               f"{max_bytes / 2**20:.1f} MB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageDecodeError(f"image claims {width}x{height} pixels, over the limit of {MAX_PIXELS} "
+                                   "(possible decompression bomb)")
+        fmt = image.format or "PNG"
+        image.seek(0)  # the first frame of an animation
+        image.load()
+        orientation = image.getexif().get(0x0112, 1)
+        upright = ImageOps.exif_transpose(image) if orientation != 1 else image
+        rgb = to_rgb(upright)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image is too large to decode safely ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("data is not an image of a known format") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(f"image is corrupt or truncated ({exc})") from None
+    stored, stored_format = data, fmt
+    if orientation != 1 or fmt not in BROWSER_FORMATS:
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", quality=95)
+        stored, stored_format = buffer.getvalue(), "JPEG"
+    return DecodedImage(rgb, stored, stored_format, rgb.width, rgb.height, hashlib.sha256(data).hexdigest())
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode → 8-bit RGB, flattening transparency onto white and scaling 16-bit data."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        gray = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def mime_type(fmt: str) -> str:
+    """The content type for a stored image format."""
+    return MIME.get(fmt.upper(), "application/octet-stream")

@@ -1,0 +1,129 @@
+"""Search: text or image → vector → top-k → images with their captions."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .encoder import Encoder
+from .errors import LibraryError, QueryError
+from .image_store import ImageStore
+from .imaging import ImageDecodeError, decode_image
+from .vector_store import VectorStore
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 100
+MAX_QUERY_CHARS = 1000
+
+
+@dataclass
+class SearchResult:
+    """One image that matched, best first by rank."""
+
+    rank: int
+    image_id: int
+    score: float
+    data: bytes = field(repr=False)
+    format: str
+    width: int
+    height: int
+    captions: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's --json shape."""
+        return {"rank": self.rank, "image_id": self.image_id, "score": round(self.score, 6),
+                "captions": self.captions}
+
+
+def parse_top_k(value: Any) -> int:
+    """A top-k between 1 and 100, or a QueryError saying what is wrong."""
+    if isinstance(value, bool):
+        raise QueryError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {value!r}")
+    try:
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError
+        top_k = int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise QueryError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {value!r}") from None
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise QueryError(f"top_k must be from 1 to {MAX_TOP_K}, got {top_k}")
+    return top_k
+
+
+def clean_query(text: Any) -> str:
+    """The query with control characters removed; empty or whitespace-only is a QueryError."""
+    if not isinstance(text, str):
+        raise QueryError("the query must be text")
+    cleaned = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text).strip()
+    if not cleaned:
+        raise QueryError("the query is empty: type a description, e.g. 红色的圆形")
+    # Tokenising a huge paste costs time and the model sees 50 tokens at most.
+    return cleaned[:MAX_QUERY_CHARS]
+
+
+def search_text(text: Any, top_k: Any, *, encoder: Encoder, vectors: VectorStore, images: ImageStore,
+                library: str) -> list[SearchResult]:
+    """Top-k images for a text query."""
+    query = clean_query(text)
+    k = parse_top_k(top_k)
+    _require_library(vectors, library, encoder)
+    return search_vector(encoder.encode_texts([query])[0], k, vectors=vectors, images=images, library=library)
+
+
+def search_image(data: bytes, top_k: Any, *, encoder: Encoder, vectors: VectorStore, images: ImageStore,
+                 library: str) -> list[SearchResult]:
+    """Top-k images that look like an image given as bytes."""
+    k = parse_top_k(top_k)
+    try:
+        decoded = decode_image(data)
+    except ImageDecodeError as exc:
+        raise QueryError(f"the query image cannot be used: {exc}") from None
+    _require_library(vectors, library, encoder)
+    return search_vector(encoder.encode_images([decoded.image])[0], k, vectors=vectors, images=images,
+                         library=library)
+
+
+def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: ImageStore,
+                   library: str) -> list[SearchResult]:
+    """Top-k images like one already in the library ("more like this")."""
+    k = parse_top_k(top_k)
+    try:
+        ident = int(image_id)
+    except (TypeError, ValueError):
+        raise QueryError(f"image id must be an integer, got {image_id!r}") from None
+    found = vectors.vectors(library, [ident]) if vectors.meta(library) is not None else {}
+    if ident not in found:
+        raise QueryError(f"image {ident} is not in library {library!r}")
+    return search_vector(found[ident], k, vectors=vectors, images=images, library=library)
+
+
+def search_vector(vector: np.ndarray, top_k: int, *, vectors: VectorStore, images: ImageStore,
+                  library: str) -> list[SearchResult]:
+    """Top-k images for a query vector; ids without a stored image are left out."""
+    hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], top_k)[0]
+    stored = images.get_many(library, [h.image_id for h in hits])
+    results: list[SearchResult] = []
+    for hit in hits:
+        image = stored.get(hit.image_id)
+        if image is None:
+            log.warning("library %s: vector %d has no stored image; run `searchcore check --repair`",
+                        library, hit.image_id)
+            continue
+        results.append(SearchResult(len(results) + 1, hit.image_id, hit.score, image.data, image.format,
+                                    image.width, image.height, image.captions))
+    return results
+
+
+def _require_library(vectors: VectorStore, library: str, encoder: Encoder) -> None:
+    meta = vectors.meta(library)
+    if meta is None:
+        raise LibraryError(f"library {library!r} does not exist or is empty; ingest images into it first")
+    if meta.model != encoder.name or meta.dim != encoder.dim:
+        raise LibraryError(f"library {library!r} was built with model {meta.model} ({meta.dim}-d), not "
+                           f"{encoder.name}; start with --model set to that model")
