@@ -38,7 +38,8 @@ class Settings:
     device: str = field(default="auto", metadata={"help": "auto|cpu|cuda", "choices": DEVICES})
     precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16|fp16", "choices": PRECISIONS})
     backend: str = field(default="auto", metadata={"help": "encoder backend auto|torch|openvino", "choices": BACKENDS})
-    milvus_uri: str = field(default="./data/milvus.db", metadata={"help": "Milvus Lite file or http://host:19530"})
+    milvus_uri: str = field(default="./data/milvus.db",
+                            metadata={"help": "Milvus Lite file or http://host:19530"})
     milvus_token: str = field(default="", metadata={"help": "Milvus server token (user:password)"})
     db_url: str = field(default="./data/images.db", metadata={"help": "SQLite path or mysql://user:pass@host:3306/db"})
     library: str = field(default="default", metadata={"help": "library name"})
@@ -53,7 +54,8 @@ class Settings:
             raise ConfigError(f"resolution must be between 16 and 1024, got {self.resolution}")
         if self.workers < 0:
             raise ConfigError(f"workers must be 0 or more, got {self.workers}")
-        for name, allowed in (("device", DEVICES), ("precision", PRECISIONS), ("backend", BACKENDS), ("index", INDEXES)):
+        choices = (("device", DEVICES), ("precision", PRECISIONS), ("backend", BACKENDS), ("index", INDEXES))
+        for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         validate_library(self.library)

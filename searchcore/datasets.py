@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -267,10 +268,8 @@ def _tsv_index(path: Path) -> dict[int, int]:
         offset = 0
         for raw in handle:
             key = raw.split(b"\t", 1)[0]
-            try:
+            with contextlib.suppress(ValueError):
                 offsets.setdefault(parse_image_id(key), offset)
-            except ValueError:
-                pass
             offset += len(raw)
     return offsets
 

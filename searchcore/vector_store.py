@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ R = TypeVar("R")
 # pymilvus logs every failed RPC with a traceback; the engine reports failures itself.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 
 PREFIX = "searchcore_"
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
@@ -88,7 +90,7 @@ class MilvusVectorStore:
             try:
                 return MilvusClient(str(path))
             except Exception as exc:
-                if _is_lock_error(exc):
+                if _is_lock_error(exc) or _lite_file_locked(path):
                     raise LibraryLockedError(
                         f"library file {path} is open in another process; stop it or use a Milvus server URI"
                     ) from exc
@@ -97,10 +99,14 @@ class MilvusVectorStore:
         delay = 0.5
         while True:
             try:
-                return MilvusClient(uri=self.uri, token=token, timeout=10)
+                # never wait on one attempt past the deadline (a silent host makes each attempt block)
+                attempt = max(1.0, min(10.0, deadline - time.monotonic()))
+                return MilvusClient(uri=self.uri, token=token, timeout=attempt)
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
-                    raise BackendUnavailableError(f"Milvus server {self.uri} is unavailable: {exc}") from exc
+                    raise BackendUnavailableError(
+                        f"Milvus server {self.uri} is unavailable (retried for {timeout:g}s): {exc}; "
+                        "check SEARCHCORE_MILVUS_URI and that the server is running") from exc
                 log.warning("Milvus server %s not ready (%s); retrying in %.1fs", self.uri, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 8)
@@ -282,6 +288,25 @@ def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     ids = [int(i) for i in ids]
     for start in range(0, len(ids), ID_BATCH):
         yield ids[start:start + ID_BATCH]
+
+
+def _lite_file_locked(path: Path) -> bool:
+    """True when another process holds Milvus Lite's lock on this data folder."""
+    import fcntl
+
+    lock = path / "LOCK"
+    if not lock.is_file():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _is_lock_error(exc: BaseException | None) -> bool:

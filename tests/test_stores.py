@@ -1,0 +1,127 @@
+"""Both store interfaces, each run against every real backend: SQLite and MariaDB, Milvus Lite and server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchcore.errors import LibraryError
+from searchcore.image_store import ImageStore, StoredImage, open_image_store
+from searchcore.vector_store import MilvusVectorStore
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def image_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageStore]:
+    url = str(tmp_path / "images.db") if request.param == "sqlite" else request.getfixturevalue("mariadb_url")
+    store = open_image_store(url)
+    yield store
+    for library in store.libraries():
+        store.drop(library)
+    store.close()
+
+
+@pytest.fixture(params=["lite", "server"])
+def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MilvusVectorStore]:
+    uri = str(tmp_path / "milvus.db") if request.param == "lite" else request.getfixturevalue("milvus_server")
+    store = MilvusVectorStore(uri)
+    yield store
+    for meta in store.libraries():
+        store.drop(meta.library)
+    store.close()
+
+
+def image(i: int, payload: bytes = b"x") -> StoredImage:
+    return StoredImage(i, payload * 10, "PNG", 4, 3, f"{i:064d}", f"src:{i}", [f"图片{i}", "第二个说明"])
+
+
+def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_images_round_trip_with_captions(image_store: ImageStore) -> None:
+    image_store.put_many("lib", [image(1), image(2), image(9_000_000_000_000)])
+    got = image_store.get_many("lib", [1, 9_000_000_000_000, 77])
+    assert set(got) == {1, 9_000_000_000_000}
+    assert got[1].data == b"x" * 10 and got[1].captions == ["图片1", "第二个说明"] and got[1].width == 4
+    assert image_store.hashes("lib", [2, 3]) == {2: f"{2:064d}"}
+
+
+def test_storing_an_id_twice_keeps_the_first(image_store: ImageStore) -> None:
+    image_store.put_many("lib", [image(1, b"a")])
+    image_store.put_many("lib", [image(1, b"b"), image(2)])
+    assert image_store.count("lib") == 2
+    assert image_store.get_many("lib", [1])[1].data == b"a" * 10
+
+
+def test_libraries_are_separate_and_drop_removes_one(image_store: ImageStore) -> None:
+    image_store.put_many("one", [image(1), image(2)])
+    image_store.put_many("two", [image(1)])
+    assert image_store.libraries() == {"one": 2, "two": 1}
+    image_store.drop("one")
+    assert image_store.libraries() == {"two": 1}
+
+
+def test_ids_page_through_large_libraries(image_store: ImageStore) -> None:
+    image_store.put_many("big", [image(i) for i in range(1, 5012)])
+    assert list(image_store.ids("big")) == list(range(1, 5012))
+    image_store.delete_many("big", list(range(1, 12)))
+    assert image_store.count("big") == 5000
+
+
+def test_sql_in_library_names_never_reaches_the_database(image_store: ImageStore) -> None:
+    with pytest.raises(LibraryError):
+        image_store.put_many("a; DROP TABLE searchcore_images; --", [image(1)])
+    image_store.put_many("ok", [image(1)])
+    assert image_store.count("ok") == 1
+
+
+def test_vectors_upsert_is_idempotent_and_search_ranks_by_cosine(vector_store: MilvusVectorStore) -> None:
+    meta = vector_store.open_library("lib", "tiny@abc", 16, create=True)
+    assert (meta.model, meta.dim) == ("tiny@abc", 16)
+    vecs = unit(50, 16)
+    ids = list(range(100, 150))
+    vector_store.upsert("lib", ids, vecs)
+    vector_store.upsert("lib", ids, vecs)
+    vector_store.flush("lib")
+    assert vector_store.count("lib") == 50
+    hits = vector_store.search("lib", vecs[[7, 30]], 5)
+    assert [h[0].image_id for h in hits] == [107, 130]
+    assert hits[0][0].score == pytest.approx(1.0, abs=1e-4)
+    exact = np.argsort(-(vecs @ vecs[7]))[:5]
+    assert [h.image_id for h in hits[0]] == [ids[i] for i in exact]
+
+
+def test_vectors_ids_existing_fetch_and_delete(vector_store: MilvusVectorStore) -> None:
+    vector_store.open_library("lib", "m", 8, create=True)
+    vecs = unit(30, 8, seed=1)
+    vector_store.upsert("lib", list(range(30)), vecs)
+    vector_store.flush("lib")
+    assert sorted(vector_store.ids("lib")) == list(range(30))
+    assert vector_store.existing("lib", [1, 2, 99]) == {1, 2}
+    np.testing.assert_allclose(vector_store.vectors("lib", [3])[3], vecs[3], atol=1e-6)
+    vector_store.delete("lib", [1, 2])
+    assert vector_store.existing("lib", [1, 2, 3]) == {3}
+
+
+def test_library_records_its_model_and_refuses_another(vector_store: MilvusVectorStore) -> None:
+    vector_store.open_library("lib", "RN50", 8, create=True)
+    with pytest.raises(LibraryError, match="was built with model RN50"):
+        vector_store.open_library("lib", "ViT-B-16", 8, create=False)
+    with pytest.raises(LibraryError, match="does not exist"):
+        vector_store.open_library("other", "RN50", 8, create=False)
+    assert [m.library for m in vector_store.libraries()] == ["lib"]
+
+
+def test_library_metadata_survives_reopening(vector_store: MilvusVectorStore, tmp_path: Path) -> None:
+    vector_store.open_library("lib", "RN50", 8, create=True)
+    vector_store.upsert("lib", [5], unit(1, 8))
+    vector_store.flush("lib")
+    again = MilvusVectorStore(vector_store.uri)
+    meta = again.meta("lib")
+    assert meta is not None and (meta.model, meta.dim) == ("RN50", 8)
+    assert meta.index == ("HNSW" if vector_store.server else "FLAT")
+    assert again.count("lib") == 1
