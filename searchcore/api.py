@@ -1,0 +1,267 @@
+"""The JSON API, health and metrics, with the Gradio UI mounted on the same FastAPI app.
+
+One uvicorn server serves it all: /api/* (JSON), /healthz, /metrics, /docs (OpenAPI) and the UI at /.
+Routes only parse input, check access and call the Engine; SearchcoreErrors become HTTP statuses here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+import gradio as gr
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .config import validate_library
+from .engine import Engine
+from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
+from .imaging import mime_type
+from .metrics import CONTENT_TYPE, Metrics
+from .search import MAX_TOP_K
+from .ui import CSS, MAX_UPLOAD_BYTES, Access, SearchApp, build_ui
+
+log = logging.getLogger(__name__)
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+GIVEN_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+IMAGE_ID = re.compile(r"^[0-9]{1,19}$")
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+GRACE_SECONDS = 5
+
+
+class SearchRequest(BaseModel):
+    """A text search."""
+
+    text: str = Field(description="the description to search for, e.g. 红色的圆形")
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="number of results")
+    library: str | None = Field(None, description="library name (default: the server's --library)")
+
+
+class Hit(BaseModel):
+    """One result; url fetches the image."""
+
+    image_id: int
+    score: float
+    url: str
+    rank: int
+    captions: list[str]
+
+
+class IngestRequest(BaseModel):
+    """An ingest of a folder on the server: a Chinese-CLIP dataset (with split) or a folder of images."""
+
+    path: str
+    split: str | None = None
+    library: str | None = None
+
+
+def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | None = None) -> FastAPI:
+    """The FastAPI app: JSON routes, /healthz, /metrics, and the Gradio UI mounted at /."""
+    access = access or Access()
+    metrics = metrics or Metrics()
+    api = FastAPI(title="searchcore", version=__version__, summary="Chinese text-to-image search (以文搜图)",
+                  docs_url="/docs", redoc_url=None)
+    api.add_middleware(RequestIdMiddleware)
+    basic = HTTPBasic(auto_error=False)
+
+    def reader(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
+        # With --auth the whole app is private: the UI behind Gradio's login, the API behind basic auth.
+        if access.users:
+            _authenticate(access, credentials)
+
+    def writer(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
+        if access.refusal:
+            raise HTTPException(403, f"write actions are disabled: {access.refusal}")
+        if access.users:
+            _authenticate(access, credentials)
+
+    @api.exception_handler(SearchcoreError)
+    async def searchcore_error(request: Request, exc: SearchcoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=_status(exc))
+
+    @api.post("/api/search", response_model=list[Hit], dependencies=[Depends(reader)], tags=["search"])
+    def search(body: SearchRequest) -> list[Hit]:
+        """Top-k images for a description."""
+        library = _library(body.library or engine.settings.library)
+        with metrics.search("text"):
+            results = engine.search_text(body.text, body.top_k, library)
+        return [Hit(image_id=r.image_id, score=r.score, url=f"/api/images/{library}/{r.image_id}", rank=r.rank,
+                    captions=r.captions) for r in results]
+
+    @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
+             response_class=Response, responses={200: {"content": {"image/*": {}}}})
+    def image(library: str, image_id: str) -> Response:
+        """The stored bytes of one image, with its content type."""
+        name = _library(library)
+        if not IMAGE_ID.match(image_id) or int(image_id) >= 1 << 63:
+            raise HTTPException(400, "image id must be a whole number from 0 to 2^63-1")
+        try:
+            with metrics.backend("get image"):
+                stored = engine.get_image(int(image_id), name)
+        except QueryError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(stored.data, media_type=mime_type(stored.format),
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+    @api.get("/api/libraries", dependencies=[Depends(reader)], tags=["libraries"])
+    def libraries() -> list[dict[str, Any]]:
+        """Every library: image count, model, dimension and backends."""
+        with metrics.backend("libraries"):
+            return [info.to_json() for info in engine.libraries()]
+
+    @api.post("/api/ingest", dependencies=[Depends(writer)], tags=["libraries"])
+    def ingest(body: IngestRequest) -> dict[str, Any]:
+        """Ingest a dataset split or an image folder on the server; returns the ingest report."""
+        library = _library(body.library or engine.settings.library)
+        with metrics.backend("ingest"):
+            report = engine.ingest(body.path, split=body.split, library=library)
+        metrics.ingested(report)
+        return report.to_json()
+
+    @api.delete("/api/libraries/{library}", dependencies=[Depends(writer)], tags=["libraries"])
+    def drop(library: str) -> dict[str, Any]:
+        """Delete a library from both stores."""
+        name = _library(library)
+        with metrics.backend("drop"):
+            engine.drop(name)
+        return {"library": name, "dropped": True}
+
+    @api.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        """200 when both stores answer, else 503 with the reason."""
+        problems = []
+        for what, probe in (("vector store", engine.vectors.libraries), ("image store", engine.images.libraries)):
+            try:
+                probe()
+            except Exception as exc:  # any failure of a probe means "not healthy", whatever its type
+                problems.append(f"{what}: {exc}")
+        if problems:
+            return JSONResponse({"status": "unavailable", "reason": "; ".join(problems)}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @api.get("/metrics", tags=["operations"], response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus metrics: search latency, ingest counts, backend errors."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    app = SearchApp(engine, access, metrics)
+    blocks = build_ui(app)
+    api.state.search_app = app
+    api.state.blocks = blocks
+    return gr.mount_gradio_app(api, blocks, path="/", auth=list(access.users) or None, show_error=False,
+                               max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, footer_links=["api", "gradio"],
+                               run_history=False, css=CSS)
+
+
+def serve(engine: Engine, access: Access, *, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Serve the app until interrupted; with access.share, also open a public Gradio share link."""
+    for warning in exposure_warnings(host, access):
+        log.warning("%s", warning)
+    app = create_app(engine, access)
+    # Browsers hold event streams open; without a grace limit, Ctrl+C would wait for every tab to close.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           timeout_graceful_shutdown=GRACE_SECONDS))
+    if access.share:
+        threading.Thread(target=_share, args=(server, app.state.blocks, host, port), daemon=True).start()
+    log.info("serving on http://%s:%d (UI at /, API docs at /docs)", _url_host(host), port)
+    server.run()
+
+
+def exposure_warnings(host: str, access: Access) -> list[str]:
+    """What to warn about before serving: a bind beyond localhost, or a share link with writes open."""
+    notes = []
+    if host not in LOCAL_HOSTS:
+        open_writes = access.refusal is None and not access.users
+        notes.append(f"listening on {host}: reachable beyond this machine" + (
+            "; anyone who can reach it can ingest and drop libraries (add --auth or --read-only)"
+            if open_writes else ""))
+    if access.share and access.refusal is None:
+        notes.append("shared publicly with ingest and drop open to the --auth users")
+    return notes
+
+
+class RequestIdMiddleware:
+    """Give each HTTP request an id (the caller's X-Request-ID when sane), echo it, and log API requests."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if GIVEN_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope.get("path", "")
+            if path.startswith("/api/"):
+                log.info("%s %s %d %.1fms", scope.get("method"), path, status, 1000 * (time.perf_counter() - started))
+            REQUEST_ID.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds record.request_id (or "-") so a log format can show %(request_id)s."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+def _status(exc: SearchcoreError) -> int:
+    if isinstance(exc, (BackendUnavailableError, LibraryLockedError)):
+        return 503
+    if isinstance(exc, LibraryError):
+        return 404  # names are validated up front, so what is left is a missing (or other-model) library
+    return 400
+
+
+def _library(name: str) -> str:
+    try:
+        return validate_library(name)
+    except LibraryError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _authenticate(access: Access, credentials: HTTPBasicCredentials | None) -> None:
+    if credentials is None or not access.allows(credentials.username, credentials.password):
+        raise HTTPException(401, "sign in with one of the --auth users (HTTP basic auth)",
+                            headers={"WWW-Authenticate": 'Basic realm="searchcore"'})
+
+
+def _share(server: uvicorn.Server, blocks: gr.Blocks, host: str, port: int) -> None:
+    from gradio import networking
+
+    while not server.started and not server.should_exit:
+        time.sleep(0.1)
+    try:
+        url = networking.setup_tunnel(_url_host(host), port, blocks.share_token, None, None)
+    except Exception as exc:  # no network, blocked frpc: say so and keep serving locally
+        log.error("could not open a share link (%s); still serving on http://%s:%d", exc, _url_host(host), port)
+        return
+    log.warning("public share link: %s", url)
+
+
+def _url_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
