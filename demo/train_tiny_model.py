@@ -1,6 +1,7 @@
 """Train a tiny real Chinese-CLIP model (cn_clip's CLIP class) on synthetic shapes and save it.
 
 Usage: python -m demo.train_tiny_model --out demo/tiny_clip.pt --steps 1500 --seed 0
+       python -m demo.train_tiny_model --out demo/tiny_clip.pt --eval-only   # re-check a saved checkpoint
 Load with: model = CLIP(**ckpt["model_config"]); model.load_state_dict({k: v.float() ...}); model.float().eval()
 """
 
@@ -45,8 +46,15 @@ CONTEXT_LENGTH = 52
 
 
 def random_size(rng: random.Random) -> tuple[int, int]:
-    """Random (possibly non-square) image size."""
+    """Random training size: each side 40..224 px independently (deliberately includes odd aspect ratios)."""
     return rng.randint(40, 224), rng.randint(40, 224)
+
+
+def photo_size(rng: random.Random) -> tuple[int, int]:
+    """Random photo-like evaluation size: short side 48..224 px, aspect ratio up to 2:1, either orientation."""
+    short = rng.randint(48, 224)
+    long = round(short * rng.uniform(1.0, 2.0))
+    return (long, short) if rng.random() < 0.5 else (short, long)
 
 
 def make_batch(rng: random.Random, n: int, transform) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,7 +81,7 @@ def precision_at_10(model: CLIP, seed: int, per_class: int = 10) -> dict[str, fl
     rng = random.Random(seed)
     transform = image_transform(MODEL_CONFIG["image_resolution"])
     labels = [y for y in range(len(CLASSES)) for _ in range(per_class)]
-    images = torch.stack([transform(draw(*CLASSES[y], rng, random_size(rng))) for y in labels])
+    images = torch.stack([transform(draw(*CLASSES[y], rng, photo_size(rng))) for y in labels])
     img = F.normalize(model.encode_image(images), dim=-1)
     tokens = tokenize([caption(*c) for c in CLASSES], context_length=CONTEXT_LENGTH)
     txt = F.normalize(model.encode_text(tokens), dim=-1)
@@ -82,11 +90,18 @@ def precision_at_10(model: CLIP, seed: int, per_class: int = 10) -> dict[str, fl
     return {caption(*c): (lab[top[k]] == k).float().mean().item() for k, c in enumerate(CLASSES)}
 
 
-def load_fp16_roundtrip(state_dict: dict) -> CLIP:
+def load_fp16_roundtrip(state_dict: dict, config: dict = MODEL_CONFIG) -> CLIP:
     """Build a fresh model from fp16-rounded weights, as a loader of the saved file would."""
-    model = CLIP(**MODEL_CONFIG)
+    model = CLIP(**config)
     model.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in state_dict.items()})
     return model.float().eval()
+
+
+def report(name: str, model: CLIP, seed: int) -> None:
+    """Print precision@10 per canonical caption and the mean."""
+    prec = precision_at_10(model, seed=seed)
+    print(f"[{name}] precision@10: " + "  ".join(f"{k} {v:.1f}" for k, v in prec.items()))
+    print(f"[{name}] mean precision@10: {sum(prec.values()) / len(prec):.4f}")
 
 
 def main() -> None:
@@ -97,9 +112,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-only", action="store_true", help="only evaluate the checkpoint at --out")
     a = p.parse_args()
 
     torch.set_num_threads(2)
+    if a.eval_only:
+        ckpt = torch.load(a.out, map_location="cpu", weights_only=False)
+        report("saved weights", load_fp16_roundtrip(ckpt["state_dict"], ckpt["model_config"]), a.seed + 12345)
+        return
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
     model = CLIP(**MODEL_CONFIG).float().train()
@@ -121,10 +141,8 @@ def main() -> None:
     print(f"training time: {time.time() - t0:.1f}s")
 
     model.eval()
-    for name, m in [("fp32", model), ("fp16 weights", load_fp16_roundtrip(model.state_dict()))]:
-        prec = precision_at_10(m, seed=a.seed + 12345)
-        print(f"[{name}] precision@10: " + "  ".join(f"{k} {v:.1f}" for k, v in prec.items()))
-        print(f"[{name}] mean precision@10: {sum(prec.values()) / len(prec):.4f}")
+    report("fp32", model, a.seed + 12345)
+    report("fp16 weights", load_fp16_roundtrip(model.state_dict()), a.seed + 12345)
 
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
