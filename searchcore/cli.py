@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[..., None]]:
     """Subcommands other modules add (evaluation, distributed ingest)."""
     found = []
-    for module in ("searchcore.evaluate",):
+    for module in ("searchcore.evaluate", "searchcore.distributed"):
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ImportError:
@@ -211,4 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: extensions register their commands there.
+    from searchcore.cli import main as package_main
+
+    sys.exit(package_main())

@@ -28,6 +28,7 @@ PREFIX = "searchcore_"
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 HNSW_EF = 128
 ID_BATCH = 1000
+_LITE_STORES: dict[str, int] = {}  # Milvus Lite file -> stores open on it in this process
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,10 @@ class MilvusVectorStore:
             path = Path(self.uri).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                return MilvusClient(str(path))
+                client = MilvusClient(str(path))
+                key = os.path.abspath(path)
+                _LITE_STORES[key] = _LITE_STORES.get(key, 0) + 1
+                return client
             except Exception as exc:
                 if _is_lock_error(exc) or _lite_file_locked(path):
                     raise LibraryLockedError(
@@ -117,6 +121,7 @@ class MilvusVectorStore:
         except SearchcoreError:
             raise
         except Exception as exc:
+            self._metas.clear()  # a restarted server reloads collections: check (and load) them again next call
             raise BackendUnavailableError(f"vector store {self.uri} failed to {what}: {exc}") from exc
 
     def _index_for(self) -> tuple[str, dict[str, Any]]:
@@ -169,8 +174,9 @@ class MilvusVectorStore:
     def meta(self, library: str) -> LibraryMeta | None:
         """The library's recorded model, dim and index, or None when it does not exist."""
         validate_library(library)
-        if library in self._metas:
-            return self._metas[library]
+        cached = self._metas.get(library)  # one lookup: another thread may clear the cache (see _call)
+        if cached is not None:
+            return cached
         name = PREFIX + library
         if not self._call("list collections", lambda: self._client.has_collection(name)):
             return None
@@ -212,14 +218,17 @@ class MilvusVectorStore:
         if meta.index == "HNSW":
             params["params"] = {"ef": max(HNSW_EF, top_k)}
         data = np.asarray(vectors, dtype=np.float32).tolist()
+        # Session, not the collection's Strong: a server makes a Strong read wait for the next time tick
+        # (200 ms); Session still shows this client its own writes (bench/bench_query.py measures both).
         result = self._call("search", lambda: self._client.search(
-            PREFIX + library, data=data, limit=top_k, search_params=params, output_fields=[]))
+            PREFIX + library, data=data, limit=top_k, search_params=params, output_fields=[],
+            consistency_level="Session"))
         return [[Hit(int(h["id"]), float(h["distance"])) for h in hits] for hits in result]
 
     def existing(self, library: str, ids: Sequence[int]) -> set[int]:
         """The ids among these that have a vector."""
         found: set[int] = set()
-        for chunk in _chunks(ids):
+        for chunk in _chunks(ids) if self.meta(library) is not None else []:
             rows = self._call("query ids", lambda c=chunk: self._client.query(  # type: ignore[misc]
                 PREFIX + library, filter=f"id in {c}", output_fields=["id"]))
             found.update(int(r["id"]) for r in rows)
@@ -228,7 +237,7 @@ class MilvusVectorStore:
     def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by id."""
         found: dict[int, np.ndarray] = {}
-        for chunk in _chunks(ids):
+        for chunk in _chunks(ids) if self.meta(library) is not None else []:
             rows = self._call("fetch vectors", lambda c=chunk: self._client.get(  # type: ignore[misc]
                 PREFIX + library, ids=c, output_fields=["id", "vector"]))
             for r in rows:
@@ -237,6 +246,8 @@ class MilvusVectorStore:
 
     def ids(self, library: str) -> Iterator[int]:
         """Every id with a vector, in pages."""
+        if self.meta(library) is None:  # also loads a collection that a reopened store finds released
+            return
         iterator = self._call("list ids", lambda: self._client.query_iterator(
             PREFIX + library, batch_size=ID_BATCH * 5, filter="id >= -9223372036854775807", output_fields=["id"]))
         try:
@@ -250,7 +261,7 @@ class MilvusVectorStore:
 
     def delete(self, library: str, ids: Sequence[int]) -> None:
         """Remove vectors by id."""
-        for chunk in _chunks(ids):
+        for chunk in _chunks(ids) if self.meta(library) is not None else []:
             self._call("delete vectors", lambda c=chunk: self._client.delete(  # type: ignore[misc]
                 PREFIX + library, ids=c))
 
@@ -271,8 +282,13 @@ class MilvusVectorStore:
             self._call("drop the collection", lambda: self._client.drop_collection(name))
 
     def close(self) -> None:
-        """Release the client (and the Lite file lock)."""
+        """Release the client (and the Lite file lock, once the last store on the file in this process closes)."""
+        if self._client is None:
+            return
         self._client.close()
+        self._client = None
+        if not self.server:
+            _release_lite(str(Path(self.uri).expanduser()))
 
 
 def _meta_from(library: str, desc: dict[str, Any]) -> LibraryMeta:
@@ -288,6 +304,17 @@ def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     ids = [int(i) for i in ids]
     for start in range(0, len(ids), ID_BATCH):
         yield ids[start:start + ID_BATCH]
+
+
+def _release_lite(path: str) -> None:
+    """Milvus Lite serves a file (and holds its lock) until the process exits; stop it with its last store."""
+    key = os.path.abspath(path)
+    _LITE_STORES[key] = _LITE_STORES.get(key, 1) - 1
+    if _LITE_STORES[key] <= 0:
+        del _LITE_STORES[key]
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(key)
 
 
 def _lite_file_locked(path: Path) -> bool:

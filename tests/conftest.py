@@ -107,13 +107,37 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Milvus standalone server (PyPI `milvus` 2.3.5) on free ports; yields its URI."""
     from milvus import MilvusServer
 
+    base = tmp_path_factory.mktemp("milvus_server")
     server = MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus_server")))
-    server.start()
+    server.set_base_dir(str(base))
+    # The package's embedded etcd always takes 2379/2380; give it free ports so servers can run side by side.
+    client, peer = free_port(), free_port()
+    config = base / "embedEtcd.yaml"
+    config.write_text(f"listen-client-urls: http://127.0.0.1:{client}\nadvertise-client-urls: http://127.0.0.1:{client}\n"
+                      f"listen-peer-urls: http://127.0.0.1:{peer}\ninitial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
+                      f"initial-cluster: default=http://127.0.0.1:{peer}\n")
+    previous = os.environ.get("ETCD_CONFIG_PATH")
+    os.environ["ETCD_CONFIG_PATH"] = str(config)
+    try:
+        server.start()
+    finally:
+        if previous is None:
+            os.environ.pop("ETCD_CONFIG_PATH", None)
+        else:
+            os.environ["ETCD_CONFIG_PATH"] = previous
     try:
         yield f"http://127.0.0.1:{server.listen_port}"
     finally:
         server.stop()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -1,0 +1,391 @@
+"""Distributed ingest on Ray Data: encoder workers on every GPU (or CPU cores) of a Ray cluster.
+
+The driver records the library's model once, then streams a Chinese-CLIP split's tsv lines through
+a Ray Dataset. Each worker holds one encoder and its own store connections and runs the same
+pipeline as `searchcore ingest` (ingest.py) on its batches, so the library it builds is the one
+`searchcore ingest` builds. Vectors are upserted into Milvus; with a bulk folder they are written
+as NumPy files instead and Milvus imports them at the end (bulk insert).
+
+Workers are separate processes, so the vector store must be a Milvus server (a Lite file is held
+by one process). The image store may be MySQL or, on a single machine, SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Settings, validate_library
+from .datasets import BadRecord, Record, Source, decode_base64, find_splits, parse_image_id, read_captions
+from .encoder import load_encoder, load_model
+from .errors import BackendUnavailableError, ConfigError, DatasetError, SearchcoreError
+from .image_store import open_image_store
+from .ingest import IngestReport, Progress, ingest
+from .vector_store import PREFIX, MilvusVectorStore
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 256
+BULK_TIMEOUT = 3600.0
+
+
+def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None, library: str | None = None,
+               ray_address: str | None = None, num_workers: int | None = None, batch_rows: int = BATCH_ROWS,
+               bulk_dir: str | Path | None = None, progress: Progress | None = None) -> IngestReport:
+    """Ingest a Chinese-CLIP tsv split with encoder workers on Ray; the report sums every worker's."""
+    started = time.perf_counter()
+    name = validate_library(library or settings.library)
+    if not settings.is_milvus_server:
+        raise ConfigError("ingest-ray writes from several worker processes, and a Milvus Lite file is held by one "
+                          "process: set SEARCHCORE_MILVUS_URI to a Milvus server (http://host:19530), or use "
+                          "`searchcore ingest`")
+    if batch_rows < 1:
+        raise ConfigError(f"batch rows must be 1 or more, got {batch_rows}")
+    tsv = _tsv_path(Path(path).expanduser(), split)
+    captions, problems = read_captions(tsv.parent, tsv.name[: -len("_imgs.tsv")])
+    _open_library(settings, name)
+    bulk = str(Path(bulk_dir).expanduser().resolve()) if bulk_dir is not None else None
+    report = IngestReport(name, bad=list(problems))
+    importer = BulkImporter(settings, name) if bulk is not None else None
+    try:
+        with _ray_session(ray_address) as ray:
+            done, total = 0, _count_lines(tsv)
+            for row in _worker_pipeline(ray, settings, name, tsv, captions, num_workers, batch_rows,
+                                        bulk).iter_rows():
+                report.added += int(row["added"])
+                report.present += int(row["present"])
+                report.bad += [BadRecord(**b) for b in json.loads(row["bad"])]
+                if importer is not None:
+                    for files in json.loads(row["files"]):
+                        importer.submit(files)
+                done += int(row["lines"])
+                if progress is not None:
+                    progress(done, total)
+        if importer is not None:
+            importer.wait()
+        else:
+            _flush(settings, name)
+    finally:
+        if importer is not None:
+            importer.close()
+    report.seconds = time.perf_counter() - started
+    log.info("ray ingest into %s: %d added, %d present, %d bad in %.1fs", name, report.added, report.present,
+             len(report.bad), report.seconds)
+    return report
+
+
+def _tsv_path(path: Path, split: str | None) -> Path:
+    """The split's {split}_imgs.tsv: Ray reads tsv splits only."""
+    if path.is_file() and path.name.endswith("_imgs.tsv"):
+        return path
+    if not path.is_dir():
+        raise DatasetError(f"{path} is not a Chinese-CLIP dataset folder or a {{split}}_imgs.tsv file")
+    splits = find_splits(path)
+    if split is None:
+        if len(splits) != 1:
+            raise DatasetError(f"{path} holds splits {', '.join(splits) or '(none)'}; choose one with --split")
+        split = splits[0]
+    tsv = path / f"{split}_imgs.tsv"
+    if not tsv.is_file():
+        raise DatasetError(f"{tsv} is missing: ingest-ray reads tsv splits; use `searchcore ingest` for LMDB "
+                           "and feature files")
+    return tsv
+
+
+def _open_library(settings: Settings, library: str) -> None:
+    """Create the collection (or refuse another model's) once, before any worker writes."""
+    _, spec = load_model(settings)
+    vectors = MilvusVectorStore(settings.milvus_uri, settings.milvus_token, index=settings.index)
+    images = open_image_store(settings.db_url)  # creates the table here, not in several workers at once
+    try:
+        vectors.open_library(library, spec.name, spec.dim, create=True)
+    finally:
+        vectors.close()
+        images.close()
+
+
+@contextlib.contextmanager
+def _ray_session(address: str | None) -> Iterator[Any]:
+    """Ray, connected to a cluster (address) or started on this machine; shut down if started here."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("ingest-ray needs Ray Data: pip install 'ray[data]'") from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=log.isEnabledFor(logging.INFO))
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise BackendUnavailableError(
+                f"cannot join the Ray cluster at {address}: {exc}. If `ray status` shows it running, it checks "
+                "a token (Ray >= 2.59 clusters started with `ray start`): set RAY_AUTH_MODE=token here too; the "
+                "token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN") from exc
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    if not log.isEnabledFor(logging.INFO):
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        yield ray
+    except SearchcoreError:
+        raise
+    except Exception as exc:  # Ray wraps a worker's exception; show the user the one searchcore raised
+        raise _searchcore_cause(exc) from exc
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _worker_pipeline(ray: Any, settings: Settings, library: str, tsv: Path, captions: dict[int, list[str]],
+                     num_workers: int | None, batch_rows: int, bulk_dir: str | None) -> Any:
+    """The split as a Ray Dataset of lines, mapped by a pool of encoder workers to one summary row a batch."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if settings.device == "cuda" and not gpus:
+        raise ConfigError("device cuda was asked for, but the Ray cluster has no GPU; use --device cpu or auto")
+    if gpus and settings.device != "cpu":
+        resources = {"num_gpus": 1, "num_cpus": 1}
+        workers = num_workers or gpus
+    else:
+        resources = {"num_cpus": 1}
+        settings = settings.replace(device="cpu")
+        workers = num_workers or max(1, cpus - 1)  # leave a core for reading the file
+    log.info("ray ingest: %d workers, %s each", workers, resources)
+    lines = ray.data.read_text(str(tsv), drop_empty_lines=True)
+    return lines.map_batches(
+        IngestWorker,
+        fn_constructor_kwargs={"settings": settings, "library": library, "file": tsv.name,
+                               "captions": captions, "bulk_dir": bulk_dir},
+        batch_size=batch_rows, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+        **resources)
+
+
+class IngestWorker:
+    """One Ray worker: an encoder and store connections, ingesting batches of tsv lines."""
+
+    def __init__(self, settings: Settings, library: str, file: str, captions: dict[int, list[str]],
+                 bulk_dir: str | None) -> None:
+        self.library = library
+        self.file = file
+        self.captions = captions
+        self.settings = settings
+        self.encoder = load_encoder(settings)
+        self.images = open_image_store(settings.db_url)
+        self.vectors = WorkerVectorStore(settings, bulk_dir)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Ingest one batch of lines; one row of counts, bad records and bulk files comes back."""
+        records = [parse_line(str(line), self.file, self.captions) for line in batch["text"]]
+        source = Source("tsv", Path(self.file), None, len(records), iter(records))
+        report = ingest(source, self.encoder, self.vectors, self.images, self.library,
+                        batch_size=self.settings.batch_size, workers=self.settings.workers or 2)
+        return {"lines": np.array([len(records)]), "added": np.array([report.added]),
+                "present": np.array([report.present]),
+                "bad": np.array([json.dumps([asdict(b) for b in report.bad], ensure_ascii=False)]),
+                "files": np.array([json.dumps(self.vectors.take_files())])}
+
+
+def parse_line(line: str, file: str, captions: dict[int, list[str]]) -> Record:
+    """One `image_id<TAB>base64` line as a Record (Ray does not keep line numbers: line is 0)."""
+    key, tab, value = line.rstrip("\r\n").partition("\t")
+    if not tab:
+        return Record(0, file, error=f"no tab between the image id and the base64 image in {line[:40]!r}")
+    try:
+        image_id = parse_image_id(key)
+    except ValueError:
+        return Record(0, file, error=f"image id {key[:40]!r} is not an integer")
+    try:
+        data = decode_base64(value.encode("ascii", "replace"))
+    except ValueError as exc:
+        return Record(0, file, image_id, error=f"image id {image_id}: {exc}")
+    return Record(0, file, image_id, data, captions=captions.get(image_id, []))
+
+
+class WorkerVectorStore(MilvusVectorStore):
+    """A worker's vector store: the driver flushes once at the end; with a bulk folder, upserts
+    become rows of NumPy files (pymilvus LocalBulkWriter) that the driver has Milvus import."""
+
+    def __init__(self, settings: Settings, bulk_dir: str | None) -> None:
+        super().__init__(settings.milvus_uri, settings.milvus_token, index=settings.index)
+        self.bulk_dir = bulk_dir
+        self._writer: Any = None
+
+    def flush(self, library: str) -> None:
+        """Left to the driver: one flush per ingest, not one per batch (Milvus rate-limits flushes)."""
+
+    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Upsert, or in bulk mode append rows to this batch's import files."""
+        if self.bulk_dir is None:
+            super().upsert(library, ids, vectors)
+            return
+        if self._writer is None:
+            self._writer = _bulk_writer(self.bulk_dir, self.meta(library).dim)  # type: ignore[union-attr]
+        for image_id, vector in zip(ids, np.asarray(vectors, dtype=np.float32)):
+            self._writer.append_row({"id": int(image_id), "vector": vector})
+
+    def take_files(self) -> list[list[str]]:
+        """The import file sets written since the last call (one set per Milvus import task)."""
+        if self._writer is None:
+            return []
+        self._writer.commit()
+        files = [[str(f) for f in batch] for batch in self._writer.batch_files]
+        self._writer = None
+        return files
+
+
+def _bulk_writer(folder: str, dim: int) -> Any:
+    try:
+        from pymilvus import DataType, MilvusClient
+        from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"bulk insert needs pymilvus[bulk_writer]: {exc}") from None
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return LocalBulkWriter(schema=schema, local_path=folder, file_type=BulkFileType.NUMPY)
+
+
+class BulkImporter:
+    """Milvus bulk insert of NumPy file sets: submitted as workers write them, awaited at the end.
+
+    Milvus reads the files itself: they must be on a path the server sees (its host's file system
+    for a standalone server with local storage). 2.3 servers take only the gRPC Import call, which
+    pymilvus exposes through its ORM `utility` module.
+    """
+
+    def __init__(self, settings: Settings, library: str) -> None:
+        from pymilvus import connections
+
+        self.collection = PREFIX + library
+        self.alias = f"searchcore-bulk-{uuid.uuid4().hex[:8]}"
+        self.tasks: list[tuple[int, list[str]]] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the ORM calls are deprecated in pymilvus 3, yet 2.3 servers need them
+            connections.connect(alias=self.alias, uri=settings.milvus_uri, token=settings.milvus_token)
+
+    def submit(self, files: list[str]) -> None:
+        """Start one import task (the server queues them)."""
+        from pymilvus import utility
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            task = self._call(lambda: utility.do_bulk_insert(self.collection, files=files, using=self.alias))
+        self.tasks.append((task, files))
+
+    def wait(self, timeout: float = BULK_TIMEOUT) -> None:
+        """Wait for every task, make the imported rows searchable, then delete the files."""
+        from pymilvus import Collection, utility
+
+        deadline = time.monotonic() + timeout
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for task, files in self.tasks:
+                while True:
+                    state = self._call(lambda t=task: utility.get_bulk_insert_state(t, using=self.alias))  # type: ignore[misc]
+                    if state.state_name == "Completed":
+                        break
+                    if state.state_name.startswith("Failed") or time.monotonic() > deadline:
+                        raise BackendUnavailableError(
+                            f"Milvus bulk insert of {', '.join(files)} did not complete ({state.state_name}: "
+                            f"{state.infos.get('failed_reason', '')}); the server must be able to read these paths")
+                    time.sleep(0.5)
+            if self.tasks:  # a loaded collection serves imported segments only after a refresh
+                self._call(lambda: Collection(self.collection, using=self.alias).load(_refresh=True))
+        for _, files in self.tasks:
+            shutil.rmtree(Path(files[0]).parent.parent, ignore_errors=True)  # {bulk_dir}/{writer uuid}/{n}/x.npy
+        self.tasks = []
+
+    def close(self) -> None:
+        """Drop the connection."""
+        from pymilvus import connections
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            connections.disconnect(self.alias)
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            raise BackendUnavailableError(f"Milvus bulk insert into {self.collection} failed: {exc}") from exc
+
+
+def _flush(settings: Settings, library: str) -> None:
+    vectors = MilvusVectorStore(settings.milvus_uri, settings.milvus_token, index=settings.index)
+    try:
+        vectors.flush(library)
+    finally:
+        vectors.close()
+
+
+def _searchcore_cause(exc: BaseException) -> SearchcoreError:
+    """The SearchcoreError a worker raised, found inside Ray's wrappers, or a generic one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        inner = getattr(seen, "cause", None)  # RayTaskError keeps the worker's own exception here
+        if isinstance(inner, BaseException) and inner is not seen:
+            seen = inner
+        elif isinstance(seen, SearchcoreError):
+            return seen
+        else:
+            seen = seen.__cause__
+    return SearchcoreError(f"Ray ingest failed: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}")
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for raw in handle if raw.strip())
+
+
+def cmd_ingest_ray(args: argparse.Namespace, settings: Settings) -> int:
+    """Ingest a tsv split with encoder workers on Ray."""
+    from tqdm import tqdm
+
+    from .cli import _emit
+
+    bar = tqdm(unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = ingest_ray(settings, args.path, split=args.split, ray_address=args.ray_address,
+                            num_workers=args.num_workers, batch_rows=args.batch_rows, bulk_dir=args.bulk_dir,
+                            progress=progress)
+    finally:
+        bar.close()
+    lines = [f"library {report.library}: {report.added} added, {report.present} already present, "
+             f"{len(report.bad)} bad ({report.seconds:.1f}s)"]
+    lines += [f"  {b.file}: {b.reason}" for b in report.bad[:50]]
+    _emit(args, report.to_json(), "\n".join(lines))
+    return 0
+
+
+def add_commands(sub: Any, add: Any) -> None:
+    """Add ingest-ray to the `searchcore` parser."""
+    from .cli import command
+
+    p = add("ingest-ray", "ingest a Chinese-CLIP tsv split with encoder workers on a Ray cluster")
+    p.add_argument("path", help="dataset folder or {split}_imgs.tsv")
+    p.add_argument("--split", help="split name (train, valid, test, ...)")
+    p.add_argument("--ray-address", help="Ray cluster to join (auto, ray://head:10001); default: start Ray here")
+    p.add_argument("--num-workers", type=int, help="encoder workers (default: one per GPU, else CPU cores - 1)")
+    p.add_argument("--batch-rows", type=int, default=BATCH_ROWS,
+                   help=f"tsv lines per worker call (default {BATCH_ROWS})")
+    p.add_argument("--bulk-dir", help="write vectors as NumPy files here and have Milvus bulk-insert them; the "
+                   "Milvus server must read this path (standalone with local storage, same host or shared disk)")
+    command("ingest-ray")(cmd_ingest_ray)

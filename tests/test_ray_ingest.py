@@ -1,0 +1,86 @@
+"""Distributed ingest on Ray Data builds the library `searchcore ingest` builds (Milvus server + MariaDB)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from conftest import run_cli, settings_env
+
+from searchcore.config import Settings
+from searchcore.distributed import ingest_ray
+from searchcore.encoder import Encoder
+from searchcore.engine import Engine
+from searchcore.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A single-node Ray on this machine's two cores, started once for the module."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def server_settings(settings: Settings, milvus_server: str, mariadb_url: str) -> Settings:
+    """Tiny-model settings on the Milvus server and MariaDB, with a library of this test's own."""
+    return settings.replace(milvus_uri=milvus_server, db_url=mariadb_url, library=f"ray_{uuid.uuid4().hex[:8]}")
+
+
+def test_ray_ingest_refuses_a_milvus_lite_file(settings: Settings, dataset: Path) -> None:
+    with pytest.raises(ConfigError, match="Milvus server"):
+        ingest_ray(settings, dataset, split="valid")
+
+
+# Runs before the module's own Ray starts: the command starts a Ray of its own.
+def test_ingest_ray_command_bulk_inserts_through_files(server_settings: Settings, dataset: Path,
+                                                        tmp_path: Path, torch_encoder: Encoder) -> None:
+    env = settings_env(server_settings)
+    bulk = tmp_path / "bulk"
+
+    done = run_cli("ingest-ray", str(dataset), "--split", "train", "--num-workers", "1", "--bulk-dir", str(bulk),
+                   "--json", env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["added"] == 36
+    engine = Engine(server_settings, encoder=torch_encoder)
+    try:
+        assert engine.info().count == 36 and engine.info().images == 36
+        assert len(engine.search_text("红色的圆形", top_k=5)) == 5
+    finally:
+        engine.drop()
+        engine.close()
+    assert not any(bulk.rglob("*.npy")), "imported files are deleted"
+
+
+def test_ray_ingest_builds_the_same_library_as_ingest(local_ray: None, server_settings: Settings, dataset: Path,
+                                                      torch_encoder: Encoder) -> None:
+    plain, distributed = server_settings.library, server_settings.library + "_ray"
+    engine = Engine(server_settings, encoder=torch_encoder)
+    try:
+        engine.ingest(dataset, split="valid")
+        report = ingest_ray(server_settings, dataset, split="valid", library=distributed, num_workers=1)
+        again = ingest_ray(server_settings, dataset, split="valid", library=distributed, num_workers=1)
+
+        assert (report.added, report.present, report.bad) == (90, 0, [])
+        assert (again.added, again.present) == (0, 90)
+        ids = sorted(engine.vectors.ids(plain))
+        assert sorted(engine.vectors.ids(distributed)) == ids and len(ids) == 90
+        expected, got = engine.vectors.vectors(plain, ids), engine.vectors.vectors(distributed, ids)
+        assert min(float(np.dot(expected[i], got[i])) for i in ids) >= 0.9999
+        images, ray_images = engine.images.get_many(plain, ids), engine.images.get_many(distributed, ids)
+        assert all((images[i].sha256, images[i].captions) == (ray_images[i].sha256, ray_images[i].captions)
+                   for i in ids)
+        assert engine.info(distributed).model == engine.info(plain).model
+    finally:
+        for library in (plain, distributed):
+            engine.drop(library)
+        engine.close()
