@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -78,11 +79,8 @@ def resolve_backend(backend: str, device: str) -> str:
     if backend == "auto":
         if device != "cpu":
             return "torch"
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "openvino"
+        # find_spec, not import: openvino_backend must be the first to import openvino (telemetry opt-out).
+        return "openvino" if importlib.util.find_spec("openvino") is not None else "torch"
     if backend == "openvino" and device != "cpu":
         raise ConfigError("the openvino backend runs on the CPU; use --backend torch with CUDA")
     return backend

@@ -1,0 +1,397 @@
+"""OpenVINO backend for both Chinese-CLIP towers: conversion, on-disk IR cache and (async) inference."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def _disable_openvino_telemetry() -> str:
+    """Opt out of OpenVINO telemetry without touching the network; returns how it was done."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # openvino's model converter then uses its built-in no-op stub
+        return "not-installed"
+    # Same consent file `opt_in_out --opt_out` writes ($HOME/intel/openvino_telemetry = "0"), but written
+    # directly: the CLI would also try to *send* an opt-out event. The telemetry library re-reads this file
+    # whenever it (re)initialises: on `import openvino` and when `convert_model` switches its app name.
+    checker = OptInChecker()
+    how = "consent-file"
+    try:
+        declined = checker.check(enable_opt_in_dialog=False) == ConsentCheckResult.DECLINED
+        if not declined and not checker.update_result(ConsentCheckResult.DECLINED):
+            raise OSError(f"cannot write {checker.consent_file()}")
+    except Exception:  # noqa: BLE001 - read-only/odd home: make every consent check in-process say "declined"
+        logger.debug("could not write the OpenVINO telemetry consent file", exc_info=True)
+        OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED  # type: ignore[method-assign]
+        how = "in-process"
+    try:  # openvino imported before this module: its live singleton may already have consented
+        from openvino_telemetry.main import Telemetry
+
+        live = getattr(Telemetry, "_SingletonMetaClass__single_instance", None)
+        if live is not None:
+            live.consent = False
+    except Exception:  # noqa: BLE001
+        logger.debug("could not reach the live OpenVINO telemetry instance", exc_info=True)
+    logger.debug("OpenVINO telemetry disabled (%s)", how)
+    return how
+
+
+TELEMETRY_OPT_OUT = _disable_openvino_telemetry()  # must run before `import openvino` sends its import event
+
+import openvino as ov  # noqa: E402
+import openvino.properties as props  # noqa: E402
+import openvino.properties.hint as hints  # noqa: E402
+
+T = TypeVar("T")
+
+_FORMAT_VERSION = 1
+_TOWERS = ("image", "text")
+_BLOB_CACHE = "ov-compiled-blobs"
+_STALE_TMP_S = 3600.0
+
+
+class CacheError(RuntimeError):
+    """A cached IR entry is missing, stale or corrupt."""
+
+
+class _ImageTower(torch.nn.Module):
+    """Traceable image tower: pixels [n,3,R,R] -> unnormalised image features (mask_ratio fixed to 0)."""
+
+    def __init__(self, clip: Any) -> None:  # a cn_clip CLIP
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Encode pixels via CLIP.encode_image (handles both ViT and ModifiedResNet)."""
+        return self.clip.encode_image(pixels)
+
+
+class _TextTower(torch.nn.Module):
+    """Traceable text tower: token ids [n,L] -> unnormalised text features (pad mask = tokens != 0)."""
+
+    def __init__(self, clip: Any) -> None:  # a cn_clip CLIP
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Encode token ids via CLIP.encode_text."""
+        return self.clip.encode_text(tokens)
+
+
+def _ov_version_tag() -> str:
+    """Short, path-safe OpenVINO build tag, e.g. '2026.4.1-22982'."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", "-".join(ov.get_version().split("-")[:2]))
+
+
+def _safe_name(key: str) -> str:
+    """Map a caller cache key to a single safe path component."""
+    safe = re.sub(r"[^A-Za-z0-9._@+-]+", "_", key).strip(".") or "key"
+    if safe != key or len(safe) > 100:
+        safe = f"{safe[:80]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return safe
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class OpenVINOTowers:
+    """Both Chinese-CLIP towers converted to OpenVINO IR, cached on disk and compiled for CPU."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        resolution: int,
+        precision: str,
+        cache_dir: Path,
+        cache_key: str,
+        context_length: int = 52,
+    ) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.resolution = int(resolution)
+        self.context_length = int(context_length)
+        self.precision = precision
+        self.cache_dir = Path(cache_dir)
+        self.entry_dir = self.cache_dir / f"{_safe_name(cache_key)}-ir{_FORMAT_VERSION}-ov{_ov_version_tag()}"
+        self._core = ov.Core()
+        image_model, text_model = self._load_or_build(model)
+        self._image = self._compile(image_model, hints.PerformanceMode.THROUGHPUT)
+        self._text = self._compile(text_model, hints.PerformanceMode.LATENCY)
+        self.dim = int(self._image.output(0).get_partial_shape()[1].get_length())
+        text_dim = int(self._text.output(0).get_partial_shape()[1].get_length())
+        if text_dim != self.dim:
+            raise ValueError(f"image dim {self.dim} != text dim {text_dim}")
+        self.jobs = max(1, int(self._image.get_property(props.optimal_number_of_infer_requests)))
+        self._image_request = self._image.create_infer_request()
+        self._text_request = self._text.create_infer_request()
+        self._image_lock = threading.Lock()
+        self._text_lock = threading.Lock()
+        logger.info(
+            "OpenVINO towers ready: %s, precision=%s (%s), dim=%d, image jobs=%d",
+            self.entry_dir.name,
+            precision,
+            self._image.get_property(hints.inference_precision),
+            self.dim,
+            self.jobs,
+        )
+
+    # ----------------------------------------------------------------- inference
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 [n,3,R,R] preprocessed pixels -> float32 [n,dim] unnormalised image features."""
+        pixels = self._check_pixels(pixels)
+        n = pixels.shape[0]
+        if n == 1 or self.jobs == 1:
+            with self._image_lock:
+                return self._infer(self._image_request, pixels)
+        step = min(64, math.ceil(n / self.jobs))  # one chunk per stream so every core works
+        chunks = ((i, pixels[i : i + step]) for i in range(0, n, step))
+        return np.concatenate([feats for _, feats in self.encode_pixel_batches(chunks)])
+
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """int64 [n,L] cn_clip token ids -> float32 [n,dim] unnormalised text features."""
+        tokens = np.ascontiguousarray(np.asarray(tokens), dtype=np.int64)
+        if tokens.ndim != 2 or tokens.shape[0] < 1 or tokens.shape[1] != self.context_length:
+            raise ValueError(f"tokens must be [n>=1,{self.context_length}], got {tokens.shape}")
+        with self._text_lock:
+            return self._infer(self._text_request, tokens)
+
+    def encode_pixel_batches(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+        """Stream (payload, pixels) through an AsyncInferQueue; yield (payload, features) in input order.
+
+        The input is pulled lazily; at most `jobs` batches run at once and at most 2*`jobs` un-yielded
+        results are held. If the input (or inference) raises, in-flight requests are drained first and the
+        exception propagates; results not yet yielded at that point are dropped.
+        """
+        queue = ov.AsyncInferQueue(self._image, self.jobs)
+        done: dict[int, np.ndarray] = {}
+
+        def on_done(request: ov.InferRequest, index: int) -> None:
+            done[index] = request.get_output_tensor(0).data.astype(np.float32, copy=True)
+
+        queue.set_callback(on_done)
+        pending: deque[tuple[int, T]] = deque()  # in flight or finished but not yet yielded
+        limit = 2 * self.jobs  # bounds results held while the oldest batch is still running
+        try:
+            for index, (payload, pixels) in enumerate(batches):
+                pixels = self._check_pixels(pixels)
+                if len(pending) >= limit:
+                    queue.wait_all()
+                queue.start_async({0: pixels}, index)  # blocks while all `jobs` requests are busy
+                pending.append((index, payload))
+                while pending and pending[0][0] in done:
+                    head, head_payload = pending.popleft()
+                    yield head_payload, done.pop(head)
+            queue.wait_all()
+        except BaseException:
+            self._drain(queue)  # in-flight requests still reference `done`/inputs: let them finish
+            raise
+        while pending:
+            head, head_payload = pending.popleft()
+            if head not in done:
+                raise RuntimeError(f"OpenVINO request for batch {head} finished without a result")
+            yield head_payload, done.pop(head)
+
+    # ------------------------------------------------------------------- helpers
+
+    def _check_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Validate and make pixels a C-contiguous float32 [n,3,R,R] array."""
+        pixels = np.ascontiguousarray(np.asarray(pixels), dtype=np.float32)
+        expected = (3, self.resolution, self.resolution)
+        if pixels.ndim != 4 or pixels.shape[0] < 1 or pixels.shape[1:] != expected:
+            raise ValueError(f"pixels must be [n>=1,{','.join(map(str, expected))}], got {pixels.shape}")
+        return pixels
+
+    @staticmethod
+    def _infer(request: ov.InferRequest, data: np.ndarray) -> np.ndarray:
+        """Synchronous inference on one request; returns a private float32 copy of output 0."""
+        request.infer({0: data})
+        return request.get_output_tensor(0).data.astype(np.float32, copy=True)
+
+    @staticmethod
+    def _drain(queue: ov.AsyncInferQueue) -> None:
+        """Wait for in-flight requests while another exception is already propagating."""
+        try:
+            queue.wait_all()
+        except Exception:  # noqa: BLE001 - the original exception matters more
+            logger.warning("OpenVINO request failed while unwinding", exc_info=True)
+
+    def _compile(self, model: ov.Model, mode: hints.PerformanceMode) -> ov.CompiledModel:
+        """Compile for CPU with the performance hint, precision hint and compiled-blob cache."""
+        precision = ov.Type.f32
+        if self.precision == "bf16":
+            if "BF16" in self._core.get_property("CPU", props.device.capabilities):
+                precision = ov.Type.bf16
+            else:
+                logger.warning("CPU lacks native BF16; compiling in f32")
+        config: dict[Any, Any] = {hints.performance_mode: mode, hints.inference_precision: precision}
+        blob_dir = self.cache_dir / _BLOB_CACHE
+        try:
+            blob_dir.mkdir(parents=True, exist_ok=True)
+            config[props.cache_dir] = str(blob_dir)
+        except OSError as exc:
+            logger.warning("OpenVINO compiled-blob cache disabled: %s", exc)
+        return self._core.compile_model(model, "CPU", config)
+
+    # --------------------------------------------------------------------- cache
+
+    def _manifest_meta(self) -> dict[str, Any]:
+        """Fields a cache entry must match besides its file hashes."""
+        return {
+            "format": _FORMAT_VERSION,
+            "openvino": ov.get_version(),
+            "resolution": self.resolution,
+            "context_length": self.context_length,
+        }
+
+    def _load_or_build(self, model: torch.nn.Module) -> tuple[ov.Model, ov.Model]:
+        """Return (image, text) ov.Models from a verified cache entry, rebuilding it if needed."""
+        if self.entry_dir.exists():
+            try:
+                return self._read_entry(self.entry_dir)
+            except Exception as exc:  # noqa: BLE001 - anything wrong with the entry means rebuild
+                logger.warning("rebuilding OpenVINO IR cache entry %s: %s", self.entry_dir, exc)
+        started = time.perf_counter()
+        image, text = self._convert(model)
+        logger.info("converted CLIP towers to OpenVINO in %.1fs", time.perf_counter() - started)
+        try:
+            self._save(image, text)
+        except OSError as exc:  # e.g. read-only cache dir: still serve, just without the IR cache
+            logger.warning("could not write OpenVINO IR cache %s (%s); running uncached", self.entry_dir, exc)
+            return image, text
+        return self._read_entry(self.entry_dir)  # serve exactly what later runs will load
+
+    def _read_entry(self, entry: Path) -> tuple[ov.Model, ov.Model]:
+        """Verify an entry's manifest (metadata, sizes, sha256) and read both IR models."""
+        try:
+            manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"unreadable manifest: {exc}") from exc
+        if not isinstance(manifest, dict) or manifest.get("meta") != self._manifest_meta():
+            raise CacheError("manifest metadata mismatch")
+        files = manifest.get("files")
+        expected = {f"{tower}.{ext}" for tower in _TOWERS for ext in ("xml", "bin")}
+        if not isinstance(files, dict) or set(files) != expected:
+            raise CacheError("manifest file list mismatch")
+        for name, info in files.items():
+            path = entry / name
+            try:
+                if path.stat().st_size != info["size"] or _sha256(path) != info["sha256"]:
+                    raise CacheError(f"{name} does not match its manifest")
+            except (OSError, KeyError, TypeError) as exc:
+                raise CacheError(f"{name}: {exc}") from exc
+        image = self._core.read_model(entry / "image.xml", entry / "image.bin")
+        text = self._core.read_model(entry / "text.xml", entry / "text.bin")
+        self._check_io(image, [-1, 3, self.resolution, self.resolution])
+        self._check_io(text, [-1, self.context_length])
+        return image, text
+
+    @staticmethod
+    def _check_io(model: ov.Model, input_shape: list[int]) -> None:
+        """Ensure a cached model has one input of the expected (dynamic-batch) shape and one output."""
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise CacheError("unexpected number of model inputs/outputs")
+        if model.input(0).get_partial_shape() != ov.PartialShape(input_shape):
+            raise CacheError(f"unexpected input shape {model.input(0).get_partial_shape()}")
+
+    def _save(self, image: ov.Model, text: ov.Model) -> None:
+        """Save both IRs plus a manifest (written last) in a temp dir, then publish it atomically."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp()
+        tmp = self.cache_dir / f".tmp-{self.entry_dir.name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            for tower, converted in zip(_TOWERS, (image, text)):
+                ov.save_model(converted, tmp / f"{tower}.xml", compress_to_fp16=False)
+            files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+            manifest = {"meta": self._manifest_meta(), "files": files}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            self._publish(tmp)
+            logger.info("cached OpenVINO IR in %s", self.entry_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _convert(self, model: torch.nn.Module) -> tuple[ov.Model, ov.Model]:
+        """Trace both towers of a fp32 cn_clip CLIP with dynamic batch; the torch model is left as it was."""
+        param = next(model.parameters())
+        if param.dtype != torch.float32 or param.device.type != "cpu":
+            raise ValueError(f"expected a float32 CPU model, got {param.dtype} on {param.device}")
+        size = self.resolution
+        pixels = torch.zeros(2, 3, size, size)
+        tokens = torch.zeros(2, self.context_length, dtype=torch.int64)
+        tokens[:, :4] = torch.tensor([101, 704, 1744, 102])  # [CLS] .. [SEP] then [PAD]=0
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape asserts baked in for fixed R/L
+                warnings.filterwarnings("ignore", r"`torch\.jit\.trace", FutureWarning)
+                image = ov.convert_model(
+                    _ImageTower(model), example_input=pixels, input=[ov.PartialShape([-1, 3, size, size])]
+                )
+                text = ov.convert_model(
+                    _TextTower(model),
+                    example_input=tokens,
+                    input=[(ov.PartialShape([-1, self.context_length]), ov.Type.i64)],
+                )
+        finally:
+            model.train(was_training)
+        for converted, name in ((image, "pixels"), (text, "tokens")):
+            converted.input(0).get_tensor().set_names({name})
+            converted.output(0).get_tensor().set_names({"features"})
+        return image, text
+
+    def _publish(self, tmp: Path) -> None:
+        """Atomically move a complete temp entry into place, replacing a stale one."""
+        entry = self.entry_dir
+        stale: Path | None = None
+        if entry.exists():
+            stale = entry.with_name(f".stale-{entry.name}-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(entry, stale)
+            except FileNotFoundError:
+                stale = None
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not entry.is_dir():
+                raise
+            logger.info("another process published %s first; using it", entry)  # verified on read
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _remove_stale_tmp(self) -> None:
+        """Delete temp/stale dirs of this entry left behind by crashed builds."""
+        now = time.time()
+        for leftover in self.cache_dir.glob(f".*-{self.entry_dir.name}-*"):
+            try:
+                if now - leftover.stat().st_mtime > _STALE_TMP_S:
+                    shutil.rmtree(leftover, ignore_errors=True)
+            except OSError:
+                pass
