@@ -114,7 +114,7 @@ def validate_library(name: str) -> str:
     """Return name if it is a valid library name, else raise a LibraryError."""
     from .errors import LibraryError
 
-    if not isinstance(name, str) or not LIBRARY_NAME.match(name):
+    if not isinstance(name, str) or not LIBRARY_NAME.fullmatch(name):
         raise LibraryError(
             f"invalid library name {name!r}: use a letter then up to 63 letters, digits or underscores"
         )

@@ -226,8 +226,8 @@ class MySQLImageStore(_SqlImageStore):
         with self._cursor() as cur:
             cur.execute(self.schema)
             cur.execute("SELECT @@max_allowed_packet")
-            # leave room for the rest of the row and the statement
-            self.max_blob_bytes = int(cur.fetchone()[0]) - (64 << 10)
+            # pymysql sends a blob escaped inside the INSERT, up to twice its size; leave room for the rest too
+            self.max_blob_bytes = (int(cur.fetchone()[0]) - (64 << 10)) // 2
 
     def _connect(self) -> Any:
         import pymysql
@@ -252,6 +252,7 @@ class MySQLImageStore(_SqlImageStore):
         except pymysql.err.Error as exc:
             _close_quietly(conn)
             if isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError)):
+                self.close()  # the pooled connections died with this one (a restart): the next call reconnects
                 raise BackendUnavailableError(f"image database {self._label} is unavailable: {exc}") from exc
             raise BackendUnavailableError(f"image database {self._label} failed: {exc}") from exc
         except BaseException:

@@ -67,6 +67,9 @@ def decode_image(data: bytes, max_bytes: int | None = None) -> DecodedImage:
         buffer = io.BytesIO()
         rgb.save(buffer, format="JPEG", quality=95)
         stored, stored_format = buffer.getvalue(), "JPEG"
+        if max_bytes is not None and len(stored) > max_bytes:
+            raise ImageDecodeError(f"image is {len(stored) / 2**20:.1f} MB once made upright and browser-ready, over "
+                                   f"the store's limit of {max_bytes / 2**20:.1f} MB")
     return DecodedImage(rgb, stored, stored_format, rgb.width, rgb.height, hashlib.sha256(data).hexdigest())
 
 

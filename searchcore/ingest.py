@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +34,7 @@ R = TypeVar("R")
 
 Progress = Callable[[int, "int | None"], None]
 LOOKUP_CHUNK = 256
+_FAULT_HITS: dict[str, int] = {}
 
 
 @dataclass
@@ -89,9 +91,11 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         for batch, vecs in encoded:
             if source.kind == "features":
                 batch, vecs = _check_dims(batch, vecs, meta.dim, report)
+            _fault_point("batch")
             _write(batch, vecs, vectors, images, library)
             report.added += len(batch)
             tick(len(batch))
+    _fault_point("flush")
     vectors.flush(library)
     report.seconds = time.perf_counter() - started
     log.info("ingest into %s: %d added, %d present, %d bad in %.1fs", library, report.added, report.present,
@@ -197,7 +201,18 @@ def _write(batch: list[_Work], vecs: np.ndarray, vectors: VectorStore, images: I
     if not batch:
         return
     images.put_many(library, [w.stored for w in batch if w.store_image and w.stored is not None])
+    _fault_point("after_images")
     vectors.upsert(library, [w.record.image_id for w in batch], vecs)  # type: ignore[misc]
+
+
+def _fault_point(name: str) -> None:
+    """Test hook: SEARCHCORE_TEST_KILL_AT=name:N SIGKILLs this process the Nth time it reaches point `name`
+    ("batch": encoded, nothing written; "after_images": images written, vectors not; "flush": before the flush)."""
+    point, _, count = os.environ.get("SEARCHCORE_TEST_KILL_AT", "").partition(":")
+    if point == name:
+        _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+        if _FAULT_HITS[name] == int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterator[T], ahead: int) -> Iterator[R]:

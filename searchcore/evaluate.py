@@ -1,0 +1,427 @@
+"""Retrieval evaluation in Chinese-CLIP's own formats: predictions, recall, feature files.
+
+`predict` writes the `{"text_id", "image_ids"}` lines that cn_clip's
+eval/evaluation.py scores; `evaluate` computes the same text→image recall
+(and image→text recall as evaluation_tr.py does) without leaving the engine;
+`extract` writes the feature jsonl files of cn_clip's extract_features.py,
+which `searchcore ingest --features` reads back. Text→image searches go
+through the library's Milvus collection, as a user's search does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .config import Settings
+from .datasets import BadRecord, find_splits, open_source, read_texts
+from .encoder import Encoder
+from .engine import Engine
+from .errors import DatasetError, LibraryError
+from .imaging import ImageDecodeError, decode_image
+from .search import parse_top_k
+
+log = logging.getLogger(__name__)
+
+RECALL_AT = (1, 5, 10)
+TEXT_BATCH = 64
+IMAGE_BATCH = 32
+# Overlap@10 an approximate index (HNSW, IVF_FLAT) must reach before `evaluate --exact` fails.
+MIN_APPROX_OVERLAP = 0.95
+# Scores closer than this to the 10th exact score count as ties at the cut-off: any of them is a right answer.
+TIE_TOLERANCE = 1e-5
+
+
+@dataclass
+class Prediction:
+    """One text's ranked image ids, as cn_clip's make_topk_predictions.py writes them."""
+
+    text_id: int
+    image_ids: list[int]
+    scores: list[float] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """cn_clip's prediction line."""
+        return {"text_id": self.text_id, "image_ids": self.image_ids}
+
+
+@dataclass
+class Recall:
+    """R@1/5/10 and their mean, in percent like cn_clip's scorer."""
+
+    r1: float
+    r5: float
+    r10: float
+    mean: float
+
+    @classmethod
+    def from_fractions(cls, r1: float, r5: float, r10: float) -> Recall:
+        """Percentages computed in cn_clip's order of operations, so the floats match its out.json exactly."""
+        return cls(r1 * 100, r5 * 100, r10 * 100, (r1 + r5 + r10) / 3.0 * 100)
+
+    def to_json(self) -> dict[str, float]:
+        """{"r1", "r5", "r10", "mean"}."""
+        return {"r1": self.r1, "r5": self.r5, "r10": self.r10, "mean": self.mean}
+
+
+@dataclass
+class Evaluation:
+    """Retrieval quality of one library on one split."""
+
+    library: str
+    split: str
+    index: str
+    texts: int
+    images: int
+    text_to_image: Recall
+    image_to_text: Recall
+    exact_overlap_at_10: float | None = None
+
+    @property
+    def exact_ok(self) -> bool:
+        """False when --exact found the index further from brute force than it may be."""
+        if self.exact_overlap_at_10 is None:
+            return True
+        floor = 1.0 if self.index == "FLAT" else MIN_APPROX_OVERLAP
+        return self.exact_overlap_at_10 >= floor - 1e-9
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's --json shape."""
+        return {"text_to_image": self.text_to_image.to_json(), "image_to_text": self.image_to_text.to_json(),
+                "exact_overlap_at_10": self.exact_overlap_at_10, "library": self.library, "split": self.split,
+                "index": self.index, "texts": self.texts, "images": self.images}
+
+
+@dataclass
+class ExtractReport:
+    """Where extract wrote the feature files, and what it skipped."""
+
+    image_features: Path
+    text_features: Path
+    images: int
+    texts: int
+    bad: list[BadRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's --json shape."""
+        return {"image_features": str(self.image_features), "text_features": str(self.text_features),
+                "images": self.images, "texts": self.texts,
+                "bad": [{"line": b.line, "reason": b.reason, "file": b.file} for b in self.bad]}
+
+
+def eval_text(text: str) -> str:
+    """The text as cn_clip's evaluation data loader feeds it to the tokenizer (eval/data.py)."""
+    return text.lower().replace("“", '"').replace("”", '"')
+
+
+def recall(reference: dict[int, list[int]], ranked: dict[int, list[int]]) -> Recall:
+    """Recall@1/5/10 exactly as cn_clip's evaluation.py: a query counts if any right answer is in its top k."""
+    if not reference:
+        raise DatasetError("no annotated queries to evaluate")
+    hits = dict.fromkeys(RECALL_AT, 0)
+    for query, truth in reference.items():
+        top = ranked.get(query, [])
+        for k in RECALL_AT:
+            if any(i in top[:k] for i in set(truth)):
+                hits[k] += 1
+    n = len(reference)
+    return Recall.from_fractions(*(hits[k] * 1.0 / n for k in RECALL_AT))
+
+
+def split_texts(root: Path, split: str) -> list[dict[str, Any]]:
+    """The split's texts; a bad line is an error here, since cn_clip's scorer would refuse it too."""
+    texts, problems = read_texts(root, split)
+    if problems:
+        first = problems[0]
+        raise DatasetError(f"{first.file}:{first.line}: {first.reason} ({len(problems)} bad lines in all)")
+    if not texts:
+        raise DatasetError(f"{root / f'{split}_texts.jsonl'} holds no texts")
+    return texts
+
+
+def split_image_ids(root: Path, split: str) -> list[int]:
+    """Every readable image id of a split, in file order."""
+    source = open_source(root, split)
+    return [r.image_id for r in source.records if r.error is None and r.image_id is not None]
+
+
+def encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """Texts → normalised vectors, in batches, with cn_clip's evaluation text normalisation."""
+    if not texts:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return np.concatenate([encoder.encode_texts([eval_text(t) for t in texts[i:i + TEXT_BATCH]])
+                           for i in range(0, len(texts), TEXT_BATCH)])
+
+
+def prepare_library(engine: Engine, root: Path, split: str, library: str | None = None) -> str:
+    """The library to evaluate: ingested from the split if it is empty, refused unless it holds exactly the split."""
+    name = library or engine.settings.library
+    if engine.vectors.meta(name) is None or engine.vectors.count(name) == 0:
+        log.info("library %s is empty; ingesting %s split %s first", name, root, split)
+        engine.ingest(root, split=split, library=name)
+    wanted = set(split_image_ids(root, split))
+    stored = set(engine.vectors.ids(name))
+    missing, extra = wanted - stored, stored - wanted
+    if extra:
+        lacking = f" and lacks {len(missing)} of the split's {len(wanted)}" if missing else ""
+        raise LibraryError(f"library {name!r} holds {len(extra)} images that are not in split {split!r}{lacking}; "
+                           f"Chinese-CLIP ranks among the split's images only, so evaluate a library that holds "
+                           f"just that split, e.g. --library {split}_eval (an empty library is filled from the "
+                           f"split first)")
+    if missing:
+        raise LibraryError(f"library {name!r} lacks {len(missing)} of the {len(wanted)} images of split {split!r}; "
+                           f"run `searchcore ingest {root} --split {split} --library {name}` first")
+    return name
+
+
+def predict(engine: Engine, root: str | Path, split: str, top_k: Any = 10, library: str | None = None
+            ) -> list[Prediction]:
+    """Top-k image ids for every text of the split, searched in the library's Milvus collection."""
+    root = Path(root)
+    k = parse_top_k(top_k)
+    name = prepare_library(engine, root, split, library)
+    texts = split_texts(root, split)
+    return search_texts(engine, name, texts, encode_texts(engine.encoder, [t["text"] for t in texts]), k)
+
+
+def search_texts(engine: Engine, library: str, texts: Sequence[dict[str, Any]], queries: np.ndarray,
+                 k: int) -> list[Prediction]:
+    """Milvus top-k for each text's query vector, in batches."""
+    if engine.vectors.count(library) < k:
+        raise LibraryError(f"library {library!r} holds {engine.vectors.count(library)} images, fewer than top-k {k}; "
+                           "Chinese-CLIP's scorer needs 10 distinct images per text")
+    predictions: list[Prediction] = []
+    for start in range(0, len(texts), TEXT_BATCH):
+        hits = engine.vectors.search(library, queries[start:start + TEXT_BATCH], k)
+        for entry, ranked in zip(texts[start:start + TEXT_BATCH], hits):
+            predictions.append(Prediction(entry["text_id"], [h.image_id for h in ranked], [h.score for h in ranked]))
+    return predictions
+
+
+def write_predictions(predictions: Sequence[Prediction], path: str | Path) -> Path:
+    """Write prediction lines exactly as cn_clip's make_topk_predictions.py does."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for p in predictions:
+            out.write(json.dumps(p.to_json()) + "\n")
+    return path
+
+
+def evaluate(engine: Engine, root: str | Path, split: str, *, exact: bool = False,
+             library: str | None = None) -> Evaluation:
+    """Text→image recall through Milvus, image→text recall over the stored vectors, and optionally overlap@10."""
+    root = Path(root)
+    name = prepare_library(engine, root, split, library)
+    texts = split_texts(root, split)
+    text_vectors = encode_texts(engine.encoder, [t["text"] for t in texts])
+    predictions = search_texts(engine, name, texts, text_vectors, 10)
+    t2i = recall({t["text_id"]: t["image_ids"] for t in texts}, {p.text_id: p.image_ids for p in predictions})
+
+    i2t_reference = image_to_text_reference(texts)
+    text_ids = [t["text_id"] for t in texts]
+    stored = engine.vectors.vectors(name, list(i2t_reference))
+    image_ids = [i for i in i2t_reference if i in stored]
+    ranked = top_k_exact(np.stack([stored[i] for i in image_ids]), text_vectors, min(10, len(text_ids)))
+    i2t = recall(i2t_reference, {i: [text_ids[j] for j in row] for i, row in zip(image_ids, ranked)})
+
+    all_ids = list(engine.vectors.ids(name))
+    overlap = exact_overlap(engine, name, all_ids, text_vectors, predictions) if exact else None
+    meta = engine.vectors.meta(name)
+    return Evaluation(name, split, meta.index if meta else "?", len(texts), len(all_ids), t2i, i2t, overlap)
+
+
+def image_to_text_reference(texts: Sequence[dict[str, Any]]) -> dict[int, list[int]]:
+    """image id → its text ids, as cn_clip's transform_ir_annotation_to_tr.py builds it."""
+    reference: dict[int, list[int]] = {}
+    for entry in texts:
+        for image_id in entry["image_ids"]:
+            reference.setdefault(image_id, []).append(entry["text_id"])
+    return reference
+
+
+def top_k_exact(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Brute-force inner-product top-k row indices, best first; ties keep gallery order as cn_clip's sort does."""
+    gallery = np.asarray(gallery, dtype=np.float32)
+    return np.concatenate([np.argsort(-(np.asarray(queries[i:i + chunk], dtype=np.float32) @ gallery.T), axis=1,
+                                      kind="stable")[:, :k] for i in range(0, len(queries), chunk)])
+
+
+def exact_overlap(engine: Engine, library: str, ids: list[int], queries: np.ndarray,
+                  predictions: Sequence[Prediction], chunk: int = 256) -> float:
+    """Mean fraction of Milvus's top-10 found in the brute-force top-10 over the same stored vectors."""
+    stored = engine.vectors.vectors(library, ids)
+    gallery_ids = np.array(list(stored), dtype=np.int64)
+    gallery = np.stack(list(stored.values()))
+    total = 0.0
+    for start in range(0, len(predictions), chunk):
+        scores = queries[start:start + chunk] @ gallery.T
+        for row, prediction in zip(scores, predictions[start:start + chunk]):
+            k = len(prediction.image_ids)
+            cutoff = np.partition(row, len(row) - k)[len(row) - k] - TIE_TOLERANCE
+            good = set(gallery_ids[row >= cutoff].tolist())
+            total += sum(i in good for i in prediction.image_ids) / k
+    return total / len(predictions)
+
+
+def extract(encoder: Encoder, root: str | Path, split: str, output_dir: str | Path | None = None) -> ExtractReport:
+    """Write {split}_imgs.img_feat.jsonl and {split}_texts.txt_feat.jsonl as cn_clip's extract_features.py does."""
+    root = Path(root)
+    out = Path(output_dir) if output_dir is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    texts = split_texts(root, split)
+    source = open_source(root, split)
+    if source.kind == "features":
+        raise DatasetError(f"split {split!r} of {root} has no images (only features) to extract from")
+    report = ExtractReport(out / f"{split}_imgs.img_feat.jsonl", out / f"{split}_texts.txt_feat.jsonl", 0, 0)
+    with _replacing(report.image_features) as handle:
+        for ids, vectors in encoder.encode_pixel_batches(_pixel_batches(encoder, source.records, report.bad)):
+            for image_id, vector in zip(ids, vectors.tolist()):
+                handle.write(json.dumps({"image_id": image_id, "feature": vector}) + "\n")
+            report.images += len(ids)
+    text_vectors = encode_texts(encoder, [t["text"] for t in texts])
+    with _replacing(report.text_features) as handle:
+        for entry, vector in zip(texts, text_vectors.tolist()):
+            handle.write(json.dumps({"text_id": entry["text_id"], "feature": vector}) + "\n")
+    report.texts = len(texts)
+    return report
+
+
+def _pixel_batches(encoder: Encoder, records: Iterator[Any], bad: list[BadRecord]
+                   ) -> Iterator[tuple[list[int], np.ndarray]]:
+    ids: list[int] = []
+    pixels: list[np.ndarray] = []
+    for record in records:
+        if record.error is not None or record.image_id is None or record.data is None:
+            bad.append(BadRecord(record.line, record.error or "no image data", record.file))
+            continue
+        try:
+            image = decode_image(record.data).image
+        except ImageDecodeError as exc:
+            bad.append(BadRecord(record.line, str(exc), record.file))
+            continue
+        ids.append(record.image_id)
+        pixels.append(encoder.preprocess(image))
+        if len(ids) == IMAGE_BATCH:
+            yield ids, np.stack(pixels)
+            ids, pixels = [], []
+    if ids:
+        yield ids, np.stack(pixels)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[TextIO]:
+    """Write to a temporary file, moved into place only when everything was written."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            yield handle
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---- the `searchcore predict | evaluate | extract` commands -------------------------------------------------------
+
+AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
+               "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only.")
+
+
+def _split_of(root: str, split: str | None) -> str:
+    if split is not None:
+        return split
+    splits = find_splits(root)
+    if len(splits) != 1:
+        raise DatasetError(f"{root} holds {'several splits (' + ', '.join(splits) + ')' if splits else 'no split'}; "
+                           "choose one with --split")
+    return splits[0]
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    """Write cn_clip-format top-k predictions for every text of a split."""
+    from .cli import _emit, _engine
+
+    split = _split_of(args.dataset, args.split)
+    engine = _engine(settings)
+    try:
+        predictions = predict(engine, args.dataset, split, args.top_k)
+    finally:
+        engine.close()
+    path = write_predictions(predictions, args.output or Path(args.dataset) / f"{split}_predictions.jsonl")
+    _emit(args, {"output": str(path), "texts": len(predictions), "top_k": parse_top_k(args.top_k)},
+          f"wrote {len(predictions)} predictions to {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Print text→image and image→text recall; with --exact, Milvus's agreement with brute force."""
+    from .cli import _emit, _engine
+
+    split = _split_of(args.dataset, args.split)
+    engine = _engine(settings)
+    try:
+        result = evaluate(engine, args.dataset, split, exact=args.exact)
+    finally:
+        engine.close()
+    t, i = result.text_to_image, result.image_to_text
+    lines = [f"library {result.library}, split {split}: {result.texts} texts, {result.images} images, "
+             f"index {result.index}",
+             f"text→image  R@1 {t.r1:6.2f}  R@5 {t.r5:6.2f}  R@10 {t.r10:6.2f}  mean {t.mean:6.2f}",
+             f"image→text  R@1 {i.r1:6.2f}  R@5 {i.r5:6.2f}  R@10 {i.r10:6.2f}  mean {i.mean:6.2f}"]
+    if result.exact_overlap_at_10 is not None:
+        lines.append(f"overlap@10 with exact search: {result.exact_overlap_at_10:.4f}"
+                     + ("" if result.exact_ok else "  (below what this index must reach)"))
+    _emit(args, result.to_json(), "\n".join(lines))
+    return 0 if result.exact_ok else 1
+
+
+def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
+    """Write cn_clip-format image and text feature files for a split."""
+    from .cli import _emit
+    from .encoder import load_encoder
+
+    split = _split_of(args.dataset, args.split)
+    report = extract(load_encoder(settings), args.dataset, split, args.output_dir)
+    lines = [f"wrote {report.images} image features to {report.image_features}",
+             f"wrote {report.texts} text features to {report.text_features}"]
+    lines += [f"  skipped {b.file}:{b.line}: {b.reason}" for b in report.bad[:50]]
+    _emit(args, report.to_json(), "\n".join(lines))
+    return 0
+
+
+def add_commands(sub: Any, add: Any) -> None:
+    """Add predict, evaluate and extract to the `searchcore` parser."""
+    from .cli import command
+
+    p = add("predict", "write Chinese-CLIP top-k predictions ({text_id, image_ids} lines) for a split's texts")
+    p.description = (p.description or "") + ". The file is what `python -m cn_clip.eval.evaluation " \
+        "{split}_texts.jsonl predictions.jsonl out.json` scores. " + AUTO_INGEST
+    p.add_argument("dataset", help="Chinese-CLIP dataset folder ({split}_imgs.tsv + {split}_texts.jsonl)")
+    p.add_argument("--split", help="split name (valid, test, ...)")
+    p.add_argument("--top-k", default="10", help="images per text (cn_clip's scorer needs 10; default 10)")
+    p.add_argument("--output", help="prediction file (default DATASET/{split}_predictions.jsonl)")
+    p = add("evaluate", "text→image and image→text recall@1/5/10 of a library on a split, as Chinese-CLIP scores it")
+    p.description = (p.description or "") + ". " + AUTO_INGEST + (
+        f" --exact also compares Milvus's top-10 with brute force over the stored vectors and exits 1 when the "
+        f"overlap is below 1.0 on a FLAT index or below {MIN_APPROX_OVERLAP} on HNSW/IVF_FLAT.")
+    p.add_argument("dataset", help="Chinese-CLIP dataset folder")
+    p.add_argument("--split", help="split name (valid, test, ...)")
+    p.add_argument("--exact", action="store_true", help="also report overlap@10 with exact brute-force search")
+    p = add("extract", "write a split's image and text features in cn_clip's extract_features.py format")
+    p.description = (p.description or "") + (". Writes {split}_imgs.img_feat.jsonl and {split}_texts.txt_feat.jsonl; "
+                                             "`searchcore ingest DATASET --split S --features "
+                                             "DATASET/S_imgs.img_feat.jsonl` reads them back without encoding.")
+    p.add_argument("dataset", help="Chinese-CLIP dataset folder")
+    p.add_argument("--split", help="split name (valid, test, ...)")
+    p.add_argument("--output-dir", help="folder for the feature files (default: the dataset folder)")
+    command("predict")(cmd_predict)
+    command("evaluate")(cmd_evaluate)
+    command("extract")(cmd_extract)
