@@ -7,6 +7,7 @@ started from the PyPI `milvus` package on free ports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -84,22 +85,38 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """A fresh database on the real MariaDB server, dropped afterwards."""
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A database of its own on the real MariaDB server, dropped afterwards."""
     import pymysql
 
-    name = f"searchcore_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     try:
         conn = pymysql.connect(**MARIADB, autocommit=True)
     except pymysql.err.OperationalError as exc:
         pytest.fail(f"MariaDB is not running on 127.0.0.1:3306 ({exc}); start it as .ci/run does")
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield f"mysql://root@127.0.0.1:3306/{name}"
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.close()
+    try:
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A fresh database on the real MariaDB server for the session."""
+    with scratch_database("searchcore_test") as name:
+        yield f"mysql://root@127.0.0.1:3306/{name}"
+
+
+@pytest.fixture
+def doomed_database() -> Iterator[str]:
+    """A MariaDB database of this test's own, which the test may destroy."""
+    with scratch_database("searchcore_doomed") as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

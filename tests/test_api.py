@@ -7,11 +7,9 @@ Each app runs in a uvicorn thread on a free port, over one engine with the datas
 from __future__ import annotations
 
 import io
-import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,19 +212,6 @@ def test_health_and_metrics(served: Served) -> None:
         assert 'searchcore_search_seconds_count{kind="text"}' in metrics.text
         assert "searchcore_ingested_images_total" in metrics.text
         assert "searchcore_backend_errors_total" in metrics.text
-
-
-@pytest.fixture
-def doomed_database() -> Iterator[str]:
-    """A MariaDB database of this test's own, which the test may destroy."""
-    name = f"searchcore_api_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    conn = pymysql.connect(**MARIADB, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    yield name
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.close()
 
 
 def test_a_lost_database_is_503_and_unhealthy_and_the_app_keeps_serving(

@@ -18,29 +18,12 @@ import torch
 from cn_clip.clip import tokenize
 from cn_clip.clip.model import CLIP
 
+from demo.train_tiny_model import MODEL_CONFIG
 from searchcore.openvino_backend import OpenVINOTowers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CKPT = ROOT / "demo" / "tiny_clip.pt"
-TINY_CONFIG: dict[str, Any] = dict(
-    embed_dim=64,
-    image_resolution=64,
-    vision_layers=2,
-    vision_width=64,
-    vision_patch_size=8,
-    vision_head_width=32,
-    vocab_size=21128,
-    text_attention_probs_dropout_prob=0.0,
-    text_hidden_act="gelu",
-    text_hidden_dropout_prob=0.0,
-    text_hidden_size=64,
-    text_initializer_range=0.02,
-    text_intermediate_size=128,
-    text_max_position_embeddings=64,
-    text_num_attention_heads=2,
-    text_num_hidden_layers=2,
-    text_type_vocab_size=2,
-)
+TINY_CONFIG: dict[str, Any] = MODEL_CONFIG
 TEXTS = [
     "一只红色的圆形",
     "蓝色的正方形在白色背景上",

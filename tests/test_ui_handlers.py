@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -130,19 +127,6 @@ def test_credentials_from_flags_and_files(tmp_path: Path) -> None:
     assert Access(users=pairs).allows("bob", "pw") and not Access(users=pairs).allows("bob", "x")
     with pytest.raises(Exception, match="expected user:password"):
         read_credentials(["nopassword"])
-
-
-@pytest.fixture
-def doomed_database() -> Iterator[str]:
-    """A MariaDB database of this test's own, which the test may destroy."""
-    name = f"searchcore_ui_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    conn = pymysql.connect(**MARIADB, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    yield name
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    conn.close()
 
 
 def test_a_lost_image_database_is_a_warning_and_the_app_keeps_serving(settings, torch_encoder, dataset: Path,
