@@ -1,0 +1,162 @@
+"""Ingest throughput on a CUDA GPU in fp16: RN50 and ViT-B-16 (random weights), batch 1 against batched.
+
+Per architecture, on the same ~94 KB 500x375 JPEGs: the encoder alone on
+preprocessed pixels, and `Engine.ingest` end to end from a Chinese-CLIP tsv
+(decode pool, batching, SQLite image store, Milvus Lite when pymilvus is
+installed, otherwise an in-memory stand-in, named in the table). Run it
+through bench/gpu_bench.sh on a GPU machine; `--device cpu --quick` checks the
+script itself on any machine in a minute.
+
+Usage: python -m bench.gpu_bench [--device cuda|cpu] [--quick] [--archs RN50,ViT-B-16] [--images 512] [--batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._common import jpeg_split, machine, mean_jpeg_kb, quiet_logs, random_checkpoint, table, write_result
+from searchcore.config import Settings
+from searchcore.datasets import open_source
+from searchcore.encoder import Encoder, load_encoder
+from searchcore.engine import Engine
+from searchcore.imaging import decode_image
+from searchcore.vector_store import LibraryMeta
+
+
+class InMemoryVectors:
+    """The VectorStore calls ingest makes, in numpy: used only where pymilvus is not installed."""
+
+    backend = "in-memory stand-in"
+
+    def __init__(self) -> None:
+        self.rows: dict[int, np.ndarray] = {}
+        self._meta: LibraryMeta | None = None
+
+    def open_library(self, library: str, model: str, dim: int, *, create: bool) -> LibraryMeta:
+        self._meta = self._meta or LibraryMeta(library, model, dim, "FLAT", {})
+        return self._meta
+
+    def meta(self, library: str) -> LibraryMeta | None:
+        return self._meta
+
+    def existing(self, library: str, ids: Sequence[int]) -> set[int]:
+        return {i for i in ids if i in self.rows}
+
+    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        self.rows.update(zip(ids, np.array(vectors, dtype=np.float32)))
+
+    def flush(self, library: str) -> None:
+        pass
+
+    def count(self, library: str) -> int:
+        return len(self.rows)
+
+    def close(self) -> None:
+        pass
+
+
+def has_pymilvus() -> bool:
+    return importlib.util.find_spec("pymilvus") is not None and importlib.util.find_spec("milvus_lite") is not None
+
+
+def encoder_alone(encoder: Encoder, pixels: np.ndarray, batch: int) -> float:
+    """Images/s of encode_pixel_batches over preprocessed pixels (after one warm-up batch)."""
+    encoder.encode_pixels(pixels[:batch])
+    start = time.perf_counter()
+    batches = ((i, pixels[i:i + batch]) for i in range(0, len(pixels), batch))
+    count = sum(len(v) for _, v in encoder.encode_pixel_batches(batches))
+    return count / (time.perf_counter() - start)
+
+
+def engine_ingest(encoder: Encoder, settings: Settings, root: Path, limit: int | None) -> tuple[float, int, str]:
+    """Images/s of Engine.ingest from the tsv into SQLite + the vector store, flush included."""
+    vectors: Any = None if has_pymilvus() else InMemoryVectors()
+    engine = Engine(settings, encoder=encoder, vectors=vectors)
+    split = root
+    if limit is not None:  # batch 1 is slow: ingest a prefix of the split
+        split = Path(settings.db_url).parent / "prefix"
+        split.mkdir(exist_ok=True)
+        with (root / "bench_imgs.tsv").open("rb") as src, (split / "bench_imgs.tsv").open("wb") as dst:
+            for _, line in zip(range(limit), src):
+                dst.write(line)
+        shutil.copy(root / "bench_texts.jsonl", split / "bench_texts.jsonl")
+    try:
+        start = time.perf_counter()
+        report = engine.ingest(split, split="bench")
+        seconds = time.perf_counter() - start
+        return report.added / seconds, report.added, engine.vectors.backend
+    finally:
+        engine.close()
+
+
+def run_arch(arch: str, args: argparse.Namespace, root: Path, work: Path) -> list[dict[str, Any]]:
+    checkpoint = random_checkpoint(arch)
+    rows: list[dict[str, Any]] = []
+    base = Settings(model=str(checkpoint), model_dir=str(work / "models"), device=args.device, backend="torch",
+                    precision="auto", library="bench")
+    encoder = load_encoder(base)
+    records = [r for r in open_source(root, "bench").records if r.data is not None]
+    pixels = np.stack([encoder.preprocess(decode_image(r.data).image) for r in records])  # type: ignore[arg-type]
+    for batch, images in ((1, args.batch1_images), (args.batch, len(records))):
+        alone = encoder_alone(encoder, pixels[:images], batch)
+        folder = work / f"{arch}_{batch}"
+        folder.mkdir()
+        settings = base.replace(batch_size=batch, milvus_uri=str(folder / "milvus.db"), db_url=str(folder / "i.db"))
+        e2e, added, backend = engine_ingest(encoder, settings, root, images if images < len(records) else None)
+        rows.append({"arch": arch, "device": encoder.device, "precision": encoder.precision, "batch": batch,
+                     "images": added, "encoder_alone_images_per_s": alone, "end_to_end_images_per_s": e2e,
+                     "of_encoder_alone": e2e / alone, "vector_store": backend})
+    return rows
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda,
+                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                            "pymilvus": has_pymilvus()}
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--quick", action="store_true", help="a few images, RN50 only: checks the script runs")
+    parser.add_argument("--archs", default="RN50,ViT-B-16")
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--batch1-images", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--out", default="gpu_ingest", help="result name under bench/results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.batch1_images, args.batch, args.archs = 16, 4, 8, "RN50"
+    quiet_logs()
+    env = environment()
+    print(f"torch {env['torch']} (CUDA {env['cuda']}), GPU: {env['gpu']}, pymilvus: {env['pymilvus']}", flush=True)
+    root = jpeg_split(args.images)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="gpu_bench_") as tmp:
+        for arch in [a for a in args.archs.split(",") if a]:
+            started = time.perf_counter()
+            rows += run_arch(arch, args, root, Path(tmp))
+            print(f"{arch} done in {time.perf_counter() - started:.0f}s", flush=True)
+    result = {"benchmark": "gpu_ingest", "images": args.images, "mean_jpeg_kb": mean_jpeg_kb(root),
+              "environment": env, "rows": rows, "machine": machine()}
+    print(table(("arch", "device", "precision", "batch", "images", "encoder alone img/s", "end to end img/s",
+                 "of alone", "vector store"),
+                [(r["arch"], r["device"], r["precision"], r["batch"], r["images"], r["encoder_alone_images_per_s"],
+                  r["end_to_end_images_per_s"], r["of_encoder_alone"], r["vector_store"]) for r in rows]))
+    print(f"\nwrote {write_result(args.out, result)}")
+
+
+if __name__ == "__main__":
+    main()

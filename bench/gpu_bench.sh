@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# CUDA fp16 ingest benchmark as ONE prepared script for a GPU machine without network (< 5 minutes).
+#
+#   bench/gpu_bench.sh --prepare     here, with PyPI: download the pure-Python wheels into bench/wheels (ignored)
+#   bench/gpu_bench.sh               on the GPU machine (carry bench/wheels): RN50 + ViT-B-16, batch 1 vs 64
+#   bench/gpu_bench.sh --device cpu --quick     check the script on any machine
+#
+# The GPU machine must have torch, torchvision, numpy and pillow (a PyTorch image does); cn_clip, six and
+# tqdm come from bench/wheels, unpacked into a temporary folder on PYTHONPATH (no pip, no network).
+# Results: bench/results/gpu_ingest.json, copied with the log into $OUT when that is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+WHEELS=bench/wheels
+REQUIRED_WHEELS=("cn_clip==1.6.0" six tqdm)
+
+if [[ "${1:-}" == "--prepare" ]]; then
+    mkdir -p "$WHEELS"
+    "$PY" -m pip download --no-deps --only-binary=:all: -d "$WHEELS" "${REQUIRED_WHEELS[@]}"
+    ls -l "$WHEELS"
+    exit 0
+fi
+
+DEPS=$(mktemp -d "${TMPDIR:-/tmp}/searchcore_gpu_deps.XXXXXX")
+trap 'rm -rf "$DEPS"' EXIT
+missing=$("$PY" - <<'PY'
+import importlib.util
+print(" ".join(m for m in ("cn_clip", "six", "tqdm") if importlib.util.find_spec(m) is None))
+PY
+)
+for module in $missing; do
+    wheel=$(ls "$WHEELS"/"${module}"-*.whl 2>/dev/null | head -n 1 || true)
+    if [[ -z "$wheel" ]]; then
+        echo "error: $module is not installed and no wheel for it is in $WHEELS; run bench/gpu_bench.sh --prepare" \
+             "where PyPI is reachable and carry $WHEELS" >&2
+        exit 1
+    fi
+    "$PY" -m zipfile -e "$wheel" "$DEPS"
+    echo "using $module from $(basename "$wheel")"
+done
+for module in torch torchvision numpy PIL; do
+    "$PY" -c "import $module" 2>/dev/null || { echo "error: $module is missing on this machine" >&2; exit 1; }
+done
+
+export PYTHONPATH="$DEPS:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+log=bench/results/gpu_ingest.log
+mkdir -p bench/results
+timeout 290 "$PY" -m bench.gpu_bench "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+if [[ -n "${OUT:-}" ]]; then
+    cp "$log" bench/results/gpu_ingest*.json "$OUT"/ 2>/dev/null || true
+fi
+exit "$status"
