@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DEMO_ENV := SEARCHCORE_MILVUS_URI=./data/demo/milvus.db SEARCHCORE_DB_URL=./data/demo/images.db \
 	SEARCHCORE_MODEL=demo/tiny_clip.pt SEARCHCORE_LIBRARY=demo
 
-.PHONY: setup test lint format run demo bench bench-scale loadtest clean
+.PHONY: setup test lint format run demo bench bench-gpu-prepare bench-scale loadtest clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench.run_all
+
+# Downloads the wheels the GPU machine lacks into bench/wheels; then run bench/gpu_bench.sh there.
+bench-gpu-prepare:
+	bash bench/gpu_bench.sh --prepare
 
 bench-scale: setup
 	$(PY) -m bench.bench_scale

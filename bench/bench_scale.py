@@ -86,7 +86,8 @@ def measure(store: MilvusVectorStore, queries: np.ndarray, truth: np.ndarray) ->
 
 
 def ef_sweep(uri: str, queries: np.ndarray, truth: np.ndarray, efs: list[int]) -> list[dict[str, Any]]:
-    """Recall and latency at other HNSW ef values, through pymilvus directly (the engine fixes ef=max(128, k))."""
+    """Recall and latency at other HNSW ef values, through pymilvus directly (the engine fixes ef=max(128, k)),
+    with Session consistency as the engine's search uses."""
     from pymilvus import MilvusClient
 
     client = MilvusClient(uri=uri)
@@ -98,7 +99,7 @@ def ef_sweep(uri: str, queries: np.ndarray, truth: np.ndarray, efs: list[int]) -
             for q in queries:
                 start = time.perf_counter()
                 hits = client.search(f"searchcore_{LIBRARY}", data=[q.tolist()], limit=TOP_K, search_params=params,
-                                     output_fields=[])[0]
+                                     output_fields=[], consistency_level="Session")[0]
                 samples.append((time.perf_counter() - start) * 1000)
                 found.append([int(h["id"]) for h in hits])
             recall = float(np.mean([len(set(f) & set(t.tolist())) / TOP_K for f, t in zip(found, truth)]))

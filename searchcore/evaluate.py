@@ -411,7 +411,8 @@ def add_commands(sub: Any, add: Any) -> None:
     p = add("evaluate", "text→image and image→text recall@1/5/10 of a library on a split, as Chinese-CLIP scores it")
     p.description = (p.description or "") + ". " + AUTO_INGEST + (
         f" --exact also compares Milvus's top-10 with brute force over the stored vectors and exits 1 when the "
-        f"overlap is below 1.0 on a FLAT index or below {MIN_APPROX_OVERLAP} on HNSW/IVF_FLAT.")
+        f"overlap is below 1.0 on a FLAT index or below {MIN_APPROX_OVERLAP} on HNSW/IVF_FLAT (on a server, for "
+        f"some seconds after an ingest, Milvus searches new data through an interim index of lower recall).")
     p.add_argument("dataset", help="Chinese-CLIP dataset folder")
     p.add_argument("--split", help="split name (valid, test, ...)")
     p.add_argument("--exact", action="store_true", help="also report overlap@10 with exact brute-force search")

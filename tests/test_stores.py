@@ -125,3 +125,17 @@ def test_library_metadata_survives_reopening(vector_store: MilvusVectorStore, tm
     assert meta is not None and (meta.model, meta.dim) == ("RN50", 8)
     assert meta.index == ("HNSW" if vector_store.server else "FLAT")
     assert again.count("lib") == 1
+
+
+def test_ivf_flat_library_records_its_index_and_finds_exact_matches(tmp_path: Path) -> None:
+    store = MilvusVectorStore(str(tmp_path / "ivf.db"), index="IVF_FLAT")
+    try:
+        meta = store.open_library("lib", "m", 16, create=True)
+        assert (meta.index, meta.index_params) == ("IVF_FLAT", {"nlist": 1024})
+        vecs = unit(200, 16, seed=3)
+        store.upsert("lib", list(range(200)), vecs)
+        store.flush("lib")
+        hits = store.search("lib", vecs[[5, 150]], 3)
+        assert [h[0].image_id for h in hits] == [5, 150]
+    finally:
+        store.close()
