@@ -33,7 +33,7 @@ run: setup
 
 # Fully offline: the tiny model and a generated sample library of coloured shapes.
 demo: setup
-	$(DEMO_ENV) $(PY) demo/make_demo.py
+	$(DEMO_ENV) $(PY) -m demo.make_demo
 	$(DEMO_ENV) $(PY) app.py $(ARGS)
 
 bench: setup
