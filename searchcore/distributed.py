@@ -127,8 +127,7 @@ def _ray_session(address: str | None) -> Iterator[Any]:
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=log.isEnabledFor(logging.INFO))
+            _init_ray(ray, address)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise BackendUnavailableError(
                 f"cannot join the Ray cluster at {address}: {exc}. If `ray status` shows it running, it checks "
@@ -389,3 +388,18 @@ def add_commands(sub: Any, add: Any) -> None:
     p.add_argument("--bulk-dir", help="write vectors as NumPy files here and have Milvus bulk-insert them; the "
                    "Milvus server must read this path (standalone with local storage, same host or shared disk)")
     command("ingest-ray")(cmd_ingest_ray)
+
+
+def _init_ray(ray: Any, address: str | None) -> None:
+    """ray.init, tried twice when starting a local node: on a busy 2-core machine its raylet can miss
+    Ray's start-up deadline once ("The current node timed out during startup")."""
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=log.isEnabledFor(logging.INFO))
+            return
+        except Exception as exc:
+            if address not in (None, "local") or attempt == 2 or "timed out during startup" not in str(exc):
+                raise
+            log.warning("local Ray node did not start in time; retrying once")
+            ray.shutdown()
