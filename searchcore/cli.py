@@ -98,7 +98,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     """Show a library's counts, model, dimension and backends."""
     engine = _engine(settings)
     try:
-        info = engine.info()
+        info = engine.info(runtime=True)
     finally:
         engine.close()
     data = info.to_json()

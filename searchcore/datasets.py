@@ -157,10 +157,18 @@ def parse_image_id(raw: str | bytes) -> int:
     return value
 
 
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def decode_base64(text: bytes) -> bytes:
-    """Strict base64 decoding; ValueError on anything else."""
+    """Base64 of an image record, as Chinese-CLIP reads it; ValueError on anything else.
+
+    cn_clip decodes with `base64.urlsafe_b64decode`, which takes the standard and the URL-safe
+    alphabets (even mixed) and needs correct padding. This takes exactly those, but strictly: a
+    character outside both alphabets is an error here, where cn_clip would silently drop it.
+    """
     try:
-        return base64.b64decode(text.strip(), validate=True)
+        return base64.b64decode(text.strip().translate(_URLSAFE_TO_STANDARD), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"invalid base64 ({exc})") from None
 

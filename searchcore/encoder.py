@@ -156,6 +156,14 @@ class Encoder:
         """Image input resolution."""
         return self.spec.resolution
 
+    def runtime(self) -> dict[str, Any]:
+        """How this encoder runs: backend, device, and the precision each tower actually runs at."""
+        if self._ov is not None:
+            towers = dict(self._ov.tower_precision)
+        else:
+            towers = {"image": self.precision, "text": self.precision}
+        return {"backend": self.backend, "device": self.device, "precision": towers}
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """One decoded image → its [3,R,R] model input."""
         return preprocess(image, self.spec.resolution)

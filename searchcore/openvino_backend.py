@@ -119,6 +119,50 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+_PROBE_COSINE = {"bf16": 0.999, "f16": 0.999, "i8": 0.99, "u8": 0.99}
+_PROBE_TOKENS = (
+    (101, 671, 1372, 4344, 102),  # 一只猫
+    (101, 3862, 6804, 4638, 3189, 5862, 102),  # 海边的日落
+    (101, 9276, 10875, 5273, 5682, 3749, 6756, 102),  # red car 红色汽车
+)
+
+
+def _precision_of(compiled: ov.CompiledModel) -> str:
+    """The inference precision a compiled model actually runs at: 'f32', 'bf16', ..."""
+    return str(compiled.get_property(hints.inference_precision).get_type_name())
+
+
+def _probe_input(tower: str, resolution: int, context_length: int) -> np.ndarray:
+    """A fixed, photo-like probe: smooth colour fields with edges for images, real phrases for text."""
+    if tower == "text":
+        tokens = np.zeros((len(_PROBE_TOKENS), context_length), dtype=np.int64)
+        for row, ids in enumerate(_PROBE_TOKENS):
+            tokens[row, : len(ids)] = ids
+        return tokens
+    y, x = np.mgrid[0:resolution, 0:resolution].astype(np.float32) / max(resolution - 1, 1)
+    disc = ((x - 0.6) ** 2 + (y - 0.4) ** 2 < 0.08).astype(np.float32)
+    first = np.stack([x, y, 1 - x]) * 0.8 + disc * 0.2
+    second = np.stack([np.sin(6 * x) * 0.5 + 0.5, disc, (x + y) / 2])
+    pixels = np.stack([first, second])  # in [0,1], then normalised like cn_clip's transform
+    mean = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((pixels - mean) / std, dtype=np.float32)
+
+
+def judge_probe(reduced: np.ndarray, reference: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Verdict on reduced-precision probe features against f32: finite, and cosine >= threshold per row."""
+    if not np.isfinite(reduced).all():
+        return {"verdict": "fail", "reason": "features are not finite (NaN or inf)", "min_cosine": None}
+    dots = (reduced * reference).sum(axis=1)
+    norms = np.linalg.norm(reduced, axis=1) * np.linalg.norm(reference, axis=1)
+    cosine = float(np.min(dots / np.maximum(norms, 1e-12)))
+    if cosine < threshold:
+        return {"verdict": "fail", "reason": f"cosine {cosine:.5f} with f32 is below {threshold}",
+                "min_cosine": cosine}
+    return {"verdict": "pass", "reason": f"cosine {cosine:.5f} with f32", "min_cosine": cosine}
+
+
 class OpenVINOTowers:
     """Both Chinese-CLIP towers converted to OpenVINO IR, cached on disk and compiled for CPU."""
 
@@ -140,9 +184,14 @@ class OpenVINOTowers:
         self.cache_dir = Path(cache_dir)
         self.entry_dir = self.cache_dir / f"{_safe_name(cache_key)}-ir{_FORMAT_VERSION}-ov{_ov_version_tag()}"
         self._core = ov.Core()
+        self._remove_legacy_blobs()
         image_model, text_model = self._load_or_build(model)
-        self._image = self._compile(image_model, hints.PerformanceMode.THROUGHPUT)
-        self._text = self._compile(text_model, hints.PerformanceMode.LATENCY)
+        self._image = self._serve("image", image_model, hints.PerformanceMode.THROUGHPUT)
+        self._text = self._serve("text", text_model, hints.PerformanceMode.LATENCY)
+        self.tower_precision = {  # in SEARCHCORE_PRECISION's words
+            tower: _USER_PRECISION.get(_precision_of(compiled), _precision_of(compiled))
+            for tower, compiled in (("image", self._image), ("text", self._text))
+        }
         self.dim = int(self._image.output(0).get_partial_shape()[1].get_length())
         text_dim = int(self._text.output(0).get_partial_shape()[1].get_length())
         if text_dim != self.dim:
@@ -153,10 +202,11 @@ class OpenVINOTowers:
         self._image_lock = threading.Lock()
         self._text_lock = threading.Lock()
         logger.info(
-            "OpenVINO towers ready: %s, precision=%s (%s), dim=%d, image jobs=%d",
+            "OpenVINO towers ready: %s, precision=%s (image %s, text %s), dim=%d, image jobs=%d",
             self.entry_dir.name,
             precision,
-            self._image.get_property(hints.inference_precision),
+            self.tower_precision["image"],
+            self.tower_precision["text"],
             self.dim,
             self.jobs,
         )
@@ -242,22 +292,93 @@ class OpenVINOTowers:
         except Exception:  # noqa: BLE001 - the original exception matters more
             logger.warning("OpenVINO request failed while unwinding", exc_info=True)
 
-    def _compile(self, model: ov.Model, mode: hints.PerformanceMode) -> ov.CompiledModel:
-        """Compile for CPU with the performance hint, precision hint and compiled-blob cache."""
-        precision = ov.Type.f32
+    def _wanted_precision(self) -> ov.Type:
+        """The inference precision to ask the CPU plugin for."""
         if self.precision == "bf16":
             if "BF16" in self._core.get_property("CPU", props.device.capabilities):
-                precision = ov.Type.bf16
-            else:
-                logger.warning("CPU lacks native BF16; compiling in f32")
+                return ov.Type.bf16
+            logger.warning("CPU lacks native BF16; compiling in f32")
+        return ov.Type.f32
+
+    def _compile(self, model: ov.Model, mode: hints.PerformanceMode, precision: ov.Type) -> ov.CompiledModel:
+        """Compile for CPU with the performance hint, precision hint and compiled-blob cache.
+
+        OpenVINO's CPU plugin leaves the inference precision out of its blob-cache key, and both
+        precisions compile the same IR, so one shared blob folder hands a bf16 compile the f32 blob (and
+        the reverse). On AMX that mixed blob gives NaN or random features. Each precision and mode
+        therefore gets a blob folder of its own.
+        """
         config: dict[Any, Any] = {hints.performance_mode: mode, hints.inference_precision: precision}
-        blob_dir = self.cache_dir / _BLOB_CACHE
+        blob_dir = self.cache_dir / _BLOB_CACHE / f"{precision.get_type_name()}-{str(mode).rsplit('.', 1)[-1].lower()}"
         try:
             blob_dir.mkdir(parents=True, exist_ok=True)
             config[props.cache_dir] = str(blob_dir)
         except OSError as exc:
             logger.warning("OpenVINO compiled-blob cache disabled: %s", exc)
         return self._core.compile_model(model, "CPU", config)
+
+    # ------------------------------------------------------------ precision guard
+
+    def _serve(self, tower: str, model: ov.Model, mode: hints.PerformanceMode) -> ov.CompiledModel:
+        """Compile one tower at the asked precision; serve it in f32 when a reduced precision drifts.
+
+        A reduced-precision tower encodes a fixed probe once per cache entry (model, precision and
+        OpenVINO version) and is compared with f32: the features must be finite with cosine >= the
+        precision's threshold. The verdict is kept in the entry's manifest, so later starts trust it.
+        """
+        compiled = self._compile(model, mode, self._wanted_precision())
+        actual = _precision_of(compiled)
+        if actual == "f32":
+            return compiled
+        verdict = self._verdicts().get(tower, {}).get(actual)
+        if not isinstance(verdict, dict) or verdict.get("verdict") not in ("pass", "fail"):
+            verdict = self._probe(tower, model, mode, compiled)
+            self._record_verdict(tower, actual, verdict)
+        if verdict["verdict"] == "pass":
+            return compiled
+        logger.warning(
+            "OpenVINO %s tower in %s failed its check against f32 (%s); serving the %s tower in f32",
+            tower, actual, verdict.get("reason", "no reason recorded"), tower,
+        )
+        return self._compile(model, mode, ov.Type.f32)
+
+    def _probe(self, tower: str, model: ov.Model, mode: hints.PerformanceMode,
+               compiled: ov.CompiledModel) -> dict[str, Any]:
+        """Encode the fixed probe with a reduced-precision tower and with f32; return the verdict."""
+        probe = _probe_input(tower, self.resolution, self.context_length)
+        reference = self._infer(self._compile(model, mode, ov.Type.f32).create_infer_request(), probe)
+        reduced = self._infer(compiled.create_infer_request(), probe)
+        threshold = _PROBE_COSINE.get(_precision_of(compiled), 0.999)
+        return judge_probe(reduced, reference, threshold)
+
+    def _verdicts(self) -> dict[str, Any]:
+        """Probe verdicts recorded in this entry's manifest ({} when there are none)."""
+        try:
+            manifest = json.loads((self.entry_dir / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        probes = manifest.get("probes") if isinstance(manifest, dict) else None
+        return probes if isinstance(probes, dict) else {}
+
+    def _record_verdict(self, tower: str, precision: str, verdict: dict[str, Any]) -> None:
+        """Write a probe verdict into the entry's manifest (atomically); an unwritable cache keeps none."""
+        path = self.entry_dir / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest.setdefault("probes", {}).setdefault(tower, {})[precision] = verdict
+            tmp = path.with_name(f".manifest-{uuid.uuid4().hex[:8]}.json")
+            tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        except (OSError, ValueError, AttributeError) as exc:
+            logger.info("could not record the %s tower's probe verdict in %s: %s", tower, path, exc)
+
+    def _remove_legacy_blobs(self) -> None:
+        """Delete blobs an older version left in the shared folder (they may hold the wrong precision)."""
+        for blob in (self.cache_dir / _BLOB_CACHE).glob("*.blob"):
+            try:
+                blob.unlink()
+            except OSError:
+                pass
 
     # --------------------------------------------------------------------- cache
 

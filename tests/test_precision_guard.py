@@ -1,0 +1,180 @@
+"""The OpenVINO precision guard: a reduced-precision tower that drifts from f32 is served in f32.
+
+The root cause it guards against (issue 10): OpenVINO's CPU blob cache leaves the inference precision out of
+its key, so a bf16 compile used to import the blob of an f32 compile of the same IR (NaN on AMX). The cache is
+now split by precision; these tests prove that, and force the guard's failure branches with a poisoned
+reduced-precision compile, which no CPU here produces on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import openvino.properties as props
+import pytest
+from conftest import tiny_settings
+
+from searchcore import cli
+from searchcore.encoder import Encoder, load_encoder
+from searchcore.engine import Engine
+from searchcore.evaluate import predict
+from searchcore.openvino_backend import OpenVINOTowers, judge_probe
+
+HAS_BF16 = "BF16" in ov.Core().get_property("CPU", props.device.capabilities)
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU compiles no bf16 (both CI machine kinds do)")
+
+
+def _poisoned(model: ov.Model, kind: str) -> ov.Model:
+    """The same tower with its features made NaN ('nan') or pushed far off by a constant ('drift')."""
+    clone = model.clone()
+    features = clone.output(0).get_node().input_value(0)  # the value the Result node returns
+    dim = features.get_partial_shape()[1].get_length()
+    if kind == "nan":
+        broken = ops.multiply(features, ops.constant(np.full((1, dim), np.nan, dtype=np.float32)))
+    else:
+        offset = np.random.default_rng(7).standard_normal((1, dim)).astype(np.float32) * 1e3
+        broken = ops.add(features, ops.constant(offset))
+    return ov.Model([broken], clone.get_parameters(), f"{kind}-poisoned")
+
+
+@pytest.fixture()
+def poison(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Make every reduced-precision compile of the named towers broken: {'image': 'nan', 'text': 'drift'}."""
+    plan: dict[str, str] = {}
+    original = OpenVINOTowers._compile
+
+    def compile_(self: OpenVINOTowers, model: ov.Model, mode: Any, precision: ov.Type) -> ov.CompiledModel:
+        tower = "image" if model.input(0).get_partial_shape().rank.get_length() == 4 else "text"
+        if precision != ov.Type.f32 and tower in plan:
+            model = _poisoned(model, plan[tower])
+        return original(self, model, mode, precision)
+
+    monkeypatch.setattr(OpenVINOTowers, "_compile", compile_)
+    return plan
+
+
+@pytest.fixture()
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records the towers whose probe actually ran."""
+    ran: list[str] = []
+    original = OpenVINOTowers._probe
+
+    def probe(self: OpenVINOTowers, tower: str, *args: Any) -> dict[str, Any]:
+        ran.append(tower)
+        return original(self, tower, *args)
+
+    monkeypatch.setattr(OpenVINOTowers, "_probe", probe)
+    return ran
+
+
+def _encoder(tmp: Path, cache: Path, precision: str) -> Encoder:
+    return load_encoder(tiny_settings(tmp, cache, backend="openvino", precision=precision))
+
+
+def _manifest_probes(cache: Path) -> dict[str, Any]:
+    (entry,) = [p for p in (cache / "openvino").glob("*-bf16-ir*") if p.is_dir()]
+    return json.loads((entry / "manifest.json").read_text(encoding="utf-8"))["probes"]
+
+
+@needs_bf16
+def test_blob_cache_keeps_precisions_apart(tmp_path: Path) -> None:
+    """fp32 first, then bf16 on the same cache: the bf16 towers are compiled, not imported from f32 blobs."""
+    fp32 = _encoder(tmp_path, tmp_path / "models", "fp32")
+    bf16 = _encoder(tmp_path, tmp_path / "models", "bf16")
+    for compiled in (bf16._ov._image, bf16._ov._text):
+        assert not compiled.get_property(props.loaded_from_cache)
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    again = _encoder(tmp_path, tmp_path / "models", "bf16")  # its own blobs are reused
+    assert again._ov._image.get_property(props.loaded_from_cache)
+    texts = ["红色的圆形", "蓝色的正方形"]
+    cosine = (fp32.encode_texts(texts) * again.encode_texts(texts)).sum(axis=1)
+    assert np.isfinite(cosine).all() and cosine.min() >= 0.999
+
+
+@needs_bf16
+def test_failed_probe_serves_f32_with_the_right_results(
+    tmp_path: Path, dataset: Path, poison: dict[str, str], probes: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "models"
+    poison.update(image="nan", text="drift")
+    with caplog.at_level(logging.WARNING, logger="searchcore.openvino_backend"):
+        guarded = _encoder(tmp_path, cache, "bf16")
+    assert sorted(probes) == ["image", "text"]
+    assert guarded.runtime()["precision"] == {"image": "fp32", "text": "fp32"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("image tower" in w and "not finite" in w for w in warnings), warnings
+    assert any("text tower" in w and "cosine" in w for w in warnings), warnings
+    recorded = _manifest_probes(cache)
+    assert recorded["image"]["bf16"]["verdict"] == "fail" and recorded["text"]["bf16"]["verdict"] == "fail"
+
+    # The poison really breaks a tower: served unguarded, the image features would be NaN.
+    broken = OpenVINOTowers._compile(guarded._ov, _poisoned(guarded._ov._core.read_model(
+        next((cache / "openvino").glob("*-bf16-ir*")) / "image.xml"), "nan"), "THROUGHPUT", ov.Type.bf16)
+    request = broken.create_infer_request()
+    request.infer({0: np.zeros((1, 3, guarded.resolution, guarded.resolution), dtype=np.float32)})
+    assert not np.isfinite(request.get_output_tensor(0).data).all()
+
+    reference = _encoder(tmp_path, cache, "fp32")
+    found = {}
+    for name, encoder in (("guarded", guarded), ("fp32", reference)):
+        engine = Engine(tiny_settings(tmp_path / name, cache), encoder=encoder)
+        try:
+            found[name] = predict(engine, dataset, "valid")
+        finally:
+            engine.close()
+    assert [p.image_ids for p in found["guarded"]] == [p.image_ids for p in found["fp32"]]
+    assert all(np.isfinite(p.scores).all() for p in found["guarded"])
+
+
+@needs_bf16
+def test_recorded_verdicts_are_trusted(tmp_path: Path, poison: dict[str, str], probes: list[str],
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "models"
+    poison.update(text="nan")
+    first = _encoder(tmp_path, cache, "bf16")
+    assert sorted(probes) == ["image", "text"]
+    assert first.runtime()["precision"] == {"image": "bf16", "text": "fp32"}
+    probes.clear()
+    poison.clear()  # the next start would pass, but the recorded verdict stands: no probe, text stays f32
+    with caplog.at_level(logging.WARNING, logger="searchcore.openvino_backend"):
+        second = _encoder(tmp_path, cache, "bf16")
+    assert probes == []
+    assert second.runtime()["precision"] == {"image": "bf16", "text": "fp32"}
+    assert any("text tower" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert _manifest_probes(cache)["image"]["bf16"]["verdict"] == "pass"
+
+
+def test_fp32_runs_no_probe(tmp_path: Path, probes: list[str]) -> None:
+    encoder = _encoder(tmp_path, tmp_path / "models", "fp32")
+    assert probes == []
+    assert encoder.runtime() == {"backend": "openvino", "device": "cpu",
+                                 "precision": {"image": "fp32", "text": "fp32"}}
+
+
+def test_judge_probe_branches() -> None:
+    reference = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    assert judge_probe(reference * 1.0001, reference, 0.999)["verdict"] == "pass"
+    with_nan = reference.copy()
+    with_nan[1, 3] = np.nan
+    assert judge_probe(with_nan, reference, 0.999)["reason"].startswith("features are not finite")
+    drifted = reference.copy()
+    drifted[2] = -drifted[2]  # one row off is enough
+    verdict = judge_probe(drifted, reference, 0.999)
+    assert verdict["verdict"] == "fail" and verdict["min_cosine"] == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_info_json_reports_each_towers_precision(tmp_path: Path, model_cache: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = tiny_settings(tmp_path, model_cache, backend="openvino", precision="fp32")
+    for field in ("model", "model_dir", "milvus_uri", "db_url", "device", "backend", "precision"):
+        monkeypatch.setenv(f"SEARCHCORE_{field.upper()}", str(getattr(settings, field)))
+    assert cli.main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["encoder"] == {"backend": "openvino", "device": "cpu", "precision": {"image": "fp32", "text": "fp32"}}
