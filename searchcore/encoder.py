@@ -9,10 +9,15 @@ runs both towers when it is installed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import io
+import json
 import logging
+import os
+import sys
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +26,14 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
+from . import tokenizer
 from .config import Settings
 from .errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CONTEXT_LENGTH = 52
+CONTEXT_LENGTH = tokenizer.CONTEXT_LENGTH
 OFFICIAL_MODELS = ("RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
 _MEAN = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32).reshape(3, 1, 1)
 _STD = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32).reshape(3, 1, 1)
@@ -41,6 +47,7 @@ class ModelSpec:
     dim: int
     resolution: int
     digest: str
+    source: str = ""  # the weights file it was loaded from
 
 
 def cpu_has_bf16() -> bool:
@@ -52,8 +59,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _no_nvidia_driver() -> bool:
+    """True when this is Linux with no NVIDIA driver loaded: torch could not see a GPU either."""
+    return sys.platform.startswith("linux") and not Path("/proc/driver/nvidia/version").exists()
+
+
 def resolve_device(device: str) -> str:
     """auto → cuda when available, else cpu."""
+    if device != "cuda" and _no_nvidia_driver():
+        return "cpu"  # answered without importing torch (2 s), which the OpenVINO path may not need
     import torch
 
     if device == "auto":
@@ -100,11 +114,9 @@ def normalise(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(norms, 1e-12)
 
 
-def tokenize(texts: Sequence[str]) -> Any:
-    """cn_clip's tokenizer at context length 52; longer text is truncated."""
-    from cn_clip.clip import tokenize as cn_tokenize
-
-    return cn_tokenize(list(texts), context_length=CONTEXT_LENGTH)
+def tokenize(texts: Sequence[str]) -> np.ndarray:
+    """cn_clip's token ids at context length 52 (int64 [n,52]); longer text is truncated."""
+    return tokenizer.tokenize(list(texts), CONTEXT_LENGTH)
 
 
 def file_digest(path: Path) -> str:
@@ -117,9 +129,8 @@ class Encoder:
     """Encodes images and texts into one normalised vector space."""
 
     def __init__(self, model: Any, spec: ModelSpec, *, device: str, precision: str, backend: str,
-                 cache_dir: Path) -> None:
-        import torch
-
+                 cache_dir: Path, loader: Any = None) -> None:
+        """model: the cn_clip torch model, or None with a loader when OpenVINO may serve a cached IR."""
         self.spec = spec
         self.device = device
         self.precision = precision
@@ -131,10 +142,17 @@ class Encoder:
 
             ov_precision = "fp32" if precision == "fp32" else "bf16"
             key = f"{spec.digest[:16]}-{spec.name.replace('/', '_')}-{spec.resolution}-{ov_precision}"
-            self._ov = OpenVINOTowers(model, resolution=spec.resolution, precision=ov_precision,
+            self._ov = OpenVINOTowers(model, loader=loader, resolution=spec.resolution, precision=ov_precision,
                                       cache_dir=cache_dir / "openvino", cache_key=key,
                                       context_length=CONTEXT_LENGTH)
-        elif device == "cpu" and precision == "bf16":
+            log.info("encoder %s: dim %d, openvino on cpu, towers %s", spec.name, spec.dim,
+                     self._ov.tower_precision)
+            return
+        import torch
+
+        if model is None:
+            raise ValueError("the torch backend needs the torch model")
+        if device == "cpu" and precision == "bf16":
             model.visual.to(memory_format=torch.channels_last)
         elif device == "cuda":
             model.to("cuda")
@@ -195,7 +213,7 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         tokens = tokenize(texts)
         if self._ov is not None:
-            return normalise(self._ov.encode_tokens(tokens.numpy()))
+            return normalise(self._ov.encode_tokens(tokens))
         return normalise(self._torch_texts(tokens))
 
     def _torch_images(self, pixels: np.ndarray) -> np.ndarray:
@@ -210,11 +228,11 @@ class Encoder:
             out = self._torch_model.encode_image(batch)
         return out.float().cpu().numpy()
 
-    def _torch_texts(self, tokens: Any) -> np.ndarray:
+    def _torch_texts(self, tokens: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode(), self._autocast():
-            out = self._torch_model.encode_text(tokens.to(self.device))
+            out = self._torch_model.encode_text(torch.from_numpy(tokens).to(self.device))
         return out.float().cpu().numpy()
 
     def _autocast(self) -> Any:
@@ -226,14 +244,77 @@ class Encoder:
 
 
 def load_encoder(settings: Settings) -> Encoder:
-    """Build the encoder the settings describe (model, device, precision, backend)."""
+    """Build the encoder the settings describe (model, device, precision, backend).
+
+    On the OpenVINO path, weights seen before (same file, size and mtime) are not loaded at all: their
+    spec comes from a small index in the model folder and the towers from the cached IR, so neither
+    torch nor cn_clip is imported. The torch model is loaded only if the IR must be (re)built.
+    """
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     backend = resolve_backend(settings.backend, device)
+    model_dir = Path(settings.model_dir).expanduser()
+    if backend == "openvino":
+        spec = _SpecIndex(model_dir).get(settings)
+        if spec is not None:
+            def loader() -> Any:
+                return load_model(settings)[0].eval()
+
+            return Encoder(None, spec, device=device, precision=precision, backend=backend, cache_dir=model_dir,
+                           loader=loader)
     model, spec = load_model(settings)
     model.eval()
-    return Encoder(model, spec, device=device, precision=precision, backend=backend,
-                   cache_dir=Path(settings.model_dir).expanduser())
+    _SpecIndex(model_dir).put(settings, spec)
+    return Encoder(model, spec, device=device, precision=precision, backend=backend, cache_dir=model_dir)
+
+
+class _SpecIndex:
+    """Specs of weights files loaded before, keyed by the model settings and checked by the file's stat."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.path = model_dir / "openvino" / "specs.json"
+
+    @staticmethod
+    def _key(settings: Settings) -> str:
+        return json.dumps([settings.model, settings.vision_model, settings.text_model, settings.resolution])
+
+    @staticmethod
+    def _stamp(path: Path) -> list[int]:
+        info = path.stat()
+        return [info.st_size, info.st_mtime_ns, info.st_ino]
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, settings: Settings) -> ModelSpec | None:
+        """The spec recorded for these settings, if its weights file is unchanged since."""
+        entry = self._read().get(self._key(settings))
+        try:
+            spec = ModelSpec(**entry["spec"])
+            if self._stamp(Path(spec.source)) != entry["stamp"]:
+                return None
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+        return spec
+
+    def put(self, settings: Settings, spec: ModelSpec) -> None:
+        """Record a loaded spec (best effort: an unwritable model folder just keeps no index)."""
+        if not spec.source:
+            return
+        tmp = self.path.with_name(f".specs-{uuid.uuid4().hex[:8]}.json")
+        try:
+            data = self._read()
+            data[self._key(settings)] = {"spec": dataclasses.asdict(spec), "stamp": self._stamp(Path(spec.source))}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.debug("could not record the model spec in %s: %s", self.path, exc)
+            tmp.unlink(missing_ok=True)
 
 
 def load_model(settings: Settings) -> tuple[Any, ModelSpec]:
@@ -272,7 +353,7 @@ def _load_official(name: str, model_dir: Path) -> tuple[Any, ModelSpec]:
             ) from exc
         raise
     resolution = int(_MODEL_INFO[name]["input_resolution"])
-    return model.float(), ModelSpec(name, _embed_dim(model), resolution, file_digest(target))
+    return model.float(), ModelSpec(name, _embed_dim(model), resolution, file_digest(target), str(target.resolve()))
 
 
 def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
@@ -292,7 +373,8 @@ def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
                  for k, v in checkpoint["state_dict"].items() if "bert.pooler" not in k}
         model.load_state_dict(state)
         model.float()
-        return model, ModelSpec(ident, int(config["embed_dim"]), int(config["image_resolution"]), digest)
+        return model, ModelSpec(ident, int(config["embed_dim"]), int(config["image_resolution"]), digest,
+                                str(path.resolve()))
     if not (settings.vision_model and settings.text_model and settings.resolution):
         raise ModelError(
             f"{path} is a fine-tuned checkpoint: set --vision-model, --text-model and --resolution "
@@ -304,7 +386,7 @@ def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
         model, _ = load_from_name(str(path), device="cpu", vision_model_name=settings.vision_model,
                                   text_model_name=settings.text_model, input_resolution=settings.resolution)
     ident = f"{settings.vision_model}@{settings.text_model}:{ident}"
-    return model.float(), ModelSpec(ident, _embed_dim(model), settings.resolution, digest)
+    return model.float(), ModelSpec(ident, _embed_dim(model), settings.resolution, digest, str(path.resolve()))
 
 
 def _embed_dim(model: Any) -> int:

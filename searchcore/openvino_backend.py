@@ -14,12 +14,11 @@ import time
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -73,30 +72,6 @@ class CacheError(RuntimeError):
     """A cached IR entry is missing, stale or corrupt."""
 
 
-class _ImageTower(torch.nn.Module):
-    """Traceable image tower: pixels [n,3,R,R] -> unnormalised image features (mask_ratio fixed to 0)."""
-
-    def __init__(self, clip: Any) -> None:  # a cn_clip CLIP
-        super().__init__()
-        self.clip = clip
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Encode pixels via CLIP.encode_image (handles both ViT and ModifiedResNet)."""
-        return self.clip.encode_image(pixels)
-
-
-class _TextTower(torch.nn.Module):
-    """Traceable text tower: token ids [n,L] -> unnormalised text features (pad mask = tokens != 0)."""
-
-    def __init__(self, clip: Any) -> None:  # a cn_clip CLIP
-        super().__init__()
-        self.clip = clip
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Encode token ids via CLIP.encode_text."""
-        return self.clip.encode_text(tokens)
-
-
 def _ov_version_tag() -> str:
     """Short, path-safe OpenVINO build tag, e.g. '2026.4.1-22982'."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", "-".join(ov.get_version().split("-")[:2]))
@@ -108,6 +83,12 @@ def _safe_name(key: str) -> str:
     if safe != key or len(safe) > 100:
         safe = f"{safe[:80]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     return safe
+
+
+def _stamp(path: Path) -> list[int]:
+    """What changes when a file is rewritten: size, mtime, ctime and inode."""
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
 
 
 def _sha256(path: Path) -> str:
@@ -168,8 +149,9 @@ class OpenVINOTowers:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Any = None,
         *,
+        loader: Callable[[], Any] | None = None,
         resolution: int,
         precision: str,
         cache_dir: Path,
@@ -178,6 +160,9 @@ class OpenVINOTowers:
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if model is None and loader is None:
+            raise ValueError("give the torch model or a loader for it")
+        self._model_source: Callable[[], Any] = loader if model is None else lambda: model
         self.resolution = int(resolution)
         self.context_length = int(context_length)
         self.precision = precision
@@ -185,7 +170,7 @@ class OpenVINOTowers:
         self.entry_dir = self.cache_dir / f"{_safe_name(cache_key)}-ir{_FORMAT_VERSION}-ov{_ov_version_tag()}"
         self._core = ov.Core()
         self._remove_legacy_blobs()
-        image_model, text_model = self._load_or_build(model)
+        image_model, text_model = self._load_or_build()
         self._image = self._serve("image", image_model, hints.PerformanceMode.THROUGHPUT)
         self._text = self._serve("text", text_model, hints.PerformanceMode.LATENCY)
         self.tower_precision = {  # in SEARCHCORE_PRECISION's words
@@ -361,16 +346,22 @@ class OpenVINOTowers:
         return probes if isinstance(probes, dict) else {}
 
     def _record_verdict(self, tower: str, precision: str, verdict: dict[str, Any]) -> None:
-        """Write a probe verdict into the entry's manifest (atomically); an unwritable cache keeps none."""
+        """Write a probe verdict into the entry's manifest."""
+        self._update_manifest(lambda data: data.setdefault("probes", {}).setdefault(tower, {}).update(
+            {precision: verdict}))
+
+    def _update_manifest(self, change: Callable[[dict[str, Any]], object]) -> None:
+        """Apply a change to the entry's manifest atomically; an unwritable cache just keeps no record."""
         path = self.entry_dir / "manifest.json"
+        tmp = path.with_name(f".manifest-{uuid.uuid4().hex[:8]}.json")
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
-            manifest.setdefault("probes", {}).setdefault(tower, {})[precision] = verdict
-            tmp = path.with_name(f".manifest-{uuid.uuid4().hex[:8]}.json")
+            change(manifest)
             tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
             os.replace(tmp, path)
         except (OSError, ValueError, AttributeError) as exc:
-            logger.info("could not record the %s tower's probe verdict in %s: %s", tower, path, exc)
+            logger.info("could not update %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
 
     def _remove_legacy_blobs(self) -> None:
         """Delete blobs an older version left in the shared folder (they may hold the wrong precision)."""
@@ -391,15 +382,15 @@ class OpenVINOTowers:
             "context_length": self.context_length,
         }
 
-    def _load_or_build(self, model: torch.nn.Module) -> tuple[ov.Model, ov.Model]:
-        """Return (image, text) ov.Models from a verified cache entry, rebuilding it if needed."""
+    def _load_or_build(self) -> tuple[ov.Model, ov.Model]:
+        """Return (image, text) ov.Models from a verified cache entry, rebuilding it (torch) if needed."""
         if self.entry_dir.exists():
             try:
                 return self._read_entry(self.entry_dir)
             except Exception as exc:  # noqa: BLE001 - anything wrong with the entry means rebuild
                 logger.warning("rebuilding OpenVINO IR cache entry %s: %s", self.entry_dir, exc)
         started = time.perf_counter()
-        image, text = self._convert(model)
+        image, text = self._convert(self._model_source())
         logger.info("converted CLIP towers to OpenVINO in %.1fs", time.perf_counter() - started)
         try:
             self._save(image, text)
@@ -420,13 +411,22 @@ class OpenVINOTowers:
         expected = {f"{tower}.{ext}" for tower in _TOWERS for ext in ("xml", "bin")}
         if not isinstance(files, dict) or set(files) != expected:
             raise CacheError("manifest file list mismatch")
+        stamps = manifest.get("verified")
+        stamps = stamps if isinstance(stamps, dict) else {}
+        fresh: dict[str, list[int]] = {}
         for name, info in files.items():
             path = entry / name
             try:
-                if path.stat().st_size != info["size"] or _sha256(path) != info["sha256"]:
+                stamp = _stamp(path)
+                if stamp == stamps.get(name) and stamp[0] == info["size"]:
+                    continue  # unchanged since its sha256 was last checked
+                if stamp[0] != info["size"] or _sha256(path) != info["sha256"]:
                     raise CacheError(f"{name} does not match its manifest")
+                fresh[name] = stamp
             except (OSError, KeyError, TypeError) as exc:
                 raise CacheError(f"{name}: {exc}") from exc
+        if fresh:
+            self._update_manifest(lambda data: data.setdefault("verified", {}).update(fresh))
         image = self._core.read_model(entry / "image.xml", entry / "image.bin")
         text = self._core.read_model(entry / "text.xml", entry / "text.bin")
         self._check_io(image, [-1, 3, self.resolution, self.resolution])
@@ -458,8 +458,30 @@ class OpenVINOTowers:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _convert(self, model: torch.nn.Module) -> tuple[ov.Model, ov.Model]:
+    def _convert(self, model: Any) -> tuple[ov.Model, ov.Model]:
         """Trace both towers of a fp32 cn_clip CLIP with dynamic batch; the torch model is left as it was."""
+        import torch  # only conversion needs torch: a cached entry is served without it
+
+        class ImageTower(torch.nn.Module):
+            """Traceable image tower: pixels [n,3,R,R] -> unnormalised features (ViT and ModifiedResNet)."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.clip = model
+
+            def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+                return self.clip.encode_image(pixels)
+
+        class TextTower(torch.nn.Module):
+            """Traceable text tower: token ids [n,L] -> unnormalised features (pad mask = tokens != 0)."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.clip = model
+
+            def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+                return self.clip.encode_text(tokens)
+
         param = next(model.parameters())
         if param.dtype != torch.float32 or param.device.type != "cpu":
             raise ValueError(f"expected a float32 CPU model, got {param.dtype} on {param.device}")
@@ -474,10 +496,10 @@ class OpenVINOTowers:
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape asserts baked in for fixed R/L
                 warnings.filterwarnings("ignore", r"`torch\.jit\.trace", FutureWarning)
                 image = ov.convert_model(
-                    _ImageTower(model), example_input=pixels, input=[ov.PartialShape([-1, 3, size, size])]
+                    ImageTower(), example_input=pixels, input=[ov.PartialShape([-1, 3, size, size])]
                 )
                 text = ov.convert_model(
-                    _TextTower(model),
+                    TextTower(),
                     example_input=tokens,
                     input=[(ov.PartialShape([-1, self.context_length]), ov.Type.i64)],
                 )
