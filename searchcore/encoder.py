@@ -293,6 +293,8 @@ class _SpecIndex:
     def get(self, settings: Settings) -> ModelSpec | None:
         """The spec recorded for these settings, if its weights file is unchanged since."""
         entry = self._read().get(self._key(settings))
+        if not isinstance(entry, dict):
+            return None
         try:
             spec = ModelSpec(**entry["spec"])
             if self._stamp(Path(spec.source)) != entry["stamp"]:

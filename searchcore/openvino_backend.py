@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -160,9 +161,11 @@ class OpenVINOTowers:
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        if model is None and loader is None:
+        if model is not None:
+            loader = lambda: model  # noqa: E731
+        if loader is None:
             raise ValueError("give the torch model or a loader for it")
-        self._model_source: Callable[[], Any] = loader if model is None else lambda: model
+        self._model_source: Callable[[], Any] = loader
         self.resolution = int(resolution)
         self.context_length = int(context_length)
         self.precision = precision
@@ -366,10 +369,8 @@ class OpenVINOTowers:
     def _remove_legacy_blobs(self) -> None:
         """Delete blobs an older version left in the shared folder (they may hold the wrong precision)."""
         for blob in (self.cache_dir / _BLOB_CACHE).glob("*.blob"):
-            try:
+            with contextlib.suppress(OSError):  # a read-only cache keeps them; its entries are checked anyway
                 blob.unlink()
-            except OSError:
-                pass
 
     # --------------------------------------------------------------------- cache
 
