@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import re
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import gradio as gr
@@ -36,6 +38,11 @@ GIVEN_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 IMAGE_ID = re.compile(r"^[0-9]{1,19}$")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 GRACE_SECONDS = 5
+# Shared without --auth, uploads are only for search by image: one small query image, a few a minute.
+SHARED_UPLOAD_BYTES = 5 * 2**20
+SHARED_UPLOADS_PER_MINUTE = 10
+SHARED_UPLOADS_PER_MINUTE_IN_ALL = 30
+GRADIO_UPLOAD = "/gradio_api/upload"
 
 
 class SearchRequest(BaseModel):
@@ -70,6 +77,8 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     metrics = metrics or Metrics()
     api = FastAPI(title="searchcore", version=__version__, summary="Chinese text-to-image search (以文搜图)",
                   docs_url="/docs", redoc_url=None)
+    if access.share and not access.users:
+        api.add_middleware(SharedUploadGuard)
     api.add_middleware(RequestIdMiddleware)
     basic = HTTPBasic(auto_error=False)
 
@@ -221,6 +230,58 @@ class RequestIdMiddleware:
             REQUEST_ID.reset(token)
 
 
+class SharedUploadGuard:
+    """For an app shared without --auth: Gradio's upload route takes what search by image needs, one small
+    query image, a few a minute from each client and in all; any other file upload is refused."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.recent: dict[str, deque[float]] = {}  # client → times of its uploads in the last minute
+        self.recent_in_all: deque[float] = deque()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            if scope["path"].rstrip("/") == GRADIO_UPLOAD:
+                refusal = self._check_upload(scope, headers)
+            elif headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+                refusal = (403, "file uploads are disabled: this app is shared publicly without --auth (only a "
+                                "query image may be uploaded, to search by image)", {})
+            else:
+                refusal = None
+            if refusal is not None:
+                status, detail, extra = refusal
+                await JSONResponse({"detail": detail}, status_code=status, headers=extra)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _check_upload(self, scope: dict[str, Any], headers: dict[bytes, bytes],
+                      ) -> tuple[int, str, dict[str, str]] | None:
+        length = headers.get(b"content-length", b"")
+        if not length.isdigit():
+            return 411, "send the upload with a Content-Length", {}
+        if int(length) > SHARED_UPLOAD_BYTES:
+            return 413, (f"an upload may be at most {SHARED_UPLOAD_BYTES // 2**20} MB (one query image) while this "
+                         "app is shared publicly without --auth"), {}
+        now = time.monotonic()
+        client = _client_address(scope, headers)
+        mine = self.recent.get(client, deque())
+        for times, limit, whose in ((mine, SHARED_UPLOADS_PER_MINUTE, "from one client"),
+                                    (self.recent_in_all, SHARED_UPLOADS_PER_MINUTE_IN_ALL, "in all")):
+            while times and times[0] <= now - 60:
+                times.popleft()
+            if len(times) >= limit:
+                wait = max(1, math.ceil(times[0] + 60 - now))
+                return 429, (f"at most {limit} uploads a minute {whose} while this app is shared publicly "
+                             f"without --auth; try again in {wait} s"), {"Retry-After": str(wait)}
+        mine.append(now)
+        self.recent_in_all.append(now)
+        # Clients with no upload in the last minute are forgotten, so at most the in-all limit are remembered.
+        self.recent = {c: t for c, t in self.recent.items() if t and t[-1] > now - 60}
+        self.recent[client] = mine
+        return None
+
+
 class RequestIdFilter(logging.Filter):
     """Adds record.request_id (or "-") so a log format can show %(request_id)s."""
 
@@ -248,6 +309,16 @@ def _authenticate(access: Access, credentials: HTTPBasicCredentials | None) -> N
     if credentials is None or not access.allows(credentials.username, credentials.password):
         raise HTTPException(401, "sign in with one of the --auth users (HTTP basic auth)",
                             headers={"WWW-Authenticate": 'Basic realm="searchcore"'})
+
+
+def _client_address(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str:
+    host = str((scope.get("client") or ("unknown",))[0])
+    forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+    if host in LOCAL_HOSTS and forwarded:
+        # Through the share tunnel (its client runs on this machine): the proxy appends the caller's address
+        # last; anything before it is whatever the caller claimed.
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return host
 
 
 def _share(server: uvicorn.Server, blocks: gr.Blocks, host: str, port: int) -> None:

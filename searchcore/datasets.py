@@ -264,32 +264,36 @@ def _feature_records(path: Path, images: Path | None, captions: dict[int, list[s
                 yield Record(number, path.name, error=f"not a feature entry ({exc})")
                 continue
             data = None
-            if image_id in image_data:
-                data = _read_tsv_image(images, image_data[image_id])  # type: ignore[arg-type]
+            if images is not None and image_id in image_data:
+                offset, tsv_line = image_data[image_id]
+                try:
+                    data = _read_tsv_image(images, offset)
+                except ValueError as exc:  # the feature's own line is the record's; the reason points at the tsv's
+                    yield Record(number, path.name, image_id,
+                                 error=f"image id {image_id}: line {tsv_line} of {images.name} has {exc}")
+                    continue
             yield Record(number, path.name, image_id, data, captions=captions.get(image_id, []), vector=vector)
 
 
-def _tsv_index(path: Path) -> dict[int, int]:
-    """Byte offsets of each image id's line in a tsv file."""
-    offsets: dict[int, int] = {}
+def _tsv_index(path: Path) -> dict[int, tuple[int, int]]:
+    """The byte offset and line number of each image id's line in a tsv file."""
+    found: dict[int, tuple[int, int]] = {}
     with path.open("rb") as handle:
         offset = 0
-        for raw in handle:
+        for number, raw in enumerate(handle, 1):
             key = raw.split(b"\t", 1)[0]
             with contextlib.suppress(ValueError):
-                offsets.setdefault(parse_image_id(key), offset)
+                found.setdefault(parse_image_id(key), (offset, number))
             offset += len(raw)
-    return offsets
+    return found
 
 
-def _read_tsv_image(path: Path, offset: int) -> bytes | None:
+def _read_tsv_image(path: Path, offset: int) -> bytes:
+    """The image bytes of the tsv line at offset; ValueError (from decode_base64) if its base64 is invalid."""
     with path.open("rb") as handle:
         handle.seek(offset)
         _, value = _split_tsv(handle.readline().rstrip(b"\r\n"))
-    try:
-        return decode_base64(value)
-    except ValueError:
-        return None
+    return decode_base64(value)
 
 
 def _folder_source(root: Path) -> Source:

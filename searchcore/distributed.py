@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -21,8 +22,8 @@ import sys
 import time
 import uuid
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
     bulk = str(Path(bulk_dir).expanduser().resolve()) if bulk_dir is not None else None
     report = IngestReport(name, bad=list(problems))
     importer = BulkImporter(settings, name) if bulk is not None else None
+    unnumbered: list[tuple[BadRecord, str | None]] = []  # the workers' bad records, with their tsv line's digest
     try:
         with _ray_session(ray_address) as ray:
             done, total = 0, _count_lines(tsv)
@@ -67,7 +69,9 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
                                         bulk).iter_rows():
                 report.added += int(row["added"])
                 report.present += int(row["present"])
-                report.bad += [BadRecord(**b) for b in json.loads(row["bad"])]
+                for entry in json.loads(row["bad"]):
+                    digest = entry.pop("digest")
+                    unnumbered.append((BadRecord(**entry), digest))
                 if importer is not None:
                     for files in json.loads(row["files"]):
                         importer.submit(files)
@@ -81,6 +85,7 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
     finally:
         if importer is not None:
             importer.close()
+    report.bad += _number_lines(tsv, unnumbered)
     report.seconds = time.perf_counter() - started
     log.info("ray ingest into %s: %d added, %d present, %d bad in %.1fs", name, report.added, report.present,
              len(report.bad), report.seconds)
@@ -190,26 +195,71 @@ class IngestWorker:
         source = Source("tsv", Path(self.file), None, len(records), iter(records))
         report = ingest(source, self.encoder, self.vectors, self.images, self.library,
                         batch_size=self.settings.batch_size, workers=self.settings.workers or 2)
+        bad = [{"line": int(b.line), "reason": b.reason, "file": b.file,
+                "digest": line_digest(b.line.text) if isinstance(b.line, RayLine) else None} for b in report.bad]
         return {"lines": np.array([len(records)]), "added": np.array([report.added]),
-                "present": np.array([report.present]),
-                "bad": np.array([json.dumps([asdict(b) for b in report.bad], ensure_ascii=False)]),
+                "present": np.array([report.present]), "bad": np.array([json.dumps(bad, ensure_ascii=False)]),
                 "files": np.array([json.dumps(self.vectors.take_files())])}
 
 
+class RayLine(int):
+    """A record's line number in a Ray ingest: 0, since Ray keeps no line numbers, holding the line's text.
+
+    ingest copies a record's line into any bad record it reports (and "file:0" into a stored image's source),
+    so a worker can tell the driver which tsv line each bad record came from, and the driver finds its number.
+    """
+
+    text: str
+
+    def __new__(cls, text: str) -> RayLine:
+        line = super().__new__(cls, 0)
+        line.text = text
+        return line
+
+
+def line_digest(text: str) -> str:
+    """What identifies a tsv line, as Ray's read_text hands it over, between a worker and the driver."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 def parse_line(line: str, file: str, captions: dict[int, list[str]]) -> Record:
-    """One `image_id<TAB>base64` line as a Record (Ray does not keep line numbers: line is 0)."""
+    """One `image_id<TAB>base64` line as a Record, its line a RayLine (Ray keeps no line numbers)."""
+    number = RayLine(line)
     key, tab, value = line.rstrip("\r\n").partition("\t")
     if not tab:
-        return Record(0, file, error=f"no tab between the image id and the base64 image in {line[:40]!r}")
+        return Record(number, file, error=f"no tab between the image id and the base64 image in {line[:40]!r}")
     try:
         image_id = parse_image_id(key)
     except ValueError:
-        return Record(0, file, error=f"image id {key[:40]!r} is not an integer")
+        return Record(number, file, error=f"image id {key[:40]!r} is not an integer")
     try:
         data = decode_base64(value.encode("ascii", "replace"))
     except ValueError as exc:
-        return Record(0, file, image_id, error=f"image id {image_id}: {exc}")
-    return Record(0, file, image_id, data, captions=captions.get(image_id, []))
+        return Record(number, file, image_id, error=f"image id {image_id}: {exc}")
+    return Record(number, file, image_id, data, captions=captions.get(image_id, []))
+
+
+def _number_lines(tsv: Path, unnumbered: list[tuple[BadRecord, str | None]]) -> list[BadRecord]:
+    """The workers' bad records with their tsv line numbers, in line order, found in one pass over the file.
+
+    Only runs when there are bad records, and stops at the last of them.
+    """
+    waiting: dict[str, deque[BadRecord]] = {}
+    for record, digest in unnumbered:
+        if digest is not None:
+            waiting.setdefault(digest, deque()).append(record)
+    if waiting:
+        with tsv.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                for text in raw.decode("utf-8", "replace").splitlines():  # the lines Ray's read_text makes
+                    digest = line_digest(text)
+                    if digest in waiting:
+                        waiting[digest].popleft().line = number
+                        if not waiting[digest]:
+                            del waiting[digest]
+                if not waiting:
+                    break
+    return sorted((record for record, _ in unnumbered), key=lambda record: record.line)
 
 
 class WorkerVectorStore(MilvusVectorStore):
@@ -369,7 +419,7 @@ def cmd_ingest_ray(args: argparse.Namespace, settings: Settings) -> int:
         bar.close()
     lines = [f"library {report.library}: {report.added} added, {report.present} already present, "
              f"{len(report.bad)} bad ({report.seconds:.1f}s)"]
-    lines += [f"  {b.file}: {b.reason}" for b in report.bad[:50]]
+    lines += [f"  {b.file}:{b.line}: {b.reason}" for b in report.bad[:50]]
     _emit(args, report.to_json(), "\n".join(lines))
     return 0
 
@@ -393,13 +443,35 @@ def add_commands(sub: Any, add: Any) -> None:
 def _init_ray(ray: Any, address: str | None) -> None:
     """ray.init, tried twice when starting a local node: on a busy 2-core machine its raylet can miss
     Ray's start-up deadline once ("The current node timed out during startup")."""
+    import psutil  # importable wherever Ray is: `import ray` puts its own copy on sys.path
+
     for attempt in (1, 2):
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=log.isEnabledFor(logging.INFO))
             return
         except Exception as exc:
-            if address not in (None, "local") or attempt == 2 or "timed out during startup" not in str(exc):
+            if address not in (None, "local") or "timed out during startup" not in str(exc):
                 raise
-            log.warning("local Ray node did not start in time; retrying once")
             ray.shutdown()
+            # Ray's Node raised before ray.init kept hold of it, so ray.shutdown() cannot stop the GCS, raylet
+            # and the rest that it had started; left running, they would compete with the retry for the cores.
+            _stop([p for p in psutil.Process().children(recursive=True) if p.pid not in before])
+            if attempt == 2:
+                raise BackendUnavailableError(f"the local Ray node did not start, twice: {exc}") from exc
+            log.warning("local Ray node did not start in time; stopped what it started, retrying once")
+
+
+def _stop(processes: list[Any], grace: float = 10) -> None:
+    """Terminate psutil processes, and kill those still running after the grace period."""
+    import psutil
+
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace)

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -125,39 +125,34 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-class Encoder:
-    """Encodes images and texts into one normalised vector space."""
+class EncoderRuntime(Protocol):
+    """Runs both towers on model inputs and returns unnormalised float32 features."""
 
-    def __init__(self, model: Any, spec: ModelSpec, *, device: str, precision: str, backend: str,
-                 cache_dir: Path, loader: Any = None) -> None:
-        """model: the cn_clip torch model, or None with a loader when OpenVINO may serve a cached IR."""
+    tower_precision: dict[str, str]  # the precision each tower actually runs at, in SEARCHCORE_PRECISION's words
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 [n,3,R,R] preprocessed pixels -> float32 [n,dim]."""
+
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """int64 [n,52] token ids -> float32 [n,dim]."""
+
+    def encode_pixel_batches(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+        """Stream (payload, pixels) -> (payload, features) in input order."""
+
+
+class Encoder:
+    """Encodes images and texts into one normalised vector space: tokenises, preprocesses and normalises
+    around a runtime (PyTorch or OpenVINO) that runs the towers."""
+
+    def __init__(self, runtime: EncoderRuntime, spec: ModelSpec, *, device: str, precision: str,
+                 backend: str) -> None:
+        self.runtime_impl = runtime
         self.spec = spec
         self.device = device
         self.precision = precision
         self.backend = backend
-        self._torch_model = model
-        self._ov: Any = None
-        if backend == "openvino":
-            from .openvino_backend import OpenVINOTowers
-
-            ov_precision = "fp32" if precision == "fp32" else "bf16"
-            key = f"{spec.digest[:16]}-{spec.name.replace('/', '_')}-{spec.resolution}-{ov_precision}"
-            self._ov = OpenVINOTowers(model, loader=loader, resolution=spec.resolution, precision=ov_precision,
-                                      cache_dir=cache_dir / "openvino", cache_key=key,
-                                      context_length=CONTEXT_LENGTH)
-            log.info("encoder %s: dim %d, openvino on cpu, towers %s", spec.name, spec.dim,
-                     self._ov.tower_precision)
-            return
-        import torch
-
-        if model is None:
-            raise ValueError("the torch backend needs the torch model")
-        if device == "cpu" and precision == "bf16":
-            model.visual.to(memory_format=torch.channels_last)
-        elif device == "cuda":
-            model.to("cuda")
-            model.half() if precision == "fp16" else model.float()
-        log.info("encoder %s: dim %d, %s on %s in %s", spec.name, spec.dim, backend, device, precision)
+        log.info("encoder %s: dim %d, %s on %s, towers %s", spec.name, spec.dim, backend, device,
+                 runtime.tower_precision)
 
     @property
     def name(self) -> str:
@@ -176,11 +171,7 @@ class Encoder:
 
     def runtime(self) -> dict[str, Any]:
         """How this encoder runs: backend, device, and the precision each tower actually runs at."""
-        if self._ov is not None:
-            towers = dict(self._ov.tower_precision)
-        else:
-            towers = {"image": self.precision, "text": self.precision}
-        return {"backend": self.backend, "device": self.device, "precision": towers}
+        return {"backend": self.backend, "device": self.device, "precision": dict(self.runtime_impl.tower_precision)}
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """One decoded image → its [3,R,R] model input."""
@@ -194,53 +185,18 @@ class Encoder:
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed [n,3,R,R] inputs → normalised float32 [n, dim]."""
-        if self._ov is not None:
-            return normalise(self._ov.encode_pixels(pixels))
-        return normalise(self._torch_images(pixels))
+        return normalise(self.runtime_impl.encode_pixels(pixels))
 
     def encode_pixel_batches(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Stream (payload, pixels) batches → (payload, vectors) in input order."""
-        if self._ov is not None:
-            for payload, features in self._ov.encode_pixel_batches(batches):
-                yield payload, normalise(features)
-            return
-        for payload, pixels in batches:
-            yield payload, normalise(self._torch_images(pixels))
+        for payload, features in self.runtime_impl.encode_pixel_batches(batches):
+            yield payload, normalise(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts → normalised float32 [n, dim]."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        tokens = tokenize(texts)
-        if self._ov is not None:
-            return normalise(self._ov.encode_tokens(tokens))
-        return normalise(self._torch_texts(tokens))
-
-    def _torch_images(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode(), self._autocast():
-            batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device)
-            if self.device == "cpu" and self.precision == "bf16":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            elif self.precision == "fp16":
-                batch = batch.half()
-            out = self._torch_model.encode_image(batch)
-        return out.float().cpu().numpy()
-
-    def _torch_texts(self, tokens: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode(), self._autocast():
-            out = self._torch_model.encode_text(torch.from_numpy(tokens).to(self.device))
-        return out.float().cpu().numpy()
-
-    def _autocast(self) -> Any:
-        import torch
-
-        if self.device == "cpu" and self.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return normalise(self.runtime_impl.encode_tokens(tokenize(texts)))
 
 
 def load_encoder(settings: Settings) -> Encoder:
@@ -254,18 +210,32 @@ def load_encoder(settings: Settings) -> Encoder:
     precision = resolve_precision(settings.precision, device)
     backend = resolve_backend(settings.backend, device)
     model_dir = Path(settings.model_dir).expanduser()
+    runtime: EncoderRuntime
     if backend == "openvino":
-        spec = _SpecIndex(model_dir).get(settings)
-        if spec is not None:
-            def loader() -> Any:
-                return load_model(settings)[0].eval()
+        from .openvino_backend import OpenVINOTowers  # imports openvino: only when that runtime is built
 
-            return Encoder(None, spec, device=device, precision=precision, backend=backend, cache_dir=model_dir,
-                           loader=loader)
+        index = _SpecIndex(model_dir)
+        spec = index.get(settings)
+        model = None
+        if spec is None:
+            model, spec = _load_eval_model(settings)
+            index.put(settings, spec)
+        ov_precision = "fp32" if precision == "fp32" else "bf16"
+        runtime = OpenVINOTowers(model, loader=lambda: _load_eval_model(settings)[0], resolution=spec.resolution,
+                                 precision=ov_precision, cache_dir=model_dir / "openvino",
+                                 cache_key=f"{spec.digest[:16]}-{spec.name.replace('/', '_')}-{spec.resolution}"
+                                           f"-{ov_precision}", context_length=CONTEXT_LENGTH)
+    else:
+        from .torch_runtime import TorchRuntime
+
+        model, spec = _load_eval_model(settings)
+        runtime = TorchRuntime(model, device=device, precision=precision)
+    return Encoder(runtime, spec, device=device, precision=precision, backend=backend)
+
+
+def _load_eval_model(settings: Settings) -> tuple[Any, ModelSpec]:
     model, spec = load_model(settings)
-    model.eval()
-    _SpecIndex(model_dir).put(settings, spec)
-    return Encoder(model, spec, device=device, precision=precision, backend=backend, cache_dir=model_dir)
+    return model.eval(), spec
 
 
 class _SpecIndex:

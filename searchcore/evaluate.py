@@ -84,6 +84,7 @@ class Evaluation:
     text_to_image: Recall
     image_to_text: Recall
     exact_overlap_at_10: float | None = None
+    bad: list[BadRecord] = field(default_factory=list)
 
     @property
     def exact_ok(self) -> bool:
@@ -97,7 +98,8 @@ class Evaluation:
         """The CLI's --json shape."""
         return {"text_to_image": self.text_to_image.to_json(), "image_to_text": self.image_to_text.to_json(),
                 "exact_overlap_at_10": self.exact_overlap_at_10, "library": self.library, "split": self.split,
-                "index": self.index, "texts": self.texts, "images": self.images}
+                "index": self.index, "texts": self.texts, "images": self.images,
+                "bad": [{"line": b.line, "reason": b.reason, "file": b.file} for b in self.bad]}
 
 
 @dataclass
@@ -147,10 +149,28 @@ def split_texts(root: Path, split: str) -> list[dict[str, Any]]:
     return texts
 
 
-def split_image_ids(root: Path, split: str) -> list[int]:
-    """Every readable image id of a split, in file order."""
-    source = open_source(root, split)
-    return [r.image_id for r in source.records if r.error is None and r.image_id is not None]
+def split_image_ids(root: Path, split: str) -> tuple[list[int], list[BadRecord]]:
+    """Every readable image id of a split, in file order, and the records that cannot be read."""
+    ids: list[int] = []
+    bad: list[BadRecord] = []
+    for record in open_source(root, split).records:
+        if record.error is None and record.image_id is not None:
+            ids.append(record.image_id)
+        else:
+            bad.append(BadRecord(record.line, record.error or "no image id", record.file))
+    return ids, bad
+
+
+def unusable_images(root: Path, split: str, ids: set[int], max_bytes: int) -> dict[int, BadRecord]:
+    """Those of these image ids whose bytes hold no image ingest would store, with ingest's reason."""
+    found: dict[int, BadRecord] = {}
+    for record in open_source(root, split).records:
+        if record.image_id in ids and record.data is not None and record.image_id not in found:
+            try:
+                decode_image(record.data, max_bytes)
+            except ImageDecodeError as exc:
+                found[record.image_id] = BadRecord(record.line, str(exc), record.file)
+    return found
 
 
 def encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
@@ -161,15 +181,27 @@ def encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
                            for i in range(0, len(texts), TEXT_BATCH)])
 
 
-def prepare_library(engine: Engine, root: Path, split: str, library: str | None = None) -> str:
-    """The library to evaluate: ingested from the split if it is empty, refused unless it holds exactly the split."""
+def prepare_library(engine: Engine, root: Path, split: str, library: str | None = None
+                    ) -> tuple[str, list[BadRecord]]:
+    """The library to evaluate, and the split's bad image records it goes without.
+
+    An empty library is ingested from the split first; a library is refused unless it holds exactly the
+    split's good images.
+    """
     name = library or engine.settings.library
     if engine.vectors.meta(name) is None or engine.vectors.count(name) == 0:
         log.info("library %s is empty; ingesting %s split %s first", name, root, split)
         engine.ingest(root, split=split, library=name)
-    wanted = set(split_image_ids(root, split))
+    ids, bad = split_image_ids(root, split)
+    wanted = set(ids)
     stored = set(engine.vectors.ids(name))
     missing, extra = wanted - stored, stored - wanted
+    if missing and not extra:
+        # Valid base64 of bytes that are no image: ingest reported these and stores none, so no re-run adds them.
+        unusable = unusable_images(root, split, missing, engine.images.max_blob_bytes)
+        wanted -= set(unusable)
+        missing -= set(unusable)
+        bad = sorted(bad + list(unusable.values()), key=lambda b: b.line)
     if extra:
         lacking = f" and lacks {len(missing)} of the split's {len(wanted)}" if missing else ""
         raise LibraryError(f"library {name!r} holds {len(extra)} images that are not in split {split!r}{lacking}; "
@@ -179,7 +211,7 @@ def prepare_library(engine: Engine, root: Path, split: str, library: str | None 
     if missing:
         raise LibraryError(f"library {name!r} lacks {len(missing)} of the {len(wanted)} images of split {split!r}; "
                            f"run `searchcore ingest {root} --split {split} --library {name}` first")
-    return name
+    return name, bad
 
 
 def predict(engine: Engine, root: str | Path, split: str, top_k: Any = 10, library: str | None = None
@@ -187,7 +219,10 @@ def predict(engine: Engine, root: str | Path, split: str, top_k: Any = 10, libra
     """Top-k image ids for every text of the split, searched in the library's Milvus collection."""
     root = Path(root)
     k = parse_top_k(top_k)
-    name = prepare_library(engine, root, split, library)
+    name, bad = prepare_library(engine, root, split, library)
+    if bad:  # predictions have no report of their own to carry them
+        log.warning("split %s of %s: skipped %d bad image records: %s", split, root, len(bad),
+                    "; ".join(f"{b.file}:{b.line}: {b.reason}" for b in bad[:10]) + ("; ..." if len(bad) > 10 else ""))
     texts = split_texts(root, split)
     return search_texts(engine, name, texts, encode_texts(engine.encoder, [t["text"] for t in texts]), k)
 
@@ -220,7 +255,7 @@ def evaluate(engine: Engine, root: str | Path, split: str, *, exact: bool = Fals
              library: str | None = None) -> Evaluation:
     """Text→image recall through Milvus, image→text recall over the stored vectors, and optionally overlap@10."""
     root = Path(root)
-    name = prepare_library(engine, root, split, library)
+    name, bad = prepare_library(engine, root, split, library)
     texts = split_texts(root, split)
     text_vectors = encode_texts(engine.encoder, [t["text"] for t in texts])
     predictions = search_texts(engine, name, texts, text_vectors, 10)
@@ -236,7 +271,7 @@ def evaluate(engine: Engine, root: str | Path, split: str, *, exact: bool = Fals
     all_ids = list(engine.vectors.ids(name))
     overlap = exact_overlap(engine, name, all_ids, text_vectors, predictions) if exact else None
     meta = engine.vectors.meta(name)
-    return Evaluation(name, split, meta.index if meta else "?", len(texts), len(all_ids), t2i, i2t, overlap)
+    return Evaluation(name, split, meta.index if meta else "?", len(texts), len(all_ids), t2i, i2t, overlap, bad)
 
 
 def image_to_text_reference(texts: Sequence[dict[str, Any]]) -> dict[int, list[int]]:
@@ -332,7 +367,8 @@ def _replacing(path: Path) -> Iterator[TextIO]:
 # ---- the `searchcore predict | evaluate | extract` commands -------------------------------------------------------
 
 AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
-               "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only.")
+               "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only. The "
+               "split's bad image records (which ingest reports and skips) are skipped and reported.")
 
 
 def _split_of(root: str, split: str | None) -> str:
@@ -379,6 +415,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if result.exact_overlap_at_10 is not None:
         lines.append(f"overlap@10 with exact search: {result.exact_overlap_at_10:.4f}"
                      + ("" if result.exact_ok else "  (below what this index must reach)"))
+    lines += [f"  skipped {b.file}:{b.line}: {b.reason}" for b in result.bad[:50]]
     _emit(args, result.to_json(), "\n".join(lines))
     return 0 if result.exact_ok else 1
 

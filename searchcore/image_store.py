@@ -242,10 +242,14 @@ class MySQLImageStore(_SqlImageStore):
         import pymysql
 
         try:
-            conn = self._pool.get_nowait()
+            conn, pooled = self._pool.get_nowait(), True
         except queue.Empty:
-            conn = self._connect()
+            conn, pooled = self._connect(), False
         try:
+            if pooled:
+                # The server may have dropped it while it sat idle (a restart, wait_timeout): reconnect before
+                # any statement runs, so no query fails for it and no write is ever sent twice.
+                conn.ping(reconnect=True)
             with conn.cursor() as cur:
                 yield cur
             conn.commit()

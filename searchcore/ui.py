@@ -291,7 +291,7 @@ def build_ui(app: SearchApp) -> gr.Blocks:
             with gr.Row():
                 top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label="Results", scale=4)
                 search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
-            gr.Examples(EXAMPLES, inputs=query, label="Examples")
+            examples = gr.Examples(EXAMPLES, inputs=query, label="Examples")
             with gr.Accordion("Search by image", open=False):
                 query_image = gr.Image(type="filepath", label="Query image", sources=["upload", "clipboard"])
                 image_btn = gr.Button("Search by image")
@@ -337,8 +337,12 @@ def build_ui(app: SearchApp) -> gr.Blocks:
 
         shown = [gallery, results, status]
         hide_detail = (lambda: gr.Row(visible=False), None, detail)
-        gr.on([search_btn.click, query.submit], app.search, [query, top_k, library], shown,
-              api_name="search", concurrency_id="search").then(*hide_detail, api_visibility="private")
+        search = (app.search, [query, top_k, library], shown)
+        gr.on([search_btn.click, query.submit], *search, api_name="search", concurrency_id="search").then(
+            *hide_detail, api_visibility="private")
+        # Clicking an example fills the box, then searches; Examples' own run_on_click would pass only the text.
+        examples.load_input_event.then(*search, api_visibility="private", concurrency_id="search").then(
+            *hide_detail, api_visibility="private")
         image_btn.click(app.search_image, [query_image, top_k, library], shown, api_name="search_image",
                         concurrency_id="search").then(*hide_detail, api_visibility="private")
         more_btn.click(app.more_like_this, [selected_id, top_k, library], shown, api_name="more_like_this",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import settings_env
+from conftest import MARIADB, settings_env
 
 from bench.loadtest import App
 from demo.sample_data import write_dataset
@@ -154,6 +154,19 @@ def fill_connection_pool(engine: Engine, size: int = 4) -> None:
             stack.enter_context(engine.images._cursor())  # type: ignore[attr-defined]
 
 
+def kill_connections(database: str) -> int:
+    """KILL every server-side connection to a database, as a restart or wait_timeout would; returns how many."""
+    import pymysql
+
+    with pymysql.connect(**MARIADB, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                    (database,))
+        ids = [int(row[0]) for row in cur.fetchall()]
+        for connection_id in ids:
+            cur.execute(f"KILL {connection_id}")
+    return len(ids)
+
+
 def search_with_one_retry(engine: Engine) -> list[object]:
     try:
         return engine.search_text("红色的圆形", 5)  # type: ignore[return-value]
@@ -185,6 +198,26 @@ def test_search_fails_clearly_while_mariadb_is_down_and_recovers_without_a_new_e
         mariadb.stop()
         mariadb.start()  # a restart nobody noticed: at most one search fails, then the pool is fresh
         assert len(search_with_one_retry(engine)) == 5
+    finally:
+        engine.close()
+
+
+def test_the_first_search_after_the_database_dropped_its_connections_works(
+        doomed_database: str, settings: Settings, torch_encoder: Encoder, small_split: Path) -> None:
+    """MariaDB restarted, or its wait_timeout passed, while nobody searched: nobody sees an error for it."""
+    engine = Engine(settings.replace(db_url=f"mysql://root@127.0.0.1:3306/{doomed_database}"), encoder=torch_encoder)
+    try:
+        engine.ingest(small_split, split="valid")
+        fill_connection_pool(engine)
+
+        assert kill_connections(doomed_database) >= 4
+        assert len(engine.search_text("红色的圆形", 5)) == 5
+        assert engine.info().images == 18
+
+        assert kill_connections(doomed_database) >= 1
+        again = engine.ingest(small_split, split="valid")  # writes reconnect too, and add nothing twice
+        assert (again.added, again.present, again.bad) == (0, 18, [])
+        assert engine.images.count(engine.settings.library) == 18
     finally:
         engine.close()
 

@@ -7,6 +7,7 @@ without it this test fails rather than skips, so CI cannot pass it silently.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from demo.sample_data import write_dataset
 from searchcore.config import Settings
 from tests.conftest import ROOT, settings_env
 
@@ -112,5 +114,38 @@ def test_build_a_library_then_search_it_in_a_browser(settings: Settings, dataset
             page.get_by_role("button", name="More like this").click()
             expect(page.locator("#status")).to_contain_text(f"image {first_id}")
             expect(page.locator("#results .caption-label").first).to_contain_text(f" · {first_id} · ")
+        finally:
+            browser.close()
+
+
+def test_build_tab_ingests_a_url_safe_tsv(settings: Settings, tmp_path: Path) -> None:
+    """A {split}_imgs.tsv written with base64.urlsafe_b64encode, which cn_clip reads, is built and searchable."""
+    from playwright.sync_api import expect, sync_playwright
+
+    root = write_dataset(tmp_path / "urlsafe", "valid", 18, seed=5, lmdb=False)
+    tsv = root / "valid_imgs.tsv"
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+    tsv.write_text("".join(f"{i}\t{base64.urlsafe_b64encode(base64.b64decode(b)).decode()}\n" for i, b in rows))
+    assert "-" in tsv.read_text() and "_" in tsv.read_text()
+    executable = chromium()
+    with running_app(tmp_path, settings) as app_url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app_url)
+            page.get_by_role("tab", name="Build").click()
+            page.get_by_label("Dataset folder on the server").fill(str(root))
+            expect(page.get_by_role("combobox", name="Split", exact=True)).to_have_value("valid")
+            page.get_by_label("Library name").fill("urlsafe")
+            page.get_by_role("button", name="Ingest", exact=True).click()
+            expect(page.locator("#summary")).to_contain_text("18 added, 0 already present, 0 bad")
+
+            page.get_by_role("tab", name="Search").click()
+            expect(page.get_by_role("combobox", name="Library", exact=True)).to_have_value("urlsafe")
+            page.get_by_label("Describe the picture").fill("红色的圆形")
+            page.get_by_label("Describe the picture").press("Enter")
+            expect(page.locator("#status")).to_contain_text("12 results")
+            expect(page.locator("#results .caption-label").first).to_contain_text("红色的圆形")
         finally:
             browser.close()

@@ -87,11 +87,11 @@ def test_blob_cache_keeps_precisions_apart(tmp_path: Path) -> None:
     """fp32 first, then bf16 on the same cache: the bf16 towers are compiled, not imported from f32 blobs."""
     fp32 = _encoder(tmp_path, tmp_path / "models", "fp32")
     bf16 = _encoder(tmp_path, tmp_path / "models", "bf16")
-    for compiled in (bf16._ov._image, bf16._ov._text):
+    for compiled in (bf16.runtime_impl._image, bf16.runtime_impl._text):
         assert not compiled.get_property(props.loaded_from_cache)
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
     again = _encoder(tmp_path, tmp_path / "models", "bf16")  # its own blobs are reused
-    assert again._ov._image.get_property(props.loaded_from_cache)
+    assert again.runtime_impl._image.get_property(props.loaded_from_cache)
     texts = ["红色的圆形", "蓝色的正方形"]
     cosine = (fp32.encode_texts(texts) * again.encode_texts(texts)).sum(axis=1)
     assert np.isfinite(cosine).all() and cosine.min() >= 0.999
@@ -114,7 +114,7 @@ def test_failed_probe_serves_f32_with_the_right_results(
     assert recorded["image"]["bf16"]["verdict"] == "fail" and recorded["text"]["bf16"]["verdict"] == "fail"
 
     # The poison really breaks a tower: served unguarded, the image features would be NaN.
-    broken = OpenVINOTowers._compile(guarded._ov, _poisoned(guarded._ov._core.read_model(
+    broken = OpenVINOTowers._compile(guarded.runtime_impl, _poisoned(guarded.runtime_impl._core.read_model(
         next((cache / "openvino").glob("*-bf16-ir*")) / "image.xml"), "nan"), "THROUGHPUT", ov.Type.bf16)
     request = broken.create_infer_request()
     request.infer({0: np.zeros((1, 3, guarded.resolution, guarded.resolution), dtype=np.float32)})

@@ -1,0 +1,62 @@
+"""The PyTorch runtime of both towers: the reference path on a CPU, and the GPU path (fp16 on CUDA)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+_NAMES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
+class TorchRuntime:
+    """A cn_clip torch model on one device, in fp32, bf16 (CPU autocast) or fp16 (CUDA)."""
+
+    def __init__(self, model: Any, *, device: str, precision: str) -> None:
+        import torch
+
+        self.model = model
+        self.device = device
+        self.precision = precision
+        if device == "cpu" and precision == "bf16":
+            model.visual.to(memory_format=torch.channels_last)
+        elif device == "cuda":
+            model.to("cuda")
+            model.half() if precision == "fp16" else model.float()
+        self.tower_precision = {"image": _NAMES[precision], "text": _NAMES[precision]}
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 [n,3,R,R] preprocessed pixels -> float32 [n,dim] unnormalised image features."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device)
+            if self.device == "cpu" and self.precision == "bf16":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            elif self.precision == "fp16":
+                batch = batch.half()
+            out = self.model.encode_image(batch)
+        return out.float().cpu().numpy()
+
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """int64 [n,L] token ids -> float32 [n,dim] unnormalised text features."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            out = self.model.encode_text(torch.from_numpy(np.ascontiguousarray(tokens)).to(self.device))
+        return out.float().cpu().numpy()
+
+    def encode_pixel_batches(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+        """(payload, pixels) -> (payload, features), one batch at a time, in order."""
+        for payload, pixels in batches:
+            yield payload, self.encode_pixels(pixels)
+
+    def _autocast(self) -> Any:
+        import torch
+
+        if self.device == "cpu" and self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
