@@ -85,6 +85,8 @@ def resolve_precision(precision: str, device: str) -> str:
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision == "fp16" and device == "cpu":
         raise ConfigError("fp16 runs on CUDA only; on a CPU use bf16 or fp32")
+    if precision == "int8" and device != "cpu":
+        raise ConfigError("int8 runs on the CPU with OpenVINO; on CUDA use fp16")
     return precision
 
 
@@ -211,6 +213,8 @@ def load_encoder(settings: Settings) -> Encoder:
     backend = resolve_backend(settings.backend, device)
     model_dir = Path(settings.model_dir).expanduser()
     runtime: EncoderRuntime
+    if precision == "int8" and backend != "openvino":
+        raise ConfigError("int8 needs the OpenVINO backend (pip install openvino; --backend openvino)")
     if backend == "openvino":
         from .openvino_backend import OpenVINOTowers  # imports openvino: only when that runtime is built
 
@@ -220,7 +224,7 @@ def load_encoder(settings: Settings) -> Encoder:
         if spec is None:
             model, spec = _load_eval_model(settings)
             index.put(settings, spec)
-        ov_precision = "fp32" if precision == "fp32" else "bf16"
+        ov_precision = precision if precision in ("fp32", "int8") else "bf16"
         runtime = OpenVINOTowers(model, loader=lambda: _load_eval_model(settings)[0], resolution=spec.resolution,
                                  precision=ov_precision, cache_dir=model_dir / "openvino",
                                  cache_key=f"{spec.digest[:16]}-{spec.name.replace('/', '_')}-{spec.resolution}"

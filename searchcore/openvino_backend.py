@@ -102,6 +102,7 @@ def _sha256(path: Path) -> str:
 
 
 _USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+_MIN_CALIBRATION = 32  # fewer images than this make a poor int8 calibration: keep the float tower
 _PROBE_COSINE = {"bf16": 0.999, "f16": 0.999, "i8": 0.99, "u8": 0.99}
 _PROBE_TOKENS = (
     (101, 671, 1372, 4344, 102),  # 一只猫
@@ -159,8 +160,8 @@ class OpenVINOTowers:
         cache_key: str,
         context_length: int = 52,
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'int8', got {precision!r}")
         if model is not None:
             loader = lambda: model  # noqa: E731
         if loader is None:
@@ -174,6 +175,7 @@ class OpenVINOTowers:
         self._core = ov.Core()
         self._remove_legacy_blobs()
         image_model, text_model = self._load_or_build()
+        self._models = {"image": image_model, "text": text_model}
         self._image = self._serve("image", image_model, hints.PerformanceMode.THROUGHPUT)
         self._text = self._serve("text", text_model, hints.PerformanceMode.LATENCY)
         self.tower_precision = {  # in SEARCHCORE_PRECISION's words
@@ -189,6 +191,9 @@ class OpenVINOTowers:
         self._text_request = self._text.create_infer_request()
         self._image_lock = threading.Lock()
         self._text_lock = threading.Lock()
+        self._int8_calibration: str | None = None  # digest of the sample the int8 image tower was calibrated on
+        if precision == "int8":
+            self._load_recorded_int8()
         logger.info(
             "OpenVINO towers ready: %s, precision=%s (image %s, text %s), dim=%d, image jobs=%d",
             self.entry_dir.name,
@@ -227,6 +232,8 @@ class OpenVINOTowers:
         results are held. If the input (or inference) raises, in-flight requests are drained first and the
         exception propagates; results not yet yielded at that point are dropped.
         """
+        if self.precision == "int8":
+            batches = self._calibrated_on_head(batches)
         queue = ov.AsyncInferQueue(self._image, self.jobs)
         done: dict[int, np.ndarray] = {}
 
@@ -281,8 +288,8 @@ class OpenVINOTowers:
             logger.warning("OpenVINO request failed while unwinding", exc_info=True)
 
     def _wanted_precision(self) -> ov.Type:
-        """The inference precision to ask the CPU plugin for."""
-        if self.precision == "bf16":
+        """The inference precision to ask the CPU plugin for (int8 runs its text tower in bf16)."""
+        if self.precision in ("bf16", "int8"):
             if "BF16" in self._core.get_property("CPU", props.device.capabilities):
                 return ov.Type.bf16
             logger.warning("CPU lacks native BF16; compiling in f32")
@@ -304,6 +311,83 @@ class OpenVINOTowers:
         except OSError as exc:
             logger.warning("OpenVINO compiled-blob cache disabled: %s", exc)
         return self._core.compile_model(model, "CPU", config)
+
+    # ---------------------------------------------------------------------- int8
+
+    def _calibrated_on_head(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+        """Hold the stream's first images, calibrate the int8 image tower on them, then pass everything on."""
+        from .openvino_int8 import CALIBRATION_SIZE
+
+        stream = iter(batches)
+        head: list[tuple[T, np.ndarray]] = []
+        held = 0
+        for payload, pixels in stream:
+            head.append((payload, pixels))
+            held += len(pixels)
+            if held >= CALIBRATION_SIZE:
+                break
+        if held >= _MIN_CALIBRATION:
+            self.calibrate(np.concatenate([pixels for _, pixels in head])[:CALIBRATION_SIZE])
+        elif self._int8_calibration is None:
+            logger.info("int8: %d images are too few to calibrate on; the image tower stays in %s",
+                        held, self.tower_precision["image"])
+        yield from head
+        yield from stream
+
+    def calibrate(self, calibration: np.ndarray) -> None:
+        """Serve the image tower in int8, quantized (or read from the cache) for this calibration sample.
+
+        The int8 tower must pass the probe against f32 (cosine >= 0.99); otherwise it is not used.
+        """
+        from .openvino_int8 import cached_int8_model, calibration_digest
+
+        calibration = self._check_pixels(calibration)
+        digest = calibration_digest(calibration)
+        if digest == self._int8_calibration:
+            return
+        source: Any = self.entry_dir / "image.xml"
+        if not source.is_file():  # uncached run: quantize the in-memory IR
+            source = self._models["image"]
+        int8_dir = self.cache_dir / "int8"
+        model = cached_int8_model(self._core, source, calibration, int8_dir, key_parts=[self.entry_dir.name])
+        if self._adopt_int8(model, digest):
+            self._update_manifest(lambda data: data.update({"int8": {"calibration": digest}}))
+
+    def _adopt_int8(self, model: ov.Model, digest: str) -> bool:
+        """Swap in an int8 image tower when its probe passes; say so and keep the current one otherwise."""
+        mode = hints.PerformanceMode.THROUGHPUT
+        compiled = self._compile(model, mode, ov.Type.f32)
+        probe = _probe_input("image", self.resolution, self.context_length)
+        reference = self._infer(self._compile(self._models["image"], mode, ov.Type.f32).create_infer_request(), probe)
+        verdict = judge_probe(self._infer(compiled.create_infer_request(), probe), reference, _PROBE_COSINE["i8"])
+        if verdict["verdict"] != "pass":
+            logger.warning("int8 image tower failed its check against f32 (%s); the image tower stays in %s",
+                           verdict["reason"], self.tower_precision["image"])
+            return False
+        with self._image_lock:
+            self._image = compiled
+            self._image_request = compiled.create_infer_request()
+            self.jobs = max(1, int(compiled.get_property(props.optimal_number_of_infer_requests)))
+        self._int8_calibration = digest
+        self.tower_precision["image"] = "int8"
+        logger.info("image tower runs in int8 (%s)", verdict["reason"])
+        return True
+
+    def _load_recorded_int8(self) -> None:
+        """Start with the int8 image tower of the last calibration recorded for this entry, if it is cached."""
+        from .openvino_int8 import find_entry, load_entry
+
+        recorded = self._manifest().get("int8")
+        digest = recorded.get("calibration") if isinstance(recorded, dict) else None
+        if not isinstance(digest, str):
+            return
+        entry = find_entry(self.cache_dir / "int8", digest, [self.entry_dir.name])
+        if entry is None:
+            return
+        try:
+            self._adopt_int8(load_entry(self._core, entry), digest)
+        except Exception as exc:  # noqa: BLE001 - a broken entry only means calibrating again at the next ingest
+            logger.warning("could not load the int8 image tower in %s: %s", entry, exc)
 
     # ------------------------------------------------------------ precision guard
 
@@ -339,13 +423,17 @@ class OpenVINOTowers:
         threshold = _PROBE_COSINE.get(_precision_of(compiled), 0.999)
         return judge_probe(reduced, reference, threshold)
 
-    def _verdicts(self) -> dict[str, Any]:
-        """Probe verdicts recorded in this entry's manifest ({} when there are none)."""
+    def _manifest(self) -> dict[str, Any]:
+        """This entry's manifest ({} when it cannot be read)."""
         try:
             manifest = json.loads((self.entry_dir / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        probes = manifest.get("probes") if isinstance(manifest, dict) else None
+        return manifest if isinstance(manifest, dict) else {}
+
+    def _verdicts(self) -> dict[str, Any]:
+        """Probe verdicts recorded in this entry's manifest ({} when there are none)."""
+        probes = self._manifest().get("probes")
         return probes if isinstance(probes, dict) else {}
 
     def _record_verdict(self, tower: str, precision: str, verdict: dict[str, Any]) -> None:
