@@ -36,7 +36,8 @@ class Settings:
     resolution: int | None = field(default=None, metadata={"help": "input resolution of a fine-tuned checkpoint"})
     model_dir: str = field(default_factory=default_model_dir, metadata={"help": "model cache folder"})
     device: str = field(default="auto", metadata={"help": "auto|cpu|cuda", "choices": DEVICES})
-    precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16|fp16|int8 (int8: OpenVINO image tower)", "choices": PRECISIONS})
+    precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16|fp16|int8 (int8: OpenVINO image tower)",
+                                                     "choices": PRECISIONS})
     backend: str = field(default="auto", metadata={"help": "encoder backend auto|torch|openvino", "choices": BACKENDS})
     milvus_uri: str = field(default="./data/milvus.db",
                             metadata={"help": "Milvus Lite file or http://host:19530"})

@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from . import cache_entries
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ T = TypeVar("T")
 _FORMAT_VERSION = 1
 _TOWERS = ("image", "text")
 _BLOB_CACHE = "ov-compiled-blobs"
-_STALE_TMP_S = 3600.0
 
 
 class CacheError(RuntimeError):
@@ -90,15 +90,6 @@ def _stamp(path: Path) -> list[int]:
     """What changes when a file is rewritten: size, mtime, ctime and inode."""
     info = path.stat()
     return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
@@ -509,7 +500,7 @@ class OpenVINOTowers:
                 stamp = _stamp(path)
                 if stamp == stamps.get(name) and stamp[0] == info["size"]:
                     continue  # unchanged since its sha256 was last checked
-                if stamp[0] != info["size"] or _sha256(path) != info["sha256"]:
+                if stamp[0] != info["size"] or cache_entries.sha256(path) != info["sha256"]:
                     raise CacheError(f"{name} does not match its manifest")
                 fresh[name] = stamp
             except (OSError, KeyError, TypeError) as exc:
@@ -532,44 +523,29 @@ class OpenVINOTowers:
 
     def _save(self, image: ov.Model, text: ov.Model) -> None:
         """Save both IRs plus a manifest (written last) in a temp dir, then publish it atomically."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp()
-        tmp = self.cache_dir / f".tmp-{self.entry_dir.name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with cache_entries.building(self.entry_dir) as tmp:
             for tower, converted in zip(_TOWERS, (image, text)):
                 ov.save_model(converted, tmp / f"{tower}.xml", compress_to_fp16=False)
-            files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+            files = cache_entries.describe(tmp, sorted(p.name for p in tmp.iterdir()))
             manifest = {"meta": self._manifest_meta(), "files": files}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-            self._publish(tmp)
+            cache_entries.publish(tmp, self.entry_dir)
             logger.info("cached OpenVINO IR in %s", self.entry_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def _convert(self, model: Any) -> tuple[ov.Model, ov.Model]:
         """Trace both towers of a fp32 cn_clip CLIP with dynamic batch; the torch model is left as it was."""
         import torch  # only conversion needs torch: a cached entry is served without it
 
-        class ImageTower(torch.nn.Module):
-            """Traceable image tower: pixels [n,3,R,R] -> unnormalised features (ViT and ModifiedResNet)."""
+        class Tower(torch.nn.Module):
+            """One traceable tower: encode_image (ViT or ModifiedResNet) or encode_text (pad mask = tokens != 0)."""
 
-            def __init__(self) -> None:
+            def __init__(self, method: str) -> None:
                 super().__init__()
                 self.clip = model
+                self.method = method
 
-            def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-                return self.clip.encode_image(pixels)
-
-        class TextTower(torch.nn.Module):
-            """Traceable text tower: token ids [n,L] -> unnormalised features (pad mask = tokens != 0)."""
-
-            def __init__(self) -> None:
-                super().__init__()
-                self.clip = model
-
-            def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-                return self.clip.encode_text(tokens)
+            def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+                return getattr(self.clip, self.method)(inputs)
 
         param = next(model.parameters())
         if param.dtype != torch.float32 or param.device.type != "cpu":
@@ -585,10 +561,10 @@ class OpenVINOTowers:
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape asserts baked in for fixed R/L
                 warnings.filterwarnings("ignore", r"`torch\.jit\.trace", FutureWarning)
                 image = ov.convert_model(
-                    ImageTower(), example_input=pixels, input=[ov.PartialShape([-1, 3, size, size])]
+                    Tower("encode_image"), example_input=pixels, input=[ov.PartialShape([-1, 3, size, size])]
                 )
                 text = ov.convert_model(
-                    TextTower(),
+                    Tower("encode_text"),
                     example_input=tokens,
                     input=[(ov.PartialShape([-1, self.context_length]), ov.Type.i64)],
                 )
@@ -598,32 +574,3 @@ class OpenVINOTowers:
             converted.input(0).get_tensor().set_names({name})
             converted.output(0).get_tensor().set_names({"features"})
         return image, text
-
-    def _publish(self, tmp: Path) -> None:
-        """Atomically move a complete temp entry into place, replacing a stale one."""
-        entry = self.entry_dir
-        stale: Path | None = None
-        if entry.exists():
-            stale = entry.with_name(f".stale-{entry.name}-{uuid.uuid4().hex[:8]}")
-            try:
-                os.rename(entry, stale)
-            except FileNotFoundError:
-                stale = None
-        try:
-            os.rename(tmp, entry)
-        except OSError:
-            if not entry.is_dir():
-                raise
-            logger.info("another process published %s first; using it", entry)  # verified on read
-        if stale is not None:
-            shutil.rmtree(stale, ignore_errors=True)
-
-    def _remove_stale_tmp(self) -> None:
-        """Delete temp/stale dirs of this entry left behind by crashed builds."""
-        now = time.time()
-        for leftover in self.cache_dir.glob(f".*-{self.entry_dir.name}-*"):
-            try:
-                if now - leftover.stat().st_mtime > _STALE_TMP_S:
-                    shutil.rmtree(leftover, ignore_errors=True)
-            except OSError:
-                pass

@@ -15,17 +15,16 @@ import io
 import itertools
 import json
 import logging
-import os
 import random
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from . import cache_entries
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -36,7 +35,6 @@ FORMAT_VERSION = 1
 CALIBRATION_SIZE = 128  # as faithful as 300 on the tiny model (tests/test_int8.py), 2-3x faster
 _FILES = ("image.xml", "image.bin")
 _PROJECTION_TYPES = {"MatMul", "Convolution"}
-_STALE_TMP_S = 3600.0
 
 
 class Int8CacheError(RuntimeError):
@@ -188,7 +186,7 @@ def cached_int8_model(core: ov.Core, model: str | Path | ov.Model, calibration: 
         raise ValueError("an in-memory model needs key_parts that identify it (or pass its IR's .xml path)")
     if not isinstance(model, ov.Model):
         xml = Path(model)
-        identity["ir"] = {name: _sha256(path) for name, path in (("xml", xml), ("bin", xml.with_suffix(".bin")))}
+        identity["ir"] = {"xml": cache_entries.sha256(xml), "bin": cache_entries.sha256(xml.with_suffix(".bin"))}
     meta = {"format": FORMAT_VERSION, "model": identity, "calibration": calibration_digest(calibration),
             "openvino": ov.get_version(), "nncf": _nncf_version(), "settings": settings}
     name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
@@ -215,12 +213,6 @@ def _nncf_version() -> str:
         return importlib.metadata.version("nncf")
     except importlib.metadata.PackageNotFoundError:
         return "not-installed"
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def find_entry(cache_dir: str | Path, calibration: str, key_parts: Sequence[str]) -> Path | None:
@@ -258,7 +250,7 @@ def _read_entry(core: ov.Core, entry: Path, meta: dict[str, Any]) -> ov.Model:
     for name, info in files.items():
         try:
             path = entry / name
-            if path.stat().st_size != info["size"] or _sha256(path) != info["sha256"]:
+            if path.stat().st_size != info["size"] or cache_entries.sha256(path) != info["sha256"]:
                 raise Int8CacheError(f"{name} does not match its manifest")
         except (OSError, KeyError, TypeError) as exc:
             raise Int8CacheError(f"{name}: {exc}") from exc
@@ -269,27 +261,8 @@ def _save(model: ov.Model, entry: Path, meta: dict[str, Any]) -> None:
     """Write the IR and its manifest (last) in a temp dir, then rename it into place."""
     import openvino as ov
 
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for leftover in entry.parent.glob(f".*-{entry.name}-*"):  # left by crashed builds
-        if now - leftover.stat().st_mtime > _STALE_TMP_S:
-            shutil.rmtree(leftover, ignore_errors=True)
-    tmp = entry.with_name(f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with cache_entries.building(entry) as tmp:
         ov.save_model(model, tmp / "image.xml", compress_to_fp16=False)
-        files = {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in _FILES}
+        files = cache_entries.describe(tmp, _FILES)
         (tmp / "manifest.json").write_text(json.dumps({"meta": meta, "files": files}, indent=1), encoding="utf-8")
-        if entry.exists():  # a corrupt entry: move it aside so the rename can take its place
-            stale = entry.with_name(f".stale-{entry.name}-{uuid.uuid4().hex[:8]}")
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(entry, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp, entry)
-        except OSError:
-            if not entry.is_dir():
-                raise
-            logger.info("another process published %s first; using it", entry)  # verified on read
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        cache_entries.publish(tmp, entry)
