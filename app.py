@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from searchcore.auth import Access, read_credentials
 from searchcore.config import Settings, add_arguments
 from searchcore.errors import SearchcoreError
 
@@ -42,7 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after parsing, so --help answers without loading Gradio and torch.
     from searchcore.api import RequestIdFilter, serve
     from searchcore.engine import build_engine
-    from searchcore.ui import Access, read_credentials
 
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())

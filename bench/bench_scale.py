@@ -32,12 +32,12 @@ from bench.bench_query import (
     LATENT,
     NOISE,
     exact_top_k,
-    milvus_server,
     query_vectors,
     synthetic_vectors,
     wait_for_index,
 )
 from searchcore.vector_store import MilvusVectorStore
+from tests.support import PrivateMilvus
 
 GOAL_RECALL = 0.98
 GOAL_P50_MS = 20.0
@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store.drop(LIBRARY)
             store.close()
         else:
-            with milvus_server(Path(base)) as uri:
+            with PrivateMilvus(Path(base)) as server:
+                uri = server.uri
                 store = MilvusVectorStore(uri, index=args.index)
                 result["backend"] = store.backend
                 result["fill_s"] = fill(store, vectors)

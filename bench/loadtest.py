@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,64 +31,10 @@ if str(ROOT) not in sys.path:  # `python bench/loadtest.py` as well as `python -
     sys.path.insert(0, str(ROOT))
 
 from demo.shapes import CLASSES, caption  # noqa: E402
+from tests.support import App  # noqa: E402
 
 QUERIES = [caption(*c) for c in CLASSES]
 TOP_K = 10
-
-
-class App:
-    """`python app.py` in a subprocess on a free port; waits for /healthz and reports its memory."""
-
-    def __init__(self, env: dict[str, str], args: Sequence[str] = (), log: Path | None = None,
-                 timeout: float = 180) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.env = env
-        self.log_path = log or Path(tempfile.mkstemp(prefix="searchcore-app-", suffix=".log")[1])
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT,
-                                     env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"app.py did not start (exit {self.proc.returncode}):\n{self.log()[-3000:]}")
-            time.sleep(0.3)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def __enter__(self) -> App:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def rss_mb(pid: int) -> float:

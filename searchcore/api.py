@@ -24,13 +24,15 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
 from . import __version__
+from .auth import Access
 from .config import validate_library
 from .engine import Engine
 from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
+from .ids import MAX_ID
 from .imaging import mime_type
 from .metrics import CONTENT_TYPE, Metrics
 from .search import MAX_TOP_K
-from .ui import CSS, MAX_UPLOAD_BYTES, Access, SearchApp, build_ui
+from .ui import CSS, MAX_UPLOAD_BYTES, SearchApp, build_ui
 
 log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -111,7 +113,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     def image(library: str, image_id: str) -> Response:
         """The stored bytes of one image, with its content type."""
         name = _library(library)
-        if not IMAGE_ID.match(image_id) or int(image_id) >= 1 << 63:
+        if not IMAGE_ID.match(image_id) or int(image_id) > MAX_ID:
             raise HTTPException(400, "image id must be a whole number from 0 to 2^63-1")
         try:
             with metrics.backend("get image"):

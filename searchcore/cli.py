@@ -7,19 +7,32 @@ data error (message on stderr), 2 wrong usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .chinese_clip import choose_split
 from .config import Settings, add_arguments
+from .distributed import BATCH_ROWS, ingest_ray
+from .encoder import load_encoder
+from .engine import Engine, build_engine
 from .errors import SearchcoreError
+from .evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
+from .ingest import IngestReport, Progress
+from .records import BadRecord
+from .search import parse_top_k
 
 log = logging.getLogger(__name__)
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
+SHOWN_BAD_RECORDS = 50
+AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
+               "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only. The "
+               "split's bad image records (which ingest reports and skips) are skipped and reported.")
 
 
 class UsageError(SearchcoreError):
@@ -34,9 +47,7 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-def _engine(settings: Settings) -> Any:
-    from .engine import build_engine
-
+def _engine(settings: Settings) -> Engine:
     return build_engine(settings)
 
 
@@ -44,12 +55,24 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=None if args.json else 2) if args.json else text)
 
 
-@command("ingest")
-def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    """Ingest a Chinese-CLIP split, a feature file or an image folder."""
+def _bad_lines(bad: Sequence[BadRecord], verb: str = "") -> list[str]:
+    """The first bad records, one line each ("  [verb ]file:line: reason"), and how many more there are."""
+    lines = [f"  {verb}{b.file}:{b.line}: {b.reason}" for b in bad[:SHOWN_BAD_RECORDS]]
+    if len(bad) > SHOWN_BAD_RECORDS:
+        lines.append(f"  ... and {len(bad) - SHOWN_BAD_RECORDS} more (use --json for all)")
+    return lines
+
+
+def _ingested(args: argparse.Namespace, report: IngestReport) -> int:
+    _emit(args, report.to_json(), "\n".join([report.summary(), *_bad_lines(report.bad)]))
+    return 0
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Progress]:
+    """An ingest's progress as a bar on stderr (shown only on a terminal)."""
     from tqdm import tqdm
 
-    engine = _engine(settings)
     bar = tqdm(unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
 
     def progress(done: int, total: int | None) -> None:
@@ -58,17 +81,31 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         bar.update(done - bar.n)
 
     try:
-        report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress)
+        yield progress
     finally:
         bar.close()
+
+
+@command("ingest")
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Ingest a Chinese-CLIP split, a feature file or an image folder."""
+    engine = _engine(settings)
+    try:
+        with _progress_bar() as progress:
+            report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress)
+    finally:
         engine.close()
-    lines = [f"library {report.library}: {report.added} added, {report.present} already present, "
-             f"{len(report.bad)} bad ({report.seconds:.1f}s)"]
-    lines += [f"  {b.file}:{b.line}: {b.reason}" for b in report.bad[:50]]
-    if len(report.bad) > 50:
-        lines.append(f"  ... and {len(report.bad) - 50} more (use --json for all)")
-    _emit(args, report.to_json(), "\n".join(lines))
-    return 0
+    return _ingested(args, report)
+
+
+@command("ingest-ray")
+def cmd_ingest_ray(args: argparse.Namespace, settings: Settings) -> int:
+    """Ingest a tsv split with encoder workers on Ray."""
+    with _progress_bar() as progress:
+        report = ingest_ray(settings, args.path, split=args.split, ray_address=args.ray_address,
+                            num_workers=args.num_workers, batch_rows=args.batch_rows, bulk_dir=args.bulk_dir,
+                            progress=progress)
+    return _ingested(args, report)
 
 
 @command("search")
@@ -146,6 +183,53 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.consistent or report.repaired else 1
 
 
+@command("predict")
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    """Write cn_clip-format top-k predictions for every text of a split."""
+    split = choose_split(args.dataset, args.split)
+    engine = _engine(settings)
+    try:
+        predictions = predict(engine, args.dataset, split, args.top_k)
+    finally:
+        engine.close()
+    path = write_predictions(predictions, args.output or Path(args.dataset) / f"{split}_predictions.jsonl")
+    _emit(args, {"output": str(path), "texts": len(predictions), "top_k": parse_top_k(args.top_k)},
+          f"wrote {len(predictions)} predictions to {path}")
+    return 0
+
+
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Print text→image and image→text recall; with --exact, Milvus's agreement with brute force."""
+    split = choose_split(args.dataset, args.split)
+    engine = _engine(settings)
+    try:
+        result = evaluate(engine, args.dataset, split, exact=args.exact)
+    finally:
+        engine.close()
+    t, i = result.text_to_image, result.image_to_text
+    lines = [f"library {result.library}, split {split}: {result.texts} texts, {result.images} images, "
+             f"index {result.index}",
+             f"text→image  R@1 {t.r1:6.2f}  R@5 {t.r5:6.2f}  R@10 {t.r10:6.2f}  mean {t.mean:6.2f}",
+             f"image→text  R@1 {i.r1:6.2f}  R@5 {i.r5:6.2f}  R@10 {i.r10:6.2f}  mean {i.mean:6.2f}"]
+    if result.exact_overlap_at_10 is not None:
+        lines.append(f"overlap@10 with exact search: {result.exact_overlap_at_10:.4f}"
+                     + ("" if result.exact_ok else "  (below what this index must reach)"))
+    _emit(args, result.to_json(), "\n".join(lines + _bad_lines(result.bad, "skipped ")))
+    return 0 if result.exact_ok else 1
+
+
+@command("extract")
+def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
+    """Write cn_clip-format image and text feature files for a split."""
+    split = choose_split(args.dataset, args.split)
+    report = extract(load_encoder(settings), args.dataset, split, args.output_dir)
+    lines = [f"wrote {report.images} image features to {report.image_features}",
+             f"wrote {report.texts} text features to {report.text_features}"]
+    _emit(args, report.to_json(), "\n".join(lines + _bad_lines(report.bad, "skipped ")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="searchcore", description="Chinese text-to-image search (以文搜图)")
@@ -171,21 +255,38 @@ def build_parser() -> argparse.ArgumentParser:
     add("drop", "delete a library")
     p = add("check", "report (and with --repair fix) mismatches between the image store and the vectors")
     p.add_argument("--repair", action="store_true", help="re-encode missing vectors and remove orphans")
-    for extend in _extensions():
-        extend(sub, add)
+    p = add("predict", "write Chinese-CLIP top-k predictions ({text_id, image_ids} lines) for a split's texts")
+    p.description = (p.description or "") + ". The file is what `python -m cn_clip.eval.evaluation " \
+        "{split}_texts.jsonl predictions.jsonl out.json` scores. " + AUTO_INGEST
+    p.add_argument("dataset", help="Chinese-CLIP dataset folder ({split}_imgs.tsv + {split}_texts.jsonl)")
+    p.add_argument("--split", help="split name (valid, test, ...)")
+    p.add_argument("--top-k", default="10", help="images per text (cn_clip's scorer needs 10; default 10)")
+    p.add_argument("--output", help="prediction file (default DATASET/{split}_predictions.jsonl)")
+    p = add("evaluate", "text→image and image→text recall@1/5/10 of a library on a split, as Chinese-CLIP scores it")
+    p.description = (p.description or "") + ". " + AUTO_INGEST + (
+        f" --exact also compares Milvus's top-10 with brute force over the stored vectors and exits 1 when the "
+        f"overlap is below 1.0 on a FLAT index or below {MIN_APPROX_OVERLAP} on HNSW/IVF_FLAT (on a server, for "
+        f"some seconds after an ingest, Milvus searches new data through an interim index of lower recall).")
+    p.add_argument("dataset", help="Chinese-CLIP dataset folder")
+    p.add_argument("--split", help="split name (valid, test, ...)")
+    p.add_argument("--exact", action="store_true", help="also report overlap@10 with exact brute-force search")
+    p = add("extract", "write a split's image and text features in cn_clip's extract_features.py format")
+    p.description = (p.description or "") + (". Writes {split}_imgs.img_feat.jsonl and {split}_texts.txt_feat.jsonl; "
+                                             "`searchcore ingest DATASET --split S --features "
+                                             "DATASET/S_imgs.img_feat.jsonl` reads them back without encoding.")
+    p.add_argument("dataset", help="Chinese-CLIP dataset folder")
+    p.add_argument("--split", help="split name (valid, test, ...)")
+    p.add_argument("--output-dir", help="folder for the feature files (default: the dataset folder)")
+    p = add("ingest-ray", "ingest a Chinese-CLIP tsv split with encoder workers on a Ray cluster (needs ray[data])")
+    p.add_argument("path", help="dataset folder or {split}_imgs.tsv")
+    p.add_argument("--split", help="split name (train, valid, test, ...)")
+    p.add_argument("--ray-address", help="Ray cluster to join (auto, ray://head:10001); default: start Ray here")
+    p.add_argument("--num-workers", type=int, help="encoder workers (default: one per GPU, else CPU cores - 1)")
+    p.add_argument("--batch-rows", type=int, default=BATCH_ROWS,
+                   help=f"tsv lines per worker call (default {BATCH_ROWS})")
+    p.add_argument("--bulk-dir", help="write vectors as NumPy files here and have Milvus bulk-insert them; the "
+                   "Milvus server must read this path (standalone with local storage, same host or shared disk)")
     return parser
-
-
-def _extensions() -> list[Callable[..., None]]:
-    """Subcommands other modules add (evaluation, distributed ingest)."""
-    found = []
-    for module in ("searchcore.evaluate", "searchcore.distributed"):
-        try:
-            mod = __import__(module, fromlist=["add_commands"])
-        except ImportError:
-            continue
-        found.append(mod.add_commands)
-    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,7 +312,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: extensions register their commands there.
-    from searchcore.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())

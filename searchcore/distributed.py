@@ -12,13 +12,11 @@ by one process). The image store may be MySQL or, on a single machine, SQLite.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import logging
 import shutil
-import sys
 import time
 import uuid
 import warnings
@@ -29,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from .chinese_clip import count_lines, read_captions, resolve_split, tsv_file, tsv_record
 from .config import Settings, validate_library
-from .datasets import BadRecord, Record, Source, decode_base64, find_splits, parse_image_id, read_captions
 from .encoder import load_encoder, load_model
 from .errors import BackendUnavailableError, ConfigError, DatasetError, SearchcoreError
 from .image_store import open_image_store
 from .ingest import IngestReport, Progress, ingest
+from .records import BadRecord, Record, Source
 from .vector_store import PREFIX, MilvusVectorStore
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,18 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
                           "`searchcore ingest`")
     if batch_rows < 1:
         raise ConfigError(f"batch rows must be 1 or more, got {batch_rows}")
-    tsv = _tsv_path(Path(path).expanduser(), split)
-    captions, problems = read_captions(tsv.parent, tsv.name[: -len("_imgs.tsv")])
+    ray = _import_ray()  # before any work: without Ray, say so first
+    root, split = resolve_split(Path(path).expanduser(), split)
+    tsv = _tsv_path(root, split)
+    captions, problems = read_captions(root, split)
     _open_library(settings, name)
     bulk = str(Path(bulk_dir).expanduser().resolve()) if bulk_dir is not None else None
     report = IngestReport(name, bad=list(problems))
     importer = BulkImporter(settings, name) if bulk is not None else None
     unnumbered: list[tuple[BadRecord, str | None]] = []  # the workers' bad records, with their tsv line's digest
     try:
-        with _ray_session(ray_address) as ray:
-            done, total = 0, _count_lines(tsv)
+        with _ray_session(ray, ray_address):
+            done, total = 0, count_lines(tsv)
             for row in _worker_pipeline(ray, settings, name, tsv, captions, num_workers, batch_rows,
                                         bulk).iter_rows():
                 report.added += int(row["added"])
@@ -92,18 +93,9 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
     return report
 
 
-def _tsv_path(path: Path, split: str | None) -> Path:
+def _tsv_path(root: Path, split: str) -> Path:
     """The split's {split}_imgs.tsv: Ray reads tsv splits only."""
-    if path.is_file() and path.name.endswith("_imgs.tsv"):
-        return path
-    if not path.is_dir():
-        raise DatasetError(f"{path} is not a Chinese-CLIP dataset folder or a {{split}}_imgs.tsv file")
-    splits = find_splits(path)
-    if split is None:
-        if len(splits) != 1:
-            raise DatasetError(f"{path} holds splits {', '.join(splits) or '(none)'}; choose one with --split")
-        split = splits[0]
-    tsv = path / f"{split}_imgs.tsv"
+    tsv = tsv_file(root, split)
     if not tsv.is_file():
         raise DatasetError(f"{tsv} is missing: ingest-ray reads tsv splits; use `searchcore ingest` for LMDB "
                            "and feature files")
@@ -122,13 +114,18 @@ def _open_library(settings: Settings, library: str) -> None:
         images.close()
 
 
-@contextlib.contextmanager
-def _ray_session(address: str | None) -> Iterator[Any]:
-    """Ray, connected to a cluster (address) or started on this machine; shut down if started here."""
+def _import_ray() -> Any:
+    """The ray module, imported only here: Ray is an optional dependency."""
     try:
         import ray
     except ImportError:
         raise ConfigError("ingest-ray needs Ray Data: pip install 'ray[data]'") from None
+    return ray
+
+
+@contextlib.contextmanager
+def _ray_session(ray: Any, address: str | None) -> Iterator[None]:
+    """Ray connected to a cluster (address) or started on this machine; shut down if started here."""
     started = not ray.is_initialized()
     if started:
         try:
@@ -142,7 +139,7 @@ def _ray_session(address: str | None) -> Iterator[Any]:
     if not log.isEnabledFor(logging.INFO):
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
-        yield ray
+        yield
     except SearchcoreError:
         raise
     except Exception as exc:  # Ray wraps a worker's exception; show the user the one searchcore raised
@@ -191,7 +188,7 @@ class IngestWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Ingest one batch of lines; one row of counts, bad records and bulk files comes back."""
-        records = [parse_line(str(line), self.file, self.captions) for line in batch["text"]]
+        records = [_parse_line(str(line), self.file, self.captions) for line in batch["text"]]
         source = Source("tsv", Path(self.file), None, len(records), iter(records))
         report = ingest(source, self.encoder, self.vectors, self.images, self.library,
                         batch_size=self.settings.batch_size, workers=self.settings.workers or 2)
@@ -222,21 +219,9 @@ def line_digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def parse_line(line: str, file: str, captions: dict[int, list[str]]) -> Record:
-    """One `image_id<TAB>base64` line as a Record, its line a RayLine (Ray keeps no line numbers)."""
-    number = RayLine(line)
-    key, tab, value = line.rstrip("\r\n").partition("\t")
-    if not tab:
-        return Record(number, file, error=f"no tab between the image id and the base64 image in {line[:40]!r}")
-    try:
-        image_id = parse_image_id(key)
-    except ValueError:
-        return Record(number, file, error=f"image id {key[:40]!r} is not an integer")
-    try:
-        data = decode_base64(value.encode("ascii", "replace"))
-    except ValueError as exc:
-        return Record(number, file, image_id, error=f"image id {image_id}: {exc}")
-    return Record(number, file, image_id, data, captions=captions.get(image_id, []))
+def _parse_line(line: str, file: str, captions: dict[int, list[str]]) -> Record:
+    """One tsv line as Ray's read_text hands it over, as a Record whose line is a RayLine."""
+    return tsv_record(RayLine(line), file, line.encode("utf-8", "replace"), captions)
 
 
 def _number_lines(tsv: Path, unnumbered: list[tuple[BadRecord, str | None]]) -> list[BadRecord]:
@@ -392,52 +377,6 @@ def _searchcore_cause(exc: BaseException) -> SearchcoreError:
         else:
             seen = seen.__cause__
     return SearchcoreError(f"Ray ingest failed: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}")
-
-
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for raw in handle if raw.strip())
-
-
-def cmd_ingest_ray(args: argparse.Namespace, settings: Settings) -> int:
-    """Ingest a tsv split with encoder workers on Ray."""
-    from tqdm import tqdm
-
-    from .cli import _emit
-
-    bar = tqdm(unit="img", file=sys.stderr, disable=None, dynamic_ncols=True)
-
-    def progress(done: int, total: int | None) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    try:
-        report = ingest_ray(settings, args.path, split=args.split, ray_address=args.ray_address,
-                            num_workers=args.num_workers, batch_rows=args.batch_rows, bulk_dir=args.bulk_dir,
-                            progress=progress)
-    finally:
-        bar.close()
-    lines = [f"library {report.library}: {report.added} added, {report.present} already present, "
-             f"{len(report.bad)} bad ({report.seconds:.1f}s)"]
-    lines += [f"  {b.file}:{b.line}: {b.reason}" for b in report.bad[:50]]
-    _emit(args, report.to_json(), "\n".join(lines))
-    return 0
-
-
-def add_commands(sub: Any, add: Any) -> None:
-    """Add ingest-ray to the `searchcore` parser."""
-    from .cli import command
-
-    p = add("ingest-ray", "ingest a Chinese-CLIP tsv split with encoder workers on a Ray cluster")
-    p.add_argument("path", help="dataset folder or {split}_imgs.tsv")
-    p.add_argument("--split", help="split name (train, valid, test, ...)")
-    p.add_argument("--ray-address", help="Ray cluster to join (auto, ray://head:10001); default: start Ray here")
-    p.add_argument("--num-workers", type=int, help="encoder workers (default: one per GPU, else CPU cores - 1)")
-    p.add_argument("--batch-rows", type=int, default=BATCH_ROWS,
-                   help=f"tsv lines per worker call (default {BATCH_ROWS})")
-    p.add_argument("--bulk-dir", help="write vectors as NumPy files here and have Milvus bulk-insert them; the "
-                   "Milvus server must read this path (standalone with local storage, same host or shared disk)")
-    command("ingest-ray")(cmd_ingest_ray)
 
 
 def _init_ray(ray: Any, address: str | None) -> None:

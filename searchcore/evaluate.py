@@ -10,7 +10,6 @@ through the library's Milvus collection, as a user's search does.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -21,12 +20,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .config import Settings
-from .datasets import BadRecord, find_splits, open_source, read_texts
+from .chinese_clip import feature_line, image_features_file, read_texts, text_features_file, texts_file
+from .datasets import open_source
 from .encoder import Encoder
 from .engine import Engine
 from .errors import DatasetError, LibraryError
 from .imaging import ImageDecodeError, decode_image
+from .records import BadRecord
 from .search import parse_top_k
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def split_texts(root: Path, split: str) -> list[dict[str, Any]]:
         first = problems[0]
         raise DatasetError(f"{first.file}:{first.line}: {first.reason} ({len(problems)} bad lines in all)")
     if not texts:
-        raise DatasetError(f"{root / f'{split}_texts.jsonl'} holds no texts")
+        raise DatasetError(f"{texts_file(root, split)} holds no texts")
     return texts
 
 
@@ -316,16 +316,16 @@ def extract(encoder: Encoder, root: str | Path, split: str, output_dir: str | Pa
     source = open_source(root, split)
     if source.kind == "features":
         raise DatasetError(f"split {split!r} of {root} has no images (only features) to extract from")
-    report = ExtractReport(out / f"{split}_imgs.img_feat.jsonl", out / f"{split}_texts.txt_feat.jsonl", 0, 0)
+    report = ExtractReport(image_features_file(out, split), text_features_file(out, split), 0, 0)
     with _replacing(report.image_features) as handle:
         for ids, vectors in encoder.encode_pixel_batches(_pixel_batches(encoder, source.records, report.bad)):
             for image_id, vector in zip(ids, vectors.tolist()):
-                handle.write(json.dumps({"image_id": image_id, "feature": vector}) + "\n")
+                handle.write(feature_line("image_id", image_id, vector))
             report.images += len(ids)
     text_vectors = encode_texts(encoder, [t["text"] for t in texts])
     with _replacing(report.text_features) as handle:
         for entry, vector in zip(texts, text_vectors.tolist()):
-            handle.write(json.dumps({"text_id": entry["text_id"], "feature": vector}) + "\n")
+            handle.write(feature_line("text_id", entry["text_id"], vector))
     report.texts = len(texts)
     return report
 
@@ -363,103 +363,3 @@ def _replacing(path: Path) -> Iterator[TextIO]:
     finally:
         tmp.unlink(missing_ok=True)
 
-
-# ---- the `searchcore predict | evaluate | extract` commands -------------------------------------------------------
-
-AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
-               "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only. The "
-               "split's bad image records (which ingest reports and skips) are skipped and reported.")
-
-
-def _split_of(root: str, split: str | None) -> str:
-    if split is not None:
-        return split
-    splits = find_splits(root)
-    if len(splits) != 1:
-        raise DatasetError(f"{root} holds {'several splits (' + ', '.join(splits) + ')' if splits else 'no split'}; "
-                           "choose one with --split")
-    return splits[0]
-
-
-def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    """Write cn_clip-format top-k predictions for every text of a split."""
-    from .cli import _emit, _engine
-
-    split = _split_of(args.dataset, args.split)
-    engine = _engine(settings)
-    try:
-        predictions = predict(engine, args.dataset, split, args.top_k)
-    finally:
-        engine.close()
-    path = write_predictions(predictions, args.output or Path(args.dataset) / f"{split}_predictions.jsonl")
-    _emit(args, {"output": str(path), "texts": len(predictions), "top_k": parse_top_k(args.top_k)},
-          f"wrote {len(predictions)} predictions to {path}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    """Print text→image and image→text recall; with --exact, Milvus's agreement with brute force."""
-    from .cli import _emit, _engine
-
-    split = _split_of(args.dataset, args.split)
-    engine = _engine(settings)
-    try:
-        result = evaluate(engine, args.dataset, split, exact=args.exact)
-    finally:
-        engine.close()
-    t, i = result.text_to_image, result.image_to_text
-    lines = [f"library {result.library}, split {split}: {result.texts} texts, {result.images} images, "
-             f"index {result.index}",
-             f"text→image  R@1 {t.r1:6.2f}  R@5 {t.r5:6.2f}  R@10 {t.r10:6.2f}  mean {t.mean:6.2f}",
-             f"image→text  R@1 {i.r1:6.2f}  R@5 {i.r5:6.2f}  R@10 {i.r10:6.2f}  mean {i.mean:6.2f}"]
-    if result.exact_overlap_at_10 is not None:
-        lines.append(f"overlap@10 with exact search: {result.exact_overlap_at_10:.4f}"
-                     + ("" if result.exact_ok else "  (below what this index must reach)"))
-    lines += [f"  skipped {b.file}:{b.line}: {b.reason}" for b in result.bad[:50]]
-    _emit(args, result.to_json(), "\n".join(lines))
-    return 0 if result.exact_ok else 1
-
-
-def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
-    """Write cn_clip-format image and text feature files for a split."""
-    from .cli import _emit
-    from .encoder import load_encoder
-
-    split = _split_of(args.dataset, args.split)
-    report = extract(load_encoder(settings), args.dataset, split, args.output_dir)
-    lines = [f"wrote {report.images} image features to {report.image_features}",
-             f"wrote {report.texts} text features to {report.text_features}"]
-    lines += [f"  skipped {b.file}:{b.line}: {b.reason}" for b in report.bad[:50]]
-    _emit(args, report.to_json(), "\n".join(lines))
-    return 0
-
-
-def add_commands(sub: Any, add: Any) -> None:
-    """Add predict, evaluate and extract to the `searchcore` parser."""
-    from .cli import command
-
-    p = add("predict", "write Chinese-CLIP top-k predictions ({text_id, image_ids} lines) for a split's texts")
-    p.description = (p.description or "") + ". The file is what `python -m cn_clip.eval.evaluation " \
-        "{split}_texts.jsonl predictions.jsonl out.json` scores. " + AUTO_INGEST
-    p.add_argument("dataset", help="Chinese-CLIP dataset folder ({split}_imgs.tsv + {split}_texts.jsonl)")
-    p.add_argument("--split", help="split name (valid, test, ...)")
-    p.add_argument("--top-k", default="10", help="images per text (cn_clip's scorer needs 10; default 10)")
-    p.add_argument("--output", help="prediction file (default DATASET/{split}_predictions.jsonl)")
-    p = add("evaluate", "text→image and image→text recall@1/5/10 of a library on a split, as Chinese-CLIP scores it")
-    p.description = (p.description or "") + ". " + AUTO_INGEST + (
-        f" --exact also compares Milvus's top-10 with brute force over the stored vectors and exits 1 when the "
-        f"overlap is below 1.0 on a FLAT index or below {MIN_APPROX_OVERLAP} on HNSW/IVF_FLAT (on a server, for "
-        f"some seconds after an ingest, Milvus searches new data through an interim index of lower recall).")
-    p.add_argument("dataset", help="Chinese-CLIP dataset folder")
-    p.add_argument("--split", help="split name (valid, test, ...)")
-    p.add_argument("--exact", action="store_true", help="also report overlap@10 with exact brute-force search")
-    p = add("extract", "write a split's image and text features in cn_clip's extract_features.py format")
-    p.description = (p.description or "") + (". Writes {split}_imgs.img_feat.jsonl and {split}_texts.txt_feat.jsonl; "
-                                             "`searchcore ingest DATASET --split S --features "
-                                             "DATASET/S_imgs.img_feat.jsonl` reads them back without encoding.")
-    p.add_argument("dataset", help="Chinese-CLIP dataset folder")
-    p.add_argument("--split", help="split name (valid, test, ...)")
-    p.add_argument("--output-dir", help="folder for the feature files (default: the dataset folder)")
-    command("predict")(cmd_predict)
-    command("evaluate")(cmd_evaluate)
-    command("extract")(cmd_extract)

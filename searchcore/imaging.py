@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Refuse decompression bombs from the header, before any pixel is decoded.
+# Decompression bombs are refused from the header's size, before any pixel is decoded: decode_image checks it
+# itself rather than setting PIL's process-wide Image.MAX_IMAGE_PIXELS (whose default is this same number).
 MAX_PIXELS = 89_478_485
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 BROWSER_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
 

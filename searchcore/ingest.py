@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import logging
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -22,10 +21,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .datasets import BadRecord, Record, Source
 from .encoder import Encoder, normalise
+from .ids import chunks
 from .image_store import ImageStore, StoredImage
 from .imaging import ImageDecodeError, decode_image
+from .records import BadRecord, Record, Source
 from .vector_store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ R = TypeVar("R")
 
 Progress = Callable[[int, "int | None"], None]
 LOOKUP_CHUNK = 256
-_FAULT_HITS: dict[str, int] = {}
 
 
 @dataclass
@@ -46,6 +45,11 @@ class IngestReport:
     present: int = 0
     bad: list[BadRecord] = field(default_factory=list)
     seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line: "library L: N added, M already present, K bad (T s)"."""
+        return (f"library {self.library}: {self.added} added, {self.present} already present, {len(self.bad)} bad "
+                f"({self.seconds:.1f}s)")
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
@@ -91,11 +95,9 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         for batch, vecs in encoded:
             if source.kind == "features":
                 batch, vecs = _check_dims(batch, vecs, meta.dim, report)
-            _fault_point("batch")
             _write(batch, vecs, vectors, images, library)
             report.added += len(batch)
             tick(len(batch))
-    _fault_point("flush")
     vectors.flush(library)
     report.seconds = time.perf_counter() - started
     log.info("ingest into %s: %d added, %d present, %d bad in %.1fs", library, report.added, report.present,
@@ -107,7 +109,7 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
           report: IngestReport, tick: Callable[[int], None]) -> Iterator[_Work]:
     """Decide per record: bad, already present, needs its vector only, or needs both writes."""
     seen: dict[int, tuple[bytes, int]] = {}
-    for chunk in _chunked(records, LOOKUP_CHUNK):
+    for chunk in chunks(records, LOOKUP_CHUNK):
         candidates: list[tuple[Record, str]] = []
         for record in chunk:
             if record.error is not None or record.image_id is None:
@@ -201,18 +203,7 @@ def _write(batch: list[_Work], vecs: np.ndarray, vectors: VectorStore, images: I
     if not batch:
         return
     images.put_many(library, [w.stored for w in batch if w.store_image and w.stored is not None])
-    _fault_point("after_images")
     vectors.upsert(library, [w.record.image_id for w in batch], vecs)  # type: ignore[misc]
-
-
-def _fault_point(name: str) -> None:
-    """Test hook: SEARCHCORE_TEST_KILL_AT=name:N SIGKILLs this process the Nth time it reaches point `name`
-    ("batch": encoded, nothing written; "after_images": images written, vectors not; "flush": before the flush)."""
-    point, _, count = os.environ.get("SEARCHCORE_TEST_KILL_AT", "").partition(":")
-    if point == name:
-        _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
-        if _FAULT_HITS[name] == int(count or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterator[T], ahead: int) -> Iterator[R]:
@@ -225,10 +216,3 @@ def _ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterator
     while pending:
         yield pending.popleft().result()
 
-
-def _chunked(items: Iterator[T], size: int) -> Iterator[list[T]]:
-    while True:
-        chunk = list(itertools.islice(items, size))
-        if not chunk:
-            return
-        yield chunk

@@ -8,25 +8,26 @@ wheel in an image) brings the UI with the engine; app.py only parses flags and l
 
 from __future__ import annotations
 
-import hmac
 import io
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from .datasets import IMAGE_SUFFIXES, BadRecord, find_splits
+from .auth import Access
+from .chinese_clip import find_splits
+from .datasets import IMAGE_SUFFIXES
 from .engine import Engine
-from .errors import ConfigError, SearchcoreError
+from .errors import SearchcoreError
 from .imaging import to_rgb
 from .ingest import IngestReport
 from .metrics import Metrics
+from .records import BadRecord
 from .search import MAX_TOP_K, SearchResult
 
 log = logging.getLogger(__name__)
@@ -45,54 +46,6 @@ CSS = "#results .caption-label { white-space: normal; max-width: 96%; }"
 
 Gallery = list[tuple[Image.Image, str]]
 Shown = tuple[Gallery, dict[str, Any] | None, str]
-
-
-@dataclass(frozen=True)
-class Access:
-    """Who may change libraries: writes are closed when read-only, or when shared without --auth."""
-
-    users: tuple[tuple[str, str], ...] = ()
-    read_only: bool = False
-    share: bool = False
-
-    @property
-    def refusal(self) -> str | None:
-        """Why write actions are closed, or None when they are open."""
-        if self.read_only:
-            return "this app runs read-only (--read-only)"
-        if self.share and not self.users:
-            return "this app is shared publicly without --auth"
-        return None
-
-    def allows(self, user: str, password: str) -> bool:
-        """True for one of the configured users; every pair is compared, in constant time."""
-        ok = False
-        for name, secret in self.users:
-            ok |= hmac.compare_digest(name.encode(), user.encode()) & hmac.compare_digest(secret.encode(),
-                                                                                          password.encode())
-        return ok
-
-
-def read_credentials(entries: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """user:password pairs from --auth values; "@FILE" reads one pair a line (# comments and blanks skipped)."""
-    pairs = []
-    for entry in entries:
-        if entry.startswith("@"):
-            path = Path(entry[1:]).expanduser()
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"cannot read auth file {path}: {exc.strerror}") from None
-            lines = [(f"{path} line {n}", line.strip()) for n, line in enumerate(text.splitlines(), 1)
-                     if line.strip() and not line.strip().startswith("#")]
-        else:
-            lines = [("--auth", entry)]
-        for where, line in lines:
-            user, colon, password = line.partition(":")
-            if not colon or not user or not password:
-                raise ConfigError(f"{where}: expected user:password")  # never echo what may be a password
-            pairs.append((user, password))
-    return tuple(pairs)
 
 
 class SearchApp:
@@ -383,8 +336,7 @@ def caption(result: SearchResult) -> str:
 
 def summary(report: IngestReport) -> str:
     """An ingest report as Markdown: counts, then each bad record with its reason."""
-    lines = [f"**Library {report.library}:** {report.added} added, {report.present} already present, "
-             f"{len(report.bad)} bad ({report.seconds:.1f} s)."]
+    lines = [_escape(report.summary())]
     for bad in report.bad[:SHOWN_BAD_RECORDS]:
         where = f"{bad.file}:{bad.line}" if bad.line else bad.file
         lines.append(f"- {_escape(where)}: {_escape(bad.reason)}")

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from bench.loadtest import App
 from demo.sample_data import write_dataset
 from searchcore.ui import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, SOURCE_DATASET, SOURCE_UPLOAD
+from tests.support import App, app_env, ingest_before_serving
 
 USER = ("alice", "wonderland")
 
@@ -33,20 +33,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for n, line in enumerate((root / "dataset" / "valid_imgs.tsv").read_text().splitlines()[:2]):
         (root / "pictures" / f"{n}.jpg").write_bytes(base64.b64decode(line.split("\t")[1]))
     return root
-
-
-def app_env(work: Path, model_cache: Path) -> dict[str, str]:
-    return {"SEARCHCORE_MODEL": str(Path(__file__).parents[1] / "demo" / "tiny_clip.pt"),
-            "SEARCHCORE_MODEL_DIR": str(model_cache), "SEARCHCORE_BACKEND": "torch", "SEARCHCORE_PRECISION": "fp32",
-            "SEARCHCORE_MILVUS_URI": str(work / "milvus.db"), "SEARCHCORE_DB_URL": str(work / "images.db"),
-            "SEARCHCORE_LIBRARY": "shapes"}
-
-
-def ingest_before_serving(env: dict[str, str], data: Path) -> None:
-    from conftest import run_cli
-
-    done = run_cli("ingest", str(data / "dataset"), "--split", "valid", env=env)
-    assert done.returncode == 0, done.stderr
 
 
 def libraries(url: str, auth: tuple[str, str] | None = None) -> dict[str, int]:

@@ -22,11 +22,11 @@ from gradio_client import Client
 from PIL import Image
 
 from searchcore.api import create_app
+from searchcore.auth import Access
 from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.image_store import MySQLImageStore
-from searchcore.ui import Access
-from tests.conftest import MARIADB, tiny_settings
+from tests.support import MARIADB, tiny_settings
 
 USERS = (("alice", "wonderland"),)
 

@@ -5,125 +5,19 @@ MariaDB or Milvus server of its own; the shared ones are never touched."""
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MARIADB, settings_env
 
-from bench.loadtest import App
 from demo.sample_data import write_dataset
 from searchcore.config import Settings
 from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import BackendUnavailableError
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(ready: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not come up in {timeout:g}s")
-        time.sleep(0.2)
-
-
-class PrivateMariaDB:
-    """A MariaDB server of our own in a temporary folder, on a free port."""
-
-    def __init__(self, base: Path) -> None:
-        self.base, self.port = base, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={base / 'data'}", "--user=root",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
-                       check=True, capture_output=True, timeout=120)
-
-    @property
-    def url(self) -> str:
-        return f"mysql://root@127.0.0.1:{self.port}/searchcore"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.base / 'data'}",
-             f"--port={self.port}", f"--socket={self.base / 'sock'}", "--bind-address=127.0.0.1", "--user=root",
-             f"--pid-file={self.base / 'pid'}", "--skip-name-resolve", "--innodb-buffer-pool-size=32M"],
-            stdout=subprocess.DEVNULL, stderr=(self.base / "error.log").open("ab"))
-        wait_until(self._answers, "private MariaDB")
-        with self._connect() as conn, conn.cursor() as cur:
-            cur.execute("CREATE DATABASE IF NOT EXISTS searchcore CHARACTER SET utf8mb4")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-            self.proc = None
-
-    def _connect(self) -> object:
-        import pymysql
-
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", connect_timeout=2)
-
-    def _answers(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, (self.base / "error.log").read_text()[-2000:]
-        try:
-            self._connect().close()  # type: ignore[attr-defined]
-            return True
-        except Exception:
-            return False
-
-
-class PrivateMilvus:
-    """A Milvus standalone server (PyPI `milvus`) of our own, restartable on the same ports and data.
-
-    The package's embedded etcd always takes peer port 2380, so a second server on the machine would
-    fail; an etcd config file of our own moves both etcd ports to free ones.
-    """
-
-    def __init__(self, base: Path) -> None:
-        import milvus
-        from milvus import MilvusServer, MilvusServerConfig
-
-        data = Path(milvus.__file__).parent / "data"
-        client_port, peer_port = free_port(), free_port()
-        etcd = base / "etcd.yaml"
-        etcd.write_text(f"listen-client-urls: http://127.0.0.1:{client_port}\n"
-                        f"advertise-client-urls: http://127.0.0.1:{client_port}\n"
-                        f"listen-peer-urls: http://127.0.0.1:{peer_port}\n"
-                        f"initial-advertise-peer-urls: http://127.0.0.1:{peer_port}\n"
-                        f"initial-cluster: default=http://127.0.0.1:{peer_port}\n")
-        template = base / "milvus.yaml.template"
-        template.write_text((data / "config.yaml.template").read_text().replace(
-            "etcd:\n", f"etcd:\n  config:\n    path: {etcd}\n", 1))
-        config = MilvusServerConfig(template=str(template), etcd_port=client_port)
-        config.glog_conf_file = str(data / "glog.conf")  # set only for the default template
-        self.server = MilvusServer(config)
-        self.server.set_base_dir(str(base))
-        self.started_once = False
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.server.listen_port}"
-
-    def start(self) -> None:
-        if self.started_once:
-            # Restart on the ports and config already written: re-resolving would move ports that the
-            # stopped server left in TIME_WAIT, and etcd must keep its ports to keep its data.
-            self.server.config.resolve = lambda: None
-        self.server.start()
-        self.started_once = True
-
-    def stop(self) -> None:
-        self.server.stop()
+from tests.support import MARIADB, App, PrivateMariaDB, PrivateMilvus, settings_env
 
 
 @pytest.fixture(scope="module")
@@ -133,18 +27,14 @@ def small_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMariaDB]:
-    server = PrivateMariaDB(tmp_path_factory.mktemp("mariadb"))
-    server.start()
-    yield server
-    server.stop()
+    with PrivateMariaDB(tmp_path_factory.mktemp("mariadb")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMilvus]:
-    server = PrivateMilvus(tmp_path_factory.mktemp("milvus"))
-    server.start()
-    yield server
-    server.stop()
+    with PrivateMilvus(tmp_path_factory.mktemp("milvus")) as server:
+        yield server
 
 
 def fill_connection_pool(engine: Engine, size: int = 4) -> None:

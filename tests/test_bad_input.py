@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, settings_env, tiny_settings
 from PIL import Image
 
 from demo.shapes import draw
@@ -24,6 +23,7 @@ from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
 from searchcore.imaging import ImageDecodeError, decode_image
+from tests.support import run_cli, settings_env, tiny_settings
 
 # ---------------------------------------------------------------- pictures that are hard to get right
 

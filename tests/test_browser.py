@@ -8,144 +8,74 @@ without it this test fails rather than skips, so CI cannot pass it silently.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import httpx
-import pytest
 
 from demo.sample_data import write_dataset
 from searchcore.config import Settings
-from tests.conftest import ROOT, settings_env
+from tests.support import ROOT, App, browser_page, settings_env
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
-TIMEOUT_MS = 60_000
-
-
-def chromium() -> str:
-    """The system Chromium; its absence fails the test, never skips it."""
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed: run `apt-get install -y chromium fonts-noto-cjk` (CI does)")
-    return path
-
-
-@contextmanager
-def running_app(tmp_path: Path, settings: Settings) -> Iterator[str]:
-    """`python app.py` with the tiny model and fresh embedded stores, on a free port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (tmp_path / "app.log").open("w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, **settings_env(settings)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{(tmp_path / 'app.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "app.py did not answer /healthz within 120 s"
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_build_a_library_then_search_it_in_a_browser(settings: Settings, dataset: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    executable = chromium()
-    with running_app(tmp_path, settings) as app_url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(app_url)
+    with App(settings_env(settings), log=tmp_path / "app.log") as app, \
+            browser_page(app.url, viewport={"width": 1280, "height": 900}) as page:
+        page.get_by_role("tab", name="Build").click()
+        page.get_by_label("Dataset folder on the server").fill(str(dataset))
+        split = page.get_by_role("combobox", name="Split", exact=True)
+        expect(split).to_have_value("train")  # filled from the folder's splits
+        split.click()
+        page.get_by_role("option", name="valid").click()
+        page.get_by_label("Library name").fill("shapes")
+        page.get_by_role("button", name="Ingest", exact=True).click()
+        expect(page.locator("#summary")).to_contain_text("90 added, 0 already present, 0 bad")
 
-            page.get_by_role("tab", name="Build").click()
-            page.get_by_label("Dataset folder on the server").fill(str(dataset))
-            split = page.get_by_role("combobox", name="Split", exact=True)
-            expect(split).to_have_value("train")  # filled from the folder's splits
-            split.click()
-            page.get_by_role("option", name="valid").click()
-            page.get_by_label("Library name").fill("shapes")
-            page.get_by_role("button", name="Ingest", exact=True).click()
-            expect(page.locator("#summary")).to_contain_text("90 added, 0 already present, 0 bad")
+        page.get_by_role("tab", name="Search").click()
+        expect(page.get_by_role("combobox", name="Library", exact=True)).to_have_value("shapes")
+        query = page.get_by_label("Describe the picture")
+        query.fill("红色的圆形")
+        query.press("Enter")
+        expect(page.locator("#status")).to_contain_text("12 results")
+        captions = page.locator("#results .caption-label").all_inner_texts()
+        assert len(captions) == 12
+        assert all(c.endswith("红色的圆形") for c in captions[:3]), captions
+        page.wait_for_function("[...document.querySelectorAll('#results img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)")
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(tmp_path / "screenshot.png"), full_page=True)
+        shutil.copyfile(tmp_path / "screenshot.png", SCREENSHOT)
 
-            page.get_by_role("tab", name="Search").click()
-            expect(page.get_by_role("combobox", name="Library", exact=True)).to_have_value("shapes")
-            query = page.get_by_label("Describe the picture")
-            query.fill("红色的圆形")
-            query.press("Enter")
-            expect(page.locator("#status")).to_contain_text("12 results")
-            captions = page.locator("#results .caption-label").all_inner_texts()
-            assert len(captions) == 12
-            assert all(c.endswith("红色的圆形") for c in captions[:3]), captions
-            page.wait_for_function("[...document.querySelectorAll('#results img')]"
-                                   ".every(img => img.complete && img.naturalWidth > 0)")
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(tmp_path / "screenshot.png"), full_page=True)
-            shutil.copyfile(tmp_path / "screenshot.png", SCREENSHOT)
-
-            first_id = captions[0].split(" · ")[2]
-            page.get_by_role("button", name="Thumbnail 1 of 12").click()
-            expect(page.locator("#detail")).to_contain_text(first_id)
-            page.get_by_role("button", name="More like this").click()
-            expect(page.locator("#status")).to_contain_text(f"image {first_id}")
-            expect(page.locator("#results .caption-label").first).to_contain_text(f" · {first_id} · ")
-        finally:
-            browser.close()
+        first_id = captions[0].split(" · ")[2]
+        page.get_by_role("button", name="Thumbnail 1 of 12").click()
+        expect(page.locator("#detail")).to_contain_text(first_id)
+        page.get_by_role("button", name="More like this").click()
+        expect(page.locator("#status")).to_contain_text(f"image {first_id}")
+        expect(page.locator("#results .caption-label").first).to_contain_text(f" · {first_id} · ")
 
 
 def test_build_tab_ingests_a_url_safe_tsv(settings: Settings, tmp_path: Path) -> None:
     """A {split}_imgs.tsv written with base64.urlsafe_b64encode, which cn_clip reads, is built and searchable."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     root = write_dataset(tmp_path / "urlsafe", "valid", 18, seed=5, lmdb=False)
     tsv = root / "valid_imgs.tsv"
     rows = [line.split("\t") for line in tsv.read_text().splitlines()]
     tsv.write_text("".join(f"{i}\t{base64.urlsafe_b64encode(base64.b64decode(b)).decode()}\n" for i, b in rows))
     assert "-" in tsv.read_text() and "_" in tsv.read_text()
-    executable = chromium()
-    with running_app(tmp_path, settings) as app_url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(app_url)
-            page.get_by_role("tab", name="Build").click()
-            page.get_by_label("Dataset folder on the server").fill(str(root))
-            expect(page.get_by_role("combobox", name="Split", exact=True)).to_have_value("valid")
-            page.get_by_label("Library name").fill("urlsafe")
-            page.get_by_role("button", name="Ingest", exact=True).click()
-            expect(page.locator("#summary")).to_contain_text("18 added, 0 already present, 0 bad")
+    with App(settings_env(settings), log=tmp_path / "app.log") as app, browser_page(app.url) as page:
+        page.get_by_role("tab", name="Build").click()
+        page.get_by_label("Dataset folder on the server").fill(str(root))
+        expect(page.get_by_role("combobox", name="Split", exact=True)).to_have_value("valid")
+        page.get_by_label("Library name").fill("urlsafe")
+        page.get_by_role("button", name="Ingest", exact=True).click()
+        expect(page.locator("#summary")).to_contain_text("18 added, 0 already present, 0 bad")
 
-            page.get_by_role("tab", name="Search").click()
-            expect(page.get_by_role("combobox", name="Library", exact=True)).to_have_value("urlsafe")
-            page.get_by_label("Describe the picture").fill("红色的圆形")
-            page.get_by_label("Describe the picture").press("Enter")
-            expect(page.locator("#status")).to_contain_text("12 results")
-            expect(page.locator("#results .caption-label").first).to_contain_text("红色的圆形")
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Search").click()
+        expect(page.get_by_role("combobox", name="Library", exact=True)).to_have_value("urlsafe")
+        page.get_by_label("Describe the picture").fill("红色的圆形")
+        page.get_by_label("Describe the picture").press("Enter")
+        expect(page.locator("#status")).to_contain_text("12 results")
+        expect(page.locator("#results .caption-label").first).to_contain_text("红色的圆形")

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, settings_env
 
 from demo.sample_data import image_classes, write_dataset
 from searchcore.config import Settings
+from tests.support import run_cli, settings_env
 
 
 @pytest.fixture

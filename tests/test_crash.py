@@ -1,5 +1,5 @@
 """A killed ingest leaves stores that a re-run completes, and `check --repair` mends what a crash or a
-hand edit left behind. Kills are real SIGKILLs at fixed points (searchcore.ingest._fault_point)."""
+hand edit left behind. Kills are real SIGKILLs at fixed points (tests/ingest_killed_at.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, settings_env
 
 from demo.sample_data import write_dataset
 from searchcore.config import Settings
 from searchcore.encoder import Encoder
 from searchcore.engine import Engine
+from tests.support import run_cli, settings_env
 
 IMAGES, BATCH = 32, 4
+KILLED_INGEST = Path(__file__).with_name("ingest_killed_at.py")
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +28,9 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def ingest_killed_at(point: str, env: dict[str, str], split: Path) -> None:
-    """Run the CLI ingest with SEARCHCORE_TEST_KILL_AT=point and check it died of SIGKILL."""
-    proc = subprocess.run([sys.executable, "-m", "searchcore.cli", "ingest", str(split), "--split", "train"],
-                          env={**os.environ, **env, "SEARCHCORE_TEST_KILL_AT": point}, capture_output=True,
-                          text=True, timeout=300)
+    """Run the ingest with a SIGKILL at point (tests/ingest_killed_at.py) and check it died of it."""
+    proc = subprocess.run([sys.executable, str(KILLED_INGEST), point, str(split), "--split", "train"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, f"expected a SIGKILL at {point}: {proc.returncode} {proc.stderr[-2000:]}"
 
 

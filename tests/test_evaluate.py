@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, settings_env
 
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.evaluate import evaluate, extract, predict
+from tests.support import run_cli, settings_env
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_MODEL
+
+from tests.support import ROOT, TINY_MODEL
 
 QUERY = """
 import json, sys

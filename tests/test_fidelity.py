@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_settings
 from PIL import Image
 
 from demo.shapes import CLASSES, caption_variants
 from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.evaluate import Prediction, predict, recall
+from tests.support import tiny_settings
 
 MAX_RECALL_DROP = 1.0  # points
 MIN_SAME_TOP10 = 0.95

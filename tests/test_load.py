@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.loadtest import demo_app, load_test
 
 
@@ -19,3 +21,10 @@ def test_concurrent_searches_get_their_own_answers_and_keep_answering_during_an_
         assert phase["requests"] > 0 and phase["errors"] == 0 and phase["mixups"] == 0, phase
     assert result["ingest"]["status"] == 200 and result["ingest"]["added"] == 360, result["ingest"]
     assert result["rss_mb_start"] > 0 and result["rss_mb_end"] > 0
+
+
+def test_an_app_that_does_not_start_says_why(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"app.py did not start \(exit 2\)") as failed, \
+            demo_app(tmp_path, app_args=["--no-such-flag"], images=6, ingest_images=6):
+        pass
+    assert "unrecognized arguments: --no-such-flag" in str(failed.value)

@@ -18,13 +18,13 @@ import openvino as ov
 import openvino.opset13 as ops
 import openvino.properties as props
 import pytest
-from conftest import tiny_settings
 
 from searchcore import cli
 from searchcore.encoder import Encoder, load_encoder
 from searchcore.engine import Engine
 from searchcore.evaluate import predict
 from searchcore.openvino_backend import OpenVINOTowers, judge_probe
+from tests.support import tiny_settings
 
 HAS_BF16 = "BF16" in ov.Core().get_property("CPU", props.device.capabilities)
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU compiles no bf16 (both CI machine kinds do)")

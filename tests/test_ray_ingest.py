@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 import ray
-from conftest import run_cli, settings_env
 
 from searchcore.config import Settings
 from searchcore.distributed import ingest_ray
 from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import ConfigError
+from tests.support import run_cli, settings_env
 
 pytestmark = pytest.mark.slow
 

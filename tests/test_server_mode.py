@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, settings_env
 from pymilvus import MilvusClient
 
 from searchcore.config import Settings
@@ -24,6 +23,7 @@ from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import BackendUnavailableError, LibraryError
 from searchcore.vector_store import PREFIX, MilvusVectorStore
+from tests.support import free_port, run_cli, settings_env
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_reopening_a_library_with_another_model_is_refused(server_engine: Engine
 
 
 def test_unreachable_server_raises_backend_unavailable_after_retrying(caplog: pytest.LogCaptureFixture) -> None:
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
 
     with pytest.raises(BackendUnavailableError, match=rf"127.0.0.1:{port} is unavailable \(retried for 2s\)"):
@@ -101,7 +101,7 @@ def test_unreachable_server_raises_backend_unavailable_after_retrying(caplog: py
 
 
 def test_store_started_before_the_server_connects_once_it_is_up(milvus_server: str) -> None:
-    port = _free_port()
+    port = free_port()
     target = ("127.0.0.1", int(milvus_server.rsplit(":", 1)[1]))
     server = _Forwarder(port, target)  # the "server" appears on the port 3 s after the store starts connecting
     threading.Thread(target=server.serve_later, args=(3,), daemon=True).start()
@@ -201,9 +201,3 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             dst.sendall(data)
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from demo.shapes import draw
+from searchcore.auth import Access, read_credentials
 from searchcore.engine import Engine
 from searchcore.image_store import MySQLImageStore
-from searchcore.ui import SOURCE_DATASET, SOURCE_UPLOAD, Access, SearchApp, read_credentials
-from tests.conftest import MARIADB
+from searchcore.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp
+from tests.support import MARIADB
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-from test_access import app_env, ingest_before_serving
 
-from bench.loadtest import App
 from demo.sample_data import write_dataset
 from searchcore.api import SHARED_UPLOAD_BYTES, SHARED_UPLOADS_PER_MINUTE, SHARED_UPLOADS_PER_MINUTE_IN_ALL
+from tests.support import App, app_env, ingest_before_serving
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,309 @@
+"""The Chinese-CLIP dataset format: where a split's files are, and how each one is read or written.
+
+A split S of a dataset folder holds its images as S_imgs.tsv (`image_id<TAB>base64` lines) or as
+lmdb/S/imgs (LMDB: image id → base64), and its texts as S_texts.jsonl (`{"text_id", "text", "image_ids"}`
+lines); cn_clip's extract_features.py writes S_imgs.img_feat.jsonl and S_texts.txt_feat.jsonl
+(`{"image_id" or "text_id", "feature"}` lines). Readers never raise for one bad line: the record
+carries its reason instead, so ingest can report it with its line and keep going.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import DatasetError
+from .ids import parse_image_id
+from .records import BadRecord, Record, Source
+
+TSV_SUFFIX = "_imgs.tsv"
+IMAGE_FEATURES_SUFFIX = "_imgs.img_feat.jsonl"
+Captions = dict[int, list[str]]
+T = TypeVar("T")
+
+
+# ---- where a split's files are ------------------------------------------------------------------------------------
+
+def tsv_file(root: Path, split: str) -> Path:
+    """{split}_imgs.tsv."""
+    return root / f"{split}{TSV_SUFFIX}"
+
+
+def lmdb_dir(root: Path, split: str) -> Path:
+    """lmdb/{split}/imgs."""
+    return root / "lmdb" / split / "imgs"
+
+
+def texts_file(root: Path, split: str) -> Path:
+    """{split}_texts.jsonl."""
+    return root / f"{split}_texts.jsonl"
+
+
+def image_features_file(root: Path, split: str) -> Path:
+    """{split}_imgs.img_feat.jsonl."""
+    return root / f"{split}{IMAGE_FEATURES_SUFFIX}"
+
+
+def text_features_file(root: Path, split: str) -> Path:
+    """{split}_texts.txt_feat.jsonl."""
+    return root / f"{split}_texts.txt_feat.jsonl"
+
+
+def find_splits(root: str | Path) -> list[str]:
+    """The splits a Chinese-CLIP dataset folder holds (tsv, LMDB or features)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = {p.name[: -len(TSV_SUFFIX)] for p in root.glob(f"*{TSV_SUFFIX}")}
+    found |= {p.name[: -len(IMAGE_FEATURES_SUFFIX)] for p in root.glob(f"*{IMAGE_FEATURES_SUFFIX}")}
+    if (root / "lmdb").is_dir():
+        found |= {p.name for p in (root / "lmdb").iterdir() if (p / "imgs").is_dir()}
+    return sorted(found)
+
+
+def choose_split(root: str | Path, split: str | None) -> str:
+    """The split asked for, or the folder's only one; DatasetError naming the splits found otherwise."""
+    splits = find_splits(root)
+    if split is None:
+        if len(splits) == 1:
+            return splits[0]
+        if splits:
+            raise DatasetError(f"{root} holds several splits ({', '.join(splits)}); choose one with --split")
+        raise DatasetError(f"{root} holds no Chinese-CLIP split (no {{split}}{TSV_SUFFIX}, lmdb/{{split}}/imgs or "
+                           f"{{split}}{IMAGE_FEATURES_SUFFIX})")
+    if split not in splits:
+        raise DatasetError(f"split {split!r} not found in {root}; found: {', '.join(splits) or 'none'}")
+    return split
+
+
+def resolve_split(path: Path, split: str | None) -> tuple[Path, str]:
+    """The dataset folder and split a path names: a folder (and --split), or one {split}_imgs.tsv file."""
+    if path.is_file() and path.name.endswith(TSV_SUFFIX):
+        return path.parent, path.name[: -len(TSV_SUFFIX)]
+    if not path.is_dir():
+        raise DatasetError(f"{path} is not a Chinese-CLIP dataset folder or a {{split}}{TSV_SUFFIX} file")
+    return path, choose_split(path, split)
+
+
+# ---- a split as a source of records ------------------------------------------------------------------------------
+
+def split_source(root: Path, split: str) -> Source:
+    """A split's images (tsv, else LMDB, else its feature file) with their captions."""
+    captions, problems = read_captions(root, split)
+    tsv, lmdb_path = tsv_file(root, split), lmdb_dir(root, split)
+    if tsv.is_file():
+        return Source("tsv", root, split, count_lines(tsv), tsv_records(tsv, captions), problems)
+    if lmdb_path.is_dir():
+        total, records = lmdb_records(lmdb_path, captions)
+        return Source("lmdb", root, split, total, records, problems)
+    return feature_source(image_features_file(root, split), root, split)
+
+
+def feature_source(path: Path, root: Path | None, split: str | None) -> Source:
+    """A feature file's vectors, with their image bytes from the split's tsv and their captions where known."""
+    if not path.is_file():
+        raise DatasetError(f"feature file {path} does not exist")
+    captions: Captions = {}
+    problems: list[BadRecord] = []
+    if root is not None and split is not None and texts_file(root, split).is_file():
+        captions, problems = read_captions(root, split)
+    images: Path | None = None
+    if split is not None and root is not None and tsv_file(root, split).is_file():
+        images = tsv_file(root, split)
+    elif path.name.endswith(IMAGE_FEATURES_SUFFIX):
+        candidate = path.with_name(path.name.replace(IMAGE_FEATURES_SUFFIX, TSV_SUFFIX))
+        images = candidate if candidate.is_file() else None
+    return Source("features", path, split, count_lines(path), feature_records(path, images, captions), problems)
+
+
+# ---- texts --------------------------------------------------------------------------------------------------------
+
+def read_texts(root: Path, split: str) -> tuple[list[dict], list[BadRecord]]:
+    """The {split}_texts.jsonl entries, with bad lines reported instead of raised."""
+    path = texts_file(root, split)
+    if not path.is_file():
+        raise DatasetError(f"{path.name} is missing from {root}: a Chinese-CLIP split pairs "
+                           f"{split}{TSV_SUFFIX} with {path.name}")
+    texts: list[dict] = []
+    problems: list[BadRecord] = []
+    for number, entry, reason in _json_lines(path, "text", _text_entry):
+        if entry is None:
+            problems.append(BadRecord(number, str(reason), path.name))
+        else:
+            texts.append(entry)
+    return texts, problems
+
+
+def _text_entry(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise ValueError("not a JSON object")
+    return {"text_id": int(entry["text_id"]), "text": str(entry["text"]),
+            "image_ids": [int(i) for i in entry.get("image_ids", [])]}
+
+
+def read_captions(root: Path, split: str) -> tuple[Captions, list[BadRecord]]:
+    """Captions by image id from {split}_texts.jsonl."""
+    texts, problems = read_texts(root, split)
+    captions: Captions = {}
+    for entry in texts:
+        for image_id in entry["image_ids"]:
+            captions.setdefault(image_id, []).append(entry["text"])
+    return captions, problems
+
+
+# ---- image records: tsv lines and LMDB entries -------------------------------------------------------------------
+
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def decode_base64(text: bytes) -> bytes:
+    """Base64 of an image record, as Chinese-CLIP reads it; ValueError on anything else.
+
+    cn_clip decodes with `base64.urlsafe_b64decode`, which takes the standard and the URL-safe
+    alphabets (even mixed) and needs correct padding. This takes exactly those, but strictly: a
+    character outside both alphabets is an error here, where cn_clip would silently drop it.
+    """
+    try:
+        return base64.b64decode(text.strip().translate(_URLSAFE_TO_STANDARD), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"invalid base64 ({exc})") from None
+
+
+def image_record(line: int, file: str, key: bytes, value: bytes, captions: Captions) -> Record:
+    """An image id and its base64 (a tsv line's two fields, or an LMDB entry) as a Record."""
+    try:
+        image_id = parse_image_id(key)
+    except ValueError:
+        return Record(line, file, error=f"image id {key[:40].decode('utf-8', 'replace')!r} is not an integer")
+    try:
+        data = decode_base64(value)
+    except ValueError as exc:
+        return Record(line, file, image_id, error=f"image id {image_id}: {exc}")
+    return Record(line, file, image_id, data, captions=captions.get(image_id, []))
+
+
+def tsv_record(line: int, file: str, raw: bytes, captions: Captions) -> Record:
+    """One `image_id<TAB>base64` line as a Record."""
+    key, tab, value = raw.rstrip(b"\r\n").partition(b"\t")
+    if not tab:
+        return Record(line, file, error="no tab between the image id and the base64 image")
+    return image_record(line, file, key, value, captions)
+
+
+def tsv_records(path: Path, captions: Captions) -> Iterator[Record]:
+    """Every non-blank line of a tsv file as a Record, numbered from 1."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if raw.strip():
+                yield tsv_record(number, path.name, raw, captions)
+
+
+def lmdb_records(path: Path, captions: Captions) -> tuple[int | None, Iterator[Record]]:
+    """The image count an LMDB records (if any) and its entries as Records."""
+    import lmdb
+
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
+    except lmdb.Error as exc:
+        raise DatasetError(f"cannot open LMDB {path}: {exc}") from exc
+    with env.begin() as txn:
+        raw_total = txn.get(b"num_images")
+    total = int(raw_total) if raw_total else None
+
+    def records() -> Iterator[Record]:
+        try:
+            with env.begin() as txn:
+                for number, (key, value) in enumerate(txn.cursor(), 1):
+                    if key == b"num_images":
+                        continue
+                    yield image_record(number, f"lmdb/{path.parent.name}/imgs", key, bytes(value), captions)
+        finally:
+            env.close()
+
+    return total, records()
+
+
+# ---- feature files -----------------------------------------------------------------------------------------------
+
+def feature_records(path: Path, images: Path | None, captions: Captions) -> Iterator[Record]:
+    """Feature lines, joined with their image bytes from the split's tsv when it exists."""
+    image_data = _tsv_index(images) if images is not None else {}
+    for number, parsed, reason in _json_lines(path, "feature", _feature_entry):
+        if parsed is None:
+            yield Record(number, path.name, error=reason)
+            continue
+        image_id, vector = parsed
+        data = None
+        if images is not None and image_id in image_data:
+            offset, tsv_line = image_data[image_id]
+            try:
+                data = _read_tsv_image(images, offset)
+            except ValueError as exc:  # the feature's own line is the record's; the reason points at the tsv's
+                yield Record(number, path.name, image_id,
+                             error=f"image id {image_id}: line {tsv_line} of {images.name} has {exc}")
+                continue
+        yield Record(number, path.name, image_id, data, captions=captions.get(image_id, []), vector=vector)
+
+
+def _feature_entry(entry: Any) -> tuple[int, np.ndarray]:
+    image_id = parse_image_id(str(entry["image_id"]))
+    vector = np.asarray(entry["feature"], dtype=np.float32)
+    if vector.ndim != 1 or not np.isfinite(vector).all():
+        raise ValueError("feature is not a finite vector")
+    return image_id, vector
+
+
+def feature_line(key: str, ident: int, feature: Sequence[float]) -> str:
+    """One line of a feature file ("image_id" or "text_id" as key), as cn_clip's extract_features.py writes it."""
+    return json.dumps({key: ident, "feature": feature}) + "\n"
+
+
+def _json_lines(path: Path, what: str, parse: Callable[[Any], T]) -> Iterator[tuple[int, T | None, str | None]]:
+    """(line number, parsed entry, None) for each non-blank line of a jsonl file, or (number, None, reason)."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                parsed = parse(json.loads(raw.decode("utf-8")))
+            except UnicodeDecodeError:
+                yield number, None, "line is not valid UTF-8"
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                yield number, None, f"not a {what} entry ({exc})"
+                continue
+            yield number, parsed, None
+
+
+def _tsv_index(path: Path) -> dict[int, tuple[int, int]]:
+    """The byte offset and line number of each image id's line in a tsv file."""
+    found: dict[int, tuple[int, int]] = {}
+    with path.open("rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, 1):
+            key = raw.split(b"\t", 1)[0]
+            with contextlib.suppress(ValueError):
+                found.setdefault(parse_image_id(key), (offset, number))
+            offset += len(raw)
+    return found
+
+
+def _read_tsv_image(path: Path, offset: int) -> bytes:
+    """The image bytes of the tsv line at offset; ValueError (from decode_base64) if its base64 is invalid."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        value = handle.readline().rstrip(b"\r\n").split(b"\t", 1)[-1]
+    return decode_base64(value)
+
+
+def count_lines(path: Path) -> int:
+    """The non-blank lines of a file."""
+    with path.open("rb") as handle:
+        return sum(1 for raw in handle if raw.strip())

@@ -1,0 +1,26 @@
+"""Image ids: the range every store accepts (Milvus INT64 primary keys), and ids in batches for one call."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+MAX_ID = (1 << 63) - 1
+
+
+def parse_image_id(raw: str | bytes) -> int:
+    """A whole number from 0 to MAX_ID, or ValueError."""
+    value = int(raw.decode() if isinstance(raw, bytes) else raw)
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"image id {value} is out of range")
+    return value
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """The items in lists of at most `size`, in order; reads an iterator only as far as each list needs."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

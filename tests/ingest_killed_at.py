@@ -1,0 +1,89 @@
+"""Test driver: an ingest that SIGKILLs its own process at a chosen point, to test recovery from a crash.
+
+    python tests/ingest_killed_at.py POINT:N DATASET [--split S]
+
+runs the ingest `searchcore ingest DATASET --split S` runs, with the settings of the SEARCHCORE_*
+variables, over the engine's real stores wrapped so that the Nth time the ingest reaches POINT the
+process kills itself with SIGKILL (no cleanup, no flush, as a power cut or the OOM killer would):
+
+    batch         a batch is encoded and none of it written yet (before its images are put)
+    after_images  a batch's images are written, its vectors not
+    flush         everything is written, the final flush of the vectors not done
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from searchcore.config import Settings
+from searchcore.engine import Engine
+
+POINTS = ("batch", "after_images", "flush")
+
+
+class KillAt:
+    """SIGKILLs this process the Nth time `reach(point)` is called with its point."""
+
+    def __init__(self, spec: str) -> None:
+        point, _, count = spec.partition(":")
+        if point not in POINTS:
+            raise SystemExit(f"unknown kill point {point!r}; one of {', '.join(POINTS)}")
+        self.point, self.count, self.hits = point, int(count or 1), 0
+
+    def reach(self, point: str) -> None:
+        if point == self.point:
+            self.hits += 1
+            if self.hits == self.count:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Wrapped:
+    """A store that behaves as the one it wraps, and lets subclasses reach kill points around some calls."""
+
+    def __init__(self, store: Any, kill: KillAt) -> None:
+        self._store = store
+        self._kill = kill
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class KillingImageStore(Wrapped):
+    def put_many(self, *args: Any, **kwargs: Any) -> Any:
+        self._kill.reach("batch")  # ingest writes a batch's images first: nothing of it is written yet
+        result = self._store.put_many(*args, **kwargs)
+        self._kill.reach("after_images")
+        return result
+
+
+class KillingVectorStore(Wrapped):
+    def flush(self, *args: Any, **kwargs: Any) -> Any:
+        self._kill.reach("flush")
+        return self._store.flush(*args, **kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kill_at", help="POINT:N, e.g. after_images:3")
+    parser.add_argument("path")
+    parser.add_argument("--split")
+    args = parser.parse_args(argv)
+    kill = KillAt(args.kill_at)
+    engine = Engine(Settings.from_env())
+    engine.images = KillingImageStore(engine.images, kill)  # type: ignore[assignment]
+    engine.vectors = KillingVectorStore(engine.vectors, kill)  # type: ignore[assignment]
+    try:
+        report = engine.ingest(args.path, split=args.split)
+    finally:
+        engine.close()
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""What tests and benchmarks need around the code under test: free ports, private servers, and the app.
+
+Plain helpers, no fixtures: the fixtures in tests/conftest.py call these, and bench/ imports them too.
+Import this module as `tests.support`, never as `support`, so that it is loaded once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from searchcore.config import Settings
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ROOT / "demo" / "tiny_clip.pt"
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+BROWSER_TIMEOUT_MS = 60_000  # Playwright's 5 s is too short for a Gradio event on a loaded machine
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different TCP ports that nothing listens on right now."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:  # all held open at once, so the OS hands out each port once
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now."""
+    return free_ports(1)[0]
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, then SIGKILL once `grace` seconds have passed; returns when the process has exited."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    """Poll `ready` until it says yes; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:g}s for {what}")
+        time.sleep(0.2)
+
+
+# Settings and commands
+
+
+def tiny_settings(tmp: Path, model_cache: Path, **changes: object) -> Settings:
+    """Settings for the tiny model with embedded stores under tmp."""
+    base = Settings(model=str(TINY_MODEL), model_dir=str(model_cache), milvus_uri=str(tmp / "milvus.db"),
+                    db_url=str(tmp / "images.db"), device="cpu")
+    return base.replace(**changes)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The SEARCHCORE_* variables that reproduce these settings in a subprocess."""
+    return {f"SEARCHCORE_{f.name.upper()}": str(getattr(settings, f.name)) for f in fields(settings)
+            if getattr(settings, f.name) is not None}
+
+
+def app_env(work: Path, model_cache: Path) -> dict[str, str]:
+    """SEARCHCORE_* variables for the tiny model on the PyTorch path, stores under work, library `shapes`."""
+    return {"SEARCHCORE_MODEL": str(TINY_MODEL), "SEARCHCORE_MODEL_DIR": str(model_cache),
+            "SEARCHCORE_BACKEND": "torch", "SEARCHCORE_PRECISION": "fp32",
+            "SEARCHCORE_MILVUS_URI": str(work / "milvus.db"), "SEARCHCORE_DB_URL": str(work / "images.db"),
+            "SEARCHCORE_LIBRARY": "shapes"}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the `searchcore` command in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "searchcore.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+def ingest_before_serving(env: dict[str, str], data: Path) -> None:
+    """`searchcore ingest data/dataset --split valid` with env, before an app over the same stores starts."""
+    done = run_cli("ingest", str(data / "dataset"), "--split", "valid", env=env)
+    assert done.returncode == 0, done.stderr
+
+
+# The app and a browser
+
+
+class App:
+    """`python app.py` in a subprocess on a free port, serving once /healthz answers; a context manager."""
+
+    def __init__(self, env: dict[str, str], args: Sequence[str] = (), log: Path | None = None,
+                 timeout: float = 180) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = env
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="searchcore-app-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
+        self.log_path = log
+        with log.open("w") as out:  # the child writes to its own copy of the file; ours is not needed after this
+            self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT,
+                                         env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while not self._healthy():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"app.py did not start (exit {self.proc.poll()}):\n{self.log()[-3000:]}")
+                time.sleep(0.3)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        """What the app has written to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=20)
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def chromium() -> str:
+    """The system Chromium (Debian's `chromium`); its absence fails the test, never skips it."""
+    path = shutil.which("chromium")
+    if path is None:
+        import pytest
+
+        pytest.fail("chromium is not installed: run `apt-get install -y chromium fonts-noto-cjk` (CI does)")
+    return path
+
+
+@contextlib.contextmanager
+def browser_page(url: str, **page_options: Any) -> Iterator[Page]:
+    """A page at url in a headless system Chromium; its actions and every `expect` wait BROWSER_TIMEOUT_MS."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        expect.set_options(timeout=BROWSER_TIMEOUT_MS)  # set_default_timeout does not reach expect()
+        try:
+            page = browser.new_page(**page_options)
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            page.goto(url)
+            yield page
+        finally:
+            expect.set_options(timeout=None)
+            browser.close()
+
+
+# Private servers
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A database of its own on the real MariaDB server at 127.0.0.1:3306, dropped afterwards."""
+    import pymysql
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        conn = pymysql.connect(**MARIADB, autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        import pytest
+
+        pytest.fail(f"MariaDB is not running on 127.0.0.1:3306 ({exc}); start it as .ci/run does")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+class PrivateMariaDB:
+    """A MariaDB server of our own in a temporary folder, on a free port; a context manager, or start() and
+    stop(), again and again on the same port and data. Its database `searchcore` is made on first start."""
+
+    def __init__(self, base: Path) -> None:
+        self.base, self.port = base, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={base / 'data'}", "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True, timeout=120)
+
+    @property
+    def url(self) -> str:
+        return f"mysql://root@127.0.0.1:{self.port}/searchcore"
+
+    def start(self) -> None:
+        with (self.base / "error.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [shutil.which("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.base / 'data'}",
+                 f"--port={self.port}", f"--socket={self.base / 'sock'}", "--bind-address=127.0.0.1",
+                 "--user=root", f"--pid-file={self.base / 'pid'}", "--skip-name-resolve",
+                 "--innodb-buffer-pool-size=32M"],
+                stdout=subprocess.DEVNULL, stderr=log)
+        wait_until(self._answers, f"the MariaDB server in {self.base} to answer")
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("CREATE DATABASE IF NOT EXISTS searchcore CHARACTER SET utf8mb4")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace=60)
+            self.proc = None
+
+    def _connect(self) -> Any:
+        import pymysql
+
+        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", connect_timeout=2)
+
+    def _answers(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"the private MariaDB stopped while starting:\n"
+                               f"{(self.base / 'error.log').read_text(errors='replace')[-2000:]}")
+        try:
+            self._connect().close()
+            return True
+        except Exception:
+            return False
+
+    def __enter__(self) -> PrivateMariaDB:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PrivateMilvus:
+    """A Milvus 2.3.5 standalone server (the PyPI `milvus` package) of our own, every port a free one.
+
+    Left alone, the package counts up from fixed ports (19530, 53100, ...), so a server starting at the same
+    moment can take a port between its check and its bind, and its embedded etcd binds 2379 and 2380 whatever
+    the package checked. Here each port, etcd's included (through an etcd config file of its own), is one the
+    OS has just handed out. Use it as a context manager, or start() and stop(): it restarts on the same ports
+    and data, and stop() returns once none of them is listening.
+    """
+
+    def __init__(self, base: Path) -> None:
+        import milvus
+
+        package = Path(milvus.__file__).parent / "data"
+        # The template's `{{ name_port }}` items: the proxy and its internal port, coordinators, nodes, etcd.
+        names = sorted(key for key in milvus.MilvusServerConfig().configurable_items if key.endswith("_port"))
+        ports = dict(zip([*names, "etcd_peer_port", "metrics_port"], free_ports(len(names) + 2)))
+        base.mkdir(parents=True, exist_ok=True)
+        etcd = base / "etcd.yaml"
+        client, peer = f"http://127.0.0.1:{ports['etcd_port']}", f"http://127.0.0.1:{ports['etcd_peer_port']}"
+        etcd.write_text(f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+                        f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+                        f"initial-cluster: default={peer}\n")
+        template, found = re.subn(r"^etcd:\n", f"etcd:\n  config:\n    path: {etcd}\n",
+                                  (package / "config.yaml.template").read_text(), count=1, flags=re.M)
+        assert found, "the milvus package's config template has no etcd section"
+        (base / "milvus.yaml.template").write_text(template)
+        config = milvus.MilvusServerConfig(template=str(base / "milvus.yaml.template"),
+                                           **{name: ports[name] for name in names})
+        config.glog_conf_file = str(package / "glog.conf")  # the package sets it only for its own template
+        self.server = milvus.MilvusServer(config, wait_for_started=False)
+        self.server.set_base_dir(str(base))
+        self.server.webservice_port = ports["metrics_port"]  # healthz; the package counts up from 9091
+        self.base, self.ports = base, ports
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.ports['proxy_port']}"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers; again after stop(), on the same ports and data."""
+        self.server.start()
+        # Written once: resolving again would test-bind ports that the last run left in TIME_WAIT, and fail.
+        self.server.config.resolve = lambda: None
+        # The package moves the metrics port on when its own is still in TIME_WAIT.
+        self.ports["metrics_port"] = self.server.webservice_port
+        try:
+            wait_until(self._serving, f"the Milvus server in {self.base} to answer", timeout=180)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server; return once nothing listens on any of its ports."""
+        if self.server.server_proc is not None:
+            # Once a client has connected, a graceful stop can take minutes (common.gracefulStopTimeout).
+            stop_process(self.server.server_proc, grace=5)
+        self.server.stop()  # closes its log files; the process has gone
+        wait_until(lambda: not any(listening(port) for port in self.ports.values()),
+                   f"every port of the Milvus server in {self.base} to close", timeout=30)
+
+    def _serving(self) -> bool:
+        proc = self.server.server_proc
+        if proc is None or proc.poll() is not None:
+            log = self.base / "logs" / "milvus-stderr.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(f"the Milvus server in {self.base} stopped while starting:\n{tail}")
+        try:
+            health = httpx.get(f"http://127.0.0.1:{self.ports['metrics_port']}/healthz", timeout=2)
+        except httpx.TransportError:
+            return False
+        return health.status_code == 200 and "OK" in health.text and listening(self.ports["proxy_port"])
+
+    def __enter__(self) -> PrivateMilvus:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
