@@ -26,7 +26,8 @@ from .encoder import Encoder
 from .engine import Engine
 from .errors import DatasetError, LibraryError
 from .imaging import ImageDecodeError, decode_image
-from .records import BadRecord
+from .pipeline import prepared_batches
+from .records import BadRecord, Record
 from .search import parse_top_k
 
 log = logging.getLogger(__name__)
@@ -318,38 +319,27 @@ def extract(encoder: Encoder, root: str | Path, split: str, output_dir: str | Pa
         raise DatasetError(f"split {split!r} of {root} has no images (only features) to extract from")
     report = ExtractReport(image_features_file(out, split), text_features_file(out, split), 0, 0)
     with _replacing(report.image_features) as handle:
-        for ids, vectors in encoder.encode_pixel_batches(_pixel_batches(encoder, source.records, report.bad)):
-            for image_id, vector in zip(ids, vectors.tolist()):
-                handle.write(feature_line("image_id", image_id, vector))
-            report.images += len(ids)
+        def bad(record: Record, reason: str) -> None:
+            report.bad.append(BadRecord(record.line, reason, record.file))
+
+        def readable() -> Iterator[Record]:
+            for record in source.records:
+                if record.error is None and record.image_id is not None and record.data is not None:
+                    yield record
+                else:
+                    bad(record, record.error or "no image data")
+
+        batches = prepared_batches(readable(), lambda r: r.data or b"", encoder, on_bad=bad, batch_size=IMAGE_BATCH)
+        for batch, vectors in encoder.encode_pixel_batches(batches):
+            for prepared, vector in zip(batch, vectors.tolist()):
+                handle.write(feature_line("image_id", int(prepared.item.image_id or 0), vector))
+            report.images += len(batch)
     text_vectors = encode_texts(encoder, [t["text"] for t in texts])
     with _replacing(report.text_features) as handle:
         for entry, vector in zip(texts, text_vectors.tolist()):
             handle.write(feature_line("text_id", entry["text_id"], vector))
     report.texts = len(texts)
     return report
-
-
-def _pixel_batches(encoder: Encoder, records: Iterator[Any], bad: list[BadRecord]
-                   ) -> Iterator[tuple[list[int], np.ndarray]]:
-    ids: list[int] = []
-    pixels: list[np.ndarray] = []
-    for record in records:
-        if record.error is not None or record.image_id is None or record.data is None:
-            bad.append(BadRecord(record.line, record.error or "no image data", record.file))
-            continue
-        try:
-            image = decode_image(record.data).image
-        except ImageDecodeError as exc:
-            bad.append(BadRecord(record.line, str(exc), record.file))
-            continue
-        ids.append(record.image_id)
-        pixels.append(encoder.preprocess(image))
-        if len(ids) == IMAGE_BATCH:
-            yield ids, np.stack(pixels)
-            ids, pixels = [], []
-    if ids:
-        yield ids, np.stack(pixels)
 
 
 @contextlib.contextmanager

@@ -9,13 +9,9 @@ anything whose vector is missing, so an interrupted ingest completes.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
-import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -24,7 +20,7 @@ import numpy as np
 from .encoder import Encoder, normalise
 from .ids import chunks
 from .image_store import ImageStore, StoredImage
-from .imaging import ImageDecodeError, decode_image
+from .pipeline import Prepared, prepared_batches
 from .records import BadRecord, Record, Source
 from .vector_store import VectorStore
 
@@ -63,7 +59,6 @@ class _Work:
     sha256: str
     store_image: bool
     stored: StoredImage | None = None
-    pixels: np.ndarray | None = None
 
 
 def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageStore, library: str, *,
@@ -81,23 +76,26 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
             progress(done, source.total)
 
     work = _plan(source.records, vectors, images, library, report, tick)
-    workers = workers or os.cpu_count() or 2
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        prepare = (lambda w: _prepare(w, images.max_blob_bytes, None)) if source.kind == "features" else \
-            (lambda w: _prepare(w, images.max_blob_bytes, encoder))
-        prepared = _ordered_map(pool, prepare, work, ahead=max(2 * batch_size * workers, 16))
-        batches = _batches(prepared, batch_size, report, tick)
-        if source.kind == "features":
-            encoded: Iterable[tuple[list[_Work], np.ndarray]] = (
-                (batch, normalise(np.stack([w.record.vector for w in batch]))) for batch, _ in batches)  # type: ignore[misc]
-        else:
-            encoded = encoder.encode_pixel_batches(batches)
-        for batch, vecs in encoded:
-            if source.kind == "features":
-                batch, vecs = _check_dims(batch, vecs, meta.dim, report)
-            _write(batch, vecs, vectors, images, library)
-            report.added += len(batch)
-            tick(len(batch))
+
+    def bad(item: _Work, reason: str) -> None:
+        report.bad.append(BadRecord(item.record.line, reason, item.record.file))
+        tick(1)
+
+    features = source.kind == "features"
+    prepared = prepared_batches(work, lambda w: w.record.data or b"", None if features else encoder, on_bad=bad,
+                                batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes)
+    batches = (([_to_store(p) for p in batch], pixels) for batch, pixels in prepared)
+    if features:
+        encoded: Iterable[tuple[list[_Work], np.ndarray]] = (
+            (batch, normalise(np.stack([w.record.vector for w in batch]))) for batch, _ in batches)  # type: ignore[misc]
+    else:
+        encoded = encoder.encode_pixel_batches(batches)
+    for batch, vecs in encoded:
+        if features:
+            batch, vecs = _check_dims(batch, vecs, meta.dim, report)
+        _write(batch, vecs, vectors, images, library)
+        report.added += len(batch)
+        tick(len(batch))
     vectors.flush(library)
     report.seconds = time.perf_counter() - started
     log.info("ingest into %s: %d added, %d present, %d bad in %.1fs", library, report.added, report.present,
@@ -150,42 +148,14 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                 yield _Work(record, sha, store_image=image_id not in stored)
 
 
-def _prepare(work: _Work, max_bytes: int, encoder: Encoder | None) -> _Work | BadRecord:
-    """Decode and preprocess one image (runs in the decode pool)."""
-    record = work.record
-    try:
-        decoded = decode_image(record.data or b"", max_bytes)
-    except ImageDecodeError as exc:
-        return BadRecord(record.line, str(exc), record.file)
+def _to_store(prepared: Prepared[_Work]) -> _Work:
+    """The decoded image as it will be stored; the raw bytes are freed early."""
+    work, decoded, record = prepared.item, prepared.decoded, prepared.item.record
     assert record.image_id is not None
     work.stored = StoredImage(record.image_id, decoded.data, decoded.format, decoded.width, decoded.height,
                               work.sha256, f"{record.file}:{record.line}", record.captions)
-    if encoder is not None:
-        work.pixels = encoder.preprocess(decoded.image)
-    record.data = None  # the stored copy is enough; free the raw bytes early
+    record.data = None
     return work
-
-
-def _batches(prepared: Iterator[_Work | BadRecord], batch_size: int, report: IngestReport,
-             tick: Callable[[int], None]) -> Iterator[tuple[list[_Work], np.ndarray]]:
-    batch: list[_Work] = []
-    for item in prepared:
-        if isinstance(item, BadRecord):
-            report.bad.append(item)
-            tick(1)
-            continue
-        batch.append(item)
-        if len(batch) == batch_size:
-            yield batch, _stack(batch)
-            batch = []
-    if batch:
-        yield batch, _stack(batch)
-
-
-def _stack(batch: list[_Work]) -> np.ndarray:
-    if batch[0].pixels is None:
-        return np.zeros((len(batch), 0), dtype=np.float32)
-    return np.stack([w.pixels for w in batch])  # type: ignore[misc]
 
 
 def _check_dims(batch: list[_Work], vecs: np.ndarray, dim: int,
@@ -204,15 +174,3 @@ def _write(batch: list[_Work], vecs: np.ndarray, vectors: VectorStore, images: I
         return
     images.put_many(library, [w.stored for w in batch if w.store_image and w.stored is not None])
     vectors.upsert(library, [w.record.image_id for w in batch], vecs)  # type: ignore[misc]
-
-
-def _ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterator[T], ahead: int) -> Iterator[R]:
-    """pool.map that keeps at most `ahead` items in flight and yields in input order."""
-    pending: deque[Future[R]] = deque()
-    for item in itertools.chain(items):
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
