@@ -17,7 +17,7 @@ from . import search as search_mod
 from .config import Settings, validate_library
 from .datasets import open_source
 from .encoder import Encoder, load_encoder
-from .errors import LibraryError, QueryError
+from .errors import LibraryError, QueryError, SearchcoreError
 from .image_store import ImageStore, StoredImage, open_image_store
 from .ingest import IngestReport, Progress, ingest
 from .search import SearchResult
@@ -38,12 +38,16 @@ class LibraryInfo:
     image_backend: str
     index: str | None = None
     images: int = 0
+    encoder: dict[str, Any] | None = None  # how the encoder runs, when asked for
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
-        return {"library": self.library, "count": self.count, "model": self.model, "dim": self.dim,
+        data = {"library": self.library, "count": self.count, "model": self.model, "dim": self.dim,
                 "vector_backend": self.vector_backend, "image_backend": self.image_backend,
                 "index": self.index, "images": self.images}
+        if self.encoder is not None:
+            data["encoder"] = self.encoder
+        return data
 
 
 @dataclass
@@ -56,17 +60,18 @@ class CheckReport:
     missing_vectors: list[int]
     orphan_vectors: list[int]
     repaired: bool = False
+    copy_problem: str | None = None  # how the in-process exact copy (Lite) differed from Milvus; it was reloaded
 
     @property
     def consistent(self) -> bool:
-        """True when both stores hold exactly the same ids."""
-        return not self.missing_vectors and not self.orphan_vectors
+        """True when both stores hold exactly the same ids and the exact copy agreed with Milvus."""
+        return not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         return {"library": self.library, "images": self.images, "vectors": self.vectors,
                 "missing_vectors": self.missing_vectors[:1000], "orphan_vectors": self.orphan_vectors[:1000],
-                "consistent": self.consistent, "repaired": self.repaired}
+                "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
 class Engine:
@@ -131,13 +136,19 @@ class Engine:
             raise QueryError(f"image {ident} is not in library {name!r}")
         return found[ident]
 
-    def info(self, library: str | None = None) -> LibraryInfo:
-        """Counts, model, dimension and backends of one library."""
+    def info(self, library: str | None = None, *, runtime: bool = False) -> LibraryInfo:
+        """Counts, model, dimension and backends of one library; with runtime, how the encoder runs."""
         name = self._library(library)
         meta = self.vectors.meta(name)
-        return LibraryInfo(name, self.vectors.count(name) if meta else 0, meta.model if meta else None,
+        info = LibraryInfo(name, self.vectors.count(name) if meta else 0, meta.model if meta else None,
                            meta.dim if meta else None, self.vectors.backend, self.images.backend,
                            meta.index if meta else None, self.images.count(name))
+        if runtime:
+            try:
+                info.encoder = self.encoder.runtime()
+            except SearchcoreError as exc:  # the library's counts are still worth showing
+                info.encoder = {"error": str(exc)}
+        return info
 
     def libraries(self) -> list[LibraryInfo]:
         """Every library, with its info."""
@@ -152,14 +163,16 @@ class Engine:
         self.images.drop(name)
 
     def check(self, library: str | None = None, *, repair: bool = False) -> CheckReport:
-        """Compare the ids of both stores; with repair, re-encode missing vectors and drop orphans."""
+        """Compare the ids of both stores, and the exact copy with Milvus (a stale copy is reloaded at once);
+        with repair, re-encode missing vectors and drop orphans."""
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
+        copy_problem = self.vectors.check_copy(name)
         image_ids = set(self.images.ids(name))
         vector_ids = set(self.vectors.ids(name))
         report = CheckReport(name, len(image_ids), len(vector_ids), sorted(image_ids - vector_ids),
-                             sorted(vector_ids - image_ids))
+                             sorted(vector_ids - image_ids), copy_problem=copy_problem)
         if repair and not report.consistent:
             self.vectors.delete(name, report.orphan_vectors)
             for chunk in _chunks(report.missing_vectors, 64):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import numpy as np
 
 from .config import is_server_uri, validate_library
 from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
+from .exact_copy import ExactCopy, LiteCopies
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -29,7 +31,11 @@ HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 HNSW_EF = 128
 IVF_NPROBE = 32  # Milvus's default of 10 gave recall@10 of 0.75 with nlist=1024
 ID_BATCH = 1000
+MAX_TOP_K = 16384  # Milvus's limit on a search's k
+COPY_CHECK_ALL = 10_000  # `check_copy` compares every vector of a library up to this size...
+COPY_SAMPLE = 1000  # ...and this many random ones beyond it
 _LITE_STORES: dict[str, int] = {}  # Milvus Lite file -> stores open on it in this process
+_LITE_COPIES: dict[str, LiteCopies] = {}  # Milvus Lite file -> the exact copies its stores share
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class VectorStore(Protocol):
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
     def flush(self, library: str) -> None: ...
     def search(self, library: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]: ...
+    def check_copy(self, library: str) -> str | None: ...
     def existing(self, library: str, ids: Sequence[int]) -> set[int]: ...
     def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
     def ids(self, library: str) -> Iterator[int]: ...
@@ -72,20 +79,31 @@ class VectorStore(Protocol):
 
 
 class MilvusVectorStore:
-    """Milvus through pymilvus MilvusClient; the same code serves Lite and servers."""
+    """Milvus through pymilvus MilvusClient; the same code serves Lite and servers.
 
-    def __init__(self, uri: str, token: str = "", *, index: str = "auto", connect_timeout: float = 60) -> None:
+    On Lite, FLAT libraries are searched from an exact in-process copy of their vectors (searchcore/exact_copy.py)
+    once it is loaded, in the background, on the library's first open or search; until then, and with
+    exact_copy=False, searches go to Milvus. Every write updates the copy, and `check_copy` verifies it.
+    """
+
+    def __init__(self, uri: str, token: str = "", *, index: str = "auto", connect_timeout: float = 60,
+                 exact_copy: bool = True) -> None:
         self.uri = uri
         self.server = is_server_uri(uri)
         self.backend = "milvus-server" if self.server else "milvus-lite"
         self.index = index
+        self.exact_copy = exact_copy and not self.server
         self._metas: dict[str, LibraryMeta] = {}
         self._lock = threading.Lock()
         self._client = self._connect(token, connect_timeout)
+        # Every Lite store of this process on the file keeps the shared copies in step, even with exact_copy off.
+        self._copies = None if self.server else _LITE_COPIES.setdefault(os.path.abspath(Path(uri).expanduser()),
+                                                                         LiteCopies())
 
     def _connect(self, token: str, timeout: float) -> Any:
         from pymilvus import MilvusClient
 
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # pymilvus's import reset it to WARNING
         if not self.server:
             path = Path(self.uri).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +163,7 @@ class MilvusVectorStore:
                 f"library {library!r} was built with model {meta.model} ({meta.dim}-d); "
                 f"it cannot be used with {model} ({dim}-d). Use that model or another library name"
             )
+        self._load_copy(library, meta)
         return meta
 
     def _create(self, library: str, model: str, dim: int) -> LibraryMeta:
@@ -162,10 +181,12 @@ class MilvusVectorStore:
             "searchcore.dim": str(dim),
             "searchcore.index": json.dumps({"type": index, "params": params}),
         }
-        with self._lock:
+        with self._lock, self._writing(library):
             self._call("create the collection", lambda: self._client.create_collection(
                 PREFIX + library, schema=schema, index_params=index_params,
                 consistency_level="Strong", properties=properties))
+            if self._copies is not None and index == "FLAT":
+                self._copies.create_empty(library, dim, id(self))
         log.info("created library %s (%s, %d-d, %s)", library, model, dim, index)
         self._metas.pop(library, None)
         meta = self.meta(library)
@@ -202,9 +223,13 @@ class MilvusVectorStore:
 
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Insert or replace vectors by image id."""
-        rows = [{"id": int(i), "vector": v} for i, v in zip(ids, np.asarray(vectors, dtype=np.float32).tolist())]
+        array = np.asarray(vectors, dtype=np.float32)
+        rows = [{"id": int(i), "vector": v} for i, v in zip(ids, array.tolist())]
         if rows:
-            self._call("upsert vectors", lambda: self._client.upsert(PREFIX + library, rows))
+            with self._writing(library):
+                self._call("upsert vectors", lambda: self._client.upsert(PREFIX + library, rows))
+                if self._copies is not None:
+                    self._copies.upserted(library, [r["id"] for r in rows], array[:len(rows)])
 
     def flush(self, library: str) -> None:
         """Seal fresh vectors so searches over them are fast and durable."""
@@ -215,18 +240,114 @@ class MilvusVectorStore:
         meta = self.meta(library)
         if meta is None:
             raise LibraryError(f"library {library!r} does not exist; ingest into it first")
+        queries = np.asarray(vectors, dtype=np.float32)
+        copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
+        # anything Milvus would refuse (a wrong dimension, a k out of range) goes to Milvus, which says why
+        if copy is not None and meta.index == "FLAT" and queries.ndim == 2 and queries.shape[1] == meta.dim \
+                and 0 < top_k <= MAX_TOP_K:
+            return [[Hit(i, s) for i, s in hits] for hits in copy.search(queries, top_k)]
+        self._load_copy(library, meta)
         params: dict[str, Any] = {"metric_type": "IP"}
         if meta.index == "HNSW":
             params["params"] = {"ef": max(HNSW_EF, top_k)}
         elif meta.index == "IVF_FLAT":
             params["params"] = {"nprobe": IVF_NPROBE}
-        data = np.asarray(vectors, dtype=np.float32).tolist()
+        data = queries.tolist()
         # Session, not the collection's Strong: a server makes a Strong read wait for the next time tick
         # (200 ms); Session still shows this client its own writes (bench/bench_query.py measures both).
         result = self._call("search", lambda: self._client.search(
             PREFIX + library, data=data, limit=top_k, search_params=params, output_fields=[],
             consistency_level="Session"))
         return [[Hit(int(h["id"]), float(h["distance"])) for h in hits] for hits in result]
+
+    def copy_status(self, library: str) -> str:
+        """The library's exact copy: 'off' (a server, or exact_copy=False), 'absent', 'loading' or 'ready'."""
+        if self._copies is None or not self.exact_copy:
+            return "off"
+        return self._copies.status(library)
+
+    def wait_for_copy(self, library: str, timeout: float = 60) -> bool:
+        """Wait until the library's exact copy serves searches; False when it does not within the timeout."""
+        deadline = time.monotonic() + timeout
+        while self.copy_status(library) != "ready":
+            if self.copy_status(library) != "loading" or time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def check_copy(self, library: str) -> str | None:
+        """Compare the library's exact copy with Milvus (loading it first if need be); on a mismatch, reload
+        it and return what differed. None when they agree or the library has no copy (server, off, not FLAT)."""
+        meta = self.meta(library)
+        if self._copies is None or not self.exact_copy or meta is None or meta.index != "FLAT":
+            return None
+        with self._copies.write_lock:  # no write between reading Milvus and reading the copy
+            copy = self._copies.ready(library)
+            if copy is None:
+                self._reload_copy(library, meta)
+                copy = self._copies.ready(library)
+            if copy is None:
+                return "the exact copy could not be loaded; searches go to Milvus"
+            problem = self._copy_problem(library, copy)
+            if problem is not None:
+                log.warning("library %s: %s; reloading the copy from Milvus", library, problem)
+                self._reload_copy(library, meta)
+            return problem
+
+    def _copy_problem(self, library: str, copy: ExactCopy) -> str | None:
+        stored = np.fromiter(self.ids(library), dtype=np.int64)
+        held = copy.ids()
+        missing, extra = np.setdiff1d(stored, held), np.setdiff1d(held, stored)
+        if len(stored) != len(held) or missing.size or extra.size:
+            return (f"the exact copy holds {len(held)} vectors and Milvus {len(stored)} ({missing.size} missing "
+                    f"from the copy, {extra.size} not in Milvus)")
+        sample = held if len(held) <= COPY_CHECK_ALL else np.random.default_rng().choice(held, COPY_SAMPLE, False)
+        truth = self.vectors(library, sample.tolist())
+        mine = copy.get(sample.tolist())
+        differ = len([i for i, v in truth.items() if i not in mine or not np.array_equal(v, mine[i])])
+        if differ:
+            return f"{differ} of {len(sample)} vectors compared differ between the exact copy and Milvus"
+        return None
+
+    def _load_copy(self, library: str, meta: LibraryMeta) -> None:
+        """Start loading a FLAT Lite library's copy in the background (searches go to Milvus meanwhile)."""
+        if self._copies is not None and self.exact_copy and meta.index == "FLAT" \
+                and self._copies.status(library) == "absent":
+            self._copies.load_in_background(library, meta.dim, lambda cancel: self._copy_pages(library, cancel),
+                                            id(self), size=lambda: self.count(library))
+
+    def _reload_copy(self, library: str, meta: LibraryMeta) -> None:
+        assert self._copies is not None
+        self._copies.reload(library, meta.dim, lambda cancel: self._copy_pages(library, cancel), id(self),
+                            size=lambda: self.count(library))
+
+    def _copy_pages(self, library: str, cancel: threading.Event) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Every (id, vector) of a library, in pages, for its exact copy."""
+        name = PREFIX + library
+        iterator = self._call("read vectors", lambda: self._client.query_iterator(
+            name, batch_size=ID_BATCH, filter="id >= -9223372036854775807", output_fields=["id", "vector"]))
+        try:
+            while not cancel.is_set():
+                page = self._call("read vectors", iterator.next)
+                if not page:
+                    return
+                yield [int(r["id"]) for r in page], np.asarray([r["vector"] for r in page], dtype=np.float32)
+        finally:
+            with contextlib.suppress(Exception):  # a dropped collection's iterator may fail to close
+                iterator.close()
+
+    @contextlib.contextmanager
+    def _writing(self, library: str) -> Iterator[None]:
+        """Hold the copies' write lock around a write; forget the copy when the write's outcome is unknown."""
+        if self._copies is None:
+            yield
+            return
+        with self._copies.write_lock:
+            try:
+                yield
+            except BaseException:
+                self._copies.invalidate(library)
+                raise
 
     def existing(self, library: str, ids: Sequence[int]) -> set[int]:
         """The ids among these that have a vector."""
@@ -265,8 +386,11 @@ class MilvusVectorStore:
     def delete(self, library: str, ids: Sequence[int]) -> None:
         """Remove vectors by id."""
         for chunk in _chunks(ids) if self.meta(library) is not None else []:
-            self._call("delete vectors", lambda c=chunk: self._client.delete(  # type: ignore[misc]
-                PREFIX + library, ids=c))
+            with self._writing(library):
+                self._call("delete vectors", lambda c=chunk: self._client.delete(  # type: ignore[misc]
+                    PREFIX + library, ids=c))
+                if self._copies is not None:
+                    self._copies.deleted(library, chunk)
 
     def count(self, library: str) -> int:
         """Number of vectors in a library (0 when it does not exist)."""
@@ -281,13 +405,18 @@ class MilvusVectorStore:
         validate_library(library)
         self._metas.pop(library, None)
         name = PREFIX + library
-        if self._call("list collections", lambda: self._client.has_collection(name)):
-            self._call("drop the collection", lambda: self._client.drop_collection(name))
+        with self._writing(library):
+            if self._copies is not None:
+                self._copies.invalidate(library)
+            if self._call("list collections", lambda: self._client.has_collection(name)):
+                self._call("drop the collection", lambda: self._client.drop_collection(name))
 
     def close(self) -> None:
         """Release the client (and the Lite file lock, once the last store on the file in this process closes)."""
         if self._client is None:
             return
+        if self._copies is not None:
+            self._copies.stop(id(self))  # its loads read through this client
         self._client.close()
         self._client = None
         if not self.server:
@@ -315,6 +444,7 @@ def _release_lite(path: str) -> None:
     _LITE_STORES[key] = _LITE_STORES.get(key, 1) - 1
     if _LITE_STORES[key] <= 0:
         del _LITE_STORES[key]
+        _LITE_COPIES.pop(key, None)
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(key)
