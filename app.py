@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, build the engine once, serve until interrupted."""
     args = build_parser().parse_args(argv)
     # Imported after parsing, so --help answers without loading Gradio and torch.
+    from searchcore import ui
     from searchcore.api import RequestIdFilter, serve
     from searchcore.engine import build_engine
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_args(args)
         access = Access(users=read_credentials([*args.auth, *("@" + f for f in args.auth_file)]),
                         read_only=args.read_only, share=args.share)
-        engine = build_engine(settings)
+        engine = build_engine(settings, preload_encoder=True)  # the model loads while the stores open
     except SearchcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Load the model now: a bad --model fails here, and the first search is not slow.
         encoder = engine.encoder
         logging.getLogger("app").info("model %s (%s on %s)", encoder.name, encoder.backend, encoder.device)
-        serve(engine, access, host=args.host, port=args.port)
+        serve(engine, access, host=args.host, port=args.port, mount_ui=ui.mount)
     except SearchcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -32,7 +33,6 @@ from .ids import MAX_ID
 from .imaging import mime_type
 from .metrics import CONTENT_TYPE, Metrics
 from .search import MAX_TOP_K
-from .ui import CSS, MAX_UPLOAD_BYTES, SearchApp, build_ui
 
 log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -73,7 +73,11 @@ class IngestRequest(BaseModel):
     library: str | None = None
 
 
-def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | None = None) -> FastAPI:
+MountUI = Callable[[FastAPI, Engine, Access, Metrics], FastAPI]
+
+
+def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | None = None, *,
+               mount_ui: MountUI | None = None) -> FastAPI:
     """The FastAPI app: JSON routes, /healthz, /metrics, and the Gradio UI mounted at /."""
     access = access or Access()
     metrics = metrics or Metrics()
@@ -149,12 +153,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     @api.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:
         """200 when both stores answer, else 503 with the reason."""
-        problems = []
-        for what, probe in (("vector store", engine.vectors.libraries), ("image store", engine.images.libraries)):
-            try:
-                probe()
-            except Exception as exc:  # any failure of a probe means "not healthy", whatever its type
-                problems.append(f"{what}: {exc}")
+        problems = engine.health()
         if problems:
             return JSONResponse({"status": "unavailable", "reason": "; ".join(problems)}, status_code=503)
         return JSONResponse({"status": "ok"})
@@ -164,24 +163,20 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         """Prometheus metrics: search latency, ingest counts, backend errors."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    app = SearchApp(engine, access, metrics)
-    blocks = build_ui(app)
-    api.state.search_app = app
-    api.state.blocks = blocks
-    return gr.mount_gradio_app(api, blocks, path="/", auth=list(access.users) or None, show_error=False,
-                               max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, footer_links=["api", "gradio"],
-                               run_history=False, css=CSS)
+    # The UI is passed in (app.py passes searchcore.ui.mount), so this front end imports no other.
+    return mount_ui(api, engine, access, metrics) if mount_ui is not None else api
 
 
-def serve(engine: Engine, access: Access, *, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(engine: Engine, access: Access, *, host: str = "127.0.0.1", port: int = 7860,
+          mount_ui: MountUI | None = None) -> None:
     """Serve the app until interrupted; with access.share, also open a public Gradio share link."""
     for warning in exposure_warnings(host, access):
         log.warning("%s", warning)
-    app = create_app(engine, access)
+    app = create_app(engine, access, mount_ui=mount_ui)
     # Browsers hold event streams open; without a grace limit, Ctrl+C would wait for every tab to close.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            timeout_graceful_shutdown=GRACE_SECONDS))
-    if access.share:
+    if access.share and hasattr(app.state, "blocks"):
         threading.Thread(target=_share, args=(server, app.state.blocks, host, port), daemon=True).start()
     log.info("serving on http://%s:%d (UI at /, API docs at /docs)", _url_host(host), port)
     server.run()

@@ -47,8 +47,8 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-def _engine(settings: Settings) -> Engine:
-    return build_engine(settings)
+def _engine(settings: Settings, *, preload_encoder: bool = False) -> Engine:
+    return build_engine(settings, preload_encoder=preload_encoder)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -113,7 +113,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     """Search a library by text or by an image file."""
     if (args.text is None) == (args.image is None):
         raise UsageError("give either a text query or --image FILE")
-    engine = _engine(settings)
+    engine = _engine(settings, preload_encoder=True)
     try:
         if args.image is not None:
             try:
@@ -179,6 +179,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     text = (f"library {report.library}: {report.images} images, {report.vectors} vectors; "
             f"{len(report.missing_vectors)} images without a vector, {len(report.orphan_vectors)} vectors "
             f"without an image" + ("; repaired" if report.repaired else ""))
+    if report.copy_problem:
+        text += f"\nthe in-process copy of the vectors differed from Milvus ({report.copy_problem}); it was reloaded"
     _emit(args, report.to_json(), text)
     return 0 if report.consistent or report.repaired else 1
 

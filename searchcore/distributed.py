@@ -21,7 +21,7 @@ import time
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,10 @@ from .chinese_clip import count_lines, read_captions, resolve_split, tsv_file, t
 from .config import Settings, validate_library
 from .encoder import load_encoder, load_model
 from .errors import BackendUnavailableError, ConfigError, DatasetError, SearchcoreError
-from .image_store import open_image_store
 from .ingest import IngestReport, Progress, ingest
 from .records import BadRecord, Record, Source
-from .vector_store import PREFIX, MilvusVectorStore
+from .stores import BulkRows, open_stores, open_vector_store
+from .vector_store import PREFIX, collection_schema
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def _tsv_path(root: Path, split: str) -> Path:
 def _open_library(settings: Settings, library: str) -> None:
     """Create the collection (or refuse another model's) once, before any worker writes."""
     _, spec = load_model(settings)
-    vectors = MilvusVectorStore(settings.milvus_uri, settings.milvus_token, index=settings.index)
-    images = open_image_store(settings.db_url)  # creates the table here, not in several workers at once
+    vectors, images = open_stores(settings)  # creates the table here, not in several workers at once
     try:
         vectors.open_library(library, spec.name, spec.dim, create=True)
     finally:
@@ -183,20 +182,21 @@ class IngestWorker:
         self.captions = captions
         self.settings = settings
         self.encoder = load_encoder(settings)
-        self.images = open_image_store(settings.db_url)
-        self.vectors = WorkerVectorStore(settings, bulk_dir)
+        self.vectors, self.images = open_stores(settings)
+        self.rows = BulkRows(self.vectors, bulk_dir, _bulk_writer) if bulk_dir is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Ingest one batch of lines; one row of counts, bad records and bulk files comes back."""
         records = [_parse_line(str(line), self.file, self.captions) for line in batch["text"]]
         source = Source("tsv", Path(self.file), None, len(records), iter(records))
-        report = ingest(source, self.encoder, self.vectors, self.images, self.library,
-                        batch_size=self.settings.batch_size, workers=self.settings.workers or 2)
+        report = ingest(source, self.encoder, self.rows or self.vectors, self.images, self.library,  # type: ignore[arg-type]
+                        batch_size=self.settings.batch_size, workers=self.settings.workers or 2,
+                        flush=False)  # the driver flushes once at the end (Milvus rate-limits flushes)
         bad = [{"line": int(b.line), "reason": b.reason, "file": b.file,
                 "digest": line_digest(b.line.text) if isinstance(b.line, RayLine) else None} for b in report.bad]
         return {"lines": np.array([len(records)]), "added": np.array([report.added]),
                 "present": np.array([report.present]), "bad": np.array([json.dumps(bad, ensure_ascii=False)]),
-                "files": np.array([json.dumps(self.vectors.take_files())])}
+                "files": np.array([json.dumps(self.rows.take_files() if self.rows is not None else [])])}
 
 
 class RayLine(int):
@@ -247,49 +247,13 @@ def _number_lines(tsv: Path, unnumbered: list[tuple[BadRecord, str | None]]) -> 
     return sorted((record for record, _ in unnumbered), key=lambda record: record.line)
 
 
-class WorkerVectorStore(MilvusVectorStore):
-    """A worker's vector store: the driver flushes once at the end; with a bulk folder, upserts
-    become rows of NumPy files (pymilvus LocalBulkWriter) that the driver has Milvus import."""
-
-    def __init__(self, settings: Settings, bulk_dir: str | None) -> None:
-        super().__init__(settings.milvus_uri, settings.milvus_token, index=settings.index)
-        self.bulk_dir = bulk_dir
-        self._writer: Any = None
-
-    def flush(self, library: str) -> None:
-        """Left to the driver: one flush per ingest, not one per batch (Milvus rate-limits flushes)."""
-
-    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
-        """Upsert, or in bulk mode append rows to this batch's import files."""
-        if self.bulk_dir is None:
-            super().upsert(library, ids, vectors)
-            return
-        if self._writer is None:
-            self._writer = _bulk_writer(self.bulk_dir, self.meta(library).dim)  # type: ignore[union-attr]
-        for image_id, vector in zip(ids, np.asarray(vectors, dtype=np.float32)):
-            self._writer.append_row({"id": int(image_id), "vector": vector})
-
-    def take_files(self) -> list[list[str]]:
-        """The import file sets written since the last call (one set per Milvus import task)."""
-        if self._writer is None:
-            return []
-        self._writer.commit()
-        files = [[str(f) for f in batch] for batch in self._writer.batch_files]
-        self._writer = None
-        return files
-
-
 def _bulk_writer(folder: str, dim: int) -> Any:
     try:
-        from pymilvus import DataType, MilvusClient
         from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter
     except ModuleNotFoundError as exc:
         raise ConfigError(f"bulk insert needs pymilvus[bulk_writer]: {exc}") from None
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    return LocalBulkWriter(schema=schema, local_path=folder, file_type=BulkFileType.NUMPY)
+    return LocalBulkWriter(schema=collection_schema(dim), local_path=folder, file_type=BulkFileType.NUMPY)
 
 
 class BulkImporter:
@@ -358,7 +322,7 @@ class BulkImporter:
 
 
 def _flush(settings: Settings, library: str) -> None:
-    vectors = MilvusVectorStore(settings.milvus_uri, settings.milvus_token, index=settings.index)
+    vectors = open_vector_store(settings)
     try:
         vectors.flush(library)
     finally:

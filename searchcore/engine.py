@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import search as search_mod
 from .config import Settings, validate_library
 from .datasets import open_source
 from .encoder import Encoder, load_encoder
 from .errors import LibraryError, QueryError, SearchcoreError
+from .ids import chunks
 from .image_store import ImageStore, StoredImage, open_image_store
 from .ingest import IngestReport, Progress, ingest
+from .pipeline import prepared_batches
 from .search import SearchResult
-from .vector_store import MilvusVectorStore, VectorStore
+from .stores import open_vector_store
+from .vector_store import Hit, LibraryMeta, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +82,16 @@ class Engine:
     """Encoder, vector store and image store, built once and shared by every request."""
 
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None, vectors: VectorStore | None = None,
-                 images: ImageStore | None = None) -> None:
+                 images: ImageStore | None = None, preload_encoder: bool = False) -> None:
+        """preload_encoder: load the encoder in a background thread while the stores open (a fresh process's
+        first query waits for whichever takes longer, not for both)."""
         self.settings = settings
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
-        self.vectors: VectorStore = vectors or MilvusVectorStore(settings.milvus_uri, settings.milvus_token,
-                                                                  index=settings.index)
-        self.images: ImageStore = images or open_image_store(settings.db_url)
+        if preload_encoder and encoder is None:
+            threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
+        self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(settings)
+        self.images: ImageStore = images if images is not None else open_image_store(settings.db_url)
 
     @property
     def encoder(self) -> Encoder:
@@ -93,6 +100,12 @@ class Engine:
             if self._encoder is None:
                 self._encoder = load_encoder(self.settings)
             return self._encoder
+
+    def _preload(self) -> None:
+        try:
+            self.encoder  # noqa: B018 - loads it
+        except Exception:  # noqa: BLE001 - the first real use loads it again and raises to the caller
+            log.debug("background encoder load failed", exc_info=True)
 
     def _library(self, library: str | None) -> str:
         return validate_library(library or self.settings.library)
@@ -106,31 +119,24 @@ class Engine:
                       workers=self.settings.workers, progress=progress)
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
-        """Top-k images for a Chinese (or any) description."""
-        search_mod.clean_query(text)
-        search_mod.parse_top_k(top_k)
-        return search_mod.search_text(text, top_k, encoder=self.encoder, vectors=self.vectors, images=self.images,
-                                      library=self._library(library))
+        """Top-k images for a Chinese (or any) description (ids, scores and captions; no image bytes)."""
+        return search_mod.search_text(text, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
+                                      images=self.images, library=self._library(library))
 
     def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
-        """Top-k images that look like the given image."""
-        return search_mod.search_image(data, top_k, encoder=self.encoder, vectors=self.vectors, images=self.images,
-                                       library=self._library(library))
+        """Top-k images that look like the given image (no image bytes)."""
+        return search_mod.search_image(data, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
+                                       images=self.images, library=self._library(library))
 
     def search_similar(self, image_id: Any, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
-        """Top-k images like one already in the library."""
+        """Top-k images like one already in the library (no image bytes)."""
         return search_mod.search_similar(image_id, top_k, vectors=self.vectors, images=self.images,
                                          library=self._library(library))
 
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
-        """One stored image by id."""
+        """One stored image by id, with its bytes."""
         name = self._library(library)
-        try:
-            ident = int(str(image_id))
-        except ValueError:
-            raise QueryError(f"image id must be an integer, got {str(image_id)[:40]!r}") from None
-        if not 0 <= ident < 1 << 63:
-            raise QueryError(f"image id {ident} is out of range")
+        ident = search_mod.parse_query_id(image_id)
         found = self.images.get_many(name, [ident])
         if ident not in found:
             raise QueryError(f"image {ident} is not in library {name!r}")
@@ -175,26 +181,66 @@ class Engine:
                              sorted(vector_ids - image_ids), copy_problem=copy_problem)
         if repair and not report.consistent:
             self.vectors.delete(name, report.orphan_vectors)
-            for chunk in _chunks(report.missing_vectors, 64):
+            for chunk in chunks(report.missing_vectors, 64):
                 self._reencode(name, chunk)
             self.vectors.flush(name)
             report.repaired = True
         return report
 
     def _reencode(self, library: str, ids: list[int]) -> None:
-        from .imaging import ImageDecodeError, decode_image
+        """Encode stored images again; one that no longer decodes is removed."""
 
-        stored = self.images.get_many(library, ids)
-        good, pictures = [], []
-        for image_id, image in stored.items():
+        def undecodable(image: StoredImage, reason: str) -> None:
+            log.warning("library %s: stored image %d cannot be decoded (%s); removing it", library, image.image_id,
+                        reason)
+            self.images.delete_many(library, [image.image_id])
+
+        stored = self.images.get_many(library, ids).values()
+        batches = prepared_batches(stored, lambda image: image.data, self.encoder, on_bad=undecodable,
+                                   batch_size=self.settings.batch_size, workers=self.settings.workers)
+        for batch, vectors in self.encoder.encode_pixel_batches(batches):
+            self.vectors.upsert(library, [prepared.item.image_id for prepared in batch], vectors)
+
+    # What evaluation and health checks read, so no front end reaches into the stores.
+
+    def library_meta(self, library: str | None = None) -> LibraryMeta | None:
+        """How a library was built (model, dim, index), or None when it does not exist."""
+        return self.vectors.meta(self._library(library))
+
+    def vector_count(self, library: str | None = None) -> int:
+        """How many vectors a library holds."""
+        return self.vectors.count(self._library(library))
+
+    def vector_ids(self, library: str | None = None) -> list[int]:
+        """Every image id with a vector in a library."""
+        return list(self.vectors.ids(self._library(library)))
+
+    def stored_vectors(self, library: str, ids: list[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of some images."""
+        return self.vectors.vectors(self._library(library), ids)
+
+    def search_vectors(self, library: str, queries: np.ndarray, top_k: int) -> list[list[Hit]]:
+        """Top-k hits for each of several query vectors (ids and scores only)."""
+        return self.vectors.search(self._library(library), queries, top_k)
+
+    def get_images(self, ids: list[int], library: str | None = None) -> dict[int, StoredImage]:
+        """Stored images (bytes included) by id; ids not stored are left out."""
+        return self.images.get_many(self._library(library), ids)
+
+    @property
+    def max_image_bytes(self) -> int:
+        """The largest image the image store accepts."""
+        return self.images.max_blob_bytes
+
+    def health(self) -> list[str]:
+        """Problems found by asking each store a cheap question ([] when both answer)."""
+        problems = []
+        for what, probe in (("vector store", self.vectors.libraries), ("image store", self.images.libraries)):
             try:
-                pictures.append(decode_image(image.data).image)
-                good.append(image_id)
-            except ImageDecodeError:
-                log.warning("library %s: stored image %d cannot be decoded; removing it", library, image_id)
-                self.images.delete_many(library, [image_id])
-        if good:
-            self.vectors.upsert(library, good, self.encoder.encode_images(pictures))
+                probe()
+            except Exception as exc:  # noqa: BLE001 - any failure of a probe means "not healthy", whatever its type
+                problems.append(f"{what}: {exc}")
+        return problems
 
     def close(self) -> None:
         """Release both stores."""
@@ -202,11 +248,6 @@ class Engine:
         self.images.close()
 
 
-def build_engine(settings: Settings) -> Engine:
+def build_engine(settings: Settings, *, preload_encoder: bool = False) -> Engine:
     """The real engine the settings describe."""
-    return Engine(settings)
-
-
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+    return Engine(settings, preload_encoder=preload_encoder)

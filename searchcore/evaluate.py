@@ -190,16 +190,16 @@ def prepare_library(engine: Engine, root: Path, split: str, library: str | None 
     split's good images.
     """
     name = library or engine.settings.library
-    if engine.vectors.meta(name) is None or engine.vectors.count(name) == 0:
+    if engine.library_meta(name) is None or engine.vector_count(name) == 0:
         log.info("library %s is empty; ingesting %s split %s first", name, root, split)
         engine.ingest(root, split=split, library=name)
     ids, bad = split_image_ids(root, split)
     wanted = set(ids)
-    stored = set(engine.vectors.ids(name))
+    stored = set(engine.vector_ids(name))
     missing, extra = wanted - stored, stored - wanted
     if missing and not extra:
         # Valid base64 of bytes that are no image: ingest reported these and stores none, so no re-run adds them.
-        unusable = unusable_images(root, split, missing, engine.images.max_blob_bytes)
+        unusable = unusable_images(root, split, missing, engine.max_image_bytes)
         wanted -= set(unusable)
         missing -= set(unusable)
         bad = sorted(bad + list(unusable.values()), key=lambda b: b.line)
@@ -231,12 +231,12 @@ def predict(engine: Engine, root: str | Path, split: str, top_k: Any = 10, libra
 def search_texts(engine: Engine, library: str, texts: Sequence[dict[str, Any]], queries: np.ndarray,
                  k: int) -> list[Prediction]:
     """Milvus top-k for each text's query vector, in batches."""
-    if engine.vectors.count(library) < k:
-        raise LibraryError(f"library {library!r} holds {engine.vectors.count(library)} images, fewer than top-k {k}; "
+    if engine.vector_count(library) < k:
+        raise LibraryError(f"library {library!r} holds {engine.vector_count(library)} images, fewer than top-k {k}; "
                            "Chinese-CLIP's scorer needs 10 distinct images per text")
     predictions: list[Prediction] = []
     for start in range(0, len(texts), TEXT_BATCH):
-        hits = engine.vectors.search(library, queries[start:start + TEXT_BATCH], k)
+        hits = engine.search_vectors(library, queries[start:start + TEXT_BATCH], k)
         for entry, ranked in zip(texts[start:start + TEXT_BATCH], hits):
             predictions.append(Prediction(entry["text_id"], [h.image_id for h in ranked], [h.score for h in ranked]))
     return predictions
@@ -264,14 +264,14 @@ def evaluate(engine: Engine, root: str | Path, split: str, *, exact: bool = Fals
 
     i2t_reference = image_to_text_reference(texts)
     text_ids = [t["text_id"] for t in texts]
-    stored = engine.vectors.vectors(name, list(i2t_reference))
+    stored = engine.stored_vectors(name, list(i2t_reference))
     image_ids = [i for i in i2t_reference if i in stored]
     ranked = top_k_exact(np.stack([stored[i] for i in image_ids]), text_vectors, min(10, len(text_ids)))
     i2t = recall(i2t_reference, {i: [text_ids[j] for j in row] for i, row in zip(image_ids, ranked)})
 
-    all_ids = list(engine.vectors.ids(name))
+    all_ids = engine.vector_ids(name)
     overlap = exact_overlap(engine, name, all_ids, text_vectors, predictions) if exact else None
-    meta = engine.vectors.meta(name)
+    meta = engine.library_meta(name)
     return Evaluation(name, split, meta.index if meta else "?", len(texts), len(all_ids), t2i, i2t, overlap, bad)
 
 
@@ -294,7 +294,7 @@ def top_k_exact(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 1
 def exact_overlap(engine: Engine, library: str, ids: list[int], queries: np.ndarray,
                   predictions: Sequence[Prediction], chunk: int = 256) -> float:
     """Mean fraction of Milvus's top-10 found in the brute-force top-10 over the same stored vectors."""
-    stored = engine.vectors.vectors(library, ids)
+    stored = engine.stored_vectors(library, ids)
     gallery_ids = np.array(list(stored), dtype=np.int64)
     gallery = np.stack(list(stored.values()))
     total = 0.0

@@ -36,6 +36,18 @@ class StoredImage:
     captions: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ImageMeta:
+    """What the image store knows about one image, without its bytes."""
+
+    image_id: int
+    format: str
+    width: int
+    height: int
+    source: str = ""
+    captions: list[str] = field(default_factory=list)
+
+
 class ImageStore(Protocol):
     """What the engine needs from a relational image store."""
 
@@ -45,6 +57,7 @@ class ImageStore(Protocol):
     def put_many(self, library: str, images: Sequence[StoredImage]) -> None: ...
     def hashes(self, library: str, ids: Sequence[int]) -> dict[int, str]: ...
     def get_many(self, library: str, ids: Sequence[int]) -> dict[int, StoredImage]: ...
+    def get_meta_many(self, library: str, ids: Sequence[int]) -> dict[int, ImageMeta]: ...
     def ids(self, library: str) -> Iterator[int]: ...
     def delete_many(self, library: str, ids: Sequence[int]) -> None: ...
     def count(self, library: str) -> int: ...
@@ -101,6 +114,19 @@ class _SqlImageStore:
                 for r in cur.fetchall():
                     found[int(r[0])] = StoredImage(int(r[0]), bytes(r[1]), r[2], int(r[3]), int(r[4]), r[5],
                                                    r[6] or "", json.loads(r[7] or "[]"))
+        return found
+
+    def get_meta_many(self, library: str, ids: Sequence[int]) -> dict[int, ImageMeta]:
+        """Stored images' metadata and captions by id, without reading their bytes; ids not stored are absent."""
+        found: dict[int, ImageMeta] = {}
+        for chunk in _chunks(ids):
+            with self._cursor() as cur:
+                cur.execute(f"SELECT image_id, format, width, height, source, captions FROM {TABLE}"
+                            f" WHERE library = {self.placeholder} AND image_id IN ({self._marks(chunk)})",
+                            (library, *chunk))
+                for r in cur.fetchall():
+                    found[int(r[0])] = ImageMeta(int(r[0]), r[1], int(r[2]), int(r[3]), r[4] or "",
+                                                 json.loads(r[5] or "[]"))
         return found
 
     def ids(self, library: str) -> Iterator[int]:

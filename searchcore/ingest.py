@@ -62,8 +62,12 @@ class _Work:
 
 
 def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageStore, library: str, *,
-           batch_size: int = 8, workers: int = 0, progress: Progress | None = None) -> IngestReport:
-    """Ingest every record of a source into a library; bad records are reported and skipped."""
+           batch_size: int = 8, workers: int = 0, progress: Progress | None = None,
+           flush: bool = True) -> IngestReport:
+    """Ingest every record of a source into a library; bad records are reported and skipped.
+
+    flush=False leaves the final flush to the caller (Ray's driver flushes once for all its workers).
+    """
     started = time.perf_counter()
     meta = vectors.open_library(library, encoder.name, encoder.dim, create=True)
     report = IngestReport(library, bad=list(source.problems))
@@ -96,7 +100,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         _write(batch, vecs, vectors, images, library)
         report.added += len(batch)
         tick(len(batch))
-    vectors.flush(library)
+    if flush:
+        vectors.flush(library)
     report.seconds = time.perf_counter() - started
     log.info("ingest into %s: %d added, %d present, %d bad in %.1fs", library, report.added, report.present,
              len(report.bad), report.seconds)

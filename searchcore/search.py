@@ -1,9 +1,10 @@
-"""Search: text or image → vector → top-k → images with their captions."""
+"""Search: text or image → vector → top-k → image ids with their captions (no image bytes)."""
 
 from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from .encoder import Encoder
 from .errors import LibraryError, QueryError
+from .ids import parse_image_id
 from .image_store import ImageStore
 from .imaging import ImageDecodeError, decode_image
 from .vector_store import VectorStore
@@ -23,16 +25,23 @@ MAX_QUERY_CHARS = 1000
 
 @dataclass
 class SearchResult:
-    """One image that matched, best first by rank."""
+    """One image that matched, best first by rank; its bytes stay in the image store until shown."""
 
     rank: int
     image_id: int
     score: float
-    data: bytes = field(repr=False)
     format: str
     width: int
     height: int
     captions: list[str]
+    fetch: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def data(self) -> bytes:
+        """The image's bytes, read from the image store now (search itself reads none)."""
+        if self.fetch is None:
+            raise LookupError(f"image {self.image_id} has no image store to read its bytes from")
+        return self.fetch()
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
@@ -67,25 +76,38 @@ def clean_query(text: Any) -> str:
     return cleaned[:MAX_QUERY_CHARS]
 
 
-def search_text(text: Any, top_k: Any, *, encoder: Encoder, vectors: VectorStore, images: ImageStore,
-                library: str) -> list[SearchResult]:
+def parse_query_id(value: Any) -> int:
+    """An image id given as text or a number, from 0 to 2^63-1, or a QueryError."""
+    try:
+        return parse_image_id(str(value))
+    except ValueError:
+        raise QueryError(f"image id must be a whole number from 0 to 2^63-1, got {str(value)[:40]!r}") from None
+
+
+# The encoder comes as a function so that a query is validated before a model is loaded for it.
+
+
+def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
+                images: ImageStore, library: str) -> list[SearchResult]:
     """Top-k images for a text query."""
     query = clean_query(text)
     k = parse_top_k(top_k)
-    _require_library(vectors, library, encoder)
-    return search_vector(encoder.encode_texts([query])[0], k, vectors=vectors, images=images, library=library)
+    model = encoder()
+    _require_library(vectors, library, model)
+    return search_vector(model.encode_texts([query])[0], k, vectors=vectors, images=images, library=library)
 
 
-def search_image(data: bytes, top_k: Any, *, encoder: Encoder, vectors: VectorStore, images: ImageStore,
-                 library: str) -> list[SearchResult]:
+def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
+                 images: ImageStore, library: str) -> list[SearchResult]:
     """Top-k images that look like an image given as bytes."""
     k = parse_top_k(top_k)
     try:
         decoded = decode_image(data)
     except ImageDecodeError as exc:
         raise QueryError(f"the query image cannot be used: {exc}") from None
-    _require_library(vectors, library, encoder)
-    return search_vector(encoder.encode_images([decoded.image])[0], k, vectors=vectors, images=images,
+    model = encoder()
+    _require_library(vectors, library, model)
+    return search_vector(model.encode_images([decoded.image])[0], k, vectors=vectors, images=images,
                          library=library)
 
 
@@ -93,10 +115,7 @@ def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: I
                    library: str) -> list[SearchResult]:
     """Top-k images like one already in the library ("more like this")."""
     k = parse_top_k(top_k)
-    try:
-        ident = int(image_id)
-    except (TypeError, ValueError):
-        raise QueryError(f"image id must be an integer, got {image_id!r}") from None
+    ident = parse_query_id(image_id)
     found = vectors.vectors(library, [ident]) if vectors.meta(library) is not None else {}
     if ident not in found:
         raise QueryError(f"image {ident} is not in library {library!r}")
@@ -105,19 +124,29 @@ def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: I
 
 def search_vector(vector: np.ndarray, top_k: int, *, vectors: VectorStore, images: ImageStore,
                   library: str) -> list[SearchResult]:
-    """Top-k images for a query vector; ids without a stored image are left out."""
+    """Top-k images for a query vector, read without their bytes; ids without a stored image are left out."""
     hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], top_k)[0]
-    stored = images.get_many(library, [h.image_id for h in hits])
+    stored = images.get_meta_many(library, [h.image_id for h in hits])
     results: list[SearchResult] = []
     for hit in hits:
-        image = stored.get(hit.image_id)
-        if image is None:
+        meta = stored.get(hit.image_id)
+        if meta is None:
             log.warning("library %s: vector %d has no stored image; run `searchcore check --repair`",
                         library, hit.image_id)
             continue
-        results.append(SearchResult(len(results) + 1, hit.image_id, hit.score, image.data, image.format,
-                                    image.width, image.height, image.captions))
+        results.append(SearchResult(len(results) + 1, hit.image_id, hit.score, meta.format, meta.width,
+                                    meta.height, meta.captions, _fetcher(images, library, hit.image_id)))
     return results
+
+
+def _fetcher(images: ImageStore, library: str, image_id: int) -> Callable[[], bytes]:
+    def fetch() -> bytes:
+        found = images.get_many(library, [image_id])
+        if image_id not in found:
+            raise LookupError(f"image {image_id} is no longer in library {library!r}")
+        return found[image_id].data
+
+    return fetch
 
 
 def _require_library(vectors: VectorStore, library: str, encoder: Encoder) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from fastapi import FastAPI
 from PIL import Image
 
 from .auth import Access
@@ -120,7 +121,14 @@ class SearchApp:
         if not results:
             gr.Info(f"Library {name} has no images yet; ingest some in the Build tab.")
             return [], None, f"No results in library **{name}**."
-        gallery = [(_picture(r.data, THUMBNAIL), caption(r)) for r in results]
+        # Search reads no image bytes; the gallery reads those of exactly the results it shows, in one call.
+        try:
+            with self.metrics.backend("get images"):
+                stored = self.engine.get_images([r.image_id for r in results], name)
+        except SearchcoreError as exc:
+            return _nothing(exc)
+        results = [r for r in results if r.image_id in stored]  # one dropped since the search is not shown
+        gallery = [(_picture(stored[r.image_id].data, THUMBNAIL), caption(r)) for r in results]
         state = {"library": name, "hits": [{"rank": r.rank, "image_id": r.image_id, "score": r.score}
                                            for r in results]}
         return gallery, state, f"{len(results)} results for {_escape(what)} in library **{name}**."
@@ -393,3 +401,14 @@ def _throttled(progress: gr.Progress, every: float = 0.25) -> Callable[[int, int
 def _escape(text: str) -> str:
     """Text shown inside Markdown, with its markup characters taken literally."""
     return "".join("\\" + ch if ch in "\\`*_[]<>#|" else ch for ch in text)
+
+
+def mount(api: FastAPI, engine: Engine, access: Access, metrics: Metrics) -> FastAPI:
+    """Mount the UI at / on the API's FastAPI app (behind the --auth login when there are users)."""
+    app = SearchApp(engine, access, metrics)
+    blocks = build_ui(app)
+    api.state.search_app = app
+    api.state.blocks = blocks
+    return gr.mount_gradio_app(api, blocks, path="/", auth=list(access.users) or None, show_error=False,
+                               max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, footer_links=["api", "gradio"],
+                               run_history=False, css=CSS)

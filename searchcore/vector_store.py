@@ -18,13 +18,10 @@ import numpy as np
 from .config import is_server_uri, validate_library
 from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
 from .exact_copy import ExactCopy, LiteCopies
+from .ids import chunks
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-# pymilvus logs every failed RPC with a traceback; the engine reports failures itself.
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 
 PREFIX = "searchcore_"
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
@@ -78,6 +75,16 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def collection_schema(dim: int) -> Any:
+    """A library's Milvus schema: an INT64 image id and its FLOAT_VECTOR (bulk-insert files use it too)."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    return schema
+
+
 class MilvusVectorStore:
     """Milvus through pymilvus MilvusClient; the same code serves Lite and servers.
 
@@ -103,7 +110,10 @@ class MilvusVectorStore:
     def _connect(self, token: str, timeout: float) -> Any:
         from pymilvus import MilvusClient
 
-        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # pymilvus's import reset it to WARNING
+        # pymilvus logs every failed RPC with a traceback (and its import resets its level); the engine
+        # reports failures itself.
+        for noisy in ("pymilvus", "grpc._server", "milvus_lite"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
         if not self.server:
             path = Path(self.uri).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,12 +177,8 @@ class MilvusVectorStore:
         return meta
 
     def _create(self, library: str, model: str, dim: int) -> LibraryMeta:
-        from pymilvus import DataType, MilvusClient
-
         index, params = self._index_for()
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema = collection_schema(dim)
         index_params = self._client.prepare_index_params()
         index_params.add_index(field_name="vector", index_type=index, metric_type="IP", params=params)
         properties = {
@@ -352,7 +358,7 @@ class MilvusVectorStore:
     def existing(self, library: str, ids: Sequence[int]) -> set[int]:
         """The ids among these that have a vector."""
         found: set[int] = set()
-        for chunk in _chunks(ids) if self.meta(library) is not None else []:
+        for chunk in chunks((int(i) for i in ids), ID_BATCH) if self.meta(library) is not None else []:
             rows = self._call("query ids", lambda c=chunk: self._client.query(  # type: ignore[misc]
                 PREFIX + library, filter=f"id in {c}", output_fields=["id"]))
             found.update(int(r["id"]) for r in rows)
@@ -361,7 +367,7 @@ class MilvusVectorStore:
     def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by id."""
         found: dict[int, np.ndarray] = {}
-        for chunk in _chunks(ids) if self.meta(library) is not None else []:
+        for chunk in chunks((int(i) for i in ids), ID_BATCH) if self.meta(library) is not None else []:
             rows = self._call("fetch vectors", lambda c=chunk: self._client.get(  # type: ignore[misc]
                 PREFIX + library, ids=c, output_fields=["id", "vector"]))
             for r in rows:
@@ -385,7 +391,7 @@ class MilvusVectorStore:
 
     def delete(self, library: str, ids: Sequence[int]) -> None:
         """Remove vectors by id."""
-        for chunk in _chunks(ids) if self.meta(library) is not None else []:
+        for chunk in chunks((int(i) for i in ids), ID_BATCH) if self.meta(library) is not None else []:
             with self._writing(library):
                 self._call("delete vectors", lambda c=chunk: self._client.delete(  # type: ignore[misc]
                     PREFIX + library, ids=c))
@@ -430,12 +436,6 @@ def _meta_from(library: str, desc: dict[str, Any]) -> LibraryMeta:
     index = json.loads(props.get("searchcore.index", '{"type": "FLAT", "params": {}}'))
     return LibraryMeta(library, props["searchcore.model"], int(props["searchcore.dim"]), index["type"],
                        index["params"])
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    ids = [int(i) for i in ids]
-    for start in range(0, len(ids), ID_BATCH):
-        yield ids[start:start + ID_BATCH]
 
 
 def _release_lite(path: str) -> None:

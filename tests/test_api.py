@@ -21,6 +21,7 @@ import uvicorn
 from gradio_client import Client
 from PIL import Image
 
+from searchcore import ui
 from searchcore.api import create_app
 from searchcore.auth import Access
 from searchcore.encoder import Encoder
@@ -38,7 +39,7 @@ class Served:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.app = create_app(engine, access)
+        self.app = create_app(engine, access, mount_ui=ui.mount)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
