@@ -41,7 +41,7 @@ from searchcore.config import Settings
 mark("import searchcore")
 settings = Settings.from_env()
 from searchcore.engine import build_engine
-engine = build_engine(settings); mark("open stores")
+engine = build_engine(settings, exact_copy=False); mark("open stores")  # as `searchcore search` does, minus the overlap
 encoder = engine.encoder; mark("load encoder")
 vector = encoder.encode_texts([sys.argv[1]]); mark("encode text")
 hits = engine.search_text(sys.argv[1], 10); mark("search (encode + vector search + captions)")

@@ -47,8 +47,10 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-def _engine(settings: Settings, *, preload_encoder: bool = False) -> Engine:
-    return build_engine(settings, preload_encoder=preload_encoder)
+def _engine(settings: Settings, *, one_query: bool = False) -> Engine:
+    # One query in a fresh process: load the model while the stores open, and skip Lite's in-process copy
+    # (loading it would take longer than the query and compete with it for the CPU).
+    return build_engine(settings, preload_encoder=one_query, exact_copy=not one_query)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -113,7 +115,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     """Search a library by text or by an image file."""
     if (args.text is None) == (args.image is None):
         raise UsageError("give either a text query or --image FILE")
-    engine = _engine(settings, preload_encoder=True)
+    engine = _engine(settings, one_query=True)
     try:
         if args.image is not None:
             try:

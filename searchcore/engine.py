@@ -82,15 +82,17 @@ class Engine:
     """Encoder, vector store and image store, built once and shared by every request."""
 
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None, vectors: VectorStore | None = None,
-                 images: ImageStore | None = None, preload_encoder: bool = False) -> None:
+                 images: ImageStore | None = None, preload_encoder: bool = False, exact_copy: bool = True) -> None:
         """preload_encoder: load the encoder in a background thread while the stores open (a fresh process's
-        first query waits for whichever takes longer, not for both)."""
+        first query waits for whichever takes longer, not for both). exact_copy=False: no in-process copy of
+        Lite libraries, for a process that asks one question (loading the copy would only compete with it)."""
         self.settings = settings
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
         if preload_encoder and encoder is None:
             threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
-        self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(settings)
+        self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(settings,
+                                                                                          exact_copy=exact_copy)
         self.images: ImageStore = images if images is not None else open_image_store(settings.db_url)
 
     @property
@@ -248,6 +250,6 @@ class Engine:
         self.images.close()
 
 
-def build_engine(settings: Settings, *, preload_encoder: bool = False) -> Engine:
+def build_engine(settings: Settings, *, preload_encoder: bool = False, exact_copy: bool = True) -> Engine:
     """The real engine the settings describe."""
-    return Engine(settings, preload_encoder=preload_encoder)
+    return Engine(settings, preload_encoder=preload_encoder, exact_copy=exact_copy)

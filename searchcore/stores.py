@@ -12,9 +12,9 @@ from .image_store import ImageStore, open_image_store
 from .vector_store import MilvusVectorStore, VectorStore
 
 
-def open_vector_store(settings: Settings) -> MilvusVectorStore:
-    """Milvus Lite (a file, with its exact in-process copy) or a Milvus server, as the settings say."""
-    return MilvusVectorStore(settings.milvus_uri, settings.milvus_token, index=settings.index)
+def open_vector_store(settings: Settings, *, exact_copy: bool = True) -> MilvusVectorStore:
+    """Milvus Lite (a file, with its exact in-process copy unless turned off) or a Milvus server."""
+    return MilvusVectorStore(settings.milvus_uri, settings.milvus_token, index=settings.index, exact_copy=exact_copy)
 
 
 def open_stores(settings: Settings) -> tuple[MilvusVectorStore, ImageStore]:
