@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from .config import data_path, validate_library
 from .errors import BackendUnavailableError, ConfigError
+from .ids import chunks
 
 log = logging.getLogger(__name__)
 
@@ -95,39 +96,28 @@ class _SqlImageStore:
 
     def hashes(self, library: str, ids: Sequence[int]) -> dict[int, str]:
         """The content hash of each id that is stored."""
-        found: dict[int, str] = {}
-        for chunk in _chunks(ids):
-            with self._cursor() as cur:
-                cur.execute(f"SELECT image_id, sha256 FROM {TABLE} WHERE library = {self.placeholder}"
-                            f" AND image_id IN ({self._marks(chunk)})", (library, *chunk))
-                found.update({int(r[0]): r[1] for r in cur.fetchall()})
-        return found
+        return {int(r[0]): r[1] for r in self._rows(library, "image_id, sha256", ids)}
 
     def get_many(self, library: str, ids: Sequence[int]) -> dict[int, StoredImage]:
         """Stored images by id; ids not stored are absent from the result."""
-        found: dict[int, StoredImage] = {}
-        for chunk in _chunks(ids):
-            with self._cursor() as cur:
-                cur.execute(f"SELECT image_id, data, format, width, height, sha256, source, captions FROM {TABLE}"
-                            f" WHERE library = {self.placeholder} AND image_id IN ({self._marks(chunk)})",
-                            (library, *chunk))
-                for r in cur.fetchall():
-                    found[int(r[0])] = StoredImage(int(r[0]), bytes(r[1]), r[2], int(r[3]), int(r[4]), r[5],
-                                                   r[6] or "", json.loads(r[7] or "[]"))
-        return found
+        rows = self._rows(library, "image_id, data, format, width, height, sha256, source, captions", ids)
+        return {int(r[0]): StoredImage(int(r[0]), bytes(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6] or "",
+                                       json.loads(r[7] or "[]")) for r in rows}
 
     def get_meta_many(self, library: str, ids: Sequence[int]) -> dict[int, ImageMeta]:
         """Stored images' metadata and captions by id, without reading their bytes; ids not stored are absent."""
-        found: dict[int, ImageMeta] = {}
-        for chunk in _chunks(ids):
+        rows = self._rows(library, "image_id, format, width, height, source, captions", ids)
+        return {int(r[0]): ImageMeta(int(r[0]), r[1], int(r[2]), int(r[3]), r[4] or "", json.loads(r[5] or "[]"))
+                for r in rows}
+
+    def _rows(self, library: str, columns: str, ids: Sequence[int]) -> Iterator[Any]:
+        """Rows of the given columns for the ids that are stored, read in chunks."""
+        for chunk in chunks((int(i) for i in ids), ID_BATCH):
             with self._cursor() as cur:
-                cur.execute(f"SELECT image_id, format, width, height, source, captions FROM {TABLE}"
-                            f" WHERE library = {self.placeholder} AND image_id IN ({self._marks(chunk)})",
-                            (library, *chunk))
-                for r in cur.fetchall():
-                    found[int(r[0])] = ImageMeta(int(r[0]), r[1], int(r[2]), int(r[3]), r[4] or "",
-                                                 json.loads(r[5] or "[]"))
-        return found
+                cur.execute(f"SELECT {columns} FROM {TABLE} WHERE library = {self.placeholder}"
+                            f" AND image_id IN ({self._marks(chunk)})", (library, *chunk))
+                rows = cur.fetchall()
+            yield from rows
 
     def ids(self, library: str) -> Iterator[int]:
         """Every stored id of a library, ascending, fetched in pages."""
@@ -149,7 +139,7 @@ class _SqlImageStore:
 
     def delete_many(self, library: str, ids: Sequence[int]) -> None:
         """Remove images by id."""
-        for chunk in _chunks(ids):
+        for chunk in chunks((int(i) for i in ids), ID_BATCH):
             with self._cursor() as cur:
                 cur.execute(f"DELETE FROM {TABLE} WHERE library = {self.placeholder}"
                             f" AND image_id IN ({self._marks(chunk)})", (library, *chunk))
@@ -311,12 +301,6 @@ def open_image_store(db_url: str) -> ImageStore:
     if scheme in ("", "sqlite", "file"):
         return SQLiteImageStore(db_url)
     raise ConfigError(f"unsupported SEARCHCORE_DB_URL scheme {scheme!r}: use a SQLite path or mysql://...")
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    ids = [int(i) for i in ids]
-    for start in range(0, len(ids), ID_BATCH):
-        yield ids[start:start + ID_BATCH]
 
 
 def _close_quietly(conn: Any) -> None:
