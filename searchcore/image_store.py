@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlparse
 
 from .config import data_path, validate_library
@@ -37,16 +37,15 @@ class StoredImage:
     captions: list[str] = field(default_factory=list)
 
 
-@dataclass
-class ImageMeta:
-    """What the image store knows about one image, without its bytes."""
+class ImageMeta(NamedTuple):
+    """What the image store knows about one image, without its bytes (a read-only row)."""
 
     image_id: int
     format: str
     width: int
     height: int
-    source: str = ""
-    captions: list[str] = field(default_factory=list)
+    source: str
+    captions: list[str]
 
 
 class ImageStore(Protocol):
