@@ -15,7 +15,7 @@ from .chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split
 from .errors import DatasetError
 from .records import Record, Source
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif", ".tif", ".tiff")
 
 
 def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None) -> Source:

@@ -103,8 +103,13 @@ def resolve_backend(backend: str, device: str) -> str:
 
 
 def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
-    """cn_clip's image_transform in numpy: bicubic resize, RGB, scale, normalise → [3,R,R]."""
-    resized = image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB")
+    """cn_clip's image_transform in numpy: bicubic resize, RGB, scale, normalise → [3,R,R].
+
+    A picture whose shorter side is at least 4R is first box-reduced by whole factors to about 2R (Pillow's
+    reducing_gap), several times faster and indistinguishable to the model; smaller ones take the exact resize.
+    """
+    gap = 2.0 if min(image.size) >= 4 * resolution else None
+    resized = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=gap).convert("RGB")
     pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
     return (pixels - _MEAN) / _STD
 

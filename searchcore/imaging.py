@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -15,6 +16,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 89_478_485
 BROWSER_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
+ORIENTATION = 0x0112
+# A JPEG whose shorter side is at least BIG times the model's input is decoded by libjpeg at 1/2, 1/4 or 1/8 scale
+# (no smaller than twice the input) for the model; encoder.preprocess does the rest. Smaller ones decode exactly.
+BIG = 4
 
 
 class ImageDecodeError(ValueError):
@@ -23,9 +28,9 @@ class ImageDecodeError(ValueError):
 
 @dataclass
 class DecodedImage:
-    """An upright RGB picture and what to store for it."""
+    """An upright RGB picture for the model and what to store for it (width and height are the original's)."""
 
-    image: Image.Image
+    image: Image.Image  # decoded at reduced scale when much larger than decode_image's target
     data: bytes
     format: str
     width: int
@@ -33,8 +38,13 @@ class DecodedImage:
     sha256: str
 
 
-def decode_image(data: bytes, max_bytes: int | None = None) -> DecodedImage:
-    """Decode, check and normalise one image; raise ImageDecodeError with a reason."""
+def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None) -> DecodedImage:
+    """Decode, check and normalise one image; raise ImageDecodeError with a reason.
+
+    With a target (the model's input resolution), a picture much larger than it is decoded at reduced scale
+    for the model; the stored bytes, width and height are still the full picture's.
+    """
+    _register_formats()
     if not data:
         raise ImageDecodeError("image data is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
@@ -50,10 +60,17 @@ def decode_image(data: bytes, max_bytes: int | None = None) -> DecodedImage:
                                    "(possible decompression bomb)")
         fmt = image.format or "PNG"
         image.seek(0)  # the first frame of an animation
+        drafted = False
+        if (target is not None and fmt == "JPEG" and min(width, height) >= BIG * target
+                and image.getexif().get(ORIENTATION, 1) == 1):
+            # Only when the original bytes are stored as they are: a re-encoded picture needs every pixel.
+            image.draft("RGB", (2 * target, 2 * target))
+            drafted = True
         image.load()
-        orientation = image.getexif().get(0x0112, 1)
+        orientation = image.getexif().get(ORIENTATION, 1)
         upright = ImageOps.exif_transpose(image) if orientation != 1 else image
         rgb = to_rgb(upright)
+        full_size = (width, height) if drafted else rgb.size
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -70,7 +87,15 @@ def decode_image(data: bytes, max_bytes: int | None = None) -> DecodedImage:
         if max_bytes is not None and len(stored) > max_bytes:
             raise ImageDecodeError(f"image is {len(stored) / 2**20:.1f} MB once made upright and browser-ready, over "
                                    f"the store's limit of {max_bytes / 2**20:.1f} MB")
-    return DecodedImage(rgb, stored, stored_format, rgb.width, rgb.height, hashlib.sha256(data).hexdigest())
+    return DecodedImage(rgb, stored, stored_format, *full_size, hashlib.sha256(data).hexdigest())
+
+
+@functools.cache
+def _register_formats() -> None:
+    # HEIC/HEIF come from pillow-heif (AVIF and TIFF are Pillow's own); registered on first use, not on import.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

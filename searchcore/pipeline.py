@@ -41,9 +41,11 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
     preprocessed and the pixels are an empty [n,0] array (feature files bring their own vectors).
     """
 
+    target = encoder.resolution if encoder is not None else None
+
     def prepare(item: P) -> Prepared[P] | str:
         try:
-            decoded = decode_image(data(item), max_bytes)
+            decoded = decode_image(data(item), max_bytes, target)
         except ImageDecodeError as exc:
             return str(exc)
         return Prepared(item, decoded, encoder.preprocess(decoded.image) if encoder is not None else None)
