@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,36 @@ def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def stamp(path: Path) -> list[int]:
+    """What changes when a file is rewritten or replaced: size, mtime, ctime and inode."""
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+
+
+def update_json(path: Path, change: Callable[[dict[str, Any]], object], *, create: bool = False) -> None:
+    """Apply a change to a JSON object file and replace it atomically (best effort: a failure is logged).
+
+    create: a missing or unreadable file starts as {}; otherwise it is left alone.
+    """
+    tmp = path.with_name(f".{path.stem}-{uuid.uuid4().hex[:8]}.json")
+    try:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            if not create:
+                raise
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+        change(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except (OSError, ValueError) as exc:
+        logger.info("could not update %s: %s", path, exc)
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

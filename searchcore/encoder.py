@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.util
 import io
 import json
 import logging
-import os
 import sys
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
-from . import tokenizer
+from . import cache_entries, tokenizer
 from .config import Settings
 from .errors import ConfigError, ModelError
 
@@ -124,12 +121,6 @@ def normalise(features: np.ndarray) -> np.ndarray:
 def tokenize(texts: Sequence[str]) -> np.ndarray:
     """cn_clip's token ids at context length 52 (int64 [n,52]); longer text is truncated."""
     return tokenizer.tokenize(list(texts), CONTEXT_LENGTH)
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class EncoderRuntime(Protocol):
@@ -257,11 +248,6 @@ class _SpecIndex:
     def _key(settings: Settings) -> str:
         return json.dumps([settings.model, settings.vision_model, settings.text_model, settings.resolution])
 
-    @staticmethod
-    def _stamp(path: Path) -> list[int]:
-        info = path.stat()
-        return [info.st_size, info.st_mtime_ns, info.st_ino]
-
     def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -276,7 +262,7 @@ class _SpecIndex:
             return None
         try:
             spec = ModelSpec(**entry["spec"])
-            if self._stamp(Path(spec.source)) != entry["stamp"]:
+            if cache_entries.stamp(Path(spec.source)) != entry["stamp"]:
                 return None
         except (OSError, KeyError, TypeError, ValueError):
             return None
@@ -286,16 +272,8 @@ class _SpecIndex:
         """Record a loaded spec (best effort: an unwritable model folder just keeps no index)."""
         if not spec.source:
             return
-        tmp = self.path.with_name(f".specs-{uuid.uuid4().hex[:8]}.json")
-        try:
-            data = self._read()
-            data[self._key(settings)] = {"spec": dataclasses.asdict(spec), "stamp": self._stamp(Path(spec.source))}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.debug("could not record the model spec in %s: %s", self.path, exc)
-            tmp.unlink(missing_ok=True)
+        record = {"spec": dataclasses.asdict(spec), "stamp": cache_entries.stamp(Path(spec.source))}
+        cache_entries.update_json(self.path, lambda data: data.update({self._key(settings): record}), create=True)
 
 
 def load_model(settings: Settings) -> tuple[Any, ModelSpec]:
@@ -334,13 +312,14 @@ def _load_official(name: str, model_dir: Path) -> tuple[Any, ModelSpec]:
             ) from exc
         raise
     resolution = int(_MODEL_INFO[name]["input_resolution"])
-    return model.float(), ModelSpec(name, _embed_dim(model), resolution, file_digest(target), str(target.resolve()))
+    spec = ModelSpec(name, _embed_dim(model), resolution, cache_entries.sha256(target), str(target.resolve()))
+    return model.float(), spec
 
 
 def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
     import torch
 
-    digest = file_digest(path)
+    digest = cache_entries.sha256(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ModelError(f"{path} is not a Chinese-CLIP checkpoint (no 'state_dict' in it)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -24,3 +24,8 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def id_chunks(ids: Iterable[Any], size: int) -> Iterator[list[int]]:
+    """Image ids as ints, in lists of at most size (for SQL IN lists and Milvus filters)."""
+    return chunks((int(i) for i in ids), size)

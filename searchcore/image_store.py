@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from .config import data_path, validate_library
 from .errors import BackendUnavailableError, ConfigError
-from .ids import chunks
+from .ids import id_chunks
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class _SqlImageStore:
 
     def _rows(self, library: str, columns: str, ids: Sequence[int]) -> Iterator[Any]:
         """Rows of the given columns for the ids that are stored, read in chunks."""
-        for chunk in chunks((int(i) for i in ids), ID_BATCH):
+        for chunk in id_chunks(ids, ID_BATCH):
             with self._cursor() as cur:
                 cur.execute(f"SELECT {columns} FROM {TABLE} WHERE library = {self.placeholder}"
                             f" AND image_id IN ({self._marks(chunk)})", (library, *chunk))
@@ -138,7 +138,7 @@ class _SqlImageStore:
 
     def delete_many(self, library: str, ids: Sequence[int]) -> None:
         """Remove images by id."""
-        for chunk in chunks((int(i) for i in ids), ID_BATCH):
+        for chunk in id_chunks(ids, ID_BATCH):
             with self._cursor() as cur:
                 cur.execute(f"DELETE FROM {TABLE} WHERE library = {self.placeholder}"
                             f" AND image_id IN ({self._marks(chunk)})", (library, *chunk))

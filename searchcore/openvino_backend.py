@@ -7,11 +7,9 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -84,12 +82,6 @@ def _safe_name(key: str) -> str:
     if safe != key or len(safe) > 100:
         safe = f"{safe[:80]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     return safe
-
-
-def _stamp(path: Path) -> list[int]:
-    """What changes when a file is rewritten: size, mtime, ctime and inode."""
-    info = path.stat()
-    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
 
 
 _USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
@@ -347,10 +339,8 @@ class OpenVINOTowers:
     def _adopt_int8(self, model: ov.Model, digest: str) -> bool:
         """Swap in an int8 image tower when its probe passes; say so and keep the current one otherwise."""
         mode = hints.PerformanceMode.THROUGHPUT
-        compiled = self._compile(model, mode, ov.Type.f32)
-        probe = _probe_input("image", self.resolution, self.context_length)
-        reference = self._infer(self._compile(self._models["image"], mode, ov.Type.f32).create_infer_request(), probe)
-        verdict = judge_probe(self._infer(compiled.create_infer_request(), probe), reference, _PROBE_COSINE["i8"])
+        compiled = self._compile(model, mode, ov.Type.f32)  # int8 weights, f32 for what stays in float
+        verdict = self._probe("image", self._models["image"], mode, compiled, _PROBE_COSINE["i8"])
         if verdict["verdict"] != "pass":
             logger.warning("int8 image tower failed its check against f32 (%s); the image tower stays in %s",
                            verdict["reason"], self.tower_precision["image"])
@@ -405,13 +395,14 @@ class OpenVINOTowers:
         )
         return self._compile(model, mode, ov.Type.f32)
 
-    def _probe(self, tower: str, model: ov.Model, mode: hints.PerformanceMode,
-               compiled: ov.CompiledModel) -> dict[str, Any]:
-        """Encode the fixed probe with a reduced-precision tower and with f32; return the verdict."""
+    def _probe(self, tower: str, model: ov.Model, mode: hints.PerformanceMode, compiled: ov.CompiledModel,
+               threshold: float | None = None) -> dict[str, Any]:
+        """Encode the fixed probe with a reduced-precision tower and with the f32 one (model); the verdict."""
         probe = _probe_input(tower, self.resolution, self.context_length)
         reference = self._infer(self._compile(model, mode, ov.Type.f32).create_infer_request(), probe)
         reduced = self._infer(compiled.create_infer_request(), probe)
-        threshold = _PROBE_COSINE.get(_precision_of(compiled), 0.999)
+        if threshold is None:
+            threshold = _PROBE_COSINE.get(_precision_of(compiled), 0.999)
         return judge_probe(reduced, reference, threshold)
 
     def _manifest(self) -> dict[str, Any]:
@@ -434,16 +425,7 @@ class OpenVINOTowers:
 
     def _update_manifest(self, change: Callable[[dict[str, Any]], object]) -> None:
         """Apply a change to the entry's manifest atomically; an unwritable cache just keeps no record."""
-        path = self.entry_dir / "manifest.json"
-        tmp = path.with_name(f".manifest-{uuid.uuid4().hex[:8]}.json")
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            change(manifest)
-            tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-            os.replace(tmp, path)
-        except (OSError, ValueError, AttributeError) as exc:
-            logger.info("could not update %s: %s", path, exc)
-            tmp.unlink(missing_ok=True)
+        cache_entries.update_json(self.entry_dir / "manifest.json", change)
 
     def _remove_legacy_blobs(self) -> None:
         """Delete blobs an older version left in the shared folder (they may hold the wrong precision)."""
@@ -497,7 +479,7 @@ class OpenVINOTowers:
         for name, info in files.items():
             path = entry / name
             try:
-                stamp = _stamp(path)
+                stamp = cache_entries.stamp(path)
                 if stamp == stamps.get(name) and stamp[0] == info["size"]:
                     continue  # unchanged since its sha256 was last checked
                 if stamp[0] != info["size"] or cache_entries.sha256(path) != info["sha256"]:

@@ -18,7 +18,7 @@ import numpy as np
 from .config import is_server_uri, validate_library
 from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
 from .exact_copy import ExactCopy, LiteCopies
-from .ids import chunks
+from .ids import id_chunks
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -358,7 +358,7 @@ class MilvusVectorStore:
     def existing(self, library: str, ids: Sequence[int]) -> set[int]:
         """The ids among these that have a vector."""
         found: set[int] = set()
-        for chunk in chunks((int(i) for i in ids), ID_BATCH) if self.meta(library) is not None else []:
+        for chunk in id_chunks(ids, ID_BATCH) if self.meta(library) is not None else []:
             rows = self._call("query ids", lambda c=chunk: self._client.query(  # type: ignore[misc]
                 PREFIX + library, filter=f"id in {c}", output_fields=["id"]))
             found.update(int(r["id"]) for r in rows)
@@ -367,7 +367,7 @@ class MilvusVectorStore:
     def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by id."""
         found: dict[int, np.ndarray] = {}
-        for chunk in chunks((int(i) for i in ids), ID_BATCH) if self.meta(library) is not None else []:
+        for chunk in id_chunks(ids, ID_BATCH) if self.meta(library) is not None else []:
             rows = self._call("fetch vectors", lambda c=chunk: self._client.get(  # type: ignore[misc]
                 PREFIX + library, ids=c, output_fields=["id", "vector"]))
             for r in rows:
@@ -391,7 +391,7 @@ class MilvusVectorStore:
 
     def delete(self, library: str, ids: Sequence[int]) -> None:
         """Remove vectors by id."""
-        for chunk in chunks((int(i) for i in ids), ID_BATCH) if self.meta(library) is not None else []:
+        for chunk in id_chunks(ids, ID_BATCH) if self.meta(library) is not None else []:
             with self._writing(library):
                 self._call("delete vectors", lambda c=chunk: self._client.delete(  # type: ignore[misc]
                     PREFIX + library, ids=c))

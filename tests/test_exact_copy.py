@@ -7,6 +7,7 @@ which asks Milvus Lite.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,16 @@ LIB = "copy"
 def unit(rows: int, seed: int, dim: int = DIM) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@contextlib.contextmanager
+def lite_only(uri: str) -> Iterator[MilvusVectorStore]:
+    """A second store on the same Lite file that always asks Milvus (its exact copy off)."""
+    lite = MilvusVectorStore(uri, exact_copy=False)
+    try:
+        yield lite
+    finally:
+        lite.close()
 
 
 @pytest.fixture
@@ -138,13 +149,10 @@ def test_first_search_before_the_copy_is_ready_answers_from_milvus(tmp_path: Pat
         query = unit(1, 10)
         assert store.copy_status(LIB) == "absent"
         first = store.search(LIB, query, 10)  # starts the load; Milvus answers
-        lite = MilvusVectorStore(uri, exact_copy=False)
-        try:
+        with lite_only(uri) as lite:
             assert_same_hits(first, lite.search(LIB, query, 10), 10)
             assert store.wait_for_copy(LIB, timeout=120)
             assert_same_as_lite(store, lite, stored)
-        finally:
-            lite.close()
     finally:
         store.close()
 
@@ -216,8 +224,7 @@ def test_check_detects_and_reloads_a_stale_copy(tmp_path: Path, fault: str) -> N
             copy.upsert([7], unit(1, 14))
         else:
             copy.delete([7])
-        lite = MilvusVectorStore(settings.milvus_uri, exact_copy=False)
-        try:
+        with lite_only(settings.milvus_uri) as lite:
             with pytest.raises(AssertionError):
                 assert_same_as_lite(store, lite, stored)
 
@@ -227,8 +234,6 @@ def test_check_detects_and_reloads_a_stale_copy(tmp_path: Path, fault: str) -> N
             assert report.to_json()["copy_problem"] == report.copy_problem
             assert engine.check().consistent  # reloaded from Milvus
             assert_same_as_lite(store, lite, stored)
-        finally:
-            lite.close()
     finally:
         engine.close()
 
