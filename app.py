@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth-file", action="append", default=[], metavar="FILE",
                         help="file of user:pass lines, like --auth @FILE")
     parser.add_argument("--read-only", action="store_true", help="disable ingest and drop")
+    parser.add_argument("--watch", metavar="FOLDER", help="keep the library in step with this folder of images while "
+                        "the app runs: new and changed files are ingested, deleted ones removed")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs, and the libraries' info logs")
     add_arguments(parser)
     return parser
@@ -59,15 +61,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SearchcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    watcher = None
     try:
         # Load the model now: a bad --model fails here, and the first search is not slow.
         encoder = engine.encoder
         logging.getLogger("app").info("model %s (%s on %s)", encoder.name, encoder.backend, encoder.device)
+        if args.watch:  # in this process, since it holds Milvus Lite's file lock
+            from searchcore.watch import FolderWatcher
+
+            watcher = FolderWatcher(engine, args.watch)
+            watcher.start()
         serve(engine, access, host=args.host, port=args.port, mount_ui=ui.mount)
     except SearchcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if watcher is not None:
+            watcher.stop()
         engine.close()
     return 0
 

@@ -29,6 +29,7 @@ from .auth import Access
 from .config import validate_library
 from .engine import Engine
 from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
+from .filters import Filters
 from .ids import MAX_ID
 from .imaging import mime_type
 from .metrics import CONTENT_TYPE, Metrics
@@ -52,7 +53,11 @@ class SearchRequest(BaseModel):
 
     text: str = Field(description="the description to search for, e.g. 红色的圆形")
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="number of results")
+    offset: int = Field(0, ge=0, le=MAX_TOP_K - 1, description="skip this many results first (paging)")
     library: str | None = Field(None, description="library name (default: the server's --library)")
+    folder: str | None = Field(None, description="only images under this folder of the ingested folder")
+    since: str | None = Field(None, description="only images taken on or after this date, YYYY-MM-DD")
+    until: str | None = Field(None, description="only images taken on or before this date, YYYY-MM-DD")
 
 
 class Hit(BaseModel):
@@ -63,6 +68,9 @@ class Hit(BaseModel):
     url: str
     rank: int
     captions: list[str]
+    path: str | None = None
+    taken: str | None = None
+    text: str | None = None
 
 
 class IngestRequest(BaseModel):
@@ -71,6 +79,7 @@ class IngestRequest(BaseModel):
     path: str
     split: str | None = None
     library: str | None = None
+    sync: bool = False
 
 
 MountUI = Callable[[FastAPI, Engine, Access, Metrics], FastAPI]
@@ -107,10 +116,11 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     def search(body: SearchRequest) -> list[Hit]:
         """Top-k images for a description."""
         library = _library(body.library or engine.settings.library)
+        filters = Filters.parse(body.folder, body.since, body.until)
         with metrics.search("text"):
-            results = engine.search_text(body.text, body.top_k, library)
-        return [Hit(image_id=r.image_id, score=r.score, url=f"/api/images/{library}/{r.image_id}", rank=r.rank,
-                    captions=r.captions) for r in results]
+            results = engine.search_text(body.text, body.top_k, library, offset=body.offset,
+                                         filters=filters or None)
+        return [Hit(url=f"/api/images/{library}/{r.image_id}", **r.to_json()) for r in results]
 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
              response_class=Response, responses={200: {"content": {"image/*": {}}}})
@@ -138,7 +148,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         """Ingest a dataset split or an image folder on the server; returns the ingest report."""
         library = _library(body.library or engine.settings.library)
         with metrics.backend("ingest"):
-            report = engine.ingest(body.path, split=body.split, library=library)
+            report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync)
         metrics.ingested(report)
         return report.to_json()
 

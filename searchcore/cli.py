@@ -18,13 +18,15 @@ from typing import Any
 from .chinese_clip import choose_split
 from .config import Settings, add_arguments
 from .distributed import BATCH_ROWS, ingest_ray
+from .duplicates import DEFAULT_THRESHOLD, find_duplicates, parse_threshold
 from .encoder import load_encoder
 from .engine import Engine, build_engine
 from .errors import SearchcoreError
 from .evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
+from .filters import Filters
 from .ingest import IngestReport, Progress
 from .records import BadRecord
-from .search import parse_top_k
+from .search import MAX_TOP_K, parse_top_k
 
 log = logging.getLogger(__name__)
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -94,7 +96,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     engine = _engine(settings)
     try:
         with _progress_bar() as progress:
-            report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress)
+            report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress,
+                                   sync=args.sync)
     finally:
         engine.close()
     return _ingested(args, report)
@@ -115,6 +118,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     """Search a library by text or by an image file."""
     if (args.text is None) == (args.image is None):
         raise UsageError("give either a text query or --image FILE")
+    filters = Filters.parse(args.folder, args.since, args.until)
+    page = {"offset": args.offset, "filters": filters or None}
     engine = _engine(settings, one_query=True)
     try:
         if args.image is not None:
@@ -122,9 +127,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                 data = Path(args.image).read_bytes()
             except OSError as exc:
                 raise SearchcoreError(f"cannot read {args.image}: {exc.strerror}") from None
-            results = engine.search_image(data, args.top_k)
+            results = engine.search_image(data, args.top_k, **page)
         else:
-            results = engine.search_text(args.text, args.top_k)
+            results = engine.search_text(args.text, args.top_k, **page)
     finally:
         engine.close()
     text = "\n".join(f"{r.rank:3d}  {r.score:.4f}  {r.image_id}  {' / '.join(r.captions[:2])}" for r in results)
@@ -185,6 +190,72 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         text += f"\nthe in-process copy of the vectors differed from Milvus ({report.copy_problem}); it was reloaded"
     _emit(args, report.to_json(), text)
     return 0 if report.consistent or report.repaired else 1
+
+
+@command("duplicates")
+def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
+    """List groups of near-identical images (resized, recompressed or lightly cropped copies)."""
+    threshold = parse_threshold(args.threshold)  # a bad value fails before the stores open
+    engine = build_engine(settings, exact_copy=False)  # reads every vector itself; Lite's copy would only compete
+    try:
+        groups = find_duplicates(engine, threshold=threshold)
+    finally:
+        engine.close()
+    images = sum(len(g.images) for g in groups)
+    lines = [f"library {settings.library}: {len(groups)} groups of near-duplicates ({images} images) at threshold "
+             f"{threshold:g}"]
+    lines += [f"  {len(g.images)} images, lowest score {g.min_score:.4f}: {' '.join(map(str, g.images))}"
+              for g in groups]
+    _emit(args, [g.to_json() for g in groups], "\n".join(lines))
+    return 0
+
+
+@command("watch")
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    """Keep a library in step with an image folder until Ctrl-C; one summary line per re-scan."""
+    import signal
+    import threading
+
+    from .watch import FolderWatcher
+
+    if not settings.is_milvus_server:
+        raise SearchcoreError("searchcore watch needs a Milvus server URI (--milvus-uri http://host:19530); with a "
+                              f"Lite file run python app.py --watch {args.folder}, since the app and a command "
+                              "cannot both open the Lite file")
+
+    def report(done: IngestReport) -> None:
+        _emit(args, done.to_json(), done.summary())
+        sys.stdout.flush()
+
+    engine = _engine(settings)
+    watcher = FolderWatcher(engine, args.folder, debounce=args.debounce, on_report=report)
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())  # a service manager's stop ends it too
+    try:
+        watcher.start()
+        while not stopped.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        watcher.stop()
+        engine.close()
+    return 0
+
+
+@command("migrate")
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Give a library made by an older version the folder and date fields (its vectors are kept)."""
+    engine = _engine(settings)
+    try:
+        done = engine.migrate()
+    finally:
+        engine.close()
+    text = (f"library {settings.library} migrated: folder and date filters now work on it" if done else
+            f"library {settings.library} is up to date; nothing to do")
+    _emit(args, {"library": settings.library, "migrated": done}, text)
+    return 0
 
 
 @command("predict")
@@ -250,15 +321,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="dataset folder, image folder, or {split}_imgs.tsv")
     p.add_argument("--split", help="split name (train, valid, test, ...)")
     p.add_argument("--features", help="a feature jsonl ({split}_imgs.img_feat.jsonl) to ingest without encoding")
+    p.add_argument("--sync", action="store_true", help="for a folder: also remove the images of files that are gone "
+                   "(without it nothing is deleted and the summary counts them as missing)")
     p = add("search", "search a library by text or by image")
     p.add_argument("text", nargs="?", help="the description to search for")
     p.add_argument("--image", help="search by this image file instead")
-    p.add_argument("--top-k", default="10", help="number of results, 1-100 (default 10)")
+    p.add_argument("--top-k", default="10", help=f"number of results, 1-{MAX_TOP_K} (default 10)")
+    p.add_argument("--offset", default="0", help="skip this many results first (paging; offset + top-k ≤ "
+                   f"{MAX_TOP_K})")
+    p.add_argument("--folder", help="only images under this folder of the ingested folder, e.g. 2024/旅行")
+    p.add_argument("--since", help="only images taken on or after this date (YYYY-MM-DD; EXIF, else file time)")
+    p.add_argument("--until", help="only images taken on or before this date (YYYY-MM-DD)")
     add("info", "show a library's counts, model and backends")
     add("libraries", "list every library")
     add("drop", "delete a library")
+    add("migrate", "give a library made by an older version the folder and date fields (vectors are kept)")
     p = add("check", "report (and with --repair fix) mismatches between the image store and the vectors")
     p.add_argument("--repair", action="store_true", help="re-encode missing vectors and remove orphans")
+    p = add("duplicates", "list groups of near-identical images: resized, recompressed or lightly cropped copies")
+    p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
+                   help=f"link two images whose vectors' cosine is at least this, in (0, 1] (default "
+                        f"{DEFAULT_THRESHOLD})")
+    p = add("watch", "keep a library in step with a folder of images until Ctrl-C (needs a Milvus server URI; "
+                     "with a Lite file use python app.py --watch FOLDER)")
+    p.add_argument("folder", help="the folder of images to follow: new and changed files are ingested, deleted "
+                   "ones removed")
+    p.add_argument("--debounce", type=float, default=2.0, help="seconds without changes before a re-scan (default 2)")
     p = add("predict", "write Chinese-CLIP top-k predictions ({text_id, image_ids} lines) for a split's texts")
     p.description = (p.description or "") + ". The file is what `python -m cn_clip.eval.evaluation " \
         "{split}_texts.jsonl predictions.jsonl out.json` scores. " + AUTO_INGEST

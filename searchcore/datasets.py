@@ -8,18 +8,27 @@ its line and keep going.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split, split_source
 from .errors import DatasetError
-from .records import Record, Source
+from .image_store import FileState
+from .records import FileStat, FolderScan, Record, Source
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif", ".tif", ".tiff")
 
 
-def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None) -> Source:
-    """Open a dataset split, a feature file or an image folder as a record stream."""
+Known = Callable[[str], dict[str, FileState]]  # a folder's absolute path -> its files as last ingested
+
+
+def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None,
+                known: Known | None = None) -> Source:
+    """Open a dataset split, a feature file or an image folder as a record stream.
+
+    For a folder, known gives what was recorded at the last ingest: a file whose path, size and mtime are
+    unchanged is skipped without being read (Source.scan counts it, and lists the changed and gone ones)."""
     path = Path(path).expanduser()
     if features is not None:
         return feature_source(Path(features).expanduser(), path if path.is_dir() else None, split)
@@ -31,7 +40,7 @@ def open_source(path: str | Path, split: str | None = None, features: str | Path
         if split is not None:
             raise DatasetError(f"{path} holds no Chinese-CLIP split (no *{TSV_SUFFIX}); drop --split to ingest it "
                                "as a folder of images")
-        return _folder_source(path)
+        return _folder_source(path, known)
     return split_source(*resolve_split(path, split))
 
 
@@ -40,22 +49,59 @@ def folder_image_id(data: bytes) -> int:
     return int(hashlib.sha256(data).hexdigest()[:15], 16)
 
 
-def _folder_source(root: Path) -> Source:
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
+def _folder_source(root: Path, known: Known | None) -> Source:
+    root = root.resolve()
+    found = scan_folder(root)
+    recorded = known(str(root)) if known is not None else {}
+    if not found and not recorded:
         raise DatasetError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no Chinese-CLIP split")
+    scan = FolderScan(str(root), gone={p: f.image_id for p, f in recorded.items() if p not in found})
+    to_read: list[FileStat] = []
+    for stat in found.values():
+        before = recorded.get(stat.path)
+        if before is not None and (before.size, before.mtime_ns) == (stat.size, stat.mtime_ns):
+            scan.unchanged += 1
+            continue
+        if before is not None:
+            scan.changed[stat.path] = before.image_id
+        to_read.append(stat)
 
     def records() -> Iterator[Record]:
-        for number, file in enumerate(files, 1):
-            name = str(file.relative_to(root))
+        for number, stat in enumerate(to_read, 1):
             try:
-                data = file.read_bytes()
+                data = (root / stat.path).read_bytes()
             except OSError as exc:
-                yield Record(number, name, error=f"cannot read file ({exc.strerror})")
+                yield Record(number, stat.path, error=f"cannot read file ({exc.strerror})")
                 continue
             if not data:
-                yield Record(number, name, error="file is empty (0 bytes)")
+                yield Record(number, stat.path, error="file is empty (0 bytes)")
                 continue
-            yield Record(number, name, folder_image_id(data), data)
+            yield Record(number, stat.path, folder_image_id(data), data, stat=stat)
 
-    return Source("folder", root, None, len(files), records())
+    return Source("folder", root, None, len(to_read), records(), scan=scan)
+
+
+def scan_folder(root: Path) -> dict[str, FileStat]:
+    """Every image file under a folder by relative path, from directory entries and stat alone (nothing read);
+    hidden files and folders (".thumbnails", "._IMG_1.JPG") are left out."""
+    found: dict[str, FileStat] = {}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # an unreadable or vanished sub-folder: its files count as missing, never as bad
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                    info = entry.stat()
+                    rel = Path(entry.path).relative_to(root).as_posix()
+                    found[rel] = FileStat(rel, info.st_size, info.st_mtime_ns)
+            except OSError:
+                continue
+    return dict(sorted(found.items()))

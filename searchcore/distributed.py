@@ -343,27 +343,31 @@ def _searchcore_cause(exc: BaseException) -> SearchcoreError:
     return SearchcoreError(f"Ray ingest failed: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}")
 
 
+LOCAL_START_TRIES = 3
+
+
 def _init_ray(ray: Any, address: str | None) -> None:
-    """ray.init, tried twice when starting a local node: on a busy 2-core machine its raylet can miss
-    Ray's start-up deadline once ("The current node timed out during startup")."""
+    """ray.init, tried up to three times when starting a local node: on a busy 2-core machine its GCS or
+    raylet can miss one of Ray's start-up deadlines ("The current node timed out during startup", "Timed out
+    waiting for file .../gcs_server_port_...")."""
     import psutil  # importable wherever Ray is: `import ray` puts its own copy on sys.path
 
-    for attempt in (1, 2):
+    for attempt in range(1, LOCAL_START_TRIES + 1):
         before = {p.pid for p in psutil.Process().children(recursive=True)}
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=log.isEnabledFor(logging.INFO))
             return
         except Exception as exc:
-            if address not in (None, "local") or "timed out during startup" not in str(exc):
+            if address not in (None, "local") or "timed out" not in str(exc).lower():
                 raise
             ray.shutdown()
             # Ray's Node raised before ray.init kept hold of it, so ray.shutdown() cannot stop the GCS, raylet
             # and the rest that it had started; left running, they would compete with the retry for the cores.
             _stop([p for p in psutil.Process().children(recursive=True) if p.pid not in before])
-            if attempt == 2:
-                raise BackendUnavailableError(f"the local Ray node did not start, twice: {exc}") from exc
-            log.warning("local Ray node did not start in time; stopped what it started, retrying once")
+            if attempt == LOCAL_START_TRIES:
+                raise BackendUnavailableError(f"the local Ray node did not start in {attempt} tries: {exc}") from exc
+            log.warning("local Ray node did not start in time; stopped what it started, retrying")
 
 
 def _stop(processes: list[Any], grace: float = 10) -> None:

@@ -6,6 +6,8 @@ methods; tests build one over the tiny model and real embedded stores.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from .config import Settings, validate_library
 from .datasets import open_source
 from .encoder import Encoder, load_encoder
 from .errors import LibraryError, QueryError, SearchcoreError
+from .filters import Filters
 from .ids import chunks
 from .image_store import ImageStore, StoredImage, open_image_store
 from .ingest import IngestReport, Progress, ingest
@@ -28,6 +31,8 @@ from .stores import open_vector_store
 from .vector_store import Hit, LibraryMeta, VectorStore
 
 log = logging.getLogger(__name__)
+EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
+PHOTO_EXAMPLES = ["海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 
 
 @dataclass
@@ -43,12 +48,16 @@ class LibraryInfo:
     index: str | None = None
     images: int = 0
     encoder: dict[str, Any] | None = None  # how the encoder runs, when asked for
+    updated: float | None = None  # when its images last changed (Unix time)
+    filterable: bool | None = None  # has the folder and date fields (False: made before them; see migrate)
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         data = {"library": self.library, "count": self.count, "model": self.model, "dim": self.dim,
                 "vector_backend": self.vector_backend, "image_backend": self.image_backend,
-                "index": self.index, "images": self.images}
+                "index": self.index, "images": self.images, "filterable": self.filterable,
+                "updated": None if self.updated is None else
+                dt.datetime.fromtimestamp(self.updated).astimezone().isoformat(timespec="seconds")}
         if self.encoder is not None:
             data["encoder"] = self.encoder
         return data
@@ -113,27 +122,67 @@ class Engine:
         return validate_library(library or self.settings.library)
 
     def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
-               library: str | None = None, progress: Progress | None = None) -> IngestReport:
-        """Ingest a dataset split, feature file or image folder into a library."""
+               library: str | None = None, progress: Progress | None = None, sync: bool = False) -> IngestReport:
+        """Ingest a dataset split, feature file or image folder into a library. A folder is re-scanned
+        incrementally (unchanged files are not read); sync also removes the images of files that are gone."""
         name = self._library(library)
-        source = open_source(path, split, features)
+        source = open_source(path, split, features, known=lambda root: self.images.files(name, root))
+        if sync and source.scan is None:
+            raise QueryError("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file")
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
-                      workers=self.settings.workers, progress=progress)
+                      workers=self.settings.workers, progress=progress, sync=sync)
 
-    def search_text(self, text: Any, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
-        """Top-k images for a Chinese (or any) description (ids, scores and captions; no image bytes)."""
+    def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
+                    filters: Filters | None = None) -> list[SearchResult]:
+        """Top-k images for a Chinese (or any) description (ids, scores and captions; no image bytes); offset
+        skips the first results (paging), filters keep a folder and a date range."""
         return search_mod.search_text(text, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
-                                      images=self.images, library=self._library(library))
+                                      images=self.images, library=self._library(library), offset=offset,
+                                      filters=filters)
 
-    def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
+    def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
+                     filters: Filters | None = None) -> list[SearchResult]:
         """Top-k images that look like the given image (no image bytes)."""
         return search_mod.search_image(data, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
-                                       images=self.images, library=self._library(library))
+                                       images=self.images, library=self._library(library), offset=offset,
+                                       filters=filters)
 
-    def search_similar(self, image_id: Any, top_k: Any = 10, library: str | None = None) -> list[SearchResult]:
+    def search_similar(self, image_id: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
+                       filters: Filters | None = None) -> list[SearchResult]:
         """Top-k images like one already in the library (no image bytes)."""
         return search_mod.search_similar(image_id, top_k, vectors=self.vectors, images=self.images,
-                                         library=self._library(library))
+                                         library=self._library(library), offset=offset, filters=filters)
+
+    def example_queries(self, library: str | None = None, n: int = 6) -> list[str]:
+        """Queries to offer as examples: the library's most frequent short captions or OCR lines, else a few
+        that suit photos."""
+        name = self._library(library)
+        counts: dict[str, int] = {}
+        ids = list(itertools.islice(self.images.ids(name), EXAMPLE_SAMPLE))
+        for meta in self.images.get_meta_many(name, ids).values():
+            texts = list(meta.captions) + ((meta.text or "").splitlines())
+            for text in {t.strip() for t in texts}:
+                if 2 <= len(text) <= 16:
+                    counts[text] = counts.get(text, 0) + 1
+        ranked = sorted(counts, key=lambda t: (-counts[t], t))
+        return ranked[:n] if len(ranked) >= min(n, 3) else PHOTO_EXAMPLES[:n]
+
+    def migrate(self, library: str | None = None) -> bool:
+        """Give a library made before folder and date filters their fields, keeping every vector (nothing is
+        encoded again); False when it has them already. A crash part-way is finished by running it again."""
+        name = self._library(library)
+        staging = Path(self.settings.model_dir).expanduser() / "migrations" / f"{name}.npz"
+        meta = self.vectors.meta(name)
+        if meta is None and not staging.exists():
+            raise LibraryError(f"library {name!r} does not exist")
+        if meta is not None and meta.filterable and not staging.exists():
+            return False
+
+        def attrs(ids: list[int]) -> dict[int, tuple[str, int]]:
+            return {i: (m.path, m.taken) for i, m in self.images.get_meta_many(name, ids).items()}
+
+        self.vectors.rebuild(name, attrs, staging)
+        return True
 
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
         """One stored image by id, with its bytes."""
@@ -150,7 +199,8 @@ class Engine:
         meta = self.vectors.meta(name)
         info = LibraryInfo(name, self.vectors.count(name) if meta else 0, meta.model if meta else None,
                            meta.dim if meta else None, self.vectors.backend, self.images.backend,
-                           meta.index if meta else None, self.images.count(name))
+                           meta.index if meta else None, self.images.count(name), updated=self.images.updated(name),
+                           filterable=meta.filterable if meta else None)
         if runtime:
             try:
                 info.encoder = self.encoder.runtime()
@@ -201,7 +251,8 @@ class Engine:
         batches = prepared_batches(stored, lambda image: image.data, self.encoder, on_bad=undecodable,
                                    batch_size=self.settings.batch_size, workers=self.settings.workers)
         for batch, vectors in self.encoder.encode_pixel_batches(batches):
-            self.vectors.upsert(library, [prepared.item.image_id for prepared in batch], vectors)
+            self.vectors.upsert(library, [prepared.item.image_id for prepared in batch], vectors,
+                                [(prepared.item.path, prepared.item.taken) for prepared in batch])
 
     # What evaluation and health checks read, so no front end reaches into the stores.
 
@@ -221,9 +272,10 @@ class Engine:
         """The stored vectors of some images."""
         return self.vectors.vectors(self._library(library), ids)
 
-    def search_vectors(self, library: str, queries: np.ndarray, top_k: int) -> list[list[Hit]]:
+    def search_vectors(self, library: str, queries: np.ndarray, top_k: int,
+                       filters: Filters | None = None) -> list[list[Hit]]:
         """Top-k hits for each of several query vectors (ids and scores only)."""
-        return self.vectors.search(self._library(library), queries, top_k)
+        return self.vectors.search(self._library(library), queries, top_k, filters)
 
     def get_images(self, ids: list[int], library: str | None = None) -> dict[int, StoredImage]:
         """Stored images (bytes included) by id; ids not stored are left out."""

@@ -17,8 +17,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Pages of (ids, vectors) read from Milvus; the loader checks the event between pages and stops when it is set.
-Loader = Callable[[threading.Event], Iterator[tuple[list[int], np.ndarray]]]
+# Pages of (ids, vectors, attrs) read from Milvus; the loader checks the event between pages and stops when set.
+Loader = Callable[[threading.Event], Iterator[tuple[list[int], np.ndarray, list[tuple[str, int]]]]]
+# A filter over the copy's rows: (paths, taken) -> the rows that pass (the same rule Milvus applies).
+Mask = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class ExactCopy:
@@ -35,6 +37,8 @@ class ExactCopy:
         self.dim = dim
         self._ids = np.empty(capacity, dtype=np.int64)
         self._seqs = np.empty(capacity, dtype=np.int64)  # when each row was written: ties go to the older
+        self._paths = np.empty(capacity, dtype=object)  # each row's relative path and taken time, for filters
+        self._taken = np.zeros(capacity, dtype=np.int64)
         self._matrix = np.empty((capacity, dim), dtype=np.float32)
         self._rows: dict[int, int] = {}  # id -> row
         self._next_seq = 0
@@ -45,11 +49,12 @@ class ExactCopy:
         return len(self._rows)
 
     def upsert(self, ids: Sequence[int], vectors: np.ndarray, skip: set[int] | None = None,
-               loaded: bool = False) -> None:
+               loaded: bool = False, attrs: Sequence[tuple[str, int]] | None = None) -> None:
         """Insert or replace rows by id (ids in skip are left alone); loaded: rows read back from Milvus."""
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        attrs = attrs if attrs is not None else [("", 0)] * len(ids)
         with self._lock:
-            for image_id, vector in zip(ids, vectors):
+            for image_id, vector, (path, taken) in zip(ids, vectors, attrs):
                 image_id = int(image_id)
                 if skip is not None and image_id in skip:
                     continue
@@ -61,6 +66,7 @@ class ExactCopy:
                     self._rows[image_id] = row
                     self._ids[row] = image_id
                 self._matrix[row] = vector
+                self._paths[row], self._taken[row] = path, taken
                 if loaded:
                     self._seqs[row], self._next_loaded = self._next_loaded, self._next_loaded + 1
                 else:
@@ -77,6 +83,7 @@ class ExactCopy:
                 if row != last:
                     self._ids[row] = self._ids[last]
                     self._seqs[row] = self._seqs[last]
+                    self._paths[row], self._taken[row] = self._paths[last], self._taken[last]
                     self._matrix[row] = self._matrix[last]
                     self._rows[int(self._ids[row])] = row
 
@@ -90,16 +97,23 @@ class ExactCopy:
         with self._lock:
             return {int(i): self._matrix[self._rows[int(i)]].copy() for i in ids if int(i) in self._rows}
 
-    def search(self, queries: np.ndarray, top_k: int) -> list[list[tuple[int, float]]]:
-        """Inner-product top-k (id, score) per query, best first."""
+    def search(self, queries: np.ndarray, top_k: int, mask: Mask | None = None) -> list[list[tuple[int, float]]]:
+        """Inner-product top-k (id, score) per query, best first, among the rows the mask keeps."""
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with self._lock:  # writes move rows in place; a search must not see half a move
             n = len(self._rows)
-            k = min(top_k, n)
-            if k <= 0:
-                return [[] for _ in queries]
-            scores = queries @ self._matrix[:n].T  # the very product Lite's brute force takes
-            ids, seqs = self._ids[:n].copy(), self._seqs[:n].copy()
+            keep = None if mask is None else np.flatnonzero(mask(self._paths[:n], self._taken[:n]))
+            if keep is not None and len(keep) < n:
+                # the same product on the kept rows only: filtering costs no more than an unfiltered search
+                scores = queries @ self._matrix[keep].T
+                ids, seqs = self._ids[keep], self._seqs[keep]
+            else:
+                scores = queries @ self._matrix[:n].T  # the very product Lite's brute force takes
+                ids, seqs = self._ids[:n].copy(), self._seqs[:n].copy()
+        n = len(ids)
+        k = min(top_k, n)
+        if k <= 0:
+            return [[] for _ in queries]
         out = []
         for row in scores:
             if k < n:
@@ -123,6 +137,8 @@ class ExactCopy:
     def _resize(self, capacity: int) -> None:
         self._ids = np.resize(self._ids, capacity)
         self._seqs = np.resize(self._seqs, capacity)
+        self._paths = np.resize(self._paths, capacity)
+        self._taken = np.resize(self._taken, capacity)
         matrix = np.empty((capacity, self.dim), dtype=np.float32)
         matrix[:len(self._rows)] = self._matrix[:len(self._rows)]
         self._matrix = matrix
@@ -165,13 +181,14 @@ class LiteCopies:
             self.invalidate(library)
             self._states[library] = _State(ExactCopy(dim), True, owner)
 
-    def upserted(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+    def upserted(self, library: str, ids: Sequence[int], vectors: np.ndarray,
+                 attrs: Sequence[tuple[str, int]] | None = None) -> None:
         """Apply an upsert Milvus has taken."""
         state = self._states.get(library)
         if state is not None:
             if not state.ready:
                 state.touched.update(int(i) for i in ids)
-            state.copy.upsert(ids, vectors)
+            state.copy.upsert(ids, vectors, attrs=attrs)
 
     def deleted(self, library: str, ids: Sequence[int]) -> None:
         """Apply a delete Milvus has taken."""
@@ -221,11 +238,11 @@ class LiteCopies:
     def _load(self, library: str, state: _State, load: Loader, size: Callable[[], int]) -> bool:
         try:
             state.copy.reserve(size())
-            for ids, vectors in load(state.cancel):
+            for ids, vectors, attrs in load(state.cancel):
                 with self.write_lock:
                     if state.cancel.is_set():
                         return False
-                    state.copy.upsert(ids, vectors, skip=state.touched, loaded=True)
+                    state.copy.upsert(ids, vectors, skip=state.touched, loaded=True, attrs=attrs)
             with self.write_lock:
                 if state.cancel.is_set() or self._states.get(library) is not state:
                     return False

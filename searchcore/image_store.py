@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -20,7 +22,11 @@ from .ids import id_chunks
 log = logging.getLogger(__name__)
 
 TABLE = "searchcore_images"
+FILES = "searchcore_files"  # the files of folder libraries: path, size and mtime, for stat-only re-scans
+STATE = "searchcore_library_state"  # when each library last changed
 ID_BATCH = 500
+# Columns added after the first release; an older table gains them when a store opens it.
+ADDED_COLUMNS = {"path": "TEXT", "taken": "BIGINT", "ocr_text": "TEXT", "ocr_confidence": "REAL"}
 
 
 @dataclass
@@ -35,6 +41,9 @@ class StoredImage:
     sha256: str
     source: str = ""
     captions: list[str] = field(default_factory=list)
+    path: str = ""  # a folder image's path relative to its folder; "" for dataset images
+    taken: int = 0  # when it was taken: EXIF DateTimeOriginal, else the file's mtime (naive seconds); 0 unknown
+    text: str | None = None  # the words OCR read in it; None when OCR has not run on it
 
 
 class ImageMeta(NamedTuple):
@@ -46,6 +55,17 @@ class ImageMeta(NamedTuple):
     height: int
     source: str
     captions: list[str]
+    path: str = ""
+    taken: int = 0
+    text: str | None = None
+
+
+class FileState(NamedTuple):
+    """A folder file as last ingested: stat values and the image its content is."""
+
+    size: int
+    mtime_ns: int
+    image_id: int
 
 
 class ImageStore(Protocol):
@@ -60,6 +80,13 @@ class ImageStore(Protocol):
     def get_meta_many(self, library: str, ids: Sequence[int]) -> dict[int, ImageMeta]: ...
     def ids(self, library: str) -> Iterator[int]: ...
     def delete_many(self, library: str, ids: Sequence[int]) -> None: ...
+    def set_paths(self, library: str, paths: dict[int, str]) -> None: ...
+    def set_texts(self, library: str, texts: dict[int, tuple[str, float]]) -> None: ...
+    def files(self, library: str, root: str) -> dict[str, FileState]: ...
+    def put_files(self, library: str, root: str, files: dict[str, FileState]) -> None: ...
+    def delete_files(self, library: str, root: str, paths: Sequence[str]) -> None: ...
+    def file_owners(self, library: str, ids: Sequence[int]) -> dict[int, set[tuple[str, str]]]: ...
+    def updated(self, library: str) -> float | None: ...
     def count(self, library: str) -> int: ...
     def drop(self, library: str) -> None: ...
     def libraries(self) -> dict[str, int]: ...
@@ -87,11 +114,77 @@ class _SqlImageStore:
             return
         p = self.placeholder
         sql = (f"{self.insert_ignore} INTO {TABLE} (library, image_id, data, format, width, height, sha256,"
-               f" source, captions) VALUES ({', '.join([p] * 9)})")
+               f" source, captions, path, taken, ocr_text, ocr_confidence) VALUES ({', '.join([p] * 13)})")
         rows = [(library, int(i.image_id), i.data, i.format, i.width, i.height, i.sha256, i.source[:1000],
-                 json.dumps(i.captions, ensure_ascii=False)) for i in images]
+                 json.dumps(i.captions, ensure_ascii=False), i.path, int(i.taken), i.text, None) for i in images]
         with self._cursor() as cur:
             cur.executemany(sql, rows)
+            self._touch(cur, library)
+
+    def _touch(self, cur: Any, library: str) -> None:
+        cur.execute(f"REPLACE INTO {STATE} (library, updated) VALUES ({self.placeholder}, {self.placeholder})",
+                    (library, time.time()))
+
+    def set_paths(self, library: str, paths: dict[int, str]) -> None:
+        """Record where moved folder images are now."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.executemany(f"UPDATE {TABLE} SET path = {p} WHERE library = {p} AND image_id = {p}",
+                            [(path, library, int(i)) for i, path in paths.items()])
+            self._touch(cur, library)
+
+    def set_texts(self, library: str, texts: dict[int, tuple[str, float]]) -> None:
+        """Store the OCR text and its confidence of images."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.executemany(f"UPDATE {TABLE} SET ocr_text = {p}, ocr_confidence = {p} WHERE library = {p}"
+                            f" AND image_id = {p}", [(t, c, library, int(i)) for i, (t, c) in texts.items()])
+            self._touch(cur, library)
+
+    def files(self, library: str, root: str) -> dict[str, FileState]:
+        """The files of a folder as last ingested, by relative path."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.execute(f"SELECT path, size, mtime_ns, image_id FROM {FILES} WHERE library = {p} AND root = {p}",
+                        (library, root))
+            return {r[0]: FileState(int(r[1]), int(r[2]), int(r[3])) for r in cur.fetchall()}
+
+    def put_files(self, library: str, root: str, files: dict[str, FileState]) -> None:
+        """Record files as ingested (replacing what was recorded for the same paths)."""
+        if not files:
+            return
+        p = self.placeholder
+        sql = (f"REPLACE INTO {FILES} (library, file_key, root, path, size, mtime_ns, image_id)"
+               f" VALUES ({', '.join([p] * 7)})")
+        rows = [(library, _file_key(root, path), root, path, f.size, f.mtime_ns, int(f.image_id))
+                for path, f in files.items()]
+        with self._cursor() as cur:
+            cur.executemany(sql, rows)
+
+    def delete_files(self, library: str, root: str, paths: Sequence[str]) -> None:
+        """Forget files that are gone."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.executemany(f"DELETE FROM {FILES} WHERE library = {p} AND file_key = {p}",
+                            [(library, _file_key(root, path)) for path in paths])
+
+    def file_owners(self, library: str, ids: Sequence[int]) -> dict[int, set[tuple[str, str]]]:
+        """The recorded files (folder, relative path) that hold each of these images."""
+        found: dict[int, set[tuple[str, str]]] = {}
+        for chunk in id_chunks(ids, ID_BATCH):
+            with self._cursor() as cur:
+                cur.execute(f"SELECT image_id, root, path FROM {FILES} WHERE library = {self.placeholder}"
+                            f" AND image_id IN ({self._marks(chunk)})", (library, *chunk))
+                for r in cur.fetchall():
+                    found.setdefault(int(r[0]), set()).add((r[1], r[2]))
+        return found
+
+    def updated(self, library: str) -> float | None:
+        """When the library's images last changed (Unix time), or None when never recorded."""
+        with self._cursor() as cur:
+            cur.execute(f"SELECT updated FROM {STATE} WHERE library = {self.placeholder}", (library,))
+            row = cur.fetchone()
+        return float(row[0]) if row else None
 
     def hashes(self, library: str, ids: Sequence[int]) -> dict[int, str]:
         """The content hash of each id that is stored."""
@@ -99,15 +192,17 @@ class _SqlImageStore:
 
     def get_many(self, library: str, ids: Sequence[int]) -> dict[int, StoredImage]:
         """Stored images by id; ids not stored are absent from the result."""
-        rows = self._rows(library, "image_id, data, format, width, height, sha256, source, captions", ids)
+        rows = self._rows(library, "image_id, data, format, width, height, sha256, source, captions, path, taken, "
+                                   "ocr_text", ids)
         return {int(r[0]): StoredImage(int(r[0]), bytes(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6] or "",
-                                       json.loads(r[7] or "[]")) for r in rows}
+                                       json.loads(r[7] or "[]"), r[8] or "", int(r[9] or 0), r[10])
+                for r in rows}
 
     def get_meta_many(self, library: str, ids: Sequence[int]) -> dict[int, ImageMeta]:
         """Stored images' metadata and captions by id, without reading their bytes; ids not stored are absent."""
-        rows = self._rows(library, "image_id, format, width, height, source, captions", ids)
-        return {int(r[0]): ImageMeta(int(r[0]), r[1], int(r[2]), int(r[3]), r[4] or "", json.loads(r[5] or "[]"))
-                for r in rows}
+        rows = self._rows(library, "image_id, format, width, height, source, captions, path, taken, ocr_text", ids)
+        return {int(r[0]): ImageMeta(int(r[0]), r[1], int(r[2]), int(r[3]), r[4] or "", json.loads(r[5] or "[]"),
+                                     r[6] or "", int(r[7] or 0), r[8]) for r in rows}
 
     def _rows(self, library: str, columns: str, ids: Sequence[int]) -> Iterator[Any]:
         """Rows of the given columns for the ids that are stored, read in chunks."""
@@ -142,6 +237,7 @@ class _SqlImageStore:
             with self._cursor() as cur:
                 cur.execute(f"DELETE FROM {TABLE} WHERE library = {self.placeholder}"
                             f" AND image_id IN ({self._marks(chunk)})", (library, *chunk))
+                self._touch(cur, library)
 
     def count(self, library: str) -> int:
         """Number of images in a library."""
@@ -153,7 +249,8 @@ class _SqlImageStore:
         """Remove every image of a library."""
         validate_library(library)
         with self._cursor() as cur:
-            cur.execute(f"DELETE FROM {TABLE} WHERE library = {self.placeholder}", (library,))
+            for table in (TABLE, FILES, STATE):
+                cur.execute(f"DELETE FROM {table} WHERE library = {self.placeholder}", (library,))
 
     def libraries(self) -> dict[str, int]:
         """Image counts by library."""
@@ -164,6 +261,18 @@ class _SqlImageStore:
     def _marks(self, chunk: Sequence[int]) -> str:
         return ", ".join([self.placeholder] * len(chunk))
 
+    def _upgrade(self, cur: Any, columns: set[str]) -> None:
+        """Give a table made by an older version the columns added since (its rows get NULL: unknown)."""
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in columns:
+                cur.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
+                log.info("image store: added column %s to %s", name, TABLE)
+
+
+def _file_key(root: str, path: str) -> str:
+    """A fixed-size key for (folder, relative path): MySQL cannot index long utf8mb4 paths."""
+    return hashlib.sha1(f"{root}\0{path}".encode()).hexdigest()
+
 
 class SQLiteImageStore(_SqlImageStore):
     """The embedded default: one SQLite file, shared by the threads of one process."""
@@ -172,7 +281,12 @@ class SQLiteImageStore(_SqlImageStore):
     schema = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         library TEXT NOT NULL, image_id INTEGER NOT NULL, data BLOB NOT NULL, format TEXT NOT NULL,
         width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL, source TEXT,
-        captions TEXT, PRIMARY KEY (library, image_id))"""
+        captions TEXT, path TEXT, taken BIGINT, ocr_text TEXT, ocr_confidence REAL, PRIMARY KEY (library, image_id));
+    CREATE TABLE IF NOT EXISTS {FILES} (
+        library TEXT NOT NULL, file_key TEXT NOT NULL, root TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL, image_id INTEGER NOT NULL, PRIMARY KEY (library, file_key));
+    CREATE INDEX IF NOT EXISTS {FILES}_image ON {FILES} (library, image_id);
+    CREATE TABLE IF NOT EXISTS {STATE} (library TEXT PRIMARY KEY, updated REAL NOT NULL)"""
 
     def __init__(self, path: str) -> None:
         self.path = data_path(path)
@@ -182,7 +296,9 @@ class SQLiteImageStore(_SqlImageStore):
             self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(self.schema)
+            self._conn.executescript(self.schema)
+            with self._cursor() as cur:
+                self._upgrade(cur, {r[1] for r in cur.execute(f"PRAGMA table_info({TABLE})").fetchall()})
         except sqlite3.Error as exc:
             raise BackendUnavailableError(f"image database {self.path} cannot be opened: {exc}") from exc
 
@@ -217,8 +333,15 @@ class MySQLImageStore(_SqlImageStore):
     schema = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         library VARCHAR(64) NOT NULL, image_id BIGINT NOT NULL, data LONGBLOB NOT NULL,
         format VARCHAR(16) NOT NULL, width INT NOT NULL, height INT NOT NULL, sha256 CHAR(64) NOT NULL,
-        source VARCHAR(1000), captions MEDIUMTEXT, PRIMARY KEY (library, image_id)
+        source VARCHAR(1000), captions MEDIUMTEXT, path TEXT, taken BIGINT, ocr_text MEDIUMTEXT, ocr_confidence REAL,
+        PRIMARY KEY (library, image_id)
     ) CHARACTER SET utf8mb4"""
+    extra_tables = (
+        f"""CREATE TABLE IF NOT EXISTS {FILES} (
+        library VARCHAR(64) NOT NULL, file_key CHAR(40) NOT NULL, root TEXT NOT NULL, path TEXT NOT NULL,
+        size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, image_id BIGINT NOT NULL, PRIMARY KEY (library, file_key),
+        KEY image (library, image_id)) CHARACTER SET utf8mb4""",
+        f"""CREATE TABLE IF NOT EXISTS {STATE} (library VARCHAR(64) PRIMARY KEY, updated DOUBLE NOT NULL)""")
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
         parsed = urlparse(url)
@@ -240,6 +363,11 @@ class MySQLImageStore(_SqlImageStore):
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=pool_size)
         with self._cursor() as cur:
             cur.execute(self.schema)
+            for table in self.extra_tables:
+                cur.execute(table)
+            cur.execute(f"SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE()"
+                        f" AND table_name = '{TABLE}'")
+            self._upgrade(cur, {str(r[0]).lower() for r in cur.fetchall()})
             cur.execute("SELECT @@max_allowed_packet")
             # pymysql sends a blob escaped inside the INSERT, up to twice its size; leave room for the rest too
             self.max_blob_bytes = (int(cur.fetchone()[0]) - (64 << 10)) // 2

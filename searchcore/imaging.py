@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import io
@@ -11,12 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .filters import naive_seconds
+
 # Decompression bombs are refused from the header's size, before any pixel is decoded: decode_image checks it
 # itself rather than setting PIL's process-wide Image.MAX_IMAGE_PIXELS (whose default is this same number).
 MAX_PIXELS = 89_478_485
 BROWSER_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
 ORIENTATION = 0x0112
+DATE_TIME, EXIF_IFD, DATE_TIME_ORIGINAL = 0x0132, 0x8769, 0x9003
 # A JPEG whose shorter side is at least BIG times the model's input is decoded by libjpeg at 1/2, 1/4 or 1/8 scale
 # (no smaller than twice the input) for the model; encoder.preprocess does the rest. Smaller ones decode exactly.
 BIG = 4
@@ -36,6 +40,7 @@ class DecodedImage:
     width: int
     height: int
     sha256: str
+    taken: int = 0  # EXIF DateTimeOriginal (else DateTime) as naive seconds; 0 when the picture has none
 
 
 def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None) -> DecodedImage:
@@ -67,7 +72,9 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
             image.draft("RGB", (2 * target, 2 * target))
             drafted = True
         image.load()
-        orientation = image.getexif().get(ORIENTATION, 1)
+        exif = image.getexif()
+        orientation = exif.get(ORIENTATION, 1)
+        taken = exif_taken(exif)
         upright = ImageOps.exif_transpose(image) if orientation != 1 else image
         rgb = to_rgb(upright)
         full_size = (width, height) if drafted else rgb.size
@@ -87,7 +94,23 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         if max_bytes is not None and len(stored) > max_bytes:
             raise ImageDecodeError(f"image is {len(stored) / 2**20:.1f} MB once made upright and browser-ready, over "
                                    f"the store's limit of {max_bytes / 2**20:.1f} MB")
-    return DecodedImage(rgb, stored, stored_format, *full_size, hashlib.sha256(data).hexdigest())
+    return DecodedImage(rgb, stored, stored_format, *full_size, hashlib.sha256(data).hexdigest(), taken)
+
+
+def exif_taken(exif: Image.Exif) -> int:
+    """When the picture was taken by its EXIF (DateTimeOriginal, else DateTime), as naive seconds; 0 if absent
+    or unreadable (cameras write "0000:00:00 00:00:00" and worse)."""
+    try:
+        value = exif.get_ifd(EXIF_IFD).get(DATE_TIME_ORIGINAL) or exif.get(DATE_TIME)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to refuse the picture
+        return 0
+    if not isinstance(value, str):
+        return 0
+    try:
+        moment = dt.datetime.strptime(value.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return 0
+    return naive_seconds(moment) if moment.year >= 1971 else 0
 
 
 @functools.cache

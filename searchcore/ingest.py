@@ -8,6 +8,7 @@ anything whose vector is missing, so an interrupted ingest completes.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import time
@@ -18,11 +19,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .encoder import Encoder, normalise
+from .filters import naive_seconds
 from .ids import chunks
-from .image_store import ImageStore, StoredImage
+from .image_store import FileState, ImageStore, StoredImage
 from .pipeline import Prepared, prepared_batches
-from .records import BadRecord, Record, Source
-from .vector_store import VectorStore
+from .records import BadRecord, FolderScan, Record, Source
+from .vector_store import NO_ATTRS, VectorStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,23 +36,42 @@ LOOKUP_CHUNK = 256
 
 @dataclass
 class IngestReport:
-    """What an ingest did: added, already present, and every bad record with its reason."""
+    """What an ingest did: added, already present, and every bad record with its reason; for a folder also
+    what a re-scan found: files changed, unchanged (skipped unread), moved, removed (--sync) and missing."""
 
     library: str
     added: int = 0
     present: int = 0
     bad: list[BadRecord] = field(default_factory=list)
     seconds: float = 0.0
+    folder: bool = False
+    changed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    missing: int = 0
 
     def summary(self) -> str:
-        """One line: "library L: N added, M already present, K bad (T s)"."""
-        return (f"library {self.library}: {self.added} added, {self.present} already present, {len(self.bad)} bad "
-                f"({self.seconds:.1f}s)")
+        """One line: "library L: N added, M already present, K bad (T s)", with a folder's re-scan counts."""
+        if not self.folder:
+            return (f"library {self.library}: {self.added} added, {self.present} already present, "
+                    f"{len(self.bad)} bad ({self.seconds:.1f}s)")
+        line = (f"library {self.library}: {self.added} added, {self.changed} changed, {self.unchanged} unchanged, "
+                f"{self.moved} moved, {self.removed} removed, {len(self.bad)} bad")
+        if self.present:
+            line += f", {self.present} copies of images already stored"
+        if self.missing:
+            line += f"; {self.missing} files missing from the folder (kept; --sync removes them)"
+        return f"{line} ({self.seconds:.1f}s)"
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
-        return {"library": self.library, "added": self.added, "present": self.present,
-                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
+        data: dict[str, Any] = {"library": self.library, "added": self.added, "present": self.present,
+                                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
+        if self.folder:
+            data.update(changed=self.changed, unchanged=self.unchanged, moved=self.moved, removed=self.removed,
+                        missing=self.missing)
+        return data
 
 
 @dataclass
@@ -59,18 +80,22 @@ class _Work:
     sha256: str
     store_image: bool
     stored: StoredImage | None = None
+    changed: bool = False  # a known file with new content, not a new file
 
 
 def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageStore, library: str, *,
            batch_size: int = 8, workers: int = 0, progress: Progress | None = None,
-           flush: bool = True) -> IngestReport:
+           flush: bool = True, sync: bool = False) -> IngestReport:
     """Ingest every record of a source into a library; bad records are reported and skipped.
 
-    flush=False leaves the final flush to the caller (Ray's driver flushes once for all its workers).
+    For a folder, files unchanged since the last ingest are skipped unread; with sync, images whose files are
+    gone are removed from both stores. flush=False leaves the final flush to the caller (Ray's driver flushes
+    once for all its workers).
     """
     started = time.perf_counter()
     meta = vectors.open_library(library, encoder.name, encoder.dim, create=True)
-    report = IngestReport(library, bad=list(source.problems))
+    report = IngestReport(library, bad=list(source.problems), folder=source.scan is not None)
+    book = _Folder(source.scan, vectors, images, library, report) if source.scan is not None else None
     done = 0
 
     def tick(n: int = 1) -> None:
@@ -79,7 +104,7 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         if progress is not None:
             progress(done, source.total)
 
-    work = _plan(source.records, vectors, images, library, report, tick)
+    work = _plan(source.records, vectors, images, library, report, tick, book)
 
     def bad(item: _Work, reason: str) -> None:
         report.bad.append(BadRecord(item.record.line, reason, item.record.file))
@@ -98,20 +123,101 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         if features:
             batch, vecs = _check_dims(batch, vecs, meta.dim, report)
         _write(batch, vecs, vectors, images, library)
-        report.added += len(batch)
+        changed = sum(w.changed for w in batch)
+        report.changed += changed
+        report.added += len(batch) - changed
+        if book is not None:
+            book.stored([w.record for w in batch])
         tick(len(batch))
+    if book is not None:
+        book.finish(sync)
     if flush:
         vectors.flush(library)
     report.seconds = time.perf_counter() - started
-    log.info("ingest into %s: %d added, %d present, %d bad in %.1fs", library, report.added, report.present,
-             len(report.bad), report.seconds)
+    log.info("ingest into %s: %s", library, report.summary())
     return report
 
 
+class _Folder:
+    """A folder ingest's bookkeeping: the files it recorded, moves, and (with sync) what is gone."""
+
+    def __init__(self, scan: FolderScan, vectors: VectorStore, images: ImageStore, library: str,
+                 report: IngestReport) -> None:
+        self.scan, self.vectors, self.images, self.library, self.report = scan, vectors, images, library, report
+        report.unchanged = scan.unchanged
+        self.copies: list[Record] = []  # files whose content another file of this run holds
+        self.gone_ids: dict[int, list[str]] = {}
+        for path, image_id in scan.gone.items():
+            self.gone_ids.setdefault(image_id, []).append(path)
+
+    def stored(self, records: list[Record]) -> None:
+        """Record files whose image is now in both stores (written last: a crash before leaves them unrecorded,
+        and the re-run reads them again)."""
+        files = {r.stat.path: FileState(r.stat.size, r.stat.mtime_ns, r.image_id) for r in records
+                 if r.stat is not None and r.image_id is not None}
+        self.images.put_files(self.library, self.scan.root, files)
+
+    def present(self, record: Record) -> None:
+        """A file whose image the library already holds: unchanged content, a move, or a copy."""
+        assert record.stat is not None and record.image_id is not None
+        path, image_id = record.stat.path, record.image_id
+        if self.scan.changed.get(path) == image_id:
+            self.report.unchanged += 1  # touched, same content
+        elif self.gone_ids.get(image_id):
+            old = self.gone_ids[image_id].pop()
+            self._move(image_id, path)
+            self.images.put_files(self.library, self.scan.root, {path: FileState(record.stat.size,
+                                                                                 record.stat.mtime_ns, image_id)})
+            self.images.delete_files(self.library, self.scan.root, [old])
+            del self.scan.gone[old]
+            self.report.moved += 1
+            return
+        else:
+            self.report.present += 1
+        self.stored([record])
+
+    def _move(self, image_id: int, path: str) -> None:
+        """Point the image at its new path in both stores, keeping its vector (nothing is encoded)."""
+        self.images.set_paths(self.library, {image_id: path})
+        vector = self.vectors.vectors(self.library, [image_id]).get(image_id)
+        if vector is not None:
+            taken = self.vectors.attrs(self.library, [image_id]).get(image_id, ("", 0))[1]
+            self.vectors.upsert(self.library, [image_id], vector[None, :], [(path, taken)])
+
+    def finish(self, sync: bool) -> None:
+        """Record copies of files stored in this run; without sync, count what is gone; with it, remove the
+        images no remaining file holds."""
+        stored = self.vectors.existing(self.library, [r.image_id for r in self.copies if r.image_id is not None])
+        for record in self.copies:
+            if record.image_id in stored:
+                self.present(record)
+            else:
+                self.report.bad.append(BadRecord(record.line, "same content as another file of this folder, "
+                                                              "which could not be ingested", record.file))
+        gone = dict(self.scan.gone)
+        replaced = {path: old for path, old in self.scan.changed.items()}
+        if not sync:
+            self.report.missing = len(gone)
+            return
+        candidates = set(gone.values()) | set(replaced.values())
+        # An image stays while any other recorded file (here or in another folder) still holds it.
+        leaving = {(self.scan.root, p) for p in gone}
+        owners = self.images.file_owners(self.library, sorted(candidates))
+        remove = sorted(i for i in candidates if not owners.get(i, set()) - leaving)
+        # Vectors first, then images, then the file records: a crash at any point leaves the gone files
+        # recorded, so the next sync run removes what is left (`check` never sees a vector without an image).
+        self.vectors.delete(self.library, remove)
+        self.vectors.flush(self.library)
+        self.images.delete_many(self.library, remove)
+        self.images.delete_files(self.library, self.scan.root, sorted(gone))
+        self.report.removed = len(gone) + len([i for i in remove if i in replaced.values()])
+
+
 def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, library: str,
-          report: IngestReport, tick: Callable[[int], None]) -> Iterator[_Work]:
+          report: IngestReport, tick: Callable[[int], None], book: _Folder | None = None) -> Iterator[_Work]:
     """Decide per record: bad, already present, needs its vector only, or needs both writes."""
     seen: dict[int, tuple[bytes, int]] = {}
+    pending: list[Record] = []
     for chunk in chunks(records, LOOKUP_CHUNK):
         candidates: list[tuple[Record, str]] = []
         for record in chunk:
@@ -130,6 +236,8 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                 if first[0] != bytes.fromhex(sha[:16]):
                     report.bad.append(BadRecord(record.line, f"duplicate image id {record.image_id} with different "
                                                              f"content from line {first[1]}", record.file))
+                elif book is not None:
+                    pending.append(record)  # a copy of a file in this run: recorded once that one is written
                 else:
                     report.present += 1
                 tick(1)
@@ -147,18 +255,29 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                                                          "content", record.file))
                 tick(1)
             elif image_id in with_vector:
-                report.present += 1
+                if book is not None:
+                    book.present(record)
+                else:
+                    report.present += 1
                 tick(1)
             else:
-                yield _Work(record, sha, store_image=image_id not in stored)
+                changed = book is not None and record.stat is not None and record.stat.path in book.scan.changed
+                yield _Work(record, sha, store_image=image_id not in stored, changed=changed)
+    if book is not None:
+        book.copies = pending
 
 
 def _to_store(prepared: Prepared[_Work]) -> _Work:
     """The decoded image as it will be stored; the raw bytes are freed early."""
     work, decoded, record = prepared.item, prepared.decoded, prepared.item.record
     assert record.image_id is not None
+    path, taken = "", decoded.taken
+    if record.stat is not None:
+        path = record.stat.path
+        taken = taken or naive_seconds(dt.datetime.fromtimestamp(record.stat.mtime_ns / 1e9))
+    source = path or f"{record.file}:{record.line}"
     work.stored = StoredImage(record.image_id, decoded.data, decoded.format, decoded.width, decoded.height,
-                              work.sha256, f"{record.file}:{record.line}", record.captions)
+                              work.sha256, source, record.captions, path, taken)
     record.data = None
     return work
 
@@ -178,4 +297,5 @@ def _write(batch: list[_Work], vecs: np.ndarray, vectors: VectorStore, images: I
     if not batch:
         return
     images.put_many(library, [w.stored for w in batch if w.store_image and w.stored is not None])
-    vectors.upsert(library, [w.record.image_id for w in batch], vecs)  # type: ignore[misc]
+    attrs = [(w.stored.path, w.stored.taken) if w.stored is not None else NO_ATTRS for w in batch]
+    vectors.upsert(library, [w.record.image_id for w in batch], vecs, attrs)  # type: ignore[misc]

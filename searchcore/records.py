@@ -20,6 +20,16 @@ class Record:
     error: str | None = None
     captions: list[str] = field(default_factory=list)
     vector: np.ndarray | None = None
+    stat: FileStat | None = None  # a folder file's path, size and mtime
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A folder file as `stat` saw it: enough to skip it unread next time when none of it changed."""
+
+    path: str  # relative to the folder, with "/" separators
+    size: int
+    mtime_ns: int
 
 
 @dataclass
@@ -41,3 +51,14 @@ class Source:
     total: int | None
     records: Iterator[Record]
     problems: list[BadRecord] = field(default_factory=list)
+    scan: FolderScan | None = None  # for a folder: what a stat-only comparison with the last ingest found
+
+
+@dataclass
+class FolderScan:
+    """A folder compared with what the image store recorded of it, by path, size and mtime alone."""
+
+    root: str  # the folder's absolute path, as recorded
+    unchanged: int = 0  # files skipped unread
+    changed: dict[str, int] = field(default_factory=dict)  # recorded paths whose size or mtime differ -> old id
+    gone: dict[str, int] = field(default_factory=dict)  # recorded paths no longer there -> their image id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import unicodedata
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import numpy as np
 
 from .encoder import Encoder
 from .errors import LibraryError, QueryError
+from .filters import Filters
 from .ids import parse_image_id
 from .image_store import ImageStore
 from .imaging import ImageDecodeError, decode_image
@@ -19,7 +21,7 @@ from .vector_store import VectorStore
 
 log = logging.getLogger(__name__)
 
-MAX_TOP_K = 100
+MAX_TOP_K = 1000  # results of one search in all, offset included (the gallery pages through them)
 MAX_QUERY_CHARS = 1000
 
 
@@ -35,6 +37,9 @@ class SearchResult:
     height: int
     captions: list[str]
     fetch: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    path: str = ""  # a folder image's relative path
+    taken: int | None = None  # when it was taken (naive seconds), when known
+    text: str | None = None  # the words OCR read in it, when OCR ran
 
     @property
     def data(self) -> bytes:
@@ -46,11 +51,13 @@ class SearchResult:
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         return {"rank": self.rank, "image_id": self.image_id, "score": round(self.score, 6),
-                "captions": self.captions}
+                "captions": self.captions, "path": self.path or None,
+                "taken": None if self.taken is None else dt.datetime.fromtimestamp(self.taken, dt.UTC)
+                .strftime("%Y-%m-%dT%H:%M:%S"), "text": self.text}
 
 
 def parse_top_k(value: Any) -> int:
-    """A top-k between 1 and 100, or a QueryError saying what is wrong."""
+    """A top-k between 1 and MAX_TOP_K, or a QueryError saying what is wrong."""
     if isinstance(value, bool):
         raise QueryError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {value!r}")
     try:
@@ -63,6 +70,36 @@ def parse_top_k(value: Any) -> int:
     if not 1 <= top_k <= MAX_TOP_K:
         raise QueryError(f"top_k must be from 1 to {MAX_TOP_K}, got {top_k}")
     return top_k
+
+
+def parse_offset(value: Any, top_k: int) -> int:
+    """How many results to skip (0 to MAX_TOP_K - top_k), or a QueryError."""
+    if value is None:
+        return 0
+    try:
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise ValueError
+        offset = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise QueryError(f"offset must be a whole number from 0, got {value!r}") from None
+    if not 0 <= offset <= MAX_TOP_K - top_k:
+        raise QueryError(f"offset + top_k must be at most {MAX_TOP_K} (offset {offset}, top_k {top_k})")
+    return offset
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which results a search returns and among which images: ranks offset+1 .. offset+top_k, filtered."""
+
+    top_k: int
+    offset: int = 0
+    filters: Filters | None = None
+
+    @classmethod
+    def parse(cls, top_k: Any, offset: Any = None, filters: Filters | None = None) -> Page:
+        """A validated page, or a QueryError."""
+        k = parse_top_k(top_k)
+        return cls(k, parse_offset(offset, k), filters)
 
 
 def clean_query(text: Any) -> str:
@@ -88,19 +125,21 @@ def parse_query_id(value: Any) -> int:
 
 
 def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
-                images: ImageStore, library: str) -> list[SearchResult]:
+                images: ImageStore, library: str, offset: Any = None,
+                filters: Filters | None = None) -> list[SearchResult]:
     """Top-k images for a text query."""
     query = clean_query(text)
-    k = parse_top_k(top_k)
+    k = Page.parse(top_k, offset, filters)
     model = encoder()
     _require_library(vectors, library, model)
     return search_vector(model.encode_texts([query])[0], k, vectors=vectors, images=images, library=library)
 
 
 def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
-                 images: ImageStore, library: str) -> list[SearchResult]:
+                 images: ImageStore, library: str, offset: Any = None,
+                 filters: Filters | None = None) -> list[SearchResult]:
     """Top-k images that look like an image given as bytes."""
-    k = parse_top_k(top_k)
+    k = Page.parse(top_k, offset, filters)
     try:
         decoded = decode_image(data)
     except ImageDecodeError as exc:
@@ -112,9 +151,9 @@ def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vec
 
 
 def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: ImageStore,
-                   library: str) -> list[SearchResult]:
+                   library: str, offset: Any = None, filters: Filters | None = None) -> list[SearchResult]:
     """Top-k images like one already in the library ("more like this")."""
-    k = parse_top_k(top_k)
+    k = Page.parse(top_k, offset, filters)
     ident = parse_query_id(image_id)
     found = vectors.vectors(library, [ident]) if vectors.meta(library) is not None else {}
     if ident not in found:
@@ -122,10 +161,13 @@ def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: I
     return search_vector(found[ident], k, vectors=vectors, images=images, library=library)
 
 
-def search_vector(vector: np.ndarray, top_k: int, *, vectors: VectorStore, images: ImageStore,
+def search_vector(vector: np.ndarray, page: int | Page, *, vectors: VectorStore, images: ImageStore,
                   library: str) -> list[SearchResult]:
-    """Top-k images for a query vector, read without their bytes; ids without a stored image are left out."""
-    hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], top_k)[0]
+    """A page of the top images for a query vector, read without their bytes; ids without a stored image are
+    left out. The filters apply inside the vector search; ranks count from 1 at the best match."""
+    page = page if isinstance(page, Page) else Page(page)
+    hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], page.offset + page.top_k,
+                          page.filters)[0][page.offset:]
     stored = images.get_meta_many(library, [h.image_id for h in hits])
     results: list[SearchResult] = []
     for hit in hits:
@@ -134,8 +176,9 @@ def search_vector(vector: np.ndarray, top_k: int, *, vectors: VectorStore, image
             log.warning("library %s: vector %d has no stored image; run `searchcore check --repair`",
                         library, hit.image_id)
             continue
-        results.append(SearchResult(len(results) + 1, hit.image_id, hit.score, meta.format, meta.width,
-                                    meta.height, meta.captions, _fetcher(images, library, hit.image_id)))
+        results.append(SearchResult(page.offset + len(results) + 1, hit.image_id, hit.score, meta.format,
+                                    meta.width, meta.height, meta.captions, _fetcher(images, library, hit.image_id),
+                                    meta.path, meta.taken or None, meta.text))
     return results
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import Settings
 from .image_store import ImageStore, open_image_store
-from .vector_store import MilvusVectorStore, VectorStore
+from .vector_store import Attrs, MilvusVectorStore, VectorStore, vector_rows
 
 
 def open_vector_store(settings: Settings, *, exact_copy: bool = True) -> MilvusVectorStore:
@@ -40,12 +40,17 @@ class BulkRows:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
+               attrs: Sequence[Attrs] | None = None) -> None:
         """Append rows to the current import files."""
+        meta = self._store.meta(library)
+        assert meta is not None
         if self._writer is None:
-            self._writer = self._writer_factory(self._folder, self._store.meta(library).dim)  # type: ignore[union-attr]
-        for image_id, vector in zip(ids, np.asarray(vectors, dtype=np.float32)):
-            self._writer.append_row({"id": int(image_id), "vector": vector})
+            self._writer = self._writer_factory(self._folder, meta.dim)
+        array = np.asarray(vectors, dtype=np.float32)
+        for row, vector in zip(vector_rows(ids, array, attrs, meta.filterable), array):
+            row["vector"] = vector
+            self._writer.append_row(row)
 
     def take_files(self) -> list[list[str]]:
         """The import file sets written since the last call (one set per Milvus import task)."""

@@ -18,6 +18,7 @@ import numpy as np
 from .config import is_server_uri, validate_library
 from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
 from .exact_copy import ExactCopy, LiteCopies
+from .filters import Filters
 from .ids import id_chunks
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ HNSW_EF = 128
 IVF_NPROBE = 32  # Milvus's default of 10 gave recall@10 of 0.75 with nlist=1024
 ID_BATCH = 1000
 MAX_TOP_K = 16384  # Milvus's limit on a search's k
+MAX_PATH_CHARS = 1024  # the `path` field's VARCHAR length (Milvus counts bytes: paths are cut to fit)
+ATTR_FIELDS = ("path", "taken")  # the scalar fields searches filter on
+Attrs = tuple[str, int]  # (relative path, taken) of one image; ("", 0) for dataset images
+NO_ATTRS: Attrs = ("", 0)
 COPY_CHECK_ALL = 10_000  # `check_copy` compares every vector of a library up to this size...
 COPY_SAMPLE = 1000  # ...and this many random ones beyond it
 _LITE_STORES: dict[str, int] = {}  # Milvus Lite file -> stores open on it in this process
@@ -44,6 +49,7 @@ class LibraryMeta:
     dim: int
     index: str
     index_params: dict[str, Any]
+    filterable: bool = True  # has the path and taken fields (libraries made before them lack them)
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,13 @@ class VectorStore(Protocol):
     def open_library(self, library: str, model: str, dim: int, *, create: bool) -> LibraryMeta: ...
     def meta(self, library: str) -> LibraryMeta | None: ...
     def libraries(self) -> list[LibraryMeta]: ...
-    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None: ...
+    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
+               attrs: Sequence[Attrs] | None = None) -> None: ...
     def flush(self, library: str) -> None: ...
-    def search(self, library: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]: ...
+    def search(self, library: str, vectors: np.ndarray, top_k: int,
+               filters: Filters | None = None) -> list[list[Hit]]: ...
+    def attrs(self, library: str, ids: Sequence[int]) -> dict[int, Attrs]: ...
+    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path) -> None: ...
     def check_copy(self, library: str) -> str | None: ...
     def existing(self, library: str, ids: Sequence[int]) -> set[int]: ...
     def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
@@ -76,13 +86,32 @@ class VectorStore(Protocol):
 
 
 def collection_schema(dim: int) -> Any:
-    """A library's Milvus schema: an INT64 image id and its FLOAT_VECTOR (bulk-insert files use it too)."""
+    """A library's Milvus schema (bulk-insert files use it too): an INT64 image id, its FLOAT_VECTOR, and the
+    scalar fields searches filter on inside Milvus: the relative path and when it was taken."""
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS)
+    schema.add_field("taken", DataType.INT64)
     return schema
+
+
+def vector_rows(ids: Sequence[int], vectors: np.ndarray, attrs: Sequence[Attrs] | None,
+                filterable: bool = True) -> list[dict[str, Any]]:
+    """Milvus rows for an upsert or an import file."""
+    array = np.asarray(vectors, dtype=np.float32)
+    rows: list[dict[str, Any]] = [{"id": int(i), "vector": v} for i, v in zip(ids, array.tolist())]
+    if filterable:
+        for row, (path, taken) in zip(rows, attrs if attrs is not None else [NO_ATTRS] * len(rows)):
+            row["path"], row["taken"] = _fit_path(path), int(taken)
+    return rows
+
+
+def _fit_path(path: str) -> str:
+    data = path.encode()
+    return path if len(data) <= MAX_PATH_CHARS else data[:MAX_PATH_CHARS].decode(errors="ignore")
 
 
 class MilvusVectorStore:
@@ -227,31 +256,39 @@ class MilvusVectorStore:
                     metas.append(meta)
         return metas
 
-    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
-        """Insert or replace vectors by image id."""
+    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
+               attrs: Sequence[Attrs] | None = None) -> None:
+        """Insert or replace vectors by image id, with each image's (path, taken) for filters."""
+        meta = self.meta(library)
         array = np.asarray(vectors, dtype=np.float32)
-        rows = [{"id": int(i), "vector": v} for i, v in zip(ids, array.tolist())]
+        rows = vector_rows(ids, array, attrs, meta is None or meta.filterable)
         if rows:
             with self._writing(library):
                 self._call("upsert vectors", lambda: self._client.upsert(PREFIX + library, rows))
                 if self._copies is not None:
-                    self._copies.upserted(library, [r["id"] for r in rows], array[:len(rows)])
+                    self._copies.upserted(library, [r["id"] for r in rows], array[:len(rows)],
+                                          [(r.get("path", ""), r.get("taken", 0)) for r in rows])
 
     def flush(self, library: str) -> None:
         """Seal fresh vectors so searches over them are fast and durable."""
         self._call("flush", lambda: self._client.flush(PREFIX + library))
 
-    def search(self, library: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
-        """Inner-product top-k for each query vector, best first."""
+    def search(self, library: str, vectors: np.ndarray, top_k: int,
+               filters: Filters | None = None) -> list[list[Hit]]:
+        """Inner-product top-k for each query vector, best first; filters are applied inside the search."""
         meta = self.meta(library)
         if meta is None:
             raise LibraryError(f"library {library!r} does not exist; ingest into it first")
+        if filters and not meta.filterable:
+            raise LibraryError(f"library {library!r} was made before folder and date filters; run `searchcore "
+                               f"migrate --library {library}` once to add them (its images stay as they are)")
         queries = np.asarray(vectors, dtype=np.float32)
         copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
         # anything Milvus would refuse (a wrong dimension, a k out of range) goes to Milvus, which says why
         if copy is not None and meta.index == "FLAT" and queries.ndim == 2 and queries.shape[1] == meta.dim \
                 and 0 < top_k <= MAX_TOP_K:
-            return [[Hit(i, s) for i, s in hits] for hits in copy.search(queries, top_k)]
+            found = copy.search(queries, top_k, filters.mask if filters else None)
+            return [[Hit(i, s) for i, s in hits] for hits in found]
         self._load_copy(library, meta)
         params: dict[str, Any] = {"metric_type": "IP"}
         if meta.index == "HNSW":
@@ -261,9 +298,10 @@ class MilvusVectorStore:
         data = queries.tolist()
         # Session, not the collection's Strong: a server makes a Strong read wait for the next time tick
         # (200 ms); Session still shows this client its own writes (bench/bench_query.py measures both).
+        expression = filters.expression() if filters else ""
         result = self._call("search", lambda: self._client.search(
             PREFIX + library, data=data, limit=top_k, search_params=params, output_fields=[],
-            consistency_level="Session"))
+            consistency_level="Session", filter=expression))
         return [[Hit(int(h["id"]), float(h["distance"])) for h in hits] for hits in result]
 
     def copy_status(self, library: str) -> str:
@@ -327,17 +365,21 @@ class MilvusVectorStore:
         self._copies.reload(library, meta.dim, lambda cancel: self._copy_pages(library, cancel), id(self),
                             size=lambda: self.count(library))
 
-    def _copy_pages(self, library: str, cancel: threading.Event) -> Iterator[tuple[list[int], np.ndarray]]:
-        """Every (id, vector) of a library, in pages, for its exact copy."""
+    def _copy_pages(self, library: str, cancel: threading.Event
+                    ) -> Iterator[tuple[list[int], np.ndarray, list[Attrs]]]:
+        """Every (id, vector, attrs) of a library, in pages, for its exact copy."""
         name = PREFIX + library
+        meta = self.meta(library)
+        fields = ["id", "vector", *(ATTR_FIELDS if meta is not None and meta.filterable else ())]
         iterator = self._call("read vectors", lambda: self._client.query_iterator(
-            name, batch_size=ID_BATCH, filter="id >= -9223372036854775807", output_fields=["id", "vector"]))
+            name, batch_size=ID_BATCH, filter="id >= -9223372036854775807", output_fields=fields))
         try:
             while not cancel.is_set():
                 page = self._call("read vectors", iterator.next)
                 if not page:
                     return
-                yield [int(r["id"]) for r in page], np.asarray([r["vector"] for r in page], dtype=np.float32)
+                yield ([int(r["id"]) for r in page], np.asarray([r["vector"] for r in page], dtype=np.float32),
+                       [(r.get("path", ""), int(r.get("taken", 0))) for r in page])
         finally:
             with contextlib.suppress(Exception):  # a dropped collection's iterator may fail to close
                 iterator.close()
@@ -373,6 +415,52 @@ class MilvusVectorStore:
             for r in rows:
                 found[int(r["id"])] = np.asarray(r["vector"], dtype=np.float32)
         return found
+
+    def attrs(self, library: str, ids: Sequence[int]) -> dict[int, Attrs]:
+        """The (path, taken) stored with vectors, by id (empty for a library without those fields)."""
+        meta = self.meta(library)
+        found: dict[int, Attrs] = {}
+        for chunk in id_chunks(ids, ID_BATCH) if meta is not None and meta.filterable else []:
+            rows = self._call("fetch attributes", lambda c=chunk: self._client.get(  # type: ignore[misc]
+                PREFIX + library, ids=c, output_fields=["id", *ATTR_FIELDS]))
+            for r in rows:
+                found[int(r["id"])] = (r["path"], int(r["taken"]))
+        return found
+
+    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path) -> None:
+        """Re-create a library's collection with the current schema, keeping its vectors and settings.
+
+        The vectors are first saved to a staging file (written whole, then renamed), then the collection is
+        dropped, made anew and refilled from the file with each image's attrs; the file goes last. A crash at
+        any point leaves either the old collection or the staging file, from which a re-run finishes."""
+        if not staging.exists():
+            meta = self.meta(library)
+            assert meta is not None
+            ids = list(self.ids(library))
+            found = self.vectors(library, ids)
+            matrix = np.stack([found[i] for i in ids]) if ids else np.zeros((0, meta.dim), np.float32)
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            partial = staging.with_suffix(".partial.npz")
+            with partial.open("wb") as out:
+                np.savez(out, ids=np.asarray(ids, dtype=np.int64), vectors=matrix,
+                         meta=np.asarray(json.dumps([meta.model, meta.dim, meta.index])))
+            os.replace(partial, staging)
+        saved = np.load(staging)
+        model, dim, index = json.loads(str(saved["meta"]))
+        ids_saved, vectors = saved["ids"].tolist(), saved["vectors"]
+        self.drop(library)
+        previous, self.index = self.index, index
+        try:
+            self._create(library, model, int(dim))
+        finally:
+            self.index = previous
+        for start in range(0, len(ids_saved), ID_BATCH):
+            chunk = ids_saved[start:start + ID_BATCH]
+            known = attrs(chunk)
+            self.upsert(library, chunk, vectors[start:start + ID_BATCH], [known.get(i, NO_ATTRS) for i in chunk])
+        self.flush(library)
+        staging.unlink()
+        log.info("library %s rebuilt with the current schema: %d vectors kept", library, len(ids_saved))
 
     def ids(self, library: str) -> Iterator[int]:
         """Every id with a vector, in pages."""
@@ -434,8 +522,9 @@ def _meta_from(library: str, desc: dict[str, Any]) -> LibraryMeta:
     if "searchcore.model" not in props:
         raise LibraryError(f"collection {PREFIX}{library} was not made by searchcore; refusing to use it")
     index = json.loads(props.get("searchcore.index", '{"type": "FLAT", "params": {}}'))
+    fields = {f.get("name") for f in desc.get("fields") or []}
     return LibraryMeta(library, props["searchcore.model"], int(props["searchcore.dim"]), index["type"],
-                       index["params"])
+                       index["params"], all(f in fields for f in ATTR_FIELDS))
 
 
 def _release_lite(path: str) -> None:

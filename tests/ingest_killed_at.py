@@ -9,6 +9,8 @@ process kills itself with SIGKILL (no cleanup, no flush, as a power cut or the O
     batch         a batch is encoded and none of it written yet (before its images are put)
     after_images  a batch's images are written, its vectors not
     flush         everything is written, the final flush of the vectors not done
+    remove_images a --sync run has deleted the gone images' vectors, not yet their images
+    forget_files  a --sync run has deleted the gone images from both stores, not yet the file records
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from searchcore.config import Settings
 from searchcore.engine import Engine
 
-POINTS = ("batch", "after_images", "flush")
+POINTS = ("batch", "after_images", "flush", "remove_images", "forget_files")
 
 
 class KillAt:
@@ -60,6 +62,14 @@ class KillingImageStore(Wrapped):
         self._kill.reach("after_images")
         return result
 
+    def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        self._kill.reach("remove_images")
+        return self._store.delete_many(*args, **kwargs)
+
+    def delete_files(self, *args: Any, **kwargs: Any) -> Any:
+        self._kill.reach("forget_files")
+        return self._store.delete_files(*args, **kwargs)
+
 
 class KillingVectorStore(Wrapped):
     def flush(self, *args: Any, **kwargs: Any) -> Any:
@@ -72,13 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("kill_at", help="POINT:N, e.g. after_images:3")
     parser.add_argument("path")
     parser.add_argument("--split")
+    parser.add_argument("--sync", action="store_true")
     args = parser.parse_args(argv)
     kill = KillAt(args.kill_at)
     engine = Engine(Settings.from_env())
     engine.images = KillingImageStore(engine.images, kill)  # type: ignore[assignment]
     engine.vectors = KillingVectorStore(engine.vectors, kill)  # type: ignore[assignment]
     try:
-        report = engine.ingest(args.path, split=args.split)
+        report = engine.ingest(args.path, split=args.split, sync=args.sync)
     finally:
         engine.close()
     print(report.summary())

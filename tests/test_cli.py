@@ -33,7 +33,7 @@ def test_ingest_then_search_returns_red_circles_first(env: dict[str, str], datas
     assert found.returncode == 0, found.stderr
     results = json.loads(found.stdout)
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
-    assert set(results[0]) == {"rank", "image_id", "score", "captions"}
+    assert set(results[0]) == {"rank", "image_id", "score", "captions", "path", "taken", "text"}
     classes = image_classes(dataset, "valid")
     assert all(classes[r["image_id"]] == ("红色", "圆形") for r in results)
 
@@ -64,7 +64,7 @@ def test_search_by_image_file(env: dict[str, str], dataset: Path, tmp_path: Path
 @pytest.mark.parametrize("args, code, message", [
     (["search", ""], 1, "query is empty"),
     (["search", "红色", "--top-k", "abc"], 1, "top_k must be"),
-    (["search", "红色", "--top-k", "101"], 1, "from 1 to 100"),
+    (["search", "红色", "--top-k", "1001"], 1, "from 1 to 1000"),
     (["search", "红色", "--library", "../x"], 1, "invalid library name"),
     (["ingest", "/no/such/folder"], 1, "does not exist"),
     (["info", "--batch-size", "zero"], 2, "invalid int value"),

@@ -1,0 +1,177 @@
+"""A watched folder: keeps a library in step with a folder of images while the process runs.
+
+A watchdog observer only notes that something under the folder changed; a worker thread waits until the
+events stop for `debounce` seconds (or `max_delay` under a constant stream), then runs one incremental
+re-scan, `Engine.ingest(folder, sync=True)`: new and changed files are encoded, deleted ones removed, and
+unchanged ones cost a stat. So the watcher tracks no files of its own, and a missed event is made good by
+the next re-scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import (
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from .config import validate_library
+from .datasets import IMAGE_SUFFIXES
+from .engine import Engine
+from .errors import DatasetError, SearchcoreError
+from .ingest import IngestReport
+
+log = logging.getLogger(__name__)
+
+# Opened and closed-without-writing are left out: the re-scan itself reads files, and must not wake the watcher.
+# A moved-in directory arrives as file events for its content; a moved-out one only as a directory deletion.
+EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent,
+          DirDeletedEvent, DirMovedEvent]
+STOP_SECONDS = 30
+
+
+class _Stopped(Exception):
+    """Raised from the progress callback to end a re-scan when the watcher stops."""
+
+
+class _Changes(FileSystemEventHandler):
+    """Passes on events that can change the library: an image file's, or a directory's deletion or move."""
+
+    def __init__(self, notice: Callable[[], None]) -> None:
+        self.notice = notice
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            if isinstance(event, (DirDeletedEvent, DirMovedEvent)):
+                self.notice()
+            return
+        paths = [event.src_path, getattr(event, "dest_path", "")]
+        if any(_is_image(p) for p in paths):
+            self.notice()
+
+
+def _is_image(path: str | bytes) -> bool:
+    name = path.decode(errors="replace") if isinstance(path, bytes) else path
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+class FolderWatcher:
+    """Keeps `library` in step with an image folder: a re-scan at start, then one per settled burst of changes.
+
+    last_report is the latest re-scan's report, last_error its error (None after a good one), last_change the
+    wall-clock time of the latest change noticed. on_report is called with each re-scan's report, in the
+    watcher's thread. A failing re-scan is logged as a warning and tried again at the next change.
+    """
+
+    def __init__(self, engine: Engine, folder: str | Path, library: str | None = None, *, debounce: float = 2.0,
+                 max_delay: float = 30.0, on_report: Callable[[IngestReport], None] | None = None) -> None:
+        self.engine = engine
+        self.folder = Path(folder).expanduser().resolve()
+        self.library = validate_library(library or engine.settings.library)
+        self.debounce = debounce
+        self.max_delay = max(max_delay, debounce)
+        self.on_report = on_report
+        self.last_report: IngestReport | None = None
+        self.last_error: str | None = None
+        self.last_change: float | None = None
+        self._wake = threading.Condition()
+        self._pending_since: float | None = None  # monotonic time of the first change not yet re-scanned
+        self._latest = 0.0  # monotonic time of the latest change
+        self._stopping = False
+        self._observer: BaseObserver | None = None
+        self._worker: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start watching; the first re-scan begins at once. DatasetError when the folder cannot be watched."""
+        if not self.folder.is_dir():
+            raise DatasetError(f"cannot watch {self.folder}: it is not a folder")
+        observer = Observer()
+        observer.schedule(_Changes(self._notice), str(self.folder), recursive=True, event_filter=EVENTS)
+        observer.daemon = True
+        try:
+            observer.start()
+        except OSError as exc:  # e.g. the inotify watch limit (fs.inotify.max_user_watches)
+            raise DatasetError(f"cannot watch {self.folder}: {exc}") from None
+        self._observer = observer
+        with self._wake:
+            self._pending_since = self._latest = time.monotonic() - self.debounce
+        self._worker = threading.Thread(target=self._run, name="watch-folder", daemon=True)
+        self._worker.start()
+        log.info("watching %s for library %s", self.folder, self.library)
+
+    def stop(self) -> None:
+        """Stop watching; a re-scan in progress ends at its next image (what it stored stays)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=STOP_SECONDS)
+        if self._worker is not None:
+            self._worker.join(timeout=STOP_SECONDS)
+            if self._worker.is_alive():
+                log.warning("the re-scan of %s did not stop within %ds", self.folder, STOP_SECONDS)
+
+    def _notice(self) -> None:
+        now = time.monotonic()
+        self.last_change = time.time()
+        with self._wake:
+            self._latest = now
+            if self._pending_since is None:
+                self._pending_since = now
+            self._wake.notify_all()
+
+    def _settled(self) -> bool:
+        """Wait until the pending changes have settled; False when stopping."""
+        with self._wake:
+            while not self._stopping:
+                if self._pending_since is None:
+                    self._wake.wait()
+                    continue
+                now = time.monotonic()
+                due = min(self._latest + self.debounce, self._pending_since + self.max_delay)
+                if now >= due:
+                    self._pending_since = None  # changes from here on wait for the next re-scan
+                    return True
+                self._wake.wait(due - now)
+            return False
+
+    def _run(self) -> None:
+        while self._settled():
+            self._rescan()
+
+    def _rescan(self) -> None:
+        def progress(done: int, total: int | None) -> None:
+            if self._stopping:
+                raise _Stopped
+
+        try:
+            report = self.engine.ingest(self.folder, library=self.library, progress=progress, sync=True)
+        except _Stopped:
+            return
+        except Exception as exc:  # noqa: BLE001 - a failing re-scan must not end the watcher
+            self.last_error = str(exc)
+            log.warning("watch %s: re-scan failed (%s); trying again at the next change", self.folder, exc,
+                        exc_info=not isinstance(exc, SearchcoreError))
+            return
+        self.last_report, self.last_error = report, None
+        log.debug("watch %s: %s", self.folder, report.summary())  # ingest logs the summary itself
+        if self.on_report is not None:
+            try:
+                self.on_report(report)
+            except Exception:  # noqa: BLE001 - the caller's callback must not end the watcher either
+                log.warning("watch %s: the report callback failed", self.folder, exc_info=True)
