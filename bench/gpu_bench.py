@@ -51,7 +51,7 @@ class InMemoryVectors:
     def existing(self, library: str, ids: Sequence[int]) -> set[int]:
         return {i for i in ids if i in self.rows}
 
-    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray, attrs: object = None) -> None:
         self.rows.update(zip(ids, np.array(vectors, dtype=np.float32)))
 
     def flush(self, library: str) -> None:

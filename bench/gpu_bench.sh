@@ -4,6 +4,7 @@
 #   bench/gpu_bench.sh --prepare     here, with PyPI: download the pure-Python wheels into bench/wheels (ignored)
 #   bench/gpu_bench.sh               on the GPU machine (carry bench/wheels): RN50 + ViT-B-16, batch 1 vs 64
 #   bench/gpu_bench.sh --device cpu --quick     check the script on any machine
+#   bench/gpu_bench.sh --profile                on the GPU machine: fp16 fidelity and a profile (bench/gpu_profile.py)
 #
 # The GPU machine must have torch, torchvision, numpy and pillow (a PyTorch image does); cn_clip, six and
 # tqdm come from bench/wheels, unpacked into a temporary folder on PYTHONPATH (no pip, no network).
@@ -43,11 +44,15 @@ for module in torch torchvision numpy PIL; do
 done
 
 export PYTHONPATH="$DEPS:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-log=bench/results/gpu_ingest.log
+module=bench.gpu_bench log=bench/results/gpu_ingest.log
+if [[ "${1:-}" == "--profile" ]]; then
+    module=bench.gpu_profile log=bench/results/gpu_profile.log
+    shift
+fi
 mkdir -p bench/results
-timeout 290 "$PY" -m bench.gpu_bench "$@" 2>&1 | tee "$log"
+timeout 290 "$PY" -m "$module" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [[ -n "${OUT:-}" ]]; then
-    cp "$log" bench/results/gpu_ingest*.json "$OUT"/ 2>/dev/null || true
+    cp "$log" bench/results/gpu_*.json "$OUT"/ 2>/dev/null || true
 fi
 exit "$status"

@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import hashlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -116,8 +117,11 @@ def exif_taken(exif: Image.Exif) -> int:
 @functools.cache
 def _register_formats() -> None:
     # HEIC/HEIF come from pillow-heif (AVIF and TIFF are Pillow's own); registered on first use, not on import.
-    from pillow_heif import register_heif_opener
-
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # a declared dependency; missing only where searchcore runs uninstalled (bench/gpu_bench.sh)
+        logging.getLogger(__name__).warning("pillow-heif is not installed: HEIC/HEIF pictures cannot be read")
+        return
     register_heif_opener()
 
 

@@ -25,7 +25,13 @@ class TorchRuntime:
             model.visual.to(memory_format=torch.channels_last)
         elif device == "cuda":
             model.to("cuda")
-            model.half() if precision == "fp16" else model.float()
+            model.float()
+            if precision == "fp16":
+                # cn_clip's own fp16 conversion: its LayerNorms compute in fp32 and need fp32 weights, which a
+                # blanket model.half() would break on the ViT models ("expected scalar type Float but found Half")
+                from cn_clip.clip.model import convert_weights
+
+                convert_weights(model)
         self.tower_precision = {"image": _NAMES[precision], "text": _NAMES[precision]}
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
