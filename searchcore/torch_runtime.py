@@ -27,11 +27,7 @@ class TorchRuntime:
             model.to("cuda")
             model.float()
             if precision == "fp16":
-                # cn_clip's own fp16 conversion: its LayerNorms compute in fp32 and need fp32 weights, which a
-                # blanket model.half() would break on the ViT models ("expected scalar type Float but found Half")
-                from cn_clip.clip.model import convert_weights
-
-                convert_weights(model)
+                to_fp16(model)
         self.tower_precision = {"image": _NAMES[precision], "text": _NAMES[precision]}
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
@@ -66,3 +62,11 @@ class TorchRuntime:
         if self.device == "cpu" and self.precision == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def to_fp16(model: Any) -> None:
+    """cn_clip's own fp16 conversion: its LayerNorms compute in fp32 and need fp32 weights, which a blanket
+    model.half() would break on the ViT models ("expected scalar type Float but found Half")."""
+    from cn_clip.clip.model import convert_weights
+
+    convert_weights(model)
