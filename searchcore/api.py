@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 import uvicorn
@@ -58,6 +58,8 @@ class SearchRequest(BaseModel):
     folder: str | None = Field(None, description="only images under this folder of the ingested folder")
     since: str | None = Field(None, description="only images taken on or after this date, YYYY-MM-DD")
     until: str | None = Field(None, description="only images taken on or before this date, YYYY-MM-DD")
+    mode: Literal["semantic", "keyword", "hybrid"] | None = Field(
+        None, description="semantic, keyword or hybrid (default: hybrid when the library has text)")
 
 
 class Hit(BaseModel):
@@ -80,6 +82,7 @@ class IngestRequest(BaseModel):
     split: str | None = None
     library: str | None = None
     sync: bool = False
+    ocr: bool = False
 
 
 MountUI = Callable[[FastAPI, Engine, Access, Metrics], FastAPI]
@@ -119,7 +122,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         filters = Filters.parse(body.folder, body.since, body.until)
         with metrics.search("text"):
             results = engine.search_text(body.text, body.top_k, library, offset=body.offset,
-                                         filters=filters or None)
+                                         filters=filters or None, mode=body.mode)
         return [Hit(url=f"/api/images/{library}/{r.image_id}", **r.to_json()) for r in results]
 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
@@ -148,7 +151,8 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         """Ingest a dataset split or an image folder on the server; returns the ingest report."""
         library = _library(body.library or engine.settings.library)
         with metrics.backend("ingest"):
-            report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync)
+            report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync,
+                                   ocr=body.ocr)
         metrics.ingested(report)
         return report.to_json()
 

@@ -119,6 +119,8 @@ def validate_library(name: str) -> str:
         raise LibraryError(
             f"invalid library name {name!r}: use a letter then up to 63 letters, digits or underscores"
         )
+    if name.endswith("__text"):  # the name of a library's text index
+        raise LibraryError(f"invalid library name {name!r}: a name may not end in __text")
     return name
 
 

@@ -10,9 +10,10 @@ import datetime as dt
 import itertools
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,13 +25,20 @@ from .errors import LibraryError, QueryError, SearchcoreError
 from .filters import Filters
 from .ids import chunks
 from .image_store import ImageStore, StoredImage, open_image_store
+from .imaging import ImageDecodeError, decode_image
 from .ingest import IngestReport, Progress, ingest
 from .pipeline import prepared_batches
+from .records import BadRecord
 from .search import SearchResult
 from .stores import open_vector_store
-from .vector_store import Hit, LibraryMeta, VectorStore
+from .text_index import TextIndex, image_text
+from .vector_store import Hit, LibraryMeta, MilvusVectorStore, VectorStore
+
+if TYPE_CHECKING:
+    from .ocr import OcrReader
 
 log = logging.getLogger(__name__)
+OCR_CHUNK = 32  # pictures `searchcore ocr` reads between writes
 EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
 PHOTO_EXAMPLES = ["海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 
@@ -61,6 +69,28 @@ class LibraryInfo:
         if self.encoder is not None:
             data["encoder"] = self.encoder
         return data
+
+
+@dataclass
+class OcrReport:
+    """What `searchcore ocr` did: pictures read (and how many had words), skipped as read before, and bad."""
+
+    library: str
+    read: int = 0
+    with_text: int = 0
+    skipped: int = 0
+    bad: list[BadRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        return (f"library {self.library}: read {self.read} pictures ({self.with_text} with words), {self.skipped} "
+                f"read before, {len(self.bad)} bad ({self.seconds:.1f}s)")
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's --json shape."""
+        return {"library": self.library, "read": self.read, "with_text": self.with_text, "skipped": self.skipped,
+                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
 
 
 @dataclass
@@ -103,6 +133,9 @@ class Engine:
         self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(settings,
                                                                                           exact_copy=exact_copy)
         self.images: ImageStore = images if images is not None else open_image_store(settings.db_url)
+        # keyword search lives in the same Milvus as the vectors (a stand-in vector store has none)
+        self.texts = TextIndex(self.vectors) if isinstance(self.vectors, MilvusVectorStore) else None
+        self._ocr: OcrReader | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -122,23 +155,77 @@ class Engine:
         return validate_library(library or self.settings.library)
 
     def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
-               library: str | None = None, progress: Progress | None = None, sync: bool = False) -> IngestReport:
+               library: str | None = None, progress: Progress | None = None, sync: bool = False,
+               ocr: bool = False) -> IngestReport:
         """Ingest a dataset split, feature file or image folder into a library. A folder is re-scanned
-        incrementally (unchanged files are not read); sync also removes the images of files that are gone."""
+        incrementally (unchanged files are not read); sync also removes the images of files that are gone;
+        ocr reads the words in each new picture for keyword search."""
         name = self._library(library)
         source = open_source(path, split, features, known=lambda root: self.images.files(name, root))
         if sync and source.scan is None:
             raise QueryError("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file")
+        reader = self.ocr_reader() if ocr else None
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
-                      workers=self.settings.workers, progress=progress, sync=sync)
+                      workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
+                      ocr=reader)
+
+    def _texts(self) -> TextIndex | None:
+        """The keyword index, where this Milvus has full-text search."""
+        return self.texts if self.texts is not None and self.texts.unsupported() is None else None
+
+    def ocr_reader(self) -> OcrReader:
+        """The OCR reader, loaded on first use (one inference thread: the encoder keeps the other cores)."""
+        from .ocr import load_ocr
+
+        with self._encoder_lock:
+            if self._ocr is None:
+                self._ocr = load_ocr(Path(self.settings.model_dir).expanduser() / "ocr", threads=1)
+            return self._ocr
+
+    def ocr(self, library: str | None = None, *, progress: Progress | None = None) -> OcrReport:
+        """Read the words in every image of a library that OCR has not read yet (nothing is encoded again)."""
+        name = self._library(library)
+        if self.vectors.meta(name) is None:
+            raise LibraryError(f"library {name!r} does not exist")
+        started = time.perf_counter()
+        reader, texts, target = self.ocr_reader(), self._texts(), self.encoder.resolution
+        report = OcrReport(name)
+        ids = list(self.images.ids(name))
+        for chunk in chunks(iter(ids), OCR_CHUNK):
+            todo = [m for m in self.images.get_meta_many(name, chunk).values() if m.text is None]
+            report.skipped += len(chunk) - len(todo)
+            stored = self.images.get_many(name, [m.image_id for m in todo])
+            pictures, kept = [], []
+            for meta in todo:
+                try:
+                    # decoded as ingest decodes it, so the same picture is read (and the same words come out)
+                    pictures.append(decode_image(stored[meta.image_id].data, target=target).image)
+                    kept.append(meta)
+                except (ImageDecodeError, KeyError) as exc:
+                    report.bad.append(BadRecord(0, f"image {meta.image_id}: {exc}"))
+            read = reader.read_many(pictures)
+            self.images.set_texts(name, {m.image_id: (r.text, r.confidence) for m, r in zip(kept, read)})
+            if texts is not None:
+                texts.upsert(name, [m.image_id for m in kept], [image_text(m.captions, r.text)
+                                                               for m, r in zip(kept, read)],
+                             [(m.path, m.taken) for m in kept])
+            report.read += len(kept)
+            report.with_text += sum(bool(r.text) for r in read)
+            if progress is not None:
+                progress(report.read + report.skipped + len(report.bad), len(ids))
+        if texts is not None:
+            texts.flush(name)
+        report.seconds = time.perf_counter() - started
+        return report
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
-                    filters: Filters | None = None) -> list[SearchResult]:
+                    filters: Filters | None = None, mode: str | None = None) -> list[SearchResult]:
         """Top-k images for a Chinese (or any) description (ids, scores and captions; no image bytes); offset
-        skips the first results (paging), filters keep a folder and a date range."""
+        skips the first results (paging), filters keep a folder and a date range; mode is semantic, keyword
+        or hybrid (None: hybrid when the library has text, else semantic)."""
         return search_mod.search_text(text, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
                                       images=self.images, library=self._library(library), offset=offset,
-                                      filters=filters)
+                                      filters=filters, mode=mode, texts=self.texts)
 
     def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                      filters: Filters | None = None) -> list[SearchResult]:
@@ -218,6 +305,8 @@ class Engine:
         if self.vectors.meta(name) is None and self.images.count(name) == 0:
             raise LibraryError(f"library {name!r} does not exist")
         self.vectors.drop(name)
+        if self._texts() is not None:
+            self.texts.drop(name)  # type: ignore[union-attr]
         self.images.drop(name)
 
     def check(self, library: str | None = None, *, repair: bool = False) -> CheckReport:

@@ -33,3 +33,7 @@ class QueryError(SearchcoreError):
 
 class BackendUnavailableError(SearchcoreError):
     """Milvus or the image database cannot be reached right now."""
+
+
+class UnsupportedError(SearchcoreError):
+    """The backend in use cannot do what was asked (a Milvus server too old for full-text search)."""

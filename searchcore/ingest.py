@@ -12,9 +12,11 @@ import datetime as dt
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -24,7 +26,11 @@ from .ids import chunks
 from .image_store import FileState, ImageStore, StoredImage
 from .pipeline import Prepared, prepared_batches
 from .records import BadRecord, FolderScan, Record, Source
+from .text_index import TextIndex, image_text
 from .vector_store import NO_ATTRS, VectorStore
+
+if TYPE_CHECKING:
+    from .ocr import OcrReader, OcrText
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +38,7 @@ R = TypeVar("R")
 
 Progress = Callable[[int, "int | None"], None]
 LOOKUP_CHUNK = 256
+OCR_AHEAD = 8  # batches OCR may fall behind the encoder before the ingest waits for it (bounds the memory)
 
 
 @dataclass
@@ -81,16 +88,19 @@ class _Work:
     store_image: bool
     stored: StoredImage | None = None
     changed: bool = False  # a known file with new content, not a new file
+    picture: Any = None  # the decoded picture, kept for OCR only
 
 
 def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageStore, library: str, *,
            batch_size: int = 8, workers: int = 0, progress: Progress | None = None,
-           flush: bool = True, sync: bool = False) -> IngestReport:
+           flush: bool = True, sync: bool = False, texts: TextIndex | None = None,
+           ocr: OcrReader | None = None) -> IngestReport:
     """Ingest every record of a source into a library; bad records are reported and skipped.
 
     For a folder, files unchanged since the last ingest are skipped unread; with sync, images whose files are
     gone are removed from both stores. flush=False leaves the final flush to the caller (Ray's driver flushes
-    once for all its workers).
+    once for all its workers). With texts, captions (and with ocr, the words read in each picture, on a thread
+    of their own beside the encoder) go into the library's keyword index.
     """
     started = time.perf_counter()
     meta = vectors.open_library(library, encoder.name, encoder.dim, create=True)
@@ -113,7 +123,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
     features = source.kind == "features"
     prepared = prepared_batches(work, lambda w: w.record.data or b"", None if features else encoder, on_bad=bad,
                                 batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes)
-    batches = (([_to_store(p) for p in batch], pixels) for batch, pixels in prepared)
+    batches = (([_to_store(p, keep_picture=ocr is not None) for p in batch], pixels) for batch, pixels in prepared)
+    words = _Words(texts, ocr, images, library) if texts is not None or ocr is not None else None
     if features:
         encoded: Iterable[tuple[list[_Work], np.ndarray]] = (
             (batch, normalise(np.stack([w.record.vector for w in batch]))) for batch, _ in batches)  # type: ignore[misc]
@@ -123,14 +134,18 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         if features:
             batch, vecs = _check_dims(batch, vecs, meta.dim, report)
         _write(batch, vecs, vectors, images, library)
+        if words is not None:
+            words.add(batch)
         changed = sum(w.changed for w in batch)
         report.changed += changed
         report.added += len(batch) - changed
         if book is not None:
             book.stored([w.record for w in batch])
         tick(len(batch))
+    if words is not None:
+        words.finish()
     if book is not None:
-        book.finish(sync)
+        book.finish(sync, texts)
     if flush:
         vectors.flush(library)
     report.seconds = time.perf_counter() - started
@@ -184,7 +199,7 @@ class _Folder:
             taken = self.vectors.attrs(self.library, [image_id]).get(image_id, ("", 0))[1]
             self.vectors.upsert(self.library, [image_id], vector[None, :], [(path, taken)])
 
-    def finish(self, sync: bool) -> None:
+    def finish(self, sync: bool, texts: TextIndex | None = None) -> None:
         """Record copies of files stored in this run; without sync, count what is gone; with it, remove the
         images no remaining file holds."""
         stored = self.vectors.existing(self.library, [r.image_id for r in self.copies if r.image_id is not None])
@@ -208,6 +223,8 @@ class _Folder:
         # recorded, so the next sync run removes what is left (`check` never sees a vector without an image).
         self.vectors.delete(self.library, remove)
         self.vectors.flush(self.library)
+        if texts is not None:
+            texts.delete(self.library, remove)
         self.images.delete_many(self.library, remove)
         self.images.delete_files(self.library, self.scan.root, sorted(gone))
         self.report.removed = len(gone) + len([i for i in remove if i in replaced.values()])
@@ -267,9 +284,59 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
         book.copies = pending
 
 
-def _to_store(prepared: Prepared[_Work]) -> _Work:
+class _Words:
+    """Captions and OCR text into the keyword index. OCR runs on a thread of its own, a few batches behind the
+    encoder, so that it never holds up encoding; its results are written as they complete (after their
+    images), and all of them before the ingest returns."""
+
+    def __init__(self, texts: TextIndex | None, ocr: OcrReader | None, images: ImageStore, library: str) -> None:
+        self.texts, self.ocr, self.images, self.library = texts, ocr, images, library
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr") if ocr is not None else None
+        self.pending: deque[tuple[list[_Work], Future[list[OcrText]]]] = deque()
+
+    def add(self, batch: list[_Work]) -> None:
+        """Index a written batch (now, or when OCR has read it)."""
+        batch = [w for w in batch if w.stored is not None]
+        if self.pool is None or self.ocr is None:
+            self._index(batch, None)
+            return
+        pictures = [w.picture for w in batch]
+        for w in batch:
+            w.picture = None
+        self.pending.append((batch, self.pool.submit(self.ocr.read_many, pictures)))
+        self._drain(keep=OCR_AHEAD)
+
+    def finish(self) -> None:
+        """Wait for OCR to read every picture, and write what it read."""
+        try:
+            self._drain(keep=0)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.texts is not None:
+            self.texts.flush(self.library)
+
+    def _drain(self, keep: int) -> None:
+        """Write what OCR has read, waiting while more than `keep` batches are still being read."""
+        while self.pending and (self.pending[0][1].done() or len(self.pending) > keep):
+            batch, future = self.pending.popleft()
+            self._index(batch, future.result())
+
+    def _index(self, batch: list[_Work], read: list[OcrText] | None) -> None:
+        stored = [w.stored for w in batch if w.stored is not None]
+        if read is not None:
+            self.images.set_texts(self.library, {s.image_id: (r.text, r.confidence) for s, r in zip(stored, read)})
+        if self.texts is not None:
+            ocr_texts: list[str | None] = [r.text for r in read] if read is not None else [None] * len(stored)
+            words = [image_text(s.captions, t) for s, t in zip(stored, ocr_texts)]
+            self.texts.upsert(self.library, [s.image_id for s in stored], words, [(s.path, s.taken) for s in stored])
+
+
+def _to_store(prepared: Prepared[_Work], keep_picture: bool = False) -> _Work:
     """The decoded image as it will be stored; the raw bytes are freed early."""
     work, decoded, record = prepared.item, prepared.decoded, prepared.item.record
+    if keep_picture:
+        work.picture = decoded.image
     assert record.image_id is not None
     path, taken = "", decoded.taken
     if record.stat is not None:

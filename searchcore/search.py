@@ -12,17 +12,20 @@ from typing import Any
 import numpy as np
 
 from .encoder import Encoder
-from .errors import LibraryError, QueryError
+from .errors import LibraryError, QueryError, UnsupportedError
 from .filters import Filters
 from .ids import parse_image_id
 from .image_store import ImageStore
 from .imaging import ImageDecodeError, decode_image
-from .vector_store import VectorStore
+from .text_index import TextIndex, rrf
+from .vector_store import Hit, VectorStore
 
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000  # results of one search in all, offset included (the gallery pages through them)
 MAX_QUERY_CHARS = 1000
+MODES = ("semantic", "keyword", "hybrid")
+FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
 
 
 @dataclass
@@ -124,15 +127,43 @@ def parse_query_id(value: Any) -> int:
 # The encoder comes as a function so that a query is validated before a model is loaded for it.
 
 
+def parse_mode(value: Any) -> str | None:
+    """A search mode (semantic, keyword or hybrid), None for the library's default, or a QueryError."""
+    if value is None or value == "":
+        return None
+    if value not in MODES:
+        raise QueryError(f"mode must be one of {', '.join(MODES)}, got {str(value)[:40]!r}")
+    return str(value)
+
+
 def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
-                images: ImageStore, library: str, offset: Any = None,
-                filters: Filters | None = None) -> list[SearchResult]:
-    """Top-k images for a text query."""
+                images: ImageStore, library: str, offset: Any = None, filters: Filters | None = None,
+                mode: Any = None, texts: TextIndex | None = None) -> list[SearchResult]:
+    """Top-k images for a text query: by meaning (CLIP), by the words in captions and pictures (BM25), or
+    both fused by reciprocal rank (hybrid, the default when the library has text)."""
     query = clean_query(text)
-    k = Page.parse(top_k, offset, filters)
+    page = Page.parse(top_k, offset, filters)
+    chosen = parse_mode(mode) or ("hybrid" if texts is not None and texts.exists(library) else "semantic")
+    if chosen != "semantic" and texts is None:
+        raise QueryError(f"{chosen} search needs Milvus's full-text index, which this vector store lacks")
+    if chosen != "semantic" and texts is not None and (why := texts.unsupported()):
+        raise UnsupportedError(why)
+    if chosen == "keyword":
+        if vectors.meta(library) is None:
+            raise LibraryError(f"library {library!r} does not exist or is empty; ingest images into it first")
+        assert texts is not None
+        hits = texts.search(library, query, page.offset + page.top_k, filters)
+        return hits_to_results(hits, page, images=images, library=library)
     model = encoder()
     _require_library(vectors, library, model)
-    return search_vector(model.encode_texts([query])[0], k, vectors=vectors, images=images, library=library)
+    vector = model.encode_texts([query])[0]
+    if chosen == "semantic":
+        return search_vector(vector, page, vectors=vectors, images=images, library=library)
+    assert texts is not None
+    depth = max(FUSION_DEPTH, page.offset + page.top_k)
+    semantic = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], depth, filters)[0]
+    fused = rrf([semantic, texts.search(library, query, depth, filters)], page.offset + page.top_k)
+    return hits_to_results(fused, page, images=images, library=library)
 
 
 def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
@@ -167,7 +198,13 @@ def search_vector(vector: np.ndarray, page: int | Page, *, vectors: VectorStore,
     left out. The filters apply inside the vector search; ranks count from 1 at the best match."""
     page = page if isinstance(page, Page) else Page(page)
     hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], page.offset + page.top_k,
-                          page.filters)[0][page.offset:]
+                          page.filters)[0]
+    return hits_to_results(hits, page, images=images, library=library)
+
+
+def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library: str) -> list[SearchResult]:
+    """The page's results from a ranking of hits (ranks count from 1 at its best), without image bytes."""
+    hits = hits[page.offset:page.offset + page.top_k]
     stored = images.get_meta_many(library, [h.image_id for h in hits])
     results: list[SearchResult] = []
     for hit in hits:

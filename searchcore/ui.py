@@ -1,15 +1,20 @@
-"""The Gradio app: a Search tab and a Build tab over one shared Engine.
+"""The Gradio app: Search, Duplicates and Build tabs over one shared Engine.
 
 Every handler is a plain method of SearchApp, so tests call it without a browser, and
 build_ui wires each one into gr.Blocks with an api_name, so gradio_client can call it too.
-This module ships inside the searchcore package so that installing the package (or its
-wheel in an image) brings the UI with the engine; app.py only parses flags and launches.
+Labels are gr.I18n keys that the browser translates; what a handler writes at run time is in
+the request's language (English when a test calls it without a request). This module ships
+inside the searchcore package so that installing the package brings the UI with the engine;
+app.py only parses flags and launches.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import inspect
 import io
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,25 +30,35 @@ from .chinese_clip import find_splits
 from .datasets import IMAGE_SUFFIXES
 from .engine import Engine
 from .errors import SearchcoreError
+from .filters import Filters
 from .imaging import to_rgb
 from .ingest import IngestReport
 from .metrics import Metrics
 from .records import BadRecord
 from .search import MAX_TOP_K, SearchResult
+from .ui_text import I18N, language, translate
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_FILES = 200
-DEFAULT_TOP_K = 12
+PAGE_SIZE = 24
+DEFAULT_TOP_K = min(96, MAX_TOP_K)
 SEARCH_CONCURRENCY = 4
 THUMBNAIL = (384, 384)
 SHOWN_BAD_RECORDS = 50
+SHOWN_DUPLICATE_GROUPS = 50
+SHOWN_PER_GROUP = 8
+DEFAULT_THRESHOLD = 0.95
+MAX_HIT_TEXT = 2000  # OCR characters kept per hit and highlighted in the detail view
+MAX_QUERY_WORD = 64  # characters of a query word looked for in the OCR text
+# The fallback when a library cannot suggest its own examples: the demo's shapes.
 EXAMPLES = ["红色的圆形", "蓝色的正方形", "绿色的三角形", "黄色的圆形", "紫色的三角形", "黑色的正方形"]
 SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD = "Chinese-CLIP dataset", "Folder on the server", "Uploaded images"
-LIBRARY_HEADERS = ["library", "images", "model", "dim", "backend"]
-# Gallery captions ("#rank · score · id · caption") wrap inside the thumbnail instead of being cut off.
-CSS = "#results .caption-label { white-space: normal; max-width: 96%; }"
+MODE_DEFAULT, MODES = "default", ("semantic", "keyword", "hybrid")
+LIBRARY_COLUMNS = ["column_library", "column_images", "column_model", "column_dim", "column_backend"]
+# Gallery captions ("#rank · score · id · path · date · caption") wrap inside the thumbnail instead of being cut off.
+CSS = "#results .caption-label, #duplicates .caption-label { white-space: normal; max-width: 96%; }"
 
 Gallery = list[tuple[Image.Image, str]]
 Shown = tuple[Gallery, dict[str, Any] | None, str]
@@ -54,6 +69,11 @@ class SearchApp:
 
     Search handlers return (gallery, results state, status line); a SearchcoreError becomes a
     gr.Warning and an empty gallery, so the app keeps serving when a store is down.
+
+    Paging: a search asks the engine once for every result (up to MAX_TOP_K, ids and captions only) and
+    keeps the hit list in the session's state; a page turn reads the thumbnails of the next PAGE_SIZE hits
+    with one engine.get_images. Searching again with an offset would encode the query again (and need the
+    uploaded image again), and pages could shift if the library changed between two clicks.
     """
 
     def __init__(self, engine: Engine, access: Access | None = None, metrics: Metrics | None = None) -> None:
@@ -63,75 +83,193 @@ class SearchApp:
 
     # Search tab
 
-    def search(self, text: str, top_k: float, library: str | None) -> Shown:
-        """Images for a description, best first."""
+    def search(self, text: str, top_k: float, library: str | None, folder: str = "", since: str = "",
+               until: str = "", mode: str | None = MODE_DEFAULT, request: gr.Request | None = None) -> Shown:
+        """Images for a description, best first, within the folder and date filters."""
+        lang = language(request)
+        options: dict[str, Any] = {}
+        if mode and mode != MODE_DEFAULT:
+            if _accepts(self.engine.search_text, "mode"):
+                options["mode"] = mode
+            else:  # the engine matches by meaning only, for now
+                _info(lang, "mode_unavailable")
         try:
+            filters = Filters.parse(folder=folder, since=since, until=until)
             with self.metrics.search("text"):
-                results = self.engine.search_text(text, top_k, library or None)
+                results = self.engine.search_text(text, top_k, library or None, filters=filters or None, **options)
         except SearchcoreError as exc:
-            return _nothing(exc)
-        return self._shown(results, library, f"“{text.strip()}”")
+            return _nothing(exc, lang)
+        what = translate(lang, "what_text", text=text.strip())
+        return self._shown(results, library, what, lang, filtered=bool(filters), query=text.strip())
 
-    def search_image(self, path: str | None, top_k: float, library: str | None) -> Shown:
+    def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
+                     since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
         """Images that look like an uploaded one."""
+        lang = language(request)
         if not path:
-            gr.Warning("Upload an image to search with first.")
+            _warn(lang, "upload_first")
             return [], None, ""
         try:
-            data = _read_upload(Path(path))
+            filters = Filters.parse(folder=folder, since=since, until=until)
+            data = _read_upload(Path(path), lang)
             with self.metrics.search("image"):
-                results = self.engine.search_image(data, top_k, library or None)
+                results = self.engine.search_image(data, top_k, library or None, filters=filters or None)
         except SearchcoreError as exc:
-            return _nothing(exc)
-        return self._shown(results, library, "the uploaded image")
+            return _nothing(exc, lang)
+        return self._shown(results, library, translate(lang, "what_upload"), lang, filtered=bool(filters))
 
-    def more_like_this(self, image_id: str | None, top_k: float, library: str | None) -> Shown:
+    def more_like_this(self, image_id: str | None, top_k: float, library: str | None, folder: str = "",
+                       since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
         """Images like one already in the library."""
+        lang = language(request)
         if not image_id:
-            gr.Warning("Click a result first, then ask for more like it.")
+            _warn(lang, "click_first")
             return [], None, ""
         try:
+            filters = Filters.parse(folder=folder, since=since, until=until)
             with self.metrics.search("similar"):
-                results = self.engine.search_similar(str(image_id).strip(), top_k, library or None)
+                results = self.engine.search_similar(str(image_id).strip(), top_k, library or None,
+                                                     filters=filters or None)
         except SearchcoreError as exc:
-            return _nothing(exc)
-        return self._shown(results, library, f"image {image_id}")
+            return _nothing(exc, lang)
+        what = translate(lang, "what_image", id=image_id)
+        return self._shown(results, library, what, lang, filtered=bool(filters))
 
-    def select(self, state: dict[str, Any] | None, evt: gr.SelectData) -> tuple[Any, str, str, Any]:
-        """Show a clicked result large, with its metadata."""
+    def next_page(self, state: dict[str, Any] | None, request: gr.Request | None = None) -> Shown:
+        """The next PAGE_SIZE results of the last search."""
+        return self._turn(state, 1, language(request))
+
+    def previous_page(self, state: dict[str, Any] | None, request: gr.Request | None = None) -> Shown:
+        """The previous PAGE_SIZE results of the last search."""
+        return self._turn(state, -1, language(request))
+
+    def select(self, state: dict[str, Any] | None, evt: gr.SelectData,
+               request: gr.Request | None = None) -> tuple[Any, str, str, Any]:
+        """Show a clicked result large, with its metadata and the words read in it."""
+        lang = language(request)
         index = evt.index if isinstance(evt.index, int) else -1
-        if state is None or not 0 <= index < len(state["hits"]):
+        shown = state["shown"] if state else []
+        if state is None or not 0 <= index < len(shown):
             return None, "", "", gr.Row(visible=False)
-        hit = state["hits"][index]
+        hit = state["hits"][shown[index]]
         try:
             with self.metrics.backend("get image"):
                 stored = self.engine.get_image(hit["image_id"], state["library"])
         except SearchcoreError as exc:
-            gr.Warning(str(exc))
+            _warn(lang, "failed", reason=exc)
             return None, "", "", gr.Row(visible=False)
-        lines = [f"**#{hit['rank']}** · score {hit['score']:.4f}", f"- id: `{stored.image_id}`",
-                 f"- size: {stored.width} × {stored.height} {stored.format}"]
+        lines = [f"**#{hit['rank']}** · {translate(lang, 'detail_score')} {hit['score']:.4f}",
+                 f"- {translate(lang, 'detail_id')}`{stored.image_id}`",
+                 f"- {translate(lang, 'detail_size')}{stored.width} × {stored.height} {stored.format}"]
+        if stored.path:
+            lines.append(f"- {translate(lang, 'detail_path')}{_escape(stored.path)}")
+        if stored.taken:
+            lines.append(f"- {translate(lang, 'detail_taken')}{wall_clock(stored.taken)}")
         if stored.source:
-            lines.append(f"- source: {_escape(stored.source)}")
+            lines.append(f"- {translate(lang, 'detail_source')}{_escape(stored.source)}")
         lines += [f"- {_escape(c)}" for c in stored.captions[:10]]
+        if stored.text:
+            lines += ["", translate(lang, "detail_text"), "", highlight(stored.text, state.get("query") or "")]
         return _picture(stored.data), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
 
-    def _shown(self, results: list[SearchResult], library: str | None, what: str) -> Shown:
+    def library_view(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
+        """The library line and the example queries, for the library now chosen."""
+        return self.library_line(library, request), gr.Dataset(samples=[[q] for q in self.example_queries(library)])
+
+    def library_line(self, library: str | None, request: gr.Request | None = None) -> str:
+        """The library's size and when it last changed, as one Markdown line."""
+        lang = language(request)
+        try:
+            with self.metrics.backend("info"):
+                info = self.engine.info(library or None)
+        except SearchcoreError as exc:
+            _warn(lang, "failed", reason=exc)
+            return ""
+        line = translate(lang, "library_line", library=_escape(info.library), count=f"{info.count:,}")
+        if info.updated:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated))
+            line += translate(lang, "updated_line", when=when)
+        return line
+
+    def example_queries(self, library: str | None) -> list[str]:
+        """Queries that suit the library (frequent captions and words read in its pictures), else EXAMPLES."""
+        try:
+            with self.metrics.backend("examples"):
+                found = self.engine.example_queries(library or None)
+        except SearchcoreError as exc:
+            log.info("no example queries for library %s: %s", library, exc)
+            found = []
+        return found or EXAMPLES
+
+    def use_example(self, sample: list[str] | None) -> str:
+        """The clicked example, for the query box."""
+        return str(sample[0]) if sample else ""
+
+    def _shown(self, results: list[SearchResult], library: str | None, what: str, lang: str, *,
+               filtered: bool, query: str | None = None) -> Shown:
         name = library or self.engine.settings.library
         if not results:
-            gr.Info(f"Library {name} has no images yet; ingest some in the Build tab.")
-            return [], None, f"No results in library **{name}**."
+            _info(lang, "no_match" if filtered else "empty_library", library=name)
+            return [], None, translate(lang, "no_results_line", library=_escape(name))
+        state = {"library": name, "what": what, "query": query, "page": 0, "shown": [],
+                 "hits": [_hit(r) for r in results]}
+        return self._page(state, 0, lang)
+
+    def _turn(self, state: dict[str, Any] | None, step: int, lang: str) -> Shown:
+        if not state:
+            return [], None, ""
+        return self._page(state, state["page"] + step, lang)
+
+    def _page(self, state: dict[str, Any], page: int, lang: str) -> Shown:
+        """One page of the hits in state: its thumbnails read in one call, and the status line."""
+        hits = state["hits"]
+        pages = math.ceil(len(hits) / PAGE_SIZE)
+        page = min(max(page, 0), pages - 1)
+        first = page * PAGE_SIZE
+        on_page = hits[first:first + PAGE_SIZE]
         # Search reads no image bytes; the gallery reads those of exactly the results it shows, in one call.
         try:
             with self.metrics.backend("get images"):
-                stored = self.engine.get_images([r.image_id for r in results], name)
+                stored = self.engine.get_images([h["image_id"] for h in on_page], state["library"])
         except SearchcoreError as exc:
-            return _nothing(exc)
-        results = [r for r in results if r.image_id in stored]  # one dropped since the search is not shown
-        gallery = [(_picture(stored[r.image_id].data, THUMBNAIL), caption(r)) for r in results]
-        state = {"library": name, "hits": [{"rank": r.rank, "image_id": r.image_id, "score": r.score}
-                                           for r in results]}
-        return gallery, state, f"{len(results)} results for {_escape(what)} in library **{name}**."
+            return _nothing(exc, lang)
+        # An image deleted since the search is left out.
+        shown = [first + n for n, h in enumerate(on_page) if h["image_id"] in stored]
+        gallery = [(_picture(stored[hits[i]["image_id"]].data, THUMBNAIL), caption(hits[i])) for i in shown]
+        status = translate(lang, "results_line", n=len(hits), what=_escape(state["what"]),
+                           library=_escape(state["library"]))
+        if pages > 1:
+            status += translate(lang, "page_line", page=page + 1, pages=pages, first=on_page[0]["rank"],
+                                last=on_page[-1]["rank"])
+        return gallery, {**state, "page": page, "shown": shown}, status
+
+    # Duplicates tab
+
+    def duplicates(self, library: str | None, threshold: float,
+                   request: gr.Request | None = None) -> tuple[Gallery, str]:
+        """Groups of near-identical images, each image captioned "group N · id · score"."""
+        from .duplicates import find_duplicates  # the exact all-pairs scan: loaded when first asked for
+
+        lang = language(request)
+        name = library or self.engine.settings.library
+        try:
+            with self.metrics.backend("duplicates"):
+                groups = find_duplicates(self.engine, name, threshold)
+                shown = groups[:SHOWN_DUPLICATE_GROUPS]
+                stored = self.engine.get_images([i for g in shown for i in g.images[:SHOWN_PER_GROUP]], name)
+        except SearchcoreError as exc:
+            _warn(lang, "failed", reason=exc)
+            return [], ""
+        level = f"{float(threshold):.2f}"
+        if not groups:
+            return [], translate(lang, "no_duplicates", library=_escape(name), threshold=level)
+        gallery = [(_picture(stored[i].data, THUMBNAIL),
+                    translate(lang, "duplicate_caption", group=n, id=i, score=f"{group.min_score:.3f}"))
+                   for n, group in enumerate(shown, 1) for i in group.images[:SHOWN_PER_GROUP] if i in stored]
+        status = translate(lang, "duplicates_line", groups=len(groups), library=_escape(name), threshold=level)
+        if len(groups) > len(shown):
+            status += translate(lang, "duplicates_shown", shown=len(shown))
+        return gallery, status
 
     # Build tab
 
@@ -143,23 +281,24 @@ class SearchApp:
         return gr.Dropdown(choices=found, value=found[0] if found else None)
 
     def ingest(self, source: str, dataset_folder: str, split: str | None, image_folder: str,
-               uploads: list[str] | None, library: str,
+               uploads: list[str] | None, library: str, request: gr.Request | None = None,
                progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:
         """Ingest a dataset split, a server folder or uploaded images; returns a summary and the library table."""
-        self._require_write("ingest")
-        report_progress = _throttled(progress)
+        lang = language(request)
+        self._require_write("action_ingest", lang)
+        report_progress = _throttled(progress, lang)
         try:
             if source == SOURCE_UPLOAD:
-                report = self._ingest_uploads(uploads or [], library, report_progress)
+                report = self._ingest_uploads(uploads or [], library, report_progress, lang)
             elif source == SOURCE_FOLDER:
-                report = self._ingest(_path(image_folder, "image folder"), None, library, report_progress)
+                report = self._ingest(_path(image_folder, "what_image_folder", lang), None, library, report_progress)
             else:
-                report = self._ingest(_path(dataset_folder, "dataset folder"), split or None, library,
+                report = self._ingest(_path(dataset_folder, "what_dataset_folder", lang), split or None, library,
                                       report_progress)
         except SearchcoreError as exc:
-            gr.Warning(str(exc))
-            return f"Ingest failed: {_escape(str(exc))}", self.libraries()
-        return summary(report), self.libraries()
+            _warn(lang, "failed", reason=exc)
+            return translate(lang, "ingest_failed", reason=_escape(str(exc))), self.libraries(request)
+        return summary(report, lang), self.libraries(request)
 
     def _ingest(self, path: Path, split: str | None, library: str, progress: Callable[[int, int | None], None],
                 ) -> IngestReport:
@@ -169,11 +308,11 @@ class SearchApp:
         return report
 
     def _ingest_uploads(self, uploads: list[str], library: str, progress: Callable[[int, int | None], None],
-                        ) -> IngestReport:
+                        lang: str) -> IngestReport:
         if not uploads:
-            raise SearchcoreError("choose some images to upload first")
+            raise SearchcoreError(translate(lang, "choose_images"))
         if len(uploads) > MAX_UPLOAD_FILES:
-            raise SearchcoreError(f"{len(uploads)} files is over the limit of {MAX_UPLOAD_FILES} per upload")
+            raise SearchcoreError(translate(lang, "too_many_files", n=len(uploads), limit=MAX_UPLOAD_FILES))
         # A folder of its own per request, so concurrent uploads never see each other's files.
         with tempfile.TemporaryDirectory(prefix="searchcore-upload-") as tmp:
             names = {}
@@ -181,135 +320,184 @@ class SearchApp:
                 original = Path(upload)
                 suffix = original.suffix.lower() if original.suffix.lower() in IMAGE_SUFFIXES else ".img"
                 copy = f"{number:04d}{suffix}"
-                (Path(tmp) / copy).write_bytes(_read_upload(original))
+                (Path(tmp) / copy).write_bytes(_read_upload(original, lang))
                 names[copy] = original.name
             report = self._ingest(Path(tmp), None, library, progress)
         skipped = [name for copy, name in names.items() if copy.endswith(".img")]
         for bad in report.bad:
             bad.file = names.get(bad.file, bad.file)
         if skipped:
-            report.bad += [BadRecord(0, "not an image file name (" + ", ".join(IMAGE_SUFFIXES) + ")", name)
-                           for name in skipped]
+            reason = translate(lang, "not_image_name", suffixes=", ".join(IMAGE_SUFFIXES))
+            report.bad += [BadRecord(0, reason, name) for name in skipped]
         return report
 
-    def libraries(self) -> list[list[Any]]:
+    def libraries(self, request: gr.Request | None = None) -> list[list[Any]]:
         """The library table: name, image count, model, dimension, backends."""
         try:
             with self.metrics.backend("libraries"):
                 infos = self.engine.libraries()
         except SearchcoreError as exc:
-            gr.Warning(str(exc))
+            _warn(language(request), "failed", reason=exc)
             return []
         return [[i.library, i.count, i.model, i.dim, f"{i.vector_backend} + {i.image_backend}"] for i in infos]
 
-    def library_choices(self, selected: str | None) -> tuple[Any, Any]:
+    def library_choices(self, selected: str | None, request: gr.Request | None = None) -> tuple[Any, Any]:
         """Fresh choices for the search tab's library (now `selected`) and the drop control's dropdown."""
-        names = [row[0] for row in self.libraries()]
+        names = [row[0] for row in self.libraries(request)]
         return gr.Dropdown(choices=names, value=selected or None), gr.Dropdown(choices=names)
 
-    def ask_drop(self, library: str | None) -> tuple[str, Any]:
+    def ask_drop(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         """The confirmation step before a drop."""
-        self._require_write("drop")
+        lang = language(request)
+        self._require_write("action_drop", lang)
         if not library:
-            gr.Warning("Choose a library to drop.")
+            _warn(lang, "choose_drop")
             return "", gr.Row(visible=False)
-        return f"Delete library **{_escape(library)}** from both stores? This cannot be undone.", gr.Row(visible=True)
+        return translate(lang, "confirm_drop", library=_escape(library)), gr.Row(visible=True)
 
-    def drop(self, library: str | None) -> tuple[str, list[list[Any]]]:
+    def drop(self, library: str | None, request: gr.Request | None = None) -> tuple[str, list[list[Any]]]:
         """Delete a library (after the confirmation step); returns a message and the library table."""
-        self._require_write("drop")
+        lang = language(request)
+        self._require_write("action_drop", lang)
         if not library:
-            gr.Warning("Choose a library to drop.")
-            return "", self.libraries()
+            _warn(lang, "choose_drop")
+            return "", self.libraries(request)
         try:
             with self.metrics.backend("drop"):
                 self.engine.drop(library)
         except SearchcoreError as exc:
-            gr.Warning(str(exc))
-            return f"Drop failed: {_escape(str(exc))}", self.libraries()
+            _warn(lang, "failed", reason=exc)
+            return translate(lang, "drop_failed", reason=_escape(str(exc))), self.libraries(request)
         log.info("dropped library %s", library)
-        return f"Dropped library **{_escape(library)}**.", self.libraries()
+        return translate(lang, "dropped", library=_escape(library)), self.libraries(request)
 
-    def _require_write(self, action: str) -> None:
+    def table_headers(self, request: gr.Request | None = None) -> Any:
+        """The library table's column names in the request's language (gr.I18n does not reach them)."""
+        return gr.Dataframe(headers=[translate(language(request), c) for c in LIBRARY_COLUMNS])
+
+    def _require_write(self, action: str, lang: str) -> None:
         # The buttons are disabled too, but anyone can call the endpoint directly.
         if self.access.refusal:
-            raise gr.Error(f"{action} is disabled: {self.access.refusal}.")
+            raise gr.Error(translate(lang, "disabled", action=translate(lang, action), reason=self.access.refusal),
+                           title=translate(lang, "error_title"))
 
 
 def build_ui(app: SearchApp) -> gr.Blocks:
-    """The Blocks: a Search tab and a Build tab wired to the app's handlers."""
+    """The Blocks: Search, Duplicates and Build tabs wired to the app's handlers; labels are I18N keys."""
     closed = app.access.refusal
     writable = closed is None
     default = app.engine.settings.library
     with gr.Blocks(title="以文搜图 · searchcore", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# 以文搜图 · Chinese text-to-image search")
-        with gr.Tab("Search", id="search"):
+        gr.Markdown(I18N("title"))
+        with gr.Tab(I18N("tab_search"), id="search"):
             with gr.Row():
-                query = gr.Textbox(label="Describe the picture", placeholder="红色的圆形", scale=4,
+                query = gr.Textbox(label=I18N("query_label"), placeholder=I18N("query_placeholder"), scale=4,
                                    elem_id="query")
-                library = gr.Dropdown([default], value=default, label="Library", allow_custom_value=True,
+                library = gr.Dropdown([default], value=default, label=I18N("library_label"), allow_custom_value=True,
                                       scale=1, elem_id="library")
             with gr.Row():
-                top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label="Results", scale=4)
-                search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
-            examples = gr.Examples(EXAMPLES, inputs=query, label="Examples")
-            with gr.Accordion("Search by image", open=False):
-                query_image = gr.Image(type="filepath", label="Query image", sources=["upload", "clipboard"])
-                image_btn = gr.Button("Search by image")
-            status = gr.Markdown(label="Status", elem_id="status")
-            gallery = gr.Gallery(label="Results", columns=6, height="auto", object_fit="contain",
+                top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label=I18N("top_k_label"),
+                                  info=I18N("top_k_info"), scale=3)
+                mode = gr.Radio([(I18N(f"mode_{m}"), m) for m in (MODE_DEFAULT, *MODES)], value=MODE_DEFAULT,
+                                label=I18N("mode_label"), info=I18N("mode_info"), scale=2, elem_id="mode")
+                search_btn = gr.Button(I18N("search_button"), variant="primary", scale=1, elem_id="search-button")
+            library_info = gr.Markdown(elem_id="library-info")
+            # Each filter starts as "", which makes it optional for gradio_client callers of /search.
+            with gr.Accordion(I18N("filters_accordion"), open=False, elem_id="filters"), gr.Row():
+                folder = gr.Textbox("", label=I18N("folder_label"), placeholder=I18N("folder_placeholder"),
+                                    info=I18N("folder_info"), scale=2, elem_id="folder")
+                since = gr.Textbox("", label=I18N("since_label"), placeholder="2024-01-01", info=I18N("date_info"),
+                                   scale=1, elem_id="since")
+                until = gr.Textbox("", label=I18N("until_label"), placeholder="2024-12-31", info=I18N("date_info"),
+                                   scale=1, elem_id="until")
+            examples = gr.Dataset(components=[query], samples=[[q] for q in EXAMPLES], label=I18N("examples_label"),
+                                  elem_id="examples")
+            with gr.Accordion(I18N("image_accordion"), open=False):
+                query_image = gr.Image(type="filepath", label=I18N("query_image_label"),
+                                       sources=["upload", "clipboard"])
+                image_btn = gr.Button(I18N("image_button"))
+            status = gr.Markdown(label=I18N("status_label"), elem_id="status")
+            gallery = gr.Gallery(label=I18N("results_label"), columns=6, height="auto", object_fit="contain",
                                  allow_preview=False, elem_id="results")
+            with gr.Row(visible=False) as pager:
+                previous_btn = gr.Button(I18N("previous_button"), size="sm", elem_id="previous-page")
+                next_btn = gr.Button(I18N("next_button"), size="sm", elem_id="next-page")
             results = gr.State(None)
             with gr.Row(visible=False) as detail:
-                big = gr.Image(label="Selected image", type="pil", interactive=False, scale=2)
+                big = gr.Image(label=I18N("selected_label"), type="pil", interactive=False, scale=2)
                 with gr.Column(scale=1):
                     meta = gr.Markdown(elem_id="detail")
-                    selected_id = gr.Textbox(label="Image id", interactive=False)
-                    more_btn = gr.Button("More like this")
+                    selected_id = gr.Textbox(label=I18N("image_id_label"), interactive=False)
+                    more_btn = gr.Button(I18N("more_button"))
 
-        with gr.Tab("Build", id="build"):
+        with gr.Tab(I18N("tab_duplicates"), id="duplicates"):
+            with gr.Row():
+                threshold = gr.Slider(0.80, 1.00, value=DEFAULT_THRESHOLD, step=0.01, label=I18N("threshold_label"),
+                                      info=I18N("threshold_info"), scale=4)
+                duplicates_btn = gr.Button(I18N("duplicates_button"), variant="primary", scale=1)
+            duplicates_status = gr.Markdown(elem_id="duplicates-status")
+            duplicates_gallery = gr.Gallery(label=I18N("duplicates_gallery_label"), columns=8, height="auto",
+                                            object_fit="contain", allow_preview=False, elem_id="duplicates")
+
+        with gr.Tab(I18N("tab_build"), id="build"):
             if closed:
-                gr.Markdown(f"**Ingest and drop are disabled:** {closed}.")
-            source = gr.Radio([SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD], value=SOURCE_DATASET,
-                              label="Source", interactive=writable)
+                gr.Markdown(I18N("writes_disabled") + f" {closed}.")
+            source = gr.Radio([(I18N("source_dataset"), SOURCE_DATASET), (I18N("source_folder"), SOURCE_FOLDER),
+                               (I18N("source_upload"), SOURCE_UPLOAD)], value=SOURCE_DATASET,
+                              label=I18N("source_label"), interactive=writable)
             with gr.Row(visible=True) as dataset_row:
-                dataset_folder = gr.Textbox(label="Dataset folder on the server ({split}_imgs.tsv or lmdb/)",
-                                            scale=3, interactive=writable, elem_id="dataset-folder")
-                split = gr.Dropdown([], label="Split", scale=1, interactive=writable, allow_custom_value=True,
-                                    elem_id="split")
+                dataset_folder = gr.Textbox(label=I18N("dataset_folder_label"), scale=3, interactive=writable,
+                                            elem_id="dataset-folder")
+                split = gr.Dropdown([], label=I18N("split_label"), scale=1, interactive=writable,
+                                    allow_custom_value=True, elem_id="split")
             with gr.Row(visible=False) as folder_row:
-                image_folder = gr.Textbox(label="Folder of images on the server", interactive=writable)
+                image_folder = gr.Textbox(label=I18N("image_folder_label"), interactive=writable)
             with gr.Row(visible=False) as upload_row:
                 uploads = gr.File(file_count="multiple", file_types=["image"], interactive=writable,
-                                  label=f"Images (up to {MAX_UPLOAD_FILES} files, {MAX_UPLOAD_BYTES // 2**20} MB "
-                                        "each)")
-            target = gr.Textbox(value=default, label="Library name", interactive=writable, elem_id="target")
-            ingest_btn = gr.Button("Ingest", variant="primary", interactive=writable, elem_id="ingest-button")
-            build_status = gr.Markdown(label="Summary", elem_id="summary")
-            table = gr.Dataframe(headers=LIBRARY_HEADERS, interactive=False, label="Libraries")
-            refresh_btn = gr.Button("Refresh the list", size="sm")
+                                  label=I18N("uploads_label") + f" (≤ {MAX_UPLOAD_FILES} × "
+                                                                f"{MAX_UPLOAD_BYTES // 2**20} MB)")
+            target = gr.Textbox(value=default, label=I18N("library_name_label"), interactive=writable,
+                                elem_id="target")
+            ingest_btn = gr.Button(I18N("ingest_button"), variant="primary", interactive=writable,
+                                   elem_id="ingest-button")
+            build_status = gr.Markdown(label=I18N("summary_label"), elem_id="summary")
+            table = gr.Dataframe(headers=[translate("en", c) for c in LIBRARY_COLUMNS], interactive=False,
+                                 label=I18N("libraries_label"))
+            refresh_btn = gr.Button(I18N("refresh_button"), size="sm")
             with gr.Row():
-                drop_name = gr.Dropdown([], label="Library to drop", allow_custom_value=True, interactive=writable)
-                drop_btn = gr.Button("Drop library…", variant="stop", interactive=writable)
+                drop_name = gr.Dropdown([], label=I18N("drop_name_label"), allow_custom_value=True,
+                                        interactive=writable)
+                drop_btn = gr.Button(I18N("drop_button"), variant="stop", interactive=writable)
             with gr.Row(visible=False) as confirm_row:
                 confirm_text = gr.Markdown()
-                confirm_btn = gr.Button("Yes, delete it", variant="stop")
-                cancel_btn = gr.Button("Cancel")
+                confirm_btn = gr.Button(I18N("confirm_button"), variant="stop")
+                cancel_btn = gr.Button(I18N("cancel_button"))
 
         shown = [gallery, results, status]
+        filters = [folder, since, until]
         hide_detail = (lambda: gr.Row(visible=False), None, detail)
-        search = (app.search, [query, top_k, library], shown)
+        search = (app.search, [query, top_k, library, *filters, mode], shown)
         gr.on([search_btn.click, query.submit], *search, api_name="search", concurrency_id="search").then(
             *hide_detail, api_visibility="private")
-        # Clicking an example fills the box, then searches; Examples' own run_on_click would pass only the text.
-        examples.load_input_event.then(*search, api_visibility="private", concurrency_id="search").then(
-            *hide_detail, api_visibility="private")
-        image_btn.click(app.search_image, [query_image, top_k, library], shown, api_name="search_image",
+        examples.click(app.use_example, examples, query, api_visibility="private").then(  # fill the box, then search
+            *search, api_visibility="private", concurrency_id="search").then(*hide_detail, api_visibility="private")
+        image_btn.click(app.search_image, [query_image, top_k, library, *filters], shown, api_name="search_image",
                         concurrency_id="search").then(*hide_detail, api_visibility="private")
-        more_btn.click(app.more_like_this, [selected_id, top_k, library], shown, api_name="more_like_this",
+        more_btn.click(app.more_like_this, [selected_id, top_k, library, *filters], shown, api_name="more_like_this",
                        concurrency_id="search")
+        previous_btn.click(app.previous_page, results, shown, api_visibility="private", concurrency_id="search").then(
+            *hide_detail, api_visibility="private")
+        next_btn.click(app.next_page, results, shown, api_visibility="private", concurrency_id="search").then(
+            *hide_detail, api_visibility="private")
+        results.change(lambda state: gr.Row(visible=bool(state) and len(state["hits"]) > PAGE_SIZE), results, pager,
+                       api_visibility="private")
         gallery.select(app.select, results, [big, meta, selected_id, detail], api_visibility="private",
                        concurrency_id="search")
+        library_view = (app.library_view, library, [library_info, examples])
+        library.change(*library_view, api_visibility="private")
+
+        duplicates_btn.click(app.duplicates, [library, threshold], [duplicates_gallery, duplicates_status],
+                             api_name="duplicates", concurrency_id="duplicates", concurrency_limit=1)
 
         def show_source(choice: str) -> list[Any]:
             return [gr.Row(visible=choice == c) for c in (SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD)]
@@ -321,40 +509,122 @@ def build_ui(app: SearchApp) -> gr.Blocks:
         ingest_btn.click(app.ingest, [source, dataset_folder, split, image_folder, uploads, target],
                          [build_status, table], api_name="ingest", concurrency_id="write",
                          concurrency_limit=1).then(  # search the library just built
-            app.library_choices, target, [library, drop_name], api_visibility="private")
+            app.library_choices, target, [library, drop_name], api_visibility="private").then(
+            *library_view, api_visibility="private")  # its new count, even when it was already chosen
         refresh_btn.click(app.libraries, None, table, api_name="libraries").then(*choices, api_visibility="private")
         drop_btn.click(app.ask_drop, drop_name, [confirm_text, confirm_row], api_visibility="private")
         confirm_btn.click(app.drop, drop_name, [build_status, table], api_name="drop", concurrency_id="write",
                           concurrency_limit=1).then(
             lambda: gr.Row(visible=False), None, confirm_row, api_visibility="private").then(
-            *choices, api_visibility="private")
+            *choices, api_visibility="private").then(*library_view, api_visibility="private")
         cancel_btn.click(lambda: gr.Row(visible=False), None, confirm_row, api_visibility="private")
-        demo.load(app.libraries, None, table, api_visibility="private").then(*choices, api_visibility="private")
+        demo.load(app.table_headers, None, table, api_visibility="private").then(
+            app.libraries, None, table, api_visibility="private").then(
+            *choices, api_visibility="private").then(*library_view, api_visibility="private")
     demo.queue(default_concurrency_limit=SEARCH_CONCURRENCY)
     return demo
 
 
-def caption(result: SearchResult) -> str:
-    """A gallery caption: #rank · score · id · the dataset's first caption."""
-    parts = [f"#{result.rank}", f"{result.score:.3f}", str(result.image_id)]
-    if result.captions:
-        parts.append(result.captions[0])
+def caption(hit: dict[str, Any]) -> str:
+    """A gallery caption: #rank · score · id, then the file's path and date and the first caption, when known."""
+    parts = [f"#{hit['rank']}", f"{hit['score']:.3f}", str(hit["image_id"])]
+    if hit["path"]:
+        parts.append(hit["path"])
+    if hit["taken"]:
+        parts.append(wall_clock(hit["taken"]))
+    if hit["caption"]:
+        parts.append(hit["caption"])
     return " · ".join(parts)
 
 
-def summary(report: IngestReport) -> str:
+def summary(report: IngestReport, lang: str = "en") -> str:
     """An ingest report as Markdown: counts, then each bad record with its reason."""
-    lines = [_escape(report.summary())]
+    lines = [_escape(_report_line(report, lang))]
     for bad in report.bad[:SHOWN_BAD_RECORDS]:
         where = f"{bad.file}:{bad.line}" if bad.line else bad.file
         lines.append(f"- {_escape(where)}: {_escape(bad.reason)}")
     if len(report.bad) > SHOWN_BAD_RECORDS:
-        lines.append(f"- … and {len(report.bad) - SHOWN_BAD_RECORDS} more (the CLI's --json lists all)")
+        lines.append("- " + translate(lang, "more_bad", n=len(report.bad) - SHOWN_BAD_RECORDS))
     return "\n".join(lines)
 
 
-def _nothing(exc: SearchcoreError) -> Shown:
-    gr.Warning(str(exc))
+def _report_line(report: IngestReport, lang: str) -> str:
+    if lang != "zh":
+        return report.summary()
+    counts = {"library": report.library, "added": report.added, "present": report.present, "bad": len(report.bad),
+              "changed": report.changed, "unchanged": report.unchanged, "moved": report.moved,
+              "removed": report.removed, "missing": report.missing, "seconds": f"{report.seconds:.1f}"}
+    if not report.folder:
+        return translate(lang, "dataset_summary", **counts)
+    line = translate(lang, "folder_summary", **counts)
+    if report.present:
+        line += translate(lang, "folder_copies", **counts)
+    if report.missing:
+        line += translate(lang, "folder_missing", **counts)
+    return line + translate(lang, "seconds", **counts)
+
+
+def highlight(text: str, query: str) -> str:
+    """OCR text as Markdown, each run of it that is a query word or a 2+ character piece of the query in <mark>."""
+    words = [w.casefold()[:MAX_QUERY_WORD] for w in query.split()]
+    text = text[:MAX_HIT_TEXT]
+    lowered, marked = text.casefold(), [False] * len(text)
+    # Case folding keeps these lengths for CJK and ASCII text; anything else is only left unmarked.
+    if len(lowered) == len(text):
+        for word in words:
+            start = lowered.find(word)
+            while start >= 0:
+                marked[start:start + len(word)] = [True] * len(word)
+                start = lowered.find(word, start + 1)
+        for word in words:
+            for i in range(len(lowered)):  # the longest piece of the word that starts at i
+                end = i + 2
+                while end <= len(lowered) and lowered[i:end] in word:
+                    end += 1
+                if end - 1 - i >= 2:
+                    marked[i:end - 1] = [True] * (end - 1 - i)
+    out, start = [], 0
+    for i in range(1, len(text) + 1):
+        if i == len(text) or marked[i] != marked[start]:
+            piece = "  \n".join(_escape(line) for line in text[start:i].split("\n"))
+            out.append(f"<mark>{piece}</mark>" if marked[start] and piece.strip() else piece)
+            start = i
+    return "".join(out)
+
+
+def wall_clock(seconds: int) -> str:
+    """Naive wall-clock seconds (as EXIF gives them, no time zone) as YYYY-MM-DD HH:MM."""
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M")
+
+
+def _hit(result: SearchResult) -> dict[str, Any]:
+    """What the session keeps of a result: enough for its caption and detail view, never its bytes."""
+    text = getattr(result, "text", None)
+    return {"rank": result.rank, "image_id": result.image_id, "score": result.score,
+            "caption": result.captions[0] if result.captions else "", "path": getattr(result, "path", ""),
+            "taken": getattr(result, "taken", None), "text": text[:MAX_HIT_TEXT] if text else None}
+
+
+def _accepts(method: Callable[..., Any], name: str) -> bool:
+    """Whether a method takes a keyword of this name (for engine features that land one at a time)."""
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _warn(lang: str, key: str, **values: Any) -> None:
+    """A warning toast, its title and text in the request's language."""
+    gr.Warning(translate(lang, key, **values), title=translate(lang, "warning_title"))
+
+
+def _info(lang: str, key: str, **values: Any) -> None:
+    """An info toast, its title and text in the request's language."""
+    gr.Info(translate(lang, key, **values), title=translate(lang, "info_title"))
+
+
+def _nothing(exc: SearchcoreError, lang: str) -> Shown:
+    _warn(lang, "failed", reason=exc)
     return [], None, ""
 
 
@@ -369,31 +639,32 @@ def _picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
     return picture
 
 
-def _read_upload(path: Path) -> bytes:
+def _read_upload(path: Path, lang: str = "en") -> bytes:
     try:
         if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise SearchcoreError(f"{path.name} is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MB")
+            raise SearchcoreError(translate(lang, "too_big", name=path.name, mb=MAX_UPLOAD_BYTES // 2**20))
         return path.read_bytes()
     except OSError as exc:
-        raise SearchcoreError(f"cannot read the upload {path.name}: {exc.strerror}") from None
+        raise SearchcoreError(translate(lang, "unreadable", name=path.name, reason=exc.strerror)) from None
 
 
-def _path(text: str | None, what: str) -> Path:
+def _path(text: str | None, what: str, lang: str) -> Path:
     if not text or not text.strip():
-        raise SearchcoreError(f"enter the {what}'s path first")
+        raise SearchcoreError(translate(lang, "path_first", what=translate(lang, what)))
     return Path(text.strip()).expanduser()
 
 
-def _throttled(progress: gr.Progress, every: float = 0.25) -> Callable[[int, int | None], None]:
+def _throttled(progress: gr.Progress, lang: str, every: float = 0.25) -> Callable[[int, int | None], None]:
     """Engine progress (done, total) → the progress bar, at most a few updates a second."""
     last = 0.0
+    desc, unit = translate(lang, "ingesting"), translate(lang, "images_unit")
 
     def update(done: int, total: int | None) -> None:
         nonlocal last
         now = time.monotonic()
         if now - last >= every or done == total:
             last = now
-            progress((done, total), desc="Ingesting", unit="images")
+            progress((done, total), desc=desc, unit=unit)
 
     return update
 
@@ -411,4 +682,4 @@ def mount(api: FastAPI, engine: Engine, access: Access, metrics: Metrics) -> Fas
     api.state.blocks = blocks
     return gr.mount_gradio_app(api, blocks, path="/", auth=list(access.users) or None, show_error=False,
                                max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, footer_links=["api", "gradio"],
-                               run_history=False, css=CSS)
+                               run_history=False, css=CSS, i18n=I18N)

@@ -32,6 +32,7 @@ ID_BATCH = 1000
 MAX_TOP_K = 16384  # Milvus's limit on a search's k
 MAX_PATH_CHARS = 1024  # the `path` field's VARCHAR length (Milvus counts bytes: paths are cut to fit)
 ATTR_FIELDS = ("path", "taken")  # the scalar fields searches filter on
+TEXT_SUFFIX = "__text"  # a library's text index (text_index.py) lives in PREFIX + library + TEXT_SUFFIX
 Attrs = tuple[str, int]  # (relative path, taken) of one image; ("", 0) for dataset images
 NO_ATTRS: Attrs = ("", 0)
 COPY_CHECK_ALL = 10_000  # `check_copy` compares every vector of a library up to this size...
@@ -173,6 +174,15 @@ class MilvusVectorStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 8)
 
+    @property
+    def client(self) -> Any:
+        """The pymilvus client (the text index keeps its collections in the same Milvus)."""
+        return self._client
+
+    def call(self, what: str, fn: Callable[[], R]) -> R:
+        """Run a Milvus call, turning its failure into BackendUnavailableError naming what failed."""
+        return self._call(what, fn)
+
     def _call(self, what: str, fn: Callable[[], R]) -> R:
         try:
             return fn()
@@ -250,7 +260,7 @@ class MilvusVectorStore:
         names = self._call("list collections", self._client.list_collections)
         metas = []
         for name in sorted(names):
-            if name.startswith(PREFIX):
+            if name.startswith(PREFIX) and not name.endswith(TEXT_SUFFIX):
                 meta = self.meta(name[len(PREFIX):])
                 if meta is not None:
                     metas.append(meta)

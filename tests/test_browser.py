@@ -8,6 +8,7 @@ without it this test fails rather than skips, so CI cannot pass it silently.
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def test_build_a_library_then_search_it_in_a_browser(settings: Settings, dataset
         query = page.get_by_label("Describe the picture")
         query.fill("红色的圆形")
         query.press("Enter")
-        expect(page.locator("#status")).to_contain_text("12 results")
+        expect(page.locator("#status")).to_contain_text("90 results for “红色的圆形” in library shapes · page 1 of 4")
         captions = page.locator("#results .caption-label").all_inner_texts()
-        assert len(captions) == 12
+        assert len(captions) == 24, "24 a page"
         assert all(c.endswith("红色的圆形") for c in captions[:3]), captions
         page.wait_for_function("[...document.querySelectorAll('#results img')]"
                                ".every(img => img.complete && img.naturalWidth > 0)")
@@ -49,7 +50,13 @@ def test_build_a_library_then_search_it_in_a_browser(settings: Settings, dataset
         shutil.copyfile(tmp_path / "screenshot.png", SCREENSHOT)
 
         first_id = captions[0].split(" · ")[2]
-        page.get_by_role("button", name="Thumbnail 1 of 12").click()
+        page.get_by_role("button", name="Next page →").click()
+        expect(page.locator("#status")).to_contain_text("page 2 of 4 · results 25–48")
+        expect(page.locator("#results .caption-label").first).to_have_text(re.compile(r"^#25 · "))
+        page.get_by_role("button", name="← Previous page").click()
+        expect(page.locator("#results .caption-label").first).to_have_text(captions[0])
+
+        page.get_by_role("button", name="Thumbnail 1 of 24").click()
         expect(page.locator("#detail")).to_contain_text(first_id)
         page.get_by_role("button", name="More like this").click()
         expect(page.locator("#status")).to_contain_text(f"image {first_id}")
@@ -77,5 +84,5 @@ def test_build_tab_ingests_a_url_safe_tsv(settings: Settings, tmp_path: Path) ->
         expect(page.get_by_role("combobox", name="Library", exact=True)).to_have_value("urlsafe")
         page.get_by_label("Describe the picture").fill("红色的圆形")
         page.get_by_label("Describe the picture").press("Enter")
-        expect(page.locator("#status")).to_contain_text("12 results")
+        expect(page.locator("#status")).to_contain_text("18 results")
         expect(page.locator("#results .caption-label").first).to_contain_text("红色的圆形")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import random
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -13,8 +17,13 @@ from demo.shapes import draw
 from searchcore.auth import Access, read_credentials
 from searchcore.engine import Engine
 from searchcore.image_store import MySQLImageStore
-from searchcore.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp
+from searchcore.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
+from searchcore.ui_text import I18N, language
 from tests.support import MARIADB
+
+CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
+# A folder of photos: each sub-folder's files dated by their mtime (no EXIF), 12 pictures a folder.
+PHOTO_FOLDERS = {"2023/海边": (2023, ("红色", "蓝色")), "2024/城市": (2024, ("红色", "绿色"))}
 
 
 @pytest.fixture
@@ -24,8 +33,30 @@ def app(engine: Engine, dataset: Path) -> SearchApp:
     return SearchApp(engine)
 
 
+@pytest.fixture
+def photos(engine: Engine, tmp_path: Path) -> SearchApp:
+    """Handlers over library `photos`, ingested from a folder with the sub-folders of PHOTO_FOLDERS."""
+    root = tmp_path / "photos"
+    for folder, (year, colors) in PHOTO_FOLDERS.items():
+        (root / folder).mkdir(parents=True)
+        stamp = dt.datetime(year, 6, 1, 12).timestamp()  # local wall clock, as ingest reads an mtime
+        for color in colors:
+            for shape in ("圆形", "正方形"):
+                for n in range(3):
+                    path = root / folder / f"{color}{shape}{n}.png"
+                    draw(color, shape, random.Random(f"{folder}{color}{shape}{n}")).save(path)
+                    os.utime(path, (stamp, stamp))
+    report = engine.ingest(root, library="photos")
+    assert report.added == 24, report.summary()
+    return SearchApp(engine)
+
+
 def captions(gallery: list[tuple[Image.Image, str]]) -> list[str]:
     return [text for _, text in gallery]
+
+
+def shown_hits(state: dict) -> list[dict]:
+    return [state["hits"][i] for i in state["shown"]]
 
 
 def test_search_shows_red_circles_first_as_images_in_memory(app: SearchApp) -> None:
@@ -76,6 +107,8 @@ def test_ingest_reports_added_then_already_present(engine: Engine, dataset: Path
     assert table[0][:2] == ["shapes", 90]
     again, _ = app.ingest(SOURCE_DATASET, str(dataset), "valid", "", None, "shapes")
     assert "0 added, 90 already present" in again
+    in_chinese, _ = app.ingest(SOURCE_DATASET, str(dataset), "valid", "", None, "shapes", CHINESE)
+    assert in_chinese.startswith("图库 shapes：新增 0 张，已有 90 张，出错 0 个"), in_chinese
     assert app.splits(str(dataset)).choices == [("train", "train"), ("valid", "valid")]
 
 
@@ -95,7 +128,7 @@ def test_uploaded_images_are_ingested_and_the_bad_ones_named(engine: Engine, tmp
 
     text, _ = SearchApp(engine).ingest(SOURCE_UPLOAD, "", None, "", sorted(str(p) for p in uploads.iterdir()),
                                        "uploads")
-    assert "2 added, 0 already present, 2 bad" in text
+    assert "2 added" in text and "2 bad" in text
     assert "broken.png" in text and "notes.txt" in text
     assert list(scratch.iterdir()) == [], "the per-request upload folder must be removed"
 
@@ -149,3 +182,112 @@ def test_a_lost_image_database_is_a_warning_and_the_app_keeps_serving(settings, 
         assert 'searchcore_backend_errors_total{operation="search"} 2.0' in app.metrics.render().decode()
     finally:
         engine.close()
+
+
+def test_a_folder_filter_shows_only_that_folders_images(photos: SearchApp) -> None:
+    gallery, state, status = photos.search("红色的圆形", 96, "photos", folder="2024")
+    assert state is not None and len(gallery) == 12, status
+    assert all(h["path"].startswith("2024/城市/") for h in state["hits"]), [h["path"] for h in state["hits"]]
+    assert all(" · 2024/城市/" in text and " · 2024-06-01 12:00" in text for text in captions(gallery)), gallery
+    everything, _, _ = photos.search("红色的圆形", 96, "photos")
+    assert len(everything) == 24
+
+
+def test_a_date_range_keeps_the_pictures_taken_within_it(photos: SearchApp) -> None:
+    _, since, _ = photos.search("蓝色的正方形", 96, "photos", since="2024-01-01")
+    _, until, _ = photos.search("蓝色的正方形", 96, "photos", until="2023-12-31")
+    _, june, _ = photos.search("蓝色的正方形", 96, "photos", since="2023-06-01", until="2023-06-01")
+    assert since is not None and {h["path"].split("/")[0] for h in since["hits"]} == {"2024"}
+    assert until is not None and {h["path"].split("/")[0] for h in until["hits"]} == {"2023"}
+    assert june is not None and len(june["hits"]) == 12
+
+
+def test_a_bad_date_is_a_warning_not_a_traceback(photos: SearchApp) -> None:
+    with pytest.warns(UserWarning, match="YYYY-MM-DD"):
+        gallery, state, _ = photos.search("红色的圆形", 96, "photos", since="2024-13-45")
+    assert gallery == [] and state is None
+    with pytest.warns(UserWarning, match="folder"):
+        gallery, _, _ = photos.search("红色的圆形", 96, "photos", folder="../etc")
+    assert gallery == []
+
+
+def test_results_come_24_a_page(engine: Engine, dataset: Path) -> None:
+    engine.ingest(dataset, split="valid", library="shapes")
+    app = SearchApp(engine)
+    gallery, state, status = app.search("红色的圆形", 96, "shapes")
+    assert state is not None and len(state["hits"]) == 90 and len(gallery) == 24
+    assert [h["rank"] for h in shown_hits(state)] == list(range(1, 25))
+    assert "90 results" in status and "page 1 of 4 · results 1–24" in status
+
+    gallery, state, status = app.next_page(state)
+    assert state is not None and [h["rank"] for h in shown_hits(state)] == list(range(25, 49))
+    assert [text.split(" · ")[0] for text in captions(gallery)] == [f"#{r}" for r in range(25, 49)]
+    assert "page 2 of 4 · results 25–48" in status
+    _, _, image_id, _ = app.select(state, gr.SelectData(None, {"index": 0, "value": None}))
+    assert image_id == str(state["hits"][24]["image_id"]), "a click on page 2 opens that page's result"
+
+    for _ in range(3):  # past the last page it stays there
+        gallery, state, status = app.next_page(state)
+    assert len(gallery) == 90 - 72 and "page 4 of 4 · results 73–90" in status
+    gallery, state, status = app.previous_page(state)
+    assert "page 3 of 4 · results 49–72" in status
+
+
+def test_the_library_line_shows_its_size_and_last_change(app: SearchApp) -> None:
+    line = app.library_line(None)
+    assert re.fullmatch(r"Library \*\*default\*\* · 36 images · updated \d{4}-\d\d-\d\d \d\d:\d\d", line), line
+    assert "36 张图片 · 最近更新" in app.library_line(None, CHINESE)
+
+
+def test_example_queries_come_from_the_librarys_captions(app: SearchApp) -> None:
+    examples = app.example_queries(None)
+    _, state, _ = app.search("红色的圆形", 96, None)
+    assert state is not None and examples and set(examples) <= {h["caption"] for h in state["hits"]}, examples
+    line, dataset = app.library_view(None)
+    assert "36 images" in line and [row[0] for row in dataset.raw_samples] == examples
+
+
+def test_a_chinese_browser_gets_chinese_tabs_and_status_lines(app: SearchApp) -> None:
+    demo = build_ui(app)
+    tabs = [block.label.key for block in demo.blocks.values() if isinstance(block, gr.Tab)]
+    assert [I18N.translations_dict["zh"][key] for key in tabs] == ["搜索", "重复图片", "建库"]
+    assert [I18N.translations_dict["en"][key] for key in tabs] == ["Search", "Duplicates", "Build"]
+    assert I18N.translations_dict["zh"].keys() == I18N.translations_dict["en"].keys()
+
+    _, _, status = app.search("红色的圆形", 12, None, request=CHINESE)
+    assert status.startswith("在图库 **default** 中找到“红色的圆形”的 12 个结果"), status
+    with pytest.warns(UserWarning, match="请先上传"):
+        app.search_image(None, 12, None, request=CHINESE)
+    assert [language(gr.Request(headers={"accept-language": h})) for h in
+            ("zh-CN", "zh-TW,en;q=0.5", "en-US,zh-CN;q=0.9", "fr", "")] == ["zh", "zh", "en", "en", "en"]
+
+
+def test_the_words_of_the_query_are_marked_in_the_text_read_in_a_picture() -> None:
+    assert highlight("今天海边的日落很美", "海边 日落") == "今天<mark>海边</mark>的<mark>日落</mark>很美"
+    assert highlight("一只猫在海边", "海边的猫") == "一只猫在<mark>海边</mark>", "pieces of 2+ characters"
+    assert highlight("一只猫", "猫") == "一只<mark>猫</mark>", "a whole query word of one character"
+    assert highlight("SALE <b>50%</b>", "sale") == "<mark>SALE</mark> \\<b\\>50%\\</b\\>"
+    assert highlight("第一行\n第二行", "二行") == "第一行  \n第<mark>二行</mark>"
+
+
+def test_duplicates_are_shown_in_groups(photos: SearchApp, tmp_path: Path) -> None:
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    original = draw("紫色", "三角形", random.Random(7))
+    original.save(folder / "a.png")
+    original.save(folder / "b.jpg", quality=95)  # the same picture, other bytes
+    photos.engine.ingest(folder, library="photos")
+    _, state, _ = photos.search("紫色的三角形", 96, "photos", folder="")
+    assert state is not None
+    copies = {h["image_id"] for h in state["hits"] if h["path"] in ("a.png", "b.jpg")}
+
+    gallery, status = photos.duplicates("photos", 0.95)
+    groups: dict[str, set[int]] = {}
+    for text in captions(gallery):
+        group, image_id, score = text.split(" · ")
+        assert group.startswith("group ") and 0 < float(score) <= 1  # a chain can link pairs below the threshold
+        groups.setdefault(group, set()).add(int(image_id))
+    assert copies in groups.values(), (copies, groups)
+    assert "groups of near-identical images in library **photos**" in status
+    with pytest.warns(UserWarning, match="does not exist"):
+        assert photos.duplicates("nosuch", 0.95) == ([], "")

@@ -1,0 +1,178 @@
+"""The words of a library, for keyword search: captions and OCR text in Milvus's own full-text (BM25) index.
+
+Each library's text lives in a collection of its own beside its vectors (`searchcore_{library}__text`: id, the
+text analysed by jieba, its BM25 sparse vector, and the path and taken fields the filters use). Kept apart, a
+library made before it (or on a server without BM25) gains it without touching its vectors, and the vector
+collection keeps one schema on every Milvus. Milvus servers support BM25 from 2.5; Milvus Lite 3 does too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import LibraryError, UnsupportedError
+from .filters import Filters
+from .ids import id_chunks
+from .vector_store import ID_BATCH, PREFIX, TEXT_SUFFIX, Attrs, Hit, MilvusVectorStore
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_BYTES = 8192  # the text field's length: captions plus what OCR read, cut to fit
+MIN_SERVER = (2, 5)  # the first Milvus server release with BM25 full-text search
+
+
+class TextIndex:
+    """BM25 over each library's captions and OCR text, in the Milvus its vector store talks to."""
+
+    def __init__(self, vectors: MilvusVectorStore) -> None:
+        self._store = vectors
+        self._exists: dict[str, bool] = {}
+        self._unsupported: str | None | bool = False  # False: not asked yet; None: supported; str: why not
+
+    def unsupported(self) -> str | None:
+        """Why this Milvus cannot keep a text index (names the version needed), or None when it can."""
+        if self._unsupported is False:
+            self._unsupported = None
+            if self._store.server:
+                version = self._store.call("get the server version", self._store.client.get_server_version)
+                numbers = tuple(int(n) for n in re.findall(r"\d+", str(version))[:2])
+                if numbers < MIN_SERVER:
+                    self._unsupported = (f"keyword and hybrid search need Milvus {MIN_SERVER[0]}.{MIN_SERVER[1]} or "
+                                         f"newer for BM25 full-text search; the server at {self._store.uri} runs "
+                                         f"{version}. Semantic search works as before (--mode semantic)")
+        return self._unsupported if isinstance(self._unsupported, str) else None
+
+    def exists(self, library: str) -> bool:
+        """True when the library has a text index."""
+        if library not in self._exists:
+            if self.unsupported():
+                return False
+            name = _name(library)
+            self._exists[library] = bool(self._store.call("list collections",
+                                                          lambda: self._store.client.has_collection(name)))
+            if self._exists[library]:
+                self._store.call("load the text index", lambda: self._store.client.load_collection(name))
+        return self._exists[library]
+
+    def count(self, library: str) -> int:
+        """How many images of the library have text indexed."""
+        if not self.exists(library):
+            return 0
+        rows = self._store.call("count texts", lambda: self._store.client.query(
+            _name(library), filter="", output_fields=["count(*)"]))
+        return int(rows[0]["count(*)"])
+
+    def create(self, library: str) -> None:
+        """Make the library's text index (a no-op when it exists); raises LibraryError where Milvus cannot."""
+        why = self.unsupported()
+        if why:
+            raise UnsupportedError(why)
+        if self.exists(library):
+            return
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True,
+                         analyzer_params={"tokenizer": "jieba"})
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field("path", DataType.VARCHAR, max_length=1024)
+        schema.add_field("taken", DataType.INT64)
+        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
+                                     output_field_names=["sparse"]))
+        index = self._store.client.prepare_index_params()
+        index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        self._store.call("create the text index", lambda: self._store.client.create_collection(
+            _name(library), schema=schema, index_params=index, consistency_level="Strong"))
+        self._exists[library] = True
+        log.info("created the text index of library %s", library)
+
+    def upsert(self, library: str, ids: Sequence[int], texts: Sequence[str], attrs: Sequence[Attrs]) -> None:
+        """Index (or replace) the text of images; an image whose text is empty is removed from the index."""
+        rows = [{"id": int(i), "text": _fit(t), "path": p, "taken": int(taken)}
+                for i, t, (p, taken) in zip(ids, texts, attrs) if t.strip()]
+        empty = [int(i) for i, t in zip(ids, texts) if not t.strip()]
+        if rows:
+            self.create(library)
+            self._store.call("index texts", lambda: self._store.client.upsert(_name(library), rows))
+        if empty:
+            self.delete(library, empty)
+
+    def delete(self, library: str, ids: Sequence[int]) -> None:
+        """Remove images from the index."""
+        if not self.exists(library):
+            return
+        for chunk in id_chunks(ids, ID_BATCH):
+            self._store.call("delete texts", lambda c=chunk: self._store.client.delete(  # type: ignore[misc]
+                _name(library), ids=c))
+
+    def texts(self, library: str, ids: Sequence[int]) -> dict[int, str]:
+        """The indexed text of images, by id."""
+        found: dict[int, str] = {}
+        for chunk in id_chunks(ids, ID_BATCH) if self.exists(library) else []:
+            rows = self._store.call("fetch texts", lambda c=chunk: self._store.client.get(  # type: ignore[misc]
+                _name(library), ids=c, output_fields=["id", "text"]))
+            found.update((int(r["id"]), r["text"]) for r in rows)
+        return found
+
+    def search(self, library: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]:
+        """The images whose text best matches the query's words (BM25, jieba's segmentation), best first."""
+        why = self.unsupported()
+        if why:
+            raise UnsupportedError(why)
+        if not self.exists(library):
+            return []
+        expression = filters.expression() if filters else ""
+        result = self._store.call("search texts", lambda: self._store.client.search(
+            _name(library), data=[query], anns_field="sparse", limit=top_k, search_params={"metric_type": "BM25"},
+            output_fields=["id"], filter=expression, consistency_level="Strong"))
+        return [Hit(int(h["id"]), abs(float(h["distance"]))) for h in result[0]]
+
+    def flush(self, library: str) -> None:
+        """Seal fresh rows."""
+        if self.exists(library):
+            self._store.call("flush texts", lambda: self._store.client.flush(_name(library)))
+
+    def drop(self, library: str) -> None:
+        """Remove the library's text index."""
+        self._exists.pop(library, None)
+        if self.unsupported():
+            return
+        name = _name(library)
+        if self._store.call("list collections", lambda: self._store.client.has_collection(name)):
+            self._store.call("drop the text index", lambda: self._store.client.drop_collection(name))
+
+
+def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = 60) -> list[Hit]:
+    """Reciprocal rank fusion: each image scores the sum of 1/(k + rank) over the rankings it is in; equal
+    scores keep the order of the first ranking (hybrid search passes the semantic one first)."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, 1):
+            scores[hit.image_id] = scores.get(hit.image_id, 0.0) + 1.0 / (k + rank)
+    order = {image_id: n for n, image_id in enumerate(scores)}
+    best = sorted(scores.items(), key=lambda item: (-item[1], order[item[0]]))[:top_k]
+    return [Hit(image_id, score) for image_id, score in best]
+
+
+def image_text(captions: Sequence[str], ocr: str | None) -> str:
+    """What the index holds for one image: its captions, then the words read in it."""
+    return "\n".join([*captions, *([ocr] if ocr else [])])
+
+
+def _name(library: str) -> str:
+    return PREFIX + library + TEXT_SUFFIX
+
+
+def _fit(text: str) -> str:
+    data = text.encode()
+    return text if len(data) <= MAX_TEXT_BYTES else data[:MAX_TEXT_BYTES].decode(errors="ignore")
+
+
+def describe(index: TextIndex, library: str) -> dict[str, Any]:
+    """The index's state for `info`: whether it exists and how many images have text."""
+    why = index.unsupported()
+    return {"supported": why is None, "images": index.count(library) if why is None else 0}
