@@ -74,7 +74,8 @@ def main() -> None:
         profile = cProfile.Profile()
         folder = Path(tmp) / "e2e"
         folder.mkdir()
-        settings = base.replace(precision=fp16.precision, milvus_uri=str(folder / "milvus.db"), db_url=str(folder / "i.db"))
+        settings = base.replace(precision=fp16.precision, milvus_uri=str(folder / "milvus.db"),
+                                db_url=str(folder / "i.db"))
         profile.enable()
         e2e, added, backend = engine_ingest(fp16, settings, root, None)
         profile.disable()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import LibraryError, UnsupportedError
+from .errors import UnsupportedError
 from .filters import Filters
 from .ids import id_chunks
 from .vector_store import ID_BATCH, PREFIX, TEXT_SUFFIX, Attrs, Hit, MilvusVectorStore
