@@ -1,16 +1,17 @@
 """Near-duplicate images in a library: resized, recompressed or lightly cropped copies of one picture.
 
 Exact, not approximate: every pair of stored vectors is scored, a tile of the upper triangle of the
-similarity matrix at a time (float32 matrix products), so memory stays at one tile however large the
-library. Two images are linked when their cosine is at least the threshold; a group is a connected
-set of linked images (single linkage), found with a union-find as the tiles are scanned.
+similarity matrix at a time (float32 matrix products), so beyond the vectors themselves memory stays at
+one tile however large the library; the time grows with the square of the library's size. Two images
+are linked when their cosine is at least the threshold; a group is a connected set of linked images
+(single linkage), found with a union-find as the tiles are scanned.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +61,11 @@ def parse_threshold(value: Any) -> float:
     return threshold
 
 
-def find_duplicates(engine: Engine, library: str | None = None,
-                    threshold: Any = DEFAULT_THRESHOLD) -> list[DuplicateGroup]:
+def find_duplicates(engine: Engine, library: str | None = None, threshold: Any = DEFAULT_THRESHOLD, *,
+                    progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
     """Groups of near-identical images in a library (cosine of stored vectors >= threshold), largest
     first, then the closest first. A threshold that is not in (0, 1] raises a QueryError, a library
-    that does not exist a LibraryError."""
+    that does not exist a LibraryError. progress(done, total) is called as the scan goes, in pairs."""
     threshold = parse_threshold(threshold)
     name = validate_library(library or engine.settings.library)
     meta = engine.library_meta(name)
@@ -72,25 +73,30 @@ def find_duplicates(engine: Engine, library: str | None = None,
         raise LibraryError(f"library {name!r} does not exist")
     ids, vectors = _load_vectors(engine, name, meta.dim)
     log.info("library %s: comparing %d vectors at threshold %g", name, len(ids), threshold)
-    return duplicate_groups(ids, vectors, threshold)
+    return duplicate_groups(ids, vectors, threshold, progress=progress)
 
 
 def duplicate_groups(ids: Sequence[int], vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
-                     block: int = BLOCK) -> list[DuplicateGroup]:
+                     block: int = BLOCK, progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
     """Groups among these vectors (row i belongs to ids[i]); the exact scan behind find_duplicates."""
     threshold = parse_threshold(threshold)
     matrix = _normalised(vectors)
-    if len(ids) != len(matrix):
-        raise ValueError(f"{len(ids)} ids for {len(matrix)} vectors")
-    parent = np.arange(len(matrix), dtype=np.int64)
-    for start in range(0, len(matrix), block):
+    n = len(matrix)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} vectors")
+    parent = np.arange(n, dtype=np.int64)
+    total, done = n * (n - 1) // 2, 0
+    for start in range(0, n, block):
         rows = matrix[start:start + block]
-        for first in range(start, len(matrix), block):
+        for first in range(start, n, block):
             a, b = np.nonzero(rows @ matrix[first:first + block].T >= threshold)
             if first == start:  # a tile on the diagonal: each pair once, never an image with itself
                 a, b = a[a < b], b[a < b]
             if len(a):
                 _union(parent, a + start, b + first)
+        done += sum(n - row - 1 for row in range(start, start + len(rows)))
+        if progress is not None:
+            progress(done, total)
     roots = _roots(parent)
     order = np.argsort(roots, kind="stable")
     bounds = np.flatnonzero(np.diff(roots[order])) + 1

@@ -125,9 +125,14 @@ def test_scan_finds_every_pair_however_it_is_tiled() -> None:
     truth = _brute_force_groups(vectors, 0.95)
     assert len(truth) > 10 and any(len(g) > 2 for g in truth)
 
+    steps: list[tuple[int, int]] = []
     for block in (1, 7, 64, 2048):  # tiles smaller than, across and larger than the library
-        found = duplicate_groups(range(len(vectors)), vectors, 0.95, block=block)
+        steps.clear()
+        found = duplicate_groups(range(len(vectors)), vectors, 0.95, block=block,
+                                 progress=lambda done, total: steps.append((done, total)))
         assert {frozenset(g.images) for g in found} == truth, block
+        assert steps[-1] == (300 * 299 // 2, 300 * 299 // 2)  # a progress bar ends full
+        assert [done for done, _ in steps] == sorted(done for done, _ in steps)
 
 
 def test_min_score_shows_a_chain() -> None:
