@@ -45,9 +45,9 @@ def picture(index: int) -> tuple[Image.Image, str]:
         canvas = ImageDraw.Draw(image)
         size = rng.choice((16, 20, 24, 32, 40, 48))
         font = ImageFont.truetype(str(FONTS / rng.choice(FACES)), size)
-        lines = rng.sample(PHRASES, rng.choice((1, 1, 2, 3)))
-        lines = [line for line in lines if canvas.textlength(line, font=font) < SIZE[0] - 40]
-        width = max(canvas.textlength(line, font=font) for line in lines) if lines else 0
+        fitting = [phrase for phrase in PHRASES if canvas.textlength(phrase, font=font) < SIZE[0] - 40]
+        lines = rng.sample(fitting, rng.choice((1, 1, 2, 3)))
+        width = max(canvas.textlength(line, font=font) for line in lines)
         left = rng.uniform(15, SIZE[0] - width - 15)
         top = rng.uniform(10, SIZE[1] - 2 * size * len(lines) - 10)
         dark = rng.random() < 0.5

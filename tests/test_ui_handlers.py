@@ -211,6 +211,15 @@ def test_a_bad_date_is_a_warning_not_a_traceback(photos: SearchApp) -> None:
     assert gallery == []
 
 
+def test_keyword_mode_finds_only_pictures_whose_text_has_the_words(app: SearchApp) -> None:
+    keyword, _, _ = app.search("圆形", 12, None, mode="keyword")
+    semantic, _, _ = app.search("圆形", 12, None, mode="semantic")
+    assert keyword and all(text.endswith("的圆形") for text in captions(keyword)), captions(keyword)
+    assert not all(text.endswith("的圆形") for text in captions(semantic)), "the train split has 12 circles"
+    with pytest.warns(UserWarning, match="mode must be one of"):
+        assert app.search("圆形", 12, None, mode="fuzzy")[0] == []
+
+
 def test_results_come_24_a_page(engine: Engine, dataset: Path) -> None:
     engine.ingest(dataset, split="valid", library="shapes")
     app = SearchApp(engine)
