@@ -11,7 +11,6 @@ app.py only parses flags and launches.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import io
 import logging
 import math
@@ -35,7 +34,7 @@ from .imaging import to_rgb
 from .ingest import IngestReport
 from .metrics import Metrics
 from .records import BadRecord
-from .search import MAX_TOP_K, SearchResult
+from .search import MAX_TOP_K, MODES, SearchResult
 from .ui_text import I18N, language, translate
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ MAX_QUERY_WORD = 64  # characters of a query word looked for in the OCR text
 # The fallback when a library cannot suggest its own examples: the demo's shapes.
 EXAMPLES = ["红色的圆形", "蓝色的正方形", "绿色的三角形", "黄色的圆形", "紫色的三角形", "黑色的正方形"]
 SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD = "Chinese-CLIP dataset", "Folder on the server", "Uploaded images"
-MODE_DEFAULT, MODES = "default", ("semantic", "keyword", "hybrid")
+MODE_DEFAULT = "default"  # the library's own: hybrid when it has text (captions, OCR), else semantic
 LIBRARY_COLUMNS = ["column_library", "column_images", "column_model", "column_dim", "column_backend"]
 # Gallery captions ("#rank · score · id · path · date · caption") wrap inside the thumbnail instead of being cut off.
 CSS = "#results .caption-label, #duplicates .caption-label { white-space: normal; max-width: 96%; }"
@@ -87,16 +86,11 @@ class SearchApp:
                until: str = "", mode: str | None = MODE_DEFAULT, request: gr.Request | None = None) -> Shown:
         """Images for a description, best first, within the folder and date filters."""
         lang = language(request)
-        options: dict[str, Any] = {}
-        if mode and mode != MODE_DEFAULT:
-            if _accepts(self.engine.search_text, "mode"):
-                options["mode"] = mode
-            else:  # the engine matches by meaning only, for now
-                _info(lang, "mode_unavailable")
         try:
             filters = Filters.parse(folder=folder, since=since, until=until)
             with self.metrics.search("text"):
-                results = self.engine.search_text(text, top_k, library or None, filters=filters or None, **options)
+                results = self.engine.search_text(text, top_k, library or None, filters=filters or None,
+                                                  mode=None if mode in (None, "", MODE_DEFAULT) else mode)
         except SearchcoreError as exc:
             return _nothing(exc, lang)
         what = translate(lang, "what_text", text=text.strip())
@@ -245,8 +239,8 @@ class SearchApp:
 
     # Duplicates tab
 
-    def duplicates(self, library: str | None, threshold: float,
-                   request: gr.Request | None = None) -> tuple[Gallery, str]:
+    def duplicates(self, library: str | None, threshold: float, request: gr.Request | None = None,
+                   progress: gr.Progress = gr.Progress()) -> tuple[Gallery, str]:
         """Groups of near-identical images, each image captioned "group N · id · score"."""
         from .duplicates import find_duplicates  # the exact all-pairs scan: loaded when first asked for
 
@@ -254,7 +248,8 @@ class SearchApp:
         name = library or self.engine.settings.library
         try:
             with self.metrics.backend("duplicates"):
-                groups = find_duplicates(self.engine, name, threshold)
+                groups = find_duplicates(self.engine, name, threshold,
+                                         progress=_throttled(progress, lang, "comparing", "pairs_unit"))
                 shown = groups[:SHOWN_DUPLICATE_GROUPS]
                 stored = self.engine.get_images([i for g in shown for i in g.images[:SHOWN_PER_GROUP]], name)
         except SearchcoreError as exc:
@@ -286,7 +281,7 @@ class SearchApp:
         """Ingest a dataset split, a server folder or uploaded images; returns a summary and the library table."""
         lang = language(request)
         self._require_write("action_ingest", lang)
-        report_progress = _throttled(progress, lang)
+        report_progress = _throttled(progress, lang, "ingesting", "images_unit")
         try:
             if source == SOURCE_UPLOAD:
                 report = self._ingest_uploads(uploads or [], library, report_progress, lang)
@@ -605,14 +600,6 @@ def _hit(result: SearchResult) -> dict[str, Any]:
             "taken": getattr(result, "taken", None), "text": text[:MAX_HIT_TEXT] if text else None}
 
 
-def _accepts(method: Callable[..., Any], name: str) -> bool:
-    """Whether a method takes a keyword of this name (for engine features that land one at a time)."""
-    try:
-        return name in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _warn(lang: str, key: str, **values: Any) -> None:
     """A warning toast, its title and text in the request's language."""
     gr.Warning(translate(lang, key, **values), title=translate(lang, "warning_title"))
@@ -654,10 +641,11 @@ def _path(text: str | None, what: str, lang: str) -> Path:
     return Path(text.strip()).expanduser()
 
 
-def _throttled(progress: gr.Progress, lang: str, every: float = 0.25) -> Callable[[int, int | None], None]:
+def _throttled(progress: gr.Progress, lang: str, desc_key: str, unit_key: str,
+               every: float = 0.25) -> Callable[[int, int | None], None]:
     """Engine progress (done, total) → the progress bar, at most a few updates a second."""
     last = 0.0
-    desc, unit = translate(lang, "ingesting"), translate(lang, "images_unit")
+    desc, unit = translate(lang, desc_key), translate(lang, unit_key)
 
     def update(done: int, total: int | None) -> None:
         nonlocal last
