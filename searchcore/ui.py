@@ -276,34 +276,38 @@ class SearchApp:
         return gr.Dropdown(choices=found, value=found[0] if found else None)
 
     def ingest(self, source: str, dataset_folder: str, split: str | None, image_folder: str,
-               uploads: list[str] | None, library: str, request: gr.Request | None = None,
+               uploads: list[str] | None, library: str, sync: bool = False, ocr: bool = False,
+               request: gr.Request | None = None,
                progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:
-        """Ingest a dataset split, a server folder or uploaded images; returns a summary and the library table."""
+        """Ingest a dataset split, a server folder or uploaded images; returns a summary and the library table.
+        sync (a server folder only) removes the pictures deleted from it; ocr reads the words in new pictures."""
         lang = language(request)
         self._require_write("action_ingest", lang)
         report_progress = _throttled(progress, lang, "ingesting", "images_unit")
         try:
             if source == SOURCE_UPLOAD:
-                report = self._ingest_uploads(uploads or [], library, report_progress, lang)
+                report = self._ingest_uploads(uploads or [], library, report_progress, lang, ocr=ocr)
             elif source == SOURCE_FOLDER:
-                report = self._ingest(_path(image_folder, "what_image_folder", lang), None, library, report_progress)
+                report = self._ingest(_path(image_folder, "what_image_folder", lang), None, library, report_progress,
+                                      sync=bool(sync), ocr=ocr)
             else:
                 report = self._ingest(_path(dataset_folder, "what_dataset_folder", lang), split or None, library,
-                                      report_progress)
+                                      report_progress, ocr=ocr)
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return translate(lang, "ingest_failed", reason=_escape(str(exc))), self.libraries(request)
         return summary(report, lang), self.libraries(request)
 
     def _ingest(self, path: Path, split: str | None, library: str, progress: Callable[[int, int | None], None],
-                ) -> IngestReport:
+                *, sync: bool = False, ocr: bool = False) -> IngestReport:
         with self.metrics.backend("ingest"):
-            report = self.engine.ingest(path, split=split, library=library.strip() or None, progress=progress)
+            report = self.engine.ingest(path, split=split, library=library.strip() or None, progress=progress,
+                                        sync=sync, ocr=bool(ocr))
         self.metrics.ingested(report)
         return report
 
     def _ingest_uploads(self, uploads: list[str], library: str, progress: Callable[[int, int | None], None],
-                        lang: str) -> IngestReport:
+                        lang: str, *, ocr: bool = False) -> IngestReport:
         if not uploads:
             raise SearchcoreError(translate(lang, "choose_images"))
         if len(uploads) > MAX_UPLOAD_FILES:
@@ -317,7 +321,7 @@ class SearchApp:
                 copy = f"{number:04d}{suffix}"
                 (Path(tmp) / copy).write_bytes(_read_upload(original, lang))
                 names[copy] = original.name
-            report = self._ingest(Path(tmp), None, library, progress)
+            report = self._ingest(Path(tmp), None, library, progress, ocr=ocr)
         skipped = [name for copy, name in names.items() if copy.endswith(".img")]
         for bad in report.bad:
             bad.file = names.get(bad.file, bad.file)
@@ -446,13 +450,16 @@ def build_ui(app: SearchApp) -> gr.Blocks:
                 split = gr.Dropdown([], label=I18N("split_label"), scale=1, interactive=writable,
                                     allow_custom_value=True, elem_id="split")
             with gr.Row(visible=False) as folder_row:
-                image_folder = gr.Textbox(label=I18N("image_folder_label"), interactive=writable)
+                image_folder = gr.Textbox(label=I18N("image_folder_label"), interactive=writable, scale=3)
+                sync = gr.Checkbox(label=I18N("sync_label"), value=False, interactive=writable, scale=1,
+                                   elem_id="sync")
             with gr.Row(visible=False) as upload_row:
                 uploads = gr.File(file_count="multiple", file_types=["image"], interactive=writable,
                                   label=I18N("uploads_label") + f" (≤ {MAX_UPLOAD_FILES} × "
                                                                 f"{MAX_UPLOAD_BYTES // 2**20} MB)")
             target = gr.Textbox(value=default, label=I18N("library_name_label"), interactive=writable,
                                 elem_id="target")
+            ocr = gr.Checkbox(label=I18N("ocr_label"), value=False, interactive=writable, elem_id="ocr")
             ingest_btn = gr.Button(I18N("ingest_button"), variant="primary", interactive=writable,
                                    elem_id="ingest-button")
             build_status = gr.Markdown(label=I18N("summary_label"), elem_id="summary")
@@ -501,7 +508,7 @@ def build_ui(app: SearchApp) -> gr.Blocks:
         dataset_folder.change(app.splits, dataset_folder, split, api_visibility="private",
                               trigger_mode="always_last")
         choices = (app.library_choices, library, [library, drop_name])
-        ingest_btn.click(app.ingest, [source, dataset_folder, split, image_folder, uploads, target],
+        ingest_btn.click(app.ingest, [source, dataset_folder, split, image_folder, uploads, target, sync, ocr],
                          [build_status, table], api_name="ingest", concurrency_id="write",
                          concurrency_limit=1).then(  # search the library just built
             app.library_choices, target, [library, drop_name], api_visibility="private").then(

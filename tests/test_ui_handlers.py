@@ -107,7 +107,7 @@ def test_ingest_reports_added_then_already_present(engine: Engine, dataset: Path
     assert table[0][:2] == ["shapes", 90]
     again, _ = app.ingest(SOURCE_DATASET, str(dataset), "valid", "", None, "shapes")
     assert "0 added, 90 already present" in again
-    in_chinese, _ = app.ingest(SOURCE_DATASET, str(dataset), "valid", "", None, "shapes", CHINESE)
+    in_chinese, _ = app.ingest(SOURCE_DATASET, str(dataset), "valid", "", None, "shapes", request=CHINESE)
     assert in_chinese.startswith("图库 shapes：新增 0 张，已有 90 张，出错 0 个"), in_chinese
     assert app.splits(str(dataset)).choices == [("train", "train"), ("valid", "valid")]
 
@@ -300,3 +300,33 @@ def test_duplicates_are_shown_in_groups(photos: SearchApp, tmp_path: Path) -> No
     assert "groups of near-identical images in library **photos**" in status
     with pytest.warns(UserWarning, match="does not exist"):
         assert photos.duplicates("nosuch", 0.95) == ([], "")
+
+
+def test_build_tab_folder_ingest_with_sync_and_ocr(engine: Engine, tmp_path: Path) -> None:
+    import random
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from searchcore.ui import SOURCE_FOLDER
+
+    font = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+    folder = tmp_path / "album"
+    folder.mkdir()
+    sign = Image.new("RGB", (500, 375), "white")
+    ImageDraw.Draw(sign).text((30, 120), "欢迎光临北京烤鸭店", fill="black", font=ImageFont.truetype(str(font), 40))
+    sign.save(folder / "sign.png")
+    for n in range(3):
+        draw("红色", "圆形", random.Random(n)).save(folder / f"{n}.png")
+    app = SearchApp(engine)
+
+    text, _ = app.ingest(SOURCE_FOLDER, "", None, str(folder), None, "album", False, True)
+    assert "4 added" in text, text
+    found = engine.search_text("北京烤鸭", 1, library="album", mode="keyword")
+    assert [r.path for r in found] == ["sign.png"] and found[0].text == "欢迎光临北京烤鸭店"
+
+    (folder / "0.png").unlink()
+    kept, _ = app.ingest(SOURCE_FOLDER, "", None, str(folder), None, "album", False, False)
+    assert "1 files missing" in kept, kept
+    synced, _ = app.ingest(SOURCE_FOLDER, "", None, str(folder), None, "album", True, False)
+    assert "1 removed" in synced, synced
+    assert engine.info("album").count == 3

@@ -1,0 +1,50 @@
+"""A picture found by the words in it, in a real headless Chromium that asks for Chinese."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from demo.shapes import CLASSES, draw
+from tests.support import App, browser_page, run_cli, settings_env, tiny_settings
+
+FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+
+
+@pytest.fixture(scope="module")
+def text_app(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_model: Path) -> Iterator[App]:
+    """`python app.py` over library `shots`: two signs among eight shapes, ingested with --ocr."""
+    work = tmp_path_factory.mktemp("text_app")
+    root = work / "shots"
+    root.mkdir()
+    for name, words in (("烤鸭店.png", "欢迎光临北京烤鸭店"), ("通知.png", "会议改到下午三点")):
+        image = Image.new("RGB", (500, 375), (250, 245, 230))
+        ImageDraw.Draw(image).text((30, 150), words, fill=(20, 20, 20), font=ImageFont.truetype(str(FONT), 40))
+        image.save(root / name)
+    for i in range(8):
+        draw(*CLASSES[i], random.Random(i)).save(root / f"shape{i}.png")
+    env = settings_env(tiny_settings(work, model_cache, backend="torch", precision="fp32", library="shots"))
+    done = run_cli("ingest", str(root), "--ocr", env=env)
+    assert done.returncode == 0, done.stderr
+    with App(env, log=work / "app.log") as app:
+        yield app
+
+
+def test_a_chinese_browser_finds_a_picture_by_its_words(text_app: App, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with browser_page(text_app.url, locale="zh-CN", viewport={"width": 1280, "height": 900}) as page:
+        expect(page.get_by_role("tab", name="搜索", exact=True)).to_be_visible()
+        query = page.get_by_label("描述图片")
+        query.fill("北京烤鸭")
+        page.get_by_role("button", name="搜索", exact=True).click()
+        first = page.locator("#results .caption-label").first
+        expect(first).to_contain_text("烤鸭店.png")
+        page.get_by_role("button", name="Thumbnail 1 of", exact=False).first.click()
+        expect(page.locator("#detail mark").first).to_contain_text("北京烤鸭")
+        expect(page.locator("#detail")).to_contain_text("欢迎光临北京烤鸭店")
+        page.screenshot(path=str(tmp_path / "text-zh-CN.png"), full_page=True)
