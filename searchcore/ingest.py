@@ -105,7 +105,7 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
     started = time.perf_counter()
     meta = vectors.open_library(library, encoder.name, encoder.dim, create=True)
     report = IngestReport(library, bad=list(source.problems), folder=source.scan is not None)
-    book = _Folder(source.scan, vectors, images, library, report) if source.scan is not None else None
+    book = _Folder(source.scan, vectors, images, library, report, texts) if source.scan is not None else None
     done = 0
 
     def tick(n: int = 1) -> None:
@@ -145,7 +145,7 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
     if words is not None:
         words.finish()
     if book is not None:
-        book.finish(sync, texts)
+        book.finish(sync)
     if flush:
         vectors.flush(library)
     report.seconds = time.perf_counter() - started
@@ -157,8 +157,9 @@ class _Folder:
     """A folder ingest's bookkeeping: the files it recorded, moves, and (with sync) what is gone."""
 
     def __init__(self, scan: FolderScan, vectors: VectorStore, images: ImageStore, library: str,
-                 report: IngestReport) -> None:
+                 report: IngestReport, texts: TextIndex | None = None) -> None:
         self.scan, self.vectors, self.images, self.library, self.report = scan, vectors, images, library, report
+        self.texts = texts
         report.unchanged = scan.unchanged
         self.copies: list[Record] = []  # files whose content another file of this run holds
         self.gone_ids: dict[int, list[str]] = {}
@@ -198,8 +199,11 @@ class _Folder:
         if vector is not None:
             taken = self.vectors.attrs(self.library, [image_id]).get(image_id, ("", 0))[1]
             self.vectors.upsert(self.library, [image_id], vector[None, :], [(path, taken)])
+            text = self.texts.texts(self.library, [image_id]).get(image_id) if self.texts is not None else None
+            if text:  # its words move with it, so a folder filter on a keyword search finds it there too
+                self.texts.upsert(self.library, [image_id], [text], [(path, taken)])  # type: ignore[union-attr]
 
-    def finish(self, sync: bool, texts: TextIndex | None = None) -> None:
+    def finish(self, sync: bool) -> None:
         """Record copies of files stored in this run; without sync, count what is gone; with it, remove the
         images no remaining file holds."""
         stored = self.vectors.existing(self.library, [r.image_id for r in self.copies if r.image_id is not None])
@@ -223,8 +227,8 @@ class _Folder:
         # recorded, so the next sync run removes what is left (`check` never sees a vector without an image).
         self.vectors.delete(self.library, remove)
         self.vectors.flush(self.library)
-        if texts is not None:
-            texts.delete(self.library, remove)
+        if self.texts is not None:
+            self.texts.delete(self.library, remove)
         self.images.delete_many(self.library, remove)
         self.images.delete_files(self.library, self.scan.root, sorted(gone))
         self.report.removed = len(gone) + len([i for i in remove if i in replaced.values()])

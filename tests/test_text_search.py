@@ -140,3 +140,16 @@ def test_reciprocal_rank_fusion_rewards_agreement_and_keeps_the_first_ranking_on
     keyword = [Hit(3, 9.0), Hit(4, 5.0)]
     fused = [h.image_id for h in rrf([semantic, keyword], 4)]
     assert fused == [3, 1, 2, 4], "in both rankings beats first in one; 2 and 4 tie and keep semantic's order"
+
+
+def test_a_moved_picture_keeps_its_words_under_its_new_folder(engine: Engine, pictures: Path) -> None:
+    from searchcore.filters import Filters
+
+    engine.ingest(pictures, ocr=True)
+    (pictures / "2024").mkdir()
+    (pictures / "signs" / "烤鸭.png").rename(pictures / "2024" / "烤鸭.png")
+
+    assert engine.ingest(pictures).moved == 1
+    found = engine.search_text("北京烤鸭", 3, mode="keyword", filters=Filters.parse(folder="2024"))
+    assert [(r.path, r.text) for r in found] == [("2024/烤鸭.png", "欢迎光临北京烤鸭店")]
+    assert engine.search_text("北京烤鸭", 3, mode="keyword", filters=Filters.parse(folder="signs")) == []
