@@ -35,7 +35,7 @@ from .ingest import IngestReport
 from .metrics import Metrics
 from .records import BadRecord
 from .search import MAX_TOP_K, MODES, SearchResult
-from .ui_text import I18N, language, translate
+from .ui_text import I18N, error_text, language, translate
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class SearchApp:
                                       report_progress, ocr=ocr)
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
-            return translate(lang, "ingest_failed", reason=_escape(str(exc))), self.libraries(request)
+            return translate(lang, "ingest_failed", reason=_escape(error_text(lang, exc))), self.libraries(request)
         return summary(report, lang), self.libraries(request)
 
     def _ingest(self, path: Path, split: str | None, library: str, progress: Callable[[int, int | None], None],
@@ -366,7 +366,7 @@ class SearchApp:
                 self.engine.drop(library)
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
-            return translate(lang, "drop_failed", reason=_escape(str(exc))), self.libraries(request)
+            return translate(lang, "drop_failed", reason=_escape(error_text(lang, exc))), self.libraries(request)
         log.info("dropped library %s", library)
         return translate(lang, "dropped", library=_escape(library)), self.libraries(request)
 

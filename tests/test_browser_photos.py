@@ -60,7 +60,7 @@ def test_a_chinese_browser_gets_the_page_in_chinese(photo_app: App, tmp_path: Pa
         page.get_by_text("筛选", exact=True).click()
         page.get_by_label("拍摄日期不早于（YYYY-MM-DD）").fill("2024-13-45")
         query.press("Enter")
-        expect(page.get_by_text("出错了：since must be a date as YYYY-MM-DD").first).to_be_visible()
+        expect(page.get_by_text("出错了：起始日期必须写成 YYYY-MM-DD").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "zh-CN.png"), full_page=True)
 
 

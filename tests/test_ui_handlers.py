@@ -7,6 +7,7 @@ import os
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pymysql
@@ -16,6 +17,7 @@ from PIL import Image
 from demo.shapes import draw
 from searchcore.auth import Access, read_credentials
 from searchcore.engine import Engine
+from searchcore.filters import Filters
 from searchcore.image_store import MySQLImageStore
 from searchcore.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
 from searchcore.ui_text import I18N, language
@@ -330,3 +332,25 @@ def test_build_tab_folder_ingest_with_sync_and_ocr(engine: Engine, tmp_path: Pat
     synced, _ = app.ingest(SOURCE_FOLDER, "", None, str(folder), None, "album", True, False)
     assert "1 removed" in synced, synced
     assert engine.info("album").count == 3
+
+
+@pytest.mark.parametrize("call, chinese", [
+    (lambda e: e.search_text("   ", 5), "搜索内容为空"),
+    (lambda e: e.search_text("猫", 5000), "结果数必须是 1 到 1000"),
+    (lambda e: e.search_text("猫", 5, library="nowhere"), "图库 nowhere 不存在或为空"),
+    (lambda e: e.search_text("猫", 5, mode="fuzzy"), "搜索方式必须是"),
+    (lambda e: Filters.parse(until="2024-02-30"), "截止日期必须写成 YYYY-MM-DD"),
+    (lambda e: Filters.parse(since="2024-03-01", until="2024-02-01"), "晚于截止日期"),
+    (lambda e: Filters.parse(folder="a/../b"), "文件夹必须是图库文件夹内的相对路径"),
+    (lambda e: e.search_similar("123", 5), "图片 123 不在图库"),
+])
+def test_engine_errors_reach_a_chinese_user_in_chinese(engine: Engine, dataset: Path, call: Any,
+                                                       chinese: str) -> None:
+    from searchcore.errors import SearchcoreError
+    from searchcore.ui_text import error_text
+
+    engine.ingest(dataset, split="train")
+    with pytest.raises(SearchcoreError) as raised:
+        call(engine)
+    assert chinese in error_text("zh", raised.value)
+    assert error_text("en", raised.value) == str(raised.value)
