@@ -10,6 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# OCR (rapidocr) imports OpenCV, which needs libGL and GLib; the slim image has neither.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
 # CPU-only PyTorch first, from PyTorch's CPU index: the default index ships CUDA wheels (GBs larger).
 # `pip install .` then finds torch already satisfied. Same pins as the Makefile.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1

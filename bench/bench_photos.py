@@ -15,7 +15,7 @@ Three measurements in one run, each side by side with its reference:
 Generated photos and files live in the bench cache (bench/_common.py), so a re-run reuses them.
 
 Usage: python -m bench.bench_photos [--only photos,rescan,filters] [--photos 40] [--files 10000]
-       [--vectors 31783] [--queries 200] [--repeat 2] [--profile]
+       [--vectors 31783] [--queries 200] [--repeat 3] [--profile]
 """
 
 from __future__ import annotations
@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grain", type=int, default=8,
                         help="sensor grain, +-levels: 8 gives ~3.5 MB at 4000x3000 q90 (default 8)")
     parser.add_argument("--batch", type=int, default=8, help="encoder batch size (the engine's default is 8)")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each ingest path; the best is kept (2)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each ingest path; the best is kept (3)")
     parser.add_argument("--files", type=int, default=10_000, help="small files for the re-scan (default 10,000)")
     parser.add_argument("--file-folders", type=int, default=100, help="their sub-folders (default 100)")
     parser.add_argument("--rescans", type=int, default=3, help="timed re-scans (default 3)")
