@@ -8,6 +8,7 @@ collection keeps one schema on every Milvus. Milvus servers support BM25 from 2.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -50,6 +51,8 @@ class TextIndex:
         if library not in self._exists:
             if self.unsupported():
                 return False
+            if not self._store.server:
+                _quiet_jieba()  # before Lite loads an index, which imports jieba
             name = _name(library)
             self._exists[library] = bool(self._store.call("list collections",
                                                           lambda: self._store.client.has_collection(name)))
@@ -161,6 +164,17 @@ def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = 60) -> list[Hit]
 def image_text(captions: Sequence[str], ocr: str | None) -> str:
     """What the index holds for one image: its captions, then the words read in it."""
     return "\n".join([*captions, *([ocr] if ocr else [])])
+
+
+@functools.cache
+def _quiet_jieba() -> None:
+    """Milvus Lite segments Chinese with jieba in this process, and jieba's import sets its own logger to DEBUG
+    with a console handler ("Building prefix dict..." on every start): imported here first, and quietened."""
+    try:
+        import jieba
+    except ImportError:  # Lite says what is missing when it needs it
+        return
+    jieba.setLogLevel(logging.WARNING)
 
 
 def _name(library: str) -> str:

@@ -153,3 +153,11 @@ def test_a_moved_picture_keeps_its_words_under_its_new_folder(engine: Engine, pi
     found = engine.search_text("北京烤鸭", 3, mode="keyword", filters=Filters.parse(folder="2024"))
     assert [(r.path, r.text) for r in found] == [("2024/烤鸭.png", "欢迎光临北京烤鸭店")]
     assert engine.search_text("北京烤鸭", 3, mode="keyword", filters=Filters.parse(folder="signs")) == []
+
+
+def test_the_keyword_index_keeps_the_command_line_quiet(settings: Settings, dataset: Path) -> None:
+    env = settings_env(settings)
+    for args in (("ingest", str(dataset), "--split", "train"), ("search", "圆形", "--mode", "hybrid")):
+        done = run_cli(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", f"jieba (imported by Milvus Lite) printed: {done.stderr[:300]}"
