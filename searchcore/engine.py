@@ -156,12 +156,15 @@ class Engine:
 
     def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
                library: str | None = None, progress: Progress | None = None, sync: bool = False,
-               ocr: bool = False) -> IngestReport:
+               ocr: bool = False, remember: bool = True) -> IngestReport:
         """Ingest a dataset split, feature file or image folder into a library. A folder is re-scanned
         incrementally (unchanged files are not read); sync also removes the images of files that are gone;
-        ocr reads the words in each new picture for keyword search."""
+        ocr reads the words in each new picture for keyword search. remember=False ingests a folder without
+        recording its files (a temporary folder of uploads, which no re-scan will ever see again)."""
         name = self._library(library)
         source = open_source(path, split, features, known=lambda root: self.images.files(name, root))
+        if not remember:
+            source.scan = None
         if sync and source.scan is None:
             raise QueryError("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file")
         reader = self.ocr_reader() if ocr else None

@@ -299,10 +299,10 @@ class SearchApp:
         return summary(report, lang), self.libraries(request)
 
     def _ingest(self, path: Path, split: str | None, library: str, progress: Callable[[int, int | None], None],
-                *, sync: bool = False, ocr: bool = False) -> IngestReport:
+                *, sync: bool = False, ocr: bool = False, remember: bool = True) -> IngestReport:
         with self.metrics.backend("ingest"):
             report = self.engine.ingest(path, split=split, library=library.strip() or None, progress=progress,
-                                        sync=sync, ocr=bool(ocr))
+                                        sync=sync, ocr=bool(ocr), remember=remember)
         self.metrics.ingested(report)
         return report
 
@@ -321,7 +321,7 @@ class SearchApp:
                 copy = f"{number:04d}{suffix}"
                 (Path(tmp) / copy).write_bytes(_read_upload(original, lang))
                 names[copy] = original.name
-            report = self._ingest(Path(tmp), None, library, progress, ocr=ocr)
+            report = self._ingest(Path(tmp), None, library, progress, ocr=ocr, remember=False)
         skipped = [name for copy, name in names.items() if copy.endswith(".img")]
         for bad in report.bad:
             bad.file = names.get(bad.file, bad.file)

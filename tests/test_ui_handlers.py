@@ -133,6 +133,9 @@ def test_uploaded_images_are_ingested_and_the_bad_ones_named(engine: Engine, tmp
     assert "2 added" in text and "2 bad" in text
     assert "broken.png" in text and "notes.txt" in text
     assert list(scratch.iterdir()) == [], "the per-request upload folder must be removed"
+    with engine.images._cursor() as cur:  # type: ignore[attr-defined]
+        cur.execute("SELECT COUNT(*) FROM searchcore_files")
+        assert cur.fetchone()[0] == 0, "a temporary upload folder leaves no file records behind"
 
 
 def test_read_only_refuses_ingest_and_drop(engine: Engine, dataset: Path) -> None:
