@@ -213,12 +213,11 @@ class _Folder:
             else:
                 self.report.bad.append(BadRecord(record.line, "same content as another file of this folder, "
                                                               "which could not be ingested", record.file))
-        gone = dict(self.scan.gone)
-        replaced = {path: old for path, old in self.scan.changed.items()}
+        gone, replaced = self.scan.gone, set(self.scan.changed.values())
         if not sync:
             self.report.missing = len(gone)
             return
-        candidates = set(gone.values()) | set(replaced.values())
+        candidates = set(gone.values()) | replaced
         # An image stays while any other recorded file (here or in another folder) still holds it.
         leaving = {(self.scan.root, p) for p in gone}
         owners = self.images.file_owners(self.library, sorted(candidates))
@@ -231,7 +230,7 @@ class _Folder:
             self.texts.delete(self.library, remove)
         self.images.delete_many(self.library, remove)
         self.images.delete_files(self.library, self.scan.root, sorted(gone))
-        self.report.removed = len(gone) + len([i for i in remove if i in replaced.values()])
+        self.report.removed = len(gone) + len(replaced.intersection(remove))
 
 
 def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, library: str,

@@ -59,16 +59,21 @@ class SearchResult:
                 .strftime("%Y-%m-%dT%H:%M:%S"), "text": self.text}
 
 
+def _whole_number(value: Any) -> int:
+    """A whole number given as a number or text; ValueError for anything else (a bool, 2.5, "abc", inf)."""
+    try:
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise ValueError
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(value) from None
+
+
 def parse_top_k(value: Any) -> int:
     """A top-k between 1 and MAX_TOP_K, or a QueryError saying what is wrong."""
-    if isinstance(value, bool):
-        raise QueryError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {value!r}")
     try:
-        number = float(value)
-        if not number.is_integer():
-            raise ValueError
-        top_k = int(number)
-    except (TypeError, ValueError, OverflowError):
+        top_k = _whole_number(value)
+    except ValueError:
         raise QueryError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {value!r}") from None
     if not 1 <= top_k <= MAX_TOP_K:
         raise QueryError(f"top_k must be from 1 to {MAX_TOP_K}, got {top_k}")
@@ -80,10 +85,8 @@ def parse_offset(value: Any, top_k: int) -> int:
     if value is None:
         return 0
     try:
-        if isinstance(value, bool) or not float(value).is_integer():
-            raise ValueError
-        offset = int(float(value))
-    except (TypeError, ValueError, OverflowError):
+        offset = _whole_number(value)
+    except ValueError:
         raise QueryError(f"offset must be a whole number from 0, got {value!r}") from None
     if not 0 <= offset <= MAX_TOP_K - top_k:
         raise QueryError(f"offset + top_k must be at most {MAX_TOP_K} (offset {offset}, top_k {top_k})")
@@ -170,33 +173,32 @@ def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vec
                  images: ImageStore, library: str, offset: Any = None,
                  filters: Filters | None = None) -> list[SearchResult]:
     """Top-k images that look like an image given as bytes."""
-    k = Page.parse(top_k, offset, filters)
+    page = Page.parse(top_k, offset, filters)
     try:
         decoded = decode_image(data)
     except ImageDecodeError as exc:
         raise QueryError(f"the query image cannot be used: {exc}") from None
     model = encoder()
     _require_library(vectors, library, model)
-    return search_vector(model.encode_images([decoded.image])[0], k, vectors=vectors, images=images,
+    return search_vector(model.encode_images([decoded.image])[0], page, vectors=vectors, images=images,
                          library=library)
 
 
 def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: ImageStore,
                    library: str, offset: Any = None, filters: Filters | None = None) -> list[SearchResult]:
     """Top-k images like one already in the library ("more like this")."""
-    k = Page.parse(top_k, offset, filters)
+    page = Page.parse(top_k, offset, filters)
     ident = parse_query_id(image_id)
     found = vectors.vectors(library, [ident]) if vectors.meta(library) is not None else {}
     if ident not in found:
         raise QueryError(f"image {ident} is not in library {library!r}")
-    return search_vector(found[ident], k, vectors=vectors, images=images, library=library)
+    return search_vector(found[ident], page, vectors=vectors, images=images, library=library)
 
 
-def search_vector(vector: np.ndarray, page: int | Page, *, vectors: VectorStore, images: ImageStore,
+def search_vector(vector: np.ndarray, page: Page, *, vectors: VectorStore, images: ImageStore,
                   library: str) -> list[SearchResult]:
     """A page of the top images for a query vector, read without their bytes; ids without a stored image are
     left out. The filters apply inside the vector search; ranks count from 1 at the best match."""
-    page = page if isinstance(page, Page) else Page(page)
     hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], page.offset + page.top_k,
                           page.filters)[0]
     return hits_to_results(hits, page, images=images, library=library)

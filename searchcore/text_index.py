@@ -12,7 +12,6 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from .errors import UnsupportedError
 from .filters import Filters
@@ -185,8 +184,3 @@ def _fit(text: str) -> str:
     data = text.encode()
     return text if len(data) <= MAX_TEXT_BYTES else data[:MAX_TEXT_BYTES].decode(errors="ignore")
 
-
-def describe(index: TextIndex, library: str) -> dict[str, Any]:
-    """The index's state for `info`: whether it exists and how many images have text."""
-    why = index.unsupported()
-    return {"supported": why is None, "images": index.count(library) if why is None else 0}

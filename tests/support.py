@@ -359,3 +359,28 @@ class PrivateMilvus:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# Two dated albums of shape pictures: sub-folder -> (year of the files' mtime, colours drawn); each colour as
+# three circles and three squares, 24 pictures in all.
+PHOTO_FOLDERS = {"2023/海边": (2023, ("红色", "蓝色")), "2024/城市": (2024, ("红色", "绿色"))}
+
+
+def write_photo_folders(root: Path) -> Path:
+    """The PHOTO_FOLDERS albums under root, each file's mtime 1 June of its year at 12:00 (local wall clock,
+    as ingest reads an mtime)."""
+    import datetime as dt
+    import random
+
+    from demo.shapes import draw
+
+    for folder, (year, colors) in PHOTO_FOLDERS.items():
+        (root / folder).mkdir(parents=True)
+        stamp = dt.datetime(year, 6, 1, 12).timestamp()
+        for color in colors:
+            for shape in ("圆形", "正方形"):
+                for n in range(3):
+                    path = root / folder / f"{color}{shape}{n}.png"
+                    draw(color, shape, random.Random(f"{folder}{color}{shape}{n}")).save(path)
+                    os.utime(path, (stamp, stamp))
+    return root

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import random
 import re
 from pathlib import Path
@@ -21,11 +19,10 @@ from searchcore.filters import Filters
 from searchcore.image_store import MySQLImageStore
 from searchcore.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
 from searchcore.ui_text import I18N, language
-from tests.support import MARIADB
+from tests.support import MARIADB, write_photo_folders
 
 CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
 # A folder of photos: each sub-folder's files dated by their mtime (no EXIF), 12 pictures a folder.
-PHOTO_FOLDERS = {"2023/海边": (2023, ("红色", "蓝色")), "2024/城市": (2024, ("红色", "绿色"))}
 
 
 @pytest.fixture
@@ -38,17 +35,7 @@ def app(engine: Engine, dataset: Path) -> SearchApp:
 @pytest.fixture
 def photos(engine: Engine, tmp_path: Path) -> SearchApp:
     """Handlers over library `photos`, ingested from a folder with the sub-folders of PHOTO_FOLDERS."""
-    root = tmp_path / "photos"
-    for folder, (year, colors) in PHOTO_FOLDERS.items():
-        (root / folder).mkdir(parents=True)
-        stamp = dt.datetime(year, 6, 1, 12).timestamp()  # local wall clock, as ingest reads an mtime
-        for color in colors:
-            for shape in ("圆形", "正方形"):
-                for n in range(3):
-                    path = root / folder / f"{color}{shape}{n}.png"
-                    draw(color, shape, random.Random(f"{folder}{color}{shape}{n}")).save(path)
-                    os.utime(path, (stamp, stamp))
-    report = engine.ingest(root, library="photos")
+    report = engine.ingest(write_photo_folders(tmp_path / "photos"), library="photos")
     assert report.added == 24, report.summary()
     return SearchApp(engine)
 
