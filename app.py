@@ -14,9 +14,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from searchcore.auth import Access, read_credentials
 from searchcore.config import Settings, add_arguments
 from searchcore.errors import SearchcoreError
+from searchcore.web.auth import Access, read_credentials
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, build the engine once, serve until interrupted."""
     args = build_parser().parse_args(argv)
     # Imported after parsing, so --help answers without loading Gradio and torch.
-    from searchcore import ui
-    from searchcore.api import RequestIdFilter, serve
     from searchcore.engine import build_engine
+    from searchcore.web import ui
+    from searchcore.web.api import RequestIdFilter, serve
 
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoder = engine.encoder
         logging.getLogger("app").info("model %s (%s on %s)", encoder.name, encoder.backend, encoder.device)
         if args.watch:  # in this process, since it holds Milvus Lite's file lock
-            from searchcore.watch import FolderWatcher
+            from searchcore.indexing.watch import FolderWatcher
 
             watcher = FolderWatcher(engine, args.watch)
             watcher.start()

@@ -53,8 +53,8 @@ print(json.dumps({"phases": marks, "torch_imported": "torch" in sys.modules, "hi
 def library_env(vectors: int) -> dict[str, str]:
     """SEARCHCORE_* for the bench library, filled once (cached between runs)."""
     from searchcore.config import Settings
-    from searchcore.encoder import load_encoder
-    from searchcore.vector_store import MilvusVectorStore
+    from searchcore.models.encoder import load_encoder
+    from searchcore.stores.vectors import MilvusVectorStore
 
     folder = cache_dir() / f"query_{vectors}x{DIM}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from bench.bench_query import milvus_library, synthetic_vectors
 from searchcore.config import Settings
 from searchcore.duplicates import BLOCK, DEFAULT_THRESHOLD, _load_vectors, duplicate_groups, find_duplicates
 from searchcore.engine import Engine
-from searchcore.stores import open_vector_store
+from searchcore.stores.factory import open_vector_store
 
 LIBRARY = "dups"
 PLANT_EVERY = 200

@@ -33,11 +33,11 @@ from bench._common import (
     write_result,
 )
 from searchcore.config import Settings
-from searchcore.datasets import open_source
-from searchcore.encoder import Encoder, load_encoder
 from searchcore.engine import Engine
-from searchcore.image_store import StoredImage
-from searchcore.imaging import decode_image
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.sources.datasets import open_source
+from searchcore.sources.imaging import decode_image
+from searchcore.stores.images import StoredImage
 
 GOAL_OF_CEILING = {"torch": 0.85, "openvino": 0.70, "openvino-int8": 0.75}
 GOAL_OVER_ORIGINAL = 3.5

@@ -1,4 +1,4 @@
-"""OCR (issue 13): images/s and exact-text recall of searchcore.ocr against the stock RapidOCR pipeline.
+"""OCR (issue 13): images/s and exact-text recall of searchcore.models.ocr against the stock RapidOCR pipeline.
 
 500x375 JPEGs, half of them a photo-like picture with a Chinese sign (Noto Sans/Serif CJK, 16 to 48 px, one
 to three lines), half the same kind of picture with no text. Stock is `rapidocr_onnxruntime.RapidOCR()`
@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bench._common import machine, quiet_logs, table, write_result
 from demo.shapes import CLASSES, draw
-from searchcore.ocr import OcrReader
+from searchcore.models.ocr import OcrReader
 
 FONTS = Path("/usr/share/fonts/opentype/noto")
 FACES = ("NotoSansCJK-Regular.ttc", "NotoSansCJK-Bold.ttc", "NotoSerifCJK-Regular.ttc")

@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from searchcore.openvino_backend import OpenVINOTowers  # noqa: E402
+from searchcore.models.openvino.towers import OpenVINOTowers  # noqa: E402
 
 ARCHS = {"RN50": ("RN50@RBT3-chinese", 224), "ViT-B-16": ("ViT-B-16@RoBERTa-wwm-ext-base-chinese", 224)}
 QUERY = "一只在草地上奔跑的小狗"

@@ -39,15 +39,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-import searchcore.imaging
+import searchcore.sources.imaging
 from bench._common import ROOT, cache_dir, machine, percentiles, quiet_logs, random_checkpoint, table, write_result
 from bench.bench_query import query_vectors, synthetic_vectors
 from searchcore.config import Settings
-from searchcore.encoder import Encoder, load_encoder
 from searchcore.engine import Engine
-from searchcore.filters import Filters, naive_seconds
-from searchcore.image_store import StoredImage, open_image_store
-from searchcore.imaging import decode_image
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.sources.imaging import decode_image
+from searchcore.stores.filters import Filters, naive_seconds
+from searchcore.stores.images import StoredImage, open_image_store
 
 LIBRARY = "bench"
 DIM = 1024
@@ -142,12 +142,12 @@ def counting_reads(root: Path) -> Iterator[list[str]]:
 @contextlib.contextmanager
 def full_decode() -> Iterator[None]:
     """Turn off reduced-scale decoding: decode_image drafts only when the shorter side is BIG x the input."""
-    before = searchcore.imaging.BIG
-    searchcore.imaging.BIG = 1 << 30
+    before = searchcore.sources.imaging.BIG
+    searchcore.sources.imaging.BIG = 1 << 30
     try:
         yield
     finally:
-        searchcore.imaging.BIG = before
+        searchcore.sources.imaging.BIG = before
 
 
 def fresh(parent: Path, name: str) -> Path:

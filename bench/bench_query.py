@@ -43,9 +43,9 @@ from bench._common import (
     write_result,
 )
 from searchcore.config import Settings
-from searchcore.encoder import Encoder, load_encoder
-from searchcore.image_store import ImageStore, StoredImage, open_image_store
-from searchcore.vector_store import MilvusVectorStore, VectorStore
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.stores.images import ImageStore, StoredImage, open_image_store
+from searchcore.stores.vectors import MilvusVectorStore, VectorStore
 
 LIBRARY = "bench"
 DIM = 1024

@@ -36,7 +36,7 @@ from bench.bench_query import (
     synthetic_vectors,
     wait_for_index,
 )
-from searchcore.vector_store import MilvusVectorStore
+from searchcore.stores.vectors import MilvusVectorStore
 from tests.support import PrivateMilvus
 
 GOAL_RECALL = 0.98

@@ -24,9 +24,9 @@ from bench._common import machine, percentiles, quiet_logs, random_checkpoint, t
 from bench.bench_query import synthetic_vectors
 from demo.shapes import CLASSES, draw
 from searchcore.config import Settings
-from searchcore.encoder import load_encoder
 from searchcore.engine import Engine
-from searchcore.image_store import StoredImage
+from searchcore.models.encoder import load_encoder
+from searchcore.stores.images import StoredImage
 
 FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 WORDS = ["北京", "上海", "烤鸭", "拉面", "会议", "下午", "三点", "天气", "小猫", "小狗", "海边", "日落", "生日",

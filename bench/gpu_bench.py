@@ -25,11 +25,11 @@ import numpy as np
 
 from bench._common import jpeg_split, machine, mean_jpeg_kb, quiet_logs, random_checkpoint, table, write_result
 from searchcore.config import Settings
-from searchcore.datasets import open_source
-from searchcore.encoder import Encoder, load_encoder
 from searchcore.engine import Engine
-from searchcore.imaging import decode_image
-from searchcore.vector_store import LibraryMeta
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.sources.datasets import open_source
+from searchcore.sources.imaging import decode_image
+from searchcore.stores.vectors import LibraryMeta
 
 
 class InMemoryVectors:

@@ -24,9 +24,9 @@ import numpy as np
 from bench._common import jpeg_split, quiet_logs, random_checkpoint, write_result
 from bench.gpu_bench import engine_ingest, environment
 from searchcore.config import Settings
-from searchcore.datasets import open_source
-from searchcore.encoder import load_encoder
-from searchcore.pipeline import prepared_batches
+from searchcore.indexing.pipeline import prepared_batches
+from searchcore.models.encoder import load_encoder
+from searchcore.sources.datasets import open_source
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
         fp16 = load_encoder(base.replace(precision="fp16" if args.device == "cuda" else "bf16"))
         fp32 = load_encoder(base.replace(precision="fp32"))
         records = [r for r in open_source(root, "bench").records][:256]
-        from searchcore.imaging import decode_image
+        from searchcore.sources.imaging import decode_image
 
         pixels = np.stack([fp16.preprocess(decode_image(r.data or b"").image) for r in records])
         texts = ["一只在草地上奔跑的狗", "海边的日落", "红色的圆形", "城市夜景", "生日蛋糕"] * 8

@@ -15,18 +15,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .chinese_clip import choose_split
-from .config import Settings, add_arguments
-from .distributed import BATCH_ROWS, ingest_ray
-from .duplicates import DEFAULT_THRESHOLD, find_duplicates, parse_threshold
-from .encoder import load_encoder
-from .engine import Engine, build_engine
-from .errors import SearchcoreError
-from .evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
-from .filters import Filters
-from .ingest import IngestReport, Progress
-from .records import BadRecord
-from .search import MAX_TOP_K, MODES, parse_top_k
+from searchcore.config import Settings, add_arguments
+from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates, parse_threshold
+from searchcore.engine import Engine, build_engine
+from searchcore.errors import SearchcoreError
+from searchcore.evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
+from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
+from searchcore.indexing.ingest import IngestReport, Progress
+from searchcore.models.encoder import load_encoder
+from searchcore.records import BadRecord
+from searchcore.search import MAX_TOP_K, MODES, parse_top_k
+from searchcore.sources.chinese_clip import choose_split
+from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -218,7 +218,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from .watch import FolderWatcher
+    from searchcore.indexing.watch import FolderWatcher
 
     if not settings.is_milvus_server:
         raise SearchcoreError("searchcore watch needs a Milvus server URI (--milvus-uri http://host:19530); with a "

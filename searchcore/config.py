@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from searchcore.errors import ConfigError
 
 ENV_PREFIX = "SEARCHCORE_"
 LIBRARY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()
 
 def validate_library(name: str) -> str:
     """Return name if it is a valid library name, else raise a LibraryError."""
-    from .errors import LibraryError
+    from searchcore.errors import LibraryError
 
     if not isinstance(name, str) or not LIBRARY_NAME.fullmatch(name):
         raise LibraryError(

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import validate_library
-from .errors import LibraryError, QueryError
+from searchcore.config import validate_library
+from searchcore.errors import LibraryError, QueryError
 
 if TYPE_CHECKING:  # engine.py may come to import this module
-    from .engine import Engine
+    from searchcore.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -17,25 +17,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import search as search_mod
-from .config import Settings, validate_library
-from .datasets import open_source
-from .encoder import Encoder, load_encoder
-from .errors import LibraryError, QueryError, SearchcoreError
-from .filters import Filters
-from .ids import chunks
-from .image_store import ImageStore, StoredImage, open_image_store
-from .imaging import ImageDecodeError, decode_image
-from .ingest import IngestReport, Progress, ingest
-from .pipeline import prepared_batches
-from .records import BadRecord
-from .search import SearchResult
-from .stores import open_vector_store
-from .text_index import TextIndex, image_text
-from .vector_store import Hit, LibraryMeta, MilvusVectorStore, VectorStore
+from searchcore import search as search_mod
+from searchcore.config import Settings, validate_library
+from searchcore.errors import LibraryError, QueryError, SearchcoreError
+from searchcore.ids import chunks
+from searchcore.indexing.ingest import IngestReport, Progress, ingest
+from searchcore.indexing.pipeline import prepared_batches
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.records import BadRecord
+from searchcore.search import SearchResult
+from searchcore.sources.datasets import open_source
+from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.stores.factory import open_vector_store
+from searchcore.stores.filters import Filters
+from searchcore.stores.images import ImageStore, StoredImage, open_image_store
+from searchcore.stores.text_index import TextIndex, image_text
+from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
 
 if TYPE_CHECKING:
-    from .ocr import OcrReader
+    from searchcore.models.ocr import OcrReader
 
 log = logging.getLogger(__name__)
 OCR_CHUNK = 32  # pictures `searchcore ocr` reads between writes
@@ -178,7 +178,7 @@ class Engine:
 
     def ocr_reader(self) -> OcrReader:
         """The OCR reader, loaded on first use (one inference thread: the encoder keeps the other cores)."""
-        from .ocr import load_ocr
+        from searchcore.models.ocr import load_ocr
 
         with self._encoder_lock:
             if self._ocr is None:

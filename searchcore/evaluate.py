@@ -20,15 +20,21 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .chinese_clip import feature_line, image_features_file, read_texts, text_features_file, texts_file
-from .datasets import open_source
-from .encoder import Encoder
-from .engine import Engine
-from .errors import DatasetError, LibraryError
-from .imaging import ImageDecodeError, decode_image
-from .pipeline import prepared_batches
-from .records import BadRecord, Record
-from .search import parse_top_k
+from searchcore.engine import Engine
+from searchcore.errors import DatasetError, LibraryError
+from searchcore.indexing.pipeline import prepared_batches
+from searchcore.models.encoder import Encoder
+from searchcore.records import BadRecord, Record
+from searchcore.search import parse_top_k
+from searchcore.sources.chinese_clip import (
+    feature_line,
+    image_features_file,
+    read_texts,
+    text_features_file,
+    texts_file,
+)
+from searchcore.sources.datasets import open_source
+from searchcore.sources.imaging import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 

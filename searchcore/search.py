@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from .encoder import Encoder
-from .errors import LibraryError, QueryError, UnsupportedError
-from .filters import Filters
-from .ids import parse_image_id
-from .image_store import ImageStore
-from .imaging import ImageDecodeError, decode_image
-from .text_index import TextIndex, rrf
-from .vector_store import Hit, VectorStore
+from searchcore.errors import LibraryError, QueryError, UnsupportedError
+from searchcore.ids import parse_image_id
+from searchcore.models.encoder import Encoder
+from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.stores.filters import Filters
+from searchcore.stores.images import ImageStore
+from searchcore.stores.text_index import TextIndex, rrf
+from searchcore.stores.vectors import Hit, VectorStore
 
 log = logging.getLogger(__name__)
 

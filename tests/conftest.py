@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from searchcore.config import Settings
-from searchcore.encoder import Encoder, load_encoder
 from searchcore.engine import Engine
+from searchcore.models.encoder import Encoder, load_encoder
 from tests.support import TINY_MODEL, PrivateMilvus, scratch_database, tiny_settings
 
 

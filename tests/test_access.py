@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from demo.sample_data import write_dataset
-from searchcore.ui import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, SOURCE_DATASET, SOURCE_UPLOAD
+from searchcore.web.ui import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, SOURCE_DATASET, SOURCE_UPLOAD
 from tests.support import App, app_env, ingest_before_serving
 
 USER = ("alice", "wonderland")

@@ -21,12 +21,12 @@ import uvicorn
 from gradio_client import Client
 from PIL import Image
 
-from searchcore import ui
-from searchcore.api import create_app
-from searchcore.auth import Access
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
-from searchcore.image_store import MySQLImageStore
+from searchcore.models.encoder import Encoder
+from searchcore.stores.images import MySQLImageStore
+from searchcore.web import ui
+from searchcore.web.api import create_app
+from searchcore.web.auth import Access
 from tests.support import MARIADB, tiny_settings
 
 USERS = (("alice", "wonderland"),)

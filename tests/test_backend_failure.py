@@ -14,9 +14,9 @@ import pytest
 
 from demo.sample_data import write_dataset
 from searchcore.config import Settings
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import BackendUnavailableError
+from searchcore.models.encoder import Encoder
 from tests.support import MARIADB, App, PrivateMariaDB, PrivateMilvus, settings_env
 
 

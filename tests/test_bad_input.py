@@ -19,10 +19,10 @@ from PIL import Image
 
 from demo.shapes import draw
 from searchcore.config import Settings
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
-from searchcore.imaging import ImageDecodeError, decode_image
+from searchcore.models.encoder import Encoder
+from searchcore.sources.imaging import ImageDecodeError, decode_image
 from tests.support import run_cli, settings_env, tiny_settings
 
 # ---------------------------------------------------------------- pictures that are hard to get right

@@ -21,10 +21,10 @@ from PIL import Image
 
 from demo.shapes import CLASSES, caption, draw
 from searchcore.config import Settings
-from searchcore.distributed import ingest_ray
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.evaluate import evaluate, extract, predict
+from searchcore.indexing.distributed import ingest_ray
+from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
 
 ENCODE: dict[str, Callable[[bytes], bytes]] = {"standard": base64.b64encode, "urlsafe": base64.urlsafe_b64encode}

@@ -13,10 +13,10 @@ from PIL import Image, ImageDraw
 from pillow_heif import register_heif_opener
 
 from demo.shapes import draw
-from searchcore.datasets import folder_image_id
-from searchcore.encoder import Encoder, preprocess
 from searchcore.engine import Engine
-from searchcore.imaging import decode_image
+from searchcore.models.encoder import Encoder, preprocess
+from searchcore.sources.datasets import folder_image_id
+from searchcore.sources.imaging import decode_image
 
 
 def photo(width: int, height: int, seed: int) -> Image.Image:

@@ -89,7 +89,7 @@ def test_drop_removes_the_library(env: dict[str, str], dataset: Path) -> None:
 
 def test_second_process_on_a_lite_file_gets_a_clear_message(env: dict[str, str], settings: Settings) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from searchcore.vector_store import MilvusVectorStore; "
+        [sys.executable, "-c", "import sys, time; from searchcore.stores.vectors import MilvusVectorStore; "
                                f"MilvusVectorStore({settings.milvus_uri!r}); print('ready', flush=True); "
                                "time.sleep(120)"],
         stdout=subprocess.PIPE, text=True)

@@ -14,8 +14,8 @@ import pytest
 
 from demo.sample_data import write_dataset
 from searchcore.config import Settings
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
+from searchcore.models.encoder import Encoder
 from tests.support import run_cli, settings_env
 
 IMAGES, BATCH = 32, 4

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from searchcore.encoder import Encoder
-from searchcore.torch_runtime import to_fp16
+from searchcore.models.encoder import Encoder
+from searchcore.models.torch_runtime import to_fp16
 
 
 def test_fp16_conversion_keeps_layernorm_in_fp32_and_runs(torch_encoder: Encoder) -> None:

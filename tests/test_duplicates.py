@@ -23,10 +23,10 @@ from PIL import Image
 from demo.shapes import CLASSES, draw
 from searchcore import cli
 from searchcore.config import Settings
-from searchcore.datasets import folder_image_id
 from searchcore.duplicates import duplicate_groups, find_duplicates
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
+from searchcore.models.encoder import Encoder
+from searchcore.sources.datasets import folder_image_id
 from tests.support import settings_env
 
 LIBRARY = "photos"

@@ -16,8 +16,8 @@ import pytest
 
 from searchcore.engine import Engine
 from searchcore.errors import LibraryError
-from searchcore.image_store import StoredImage
-from searchcore.vector_store import Hit, MilvusVectorStore
+from searchcore.stores.images import StoredImage
+from searchcore.stores.vectors import Hit, MilvusVectorStore
 from tests.support import tiny_settings
 
 DIM = 48

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 
 from demo.shapes import CLASSES, caption_variants
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.evaluate import Prediction, predict, recall
+from searchcore.models.encoder import Encoder
 from tests.support import tiny_settings
 
 MAX_RECALL_DROP = 1.0  # points

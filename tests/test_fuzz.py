@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from demo.shapes import draw
-from searchcore.datasets import open_source
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import SearchcoreError
 from searchcore.ids import MAX_ID
-from searchcore.imaging import ImageDecodeError, decode_image
+from searchcore.models.encoder import Encoder
+from searchcore.sources.datasets import open_source
+from searchcore.sources.imaging import ImageDecodeError, decode_image
 from tests.support import tiny_settings
 
 # Damaged images make Pillow warn (truncated reads, corrupt EXIF) before it refuses or decodes them.

@@ -20,10 +20,10 @@ import pytest
 from PIL import Image
 
 from demo.shapes import CLASSES, caption_variants, draw
-from searchcore.encoder import Encoder, load_encoder, normalise
 from searchcore.evaluate import recall
-from searchcore.openvino_backend import ov  # openvino imported after the backend's telemetry opt-out
-from searchcore.openvino_int8 import cached_int8_model, calibration_sample
+from searchcore.models.encoder import Encoder, load_encoder, normalise
+from searchcore.models.openvino.int8 import cached_int8_model, calibration_sample
+from searchcore.models.openvino.towers import ov  # openvino imported after the backend's telemetry opt-out
 from tests.support import ROOT, tiny_settings
 
 MIN_COSINE = 0.99
@@ -120,8 +120,8 @@ def test_int8_keeps_recall_and_rankings(hint: str, int8_model: ov.Model, fp32_xm
 LOAD_CACHED = """
 import sys
 import numpy as np
-from searchcore.openvino_backend import ov  # openvino imported after the telemetry opt-out, as the app does
-from searchcore.openvino_int8 import cached_int8_model
+from searchcore.models.openvino.towers import ov  # openvino imported after the telemetry opt-out, as the app does
+from searchcore.models.openvino.int8 import cached_int8_model
 
 xml, calibration, cache, out = sys.argv[1:]
 pixels = np.load(calibration)
@@ -181,7 +181,7 @@ def test_calibration_sample_is_deterministic() -> None:
 
 
 def test_importing_the_int8_module_does_not_import_nncf_or_torch() -> None:
-    done = subprocess.run([sys.executable, "-c", "import sys, searchcore.openvino_int8; "
+    done = subprocess.run([sys.executable, "-c", "import sys, searchcore.models.openvino.int8; "
                            "print(sorted(m for m in ('nncf', 'torch') if m in sys.modules))"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchcore import openvino_backend, openvino_int8
-from searchcore.encoder import load_encoder, resolve_precision
 from searchcore.engine import Engine
 from searchcore.errors import ConfigError
 from searchcore.evaluate import Prediction, predict, recall
+from searchcore.models.encoder import load_encoder, resolve_precision
+from searchcore.models.openvino import int8 as openvino_int8
+from searchcore.models.openvino import towers as openvino_backend
 from tests.support import tiny_settings
 
 MAX_RECALL_DROP = 2.0  # points
@@ -74,7 +75,7 @@ def test_int8_that_fails_its_probe_is_not_used(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(openvino_int8, "cached_int8_model", broken)
     encoder = load_encoder(tiny_settings(tmp_path, tmp_path / "models", backend="openvino", precision="int8"))
     pixels = np.random.default_rng(1).standard_normal((64, 3, encoder.resolution, encoder.resolution))
-    with caplog.at_level(logging.WARNING, logger="searchcore.openvino_backend"):
+    with caplog.at_level(logging.WARNING, logger="searchcore.models.openvino.towers"):
         vectors = [v for _, v in encoder.encode_pixel_batches((i, pixels[i:i + 8]) for i in range(0, 64, 8))]
     assert encoder.runtime()["precision"]["image"] == "bf16"
     assert any("int8 image tower failed its check" in r.getMessage() for r in caplog.records)

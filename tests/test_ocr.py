@@ -14,9 +14,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from demo.shapes import CLASSES, draw
-from searchcore import ocr
 from searchcore.errors import ConfigError
-from searchcore.ocr import OcrReader, OcrText, load_ocr
+from searchcore.models import ocr
+from searchcore.models.ocr import OcrReader, OcrText, load_ocr
 
 FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 SIZE = (500, 375)
@@ -158,7 +158,7 @@ def test_bf16_is_served_only_when_it_reads_the_probe_as_fp32(reader: OcrReader, 
     assert ocr._judge_probe(reader, f32, f32) is None
     assert ocr._judge_probe(reader, broken, f32) is not None
     if "BF16" in reader._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        with caplog.at_level(logging.WARNING, logger="searchcore.ocr"):
+        with caplog.at_level(logging.WARNING, logger="searchcore.models.ocr"):
             bf16 = OcrReader(cache_dir=cache, precision="bf16")
         assert bf16.precision == "bf16", caplog.text
 

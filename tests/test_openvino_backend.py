@@ -19,7 +19,7 @@ from cn_clip.clip import tokenize
 from cn_clip.clip.model import CLIP
 
 from demo.train_tiny_model import MODEL_CONFIG
-from searchcore.openvino_backend import OpenVINOTowers
+from searchcore.models.openvino.towers import OpenVINOTowers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CKPT = ROOT / "demo" / "tiny_clip.pt"
@@ -299,7 +299,7 @@ def test_telemetry_disabled_without_network(tmp_path: Path) -> None:
         "import urllib.request\n"
         "calls = []\n"
         "urllib.request.urlopen = lambda *a, **k: calls.append(a)\n"
-        "import searchcore.openvino_backend as ob\n"
+        "import searchcore.models.openvino.towers as ob\n"
         "import openvino_telemetry as tm\n"
         "assert ob.TELEMETRY_OPT_OUT == 'consent-file', ob.TELEMETRY_OPT_OUT\n"
         "t = tm.Telemetry()\n"

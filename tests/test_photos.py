@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 
 from demo.shapes import CLASSES, draw
-from searchcore import vector_store
 from searchcore.config import Settings
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import LibraryError, QueryError
-from searchcore.filters import Filters
+from searchcore.models.encoder import Encoder
+from searchcore.stores import vectors as vector_store
+from searchcore.stores.filters import Filters
 from tests.support import run_cli, settings_env
 
 KILLED_INGEST = Path(__file__).with_name("ingest_killed_at.py")
@@ -228,7 +228,7 @@ def test_bad_filters_are_refused_before_any_search(given: dict[str, str], messag
 def test_filters_through_the_cli_and_the_api(settings: Settings, photos: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from searchcore.api import create_app
+    from searchcore.web.api import create_app
 
     env = settings_env(settings)
     assert run_cli("ingest", str(photos), env=env).returncode == 0

@@ -20,10 +20,10 @@ import openvino.properties as props
 import pytest
 
 from searchcore import cli
-from searchcore.encoder import Encoder, load_encoder
 from searchcore.engine import Engine
 from searchcore.evaluate import predict
-from searchcore.openvino_backend import OpenVINOTowers, judge_probe
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.models.openvino.towers import OpenVINOTowers, judge_probe
 from tests.support import tiny_settings
 
 HAS_BF16 = "BF16" in ov.Core().get_property("CPU", props.device.capabilities)
@@ -103,7 +103,7 @@ def test_failed_probe_serves_f32_with_the_right_results(
 ) -> None:
     cache = tmp_path / "models"
     poison.update(image="nan", text="drift")
-    with caplog.at_level(logging.WARNING, logger="searchcore.openvino_backend"):
+    with caplog.at_level(logging.WARNING, logger="searchcore.models.openvino.towers"):
         guarded = _encoder(tmp_path, cache, "bf16")
     assert sorted(probes) == ["image", "text"]
     assert guarded.runtime()["precision"] == {"image": "fp32", "text": "fp32"}
@@ -142,7 +142,7 @@ def test_recorded_verdicts_are_trusted(tmp_path: Path, poison: dict[str, str], p
     assert first.runtime()["precision"] == {"image": "bf16", "text": "fp32"}
     probes.clear()
     poison.clear()  # the next start would pass, but the recorded verdict stands: no probe, text stays f32
-    with caplog.at_level(logging.WARNING, logger="searchcore.openvino_backend"):
+    with caplog.at_level(logging.WARNING, logger="searchcore.models.openvino.towers"):
         second = _encoder(tmp_path, cache, "bf16")
     assert probes == []
     assert second.runtime()["precision"] == {"image": "bf16", "text": "fp32"}

@@ -15,10 +15,10 @@ import pytest
 import ray
 
 from searchcore.config import Settings
-from searchcore.distributed import ingest_ray
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import ConfigError
+from searchcore.indexing.distributed import ingest_ray
+from searchcore.models.encoder import Encoder
 from tests.support import run_cli, settings_env
 
 pytestmark = pytest.mark.slow

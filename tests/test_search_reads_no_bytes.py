@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 
 from demo.sample_data import image_classes
 from searchcore import cli
-from searchcore.api import create_app
 from searchcore.config import Settings
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
-from searchcore.image_store import TABLE, ImageMeta, ImageStore, SQLiteImageStore, StoredImage, open_image_store
-from searchcore.ui import SearchApp
+from searchcore.models.encoder import Encoder
+from searchcore.stores.images import TABLE, ImageMeta, ImageStore, SQLiteImageStore, StoredImage, open_image_store
+from searchcore.web.api import create_app
+from searchcore.web.ui import SearchApp
 from tests.support import settings_env, tiny_settings
 
 QUERY = "红色的圆形"

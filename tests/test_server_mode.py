@@ -19,10 +19,10 @@ import pytest
 from pymilvus import MilvusClient
 
 from searchcore.config import Settings
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import BackendUnavailableError, LibraryError
-from searchcore.vector_store import PREFIX, MilvusVectorStore
+from searchcore.models.encoder import Encoder
+from searchcore.stores.vectors import PREFIX, MilvusVectorStore
 from tests.support import free_port, run_cli, settings_env
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from searchcore.errors import LibraryError
-from searchcore.image_store import ImageStore, StoredImage, open_image_store
-from searchcore.vector_store import MilvusVectorStore
+from searchcore.stores.images import ImageStore, StoredImage, open_image_store
+from searchcore.stores.vectors import MilvusVectorStore
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])

@@ -12,11 +12,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from demo.shapes import CLASSES, draw
 from searchcore.config import Settings
-from searchcore.encoder import Encoder
 from searchcore.engine import Engine
 from searchcore.errors import QueryError, UnsupportedError
-from searchcore.text_index import rrf
-from searchcore.vector_store import Hit
+from searchcore.models.encoder import Encoder
+from searchcore.stores.text_index import rrf
+from searchcore.stores.vectors import Hit
 from tests.support import run_cli, settings_env
 
 FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
@@ -143,7 +143,7 @@ def test_reciprocal_rank_fusion_rewards_agreement_and_keeps_the_first_ranking_on
 
 
 def test_a_moved_picture_keeps_its_words_under_its_new_folder(engine: Engine, pictures: Path) -> None:
-    from searchcore.filters import Filters
+    from searchcore.stores.filters import Filters
 
     engine.ingest(pictures, ocr=True)
     (pictures / "2024").mkdir()

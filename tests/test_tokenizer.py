@@ -1,4 +1,4 @@
-"""searchcore.tokenizer gives cn_clip's token ids for any query, without importing torch."""
+"""searchcore.models.tokenizer gives cn_clip's token ids for any query, without importing torch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchcore.tokenizer import tokenize
+from searchcore.models.tokenizer import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_tokenize_matches_cn_clip_per_query(corpus_and_expected: tuple[list[str]
 
 
 def test_importing_tokenizer_does_not_import_torch() -> None:
-    code = "import searchcore.tokenizer as t, sys; t.tokenize(['一只猫']); print('torch' in sys.modules)"
+    code = "import searchcore.models.tokenizer as t, sys; t.tokenize(['一只猫']); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

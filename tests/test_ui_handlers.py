@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from demo.shapes import draw
-from searchcore.auth import Access, read_credentials
 from searchcore.engine import Engine
-from searchcore.filters import Filters
-from searchcore.image_store import MySQLImageStore
-from searchcore.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
-from searchcore.ui_text import I18N, language
+from searchcore.stores.filters import Filters
+from searchcore.stores.images import MySQLImageStore
+from searchcore.web.auth import Access, read_credentials
+from searchcore.web.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
+from searchcore.web.ui_text import I18N, language
 from tests.support import MARIADB, write_photo_folders
 
 CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
@@ -299,7 +299,7 @@ def test_build_tab_folder_ingest_with_sync_and_ocr(engine: Engine, tmp_path: Pat
 
     from PIL import Image, ImageDraw, ImageFont
 
-    from searchcore.ui import SOURCE_FOLDER
+    from searchcore.web.ui import SOURCE_FOLDER
 
     font = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
     folder = tmp_path / "album"
@@ -337,7 +337,7 @@ def test_build_tab_folder_ingest_with_sync_and_ocr(engine: Engine, tmp_path: Pat
 def test_engine_errors_reach_a_chinese_user_in_chinese(engine: Engine, dataset: Path, call: Any,
                                                        chinese: str) -> None:
     from searchcore.errors import SearchcoreError
-    from searchcore.ui_text import error_text
+    from searchcore.web.ui_text import error_text
 
     engine.ingest(dataset, split="train")
     with pytest.raises(SearchcoreError) as raised:

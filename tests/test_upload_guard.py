@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from demo.sample_data import write_dataset
-from searchcore.api import SHARED_UPLOAD_BYTES, SHARED_UPLOADS_PER_MINUTE, SHARED_UPLOADS_PER_MINUTE_IN_ALL
+from searchcore.web.api import SHARED_UPLOAD_BYTES, SHARED_UPLOADS_PER_MINUTE, SHARED_UPLOADS_PER_MINUTE_IN_ALL
 from tests.support import App, app_env, ingest_before_serving
 
 

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import DatasetError
-from .ids import parse_image_id
-from .records import BadRecord, Record, Source
+from searchcore.errors import DatasetError
+from searchcore.ids import parse_image_id
+from searchcore.records import BadRecord, Record, Source
 
 TSV_SUFFIX = "_imgs.tsv"
 IMAGE_FEATURES_SUFFIX = "_imgs.img_feat.jsonl"

@@ -13,10 +13,10 @@ import logging
 import re
 from collections.abc import Sequence
 
-from .errors import UnsupportedError
-from .filters import Filters
-from .ids import id_chunks
-from .vector_store import ID_BATCH, PREFIX, TEXT_SUFFIX, Attrs, Hit, MilvusVectorStore
+from searchcore.errors import UnsupportedError
+from searchcore.ids import id_chunks
+from searchcore.stores.filters import Filters
+from searchcore.stores.vectors import ID_BATCH, PREFIX, TEXT_SUFFIX, Attrs, Hit, MilvusVectorStore
 
 log = logging.getLogger(__name__)
 

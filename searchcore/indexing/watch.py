@@ -29,11 +29,11 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from .config import validate_library
-from .datasets import IMAGE_SUFFIXES
-from .engine import Engine
-from .errors import DatasetError, SearchcoreError
-from .ingest import IngestReport
+from searchcore.config import validate_library
+from searchcore.engine import Engine
+from searchcore.errors import DatasetError, SearchcoreError
+from searchcore.indexing.ingest import IngestReport
+from searchcore.sources.datasets import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

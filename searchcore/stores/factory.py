@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import Settings
-from .image_store import ImageStore, open_image_store
-from .vector_store import Attrs, MilvusVectorStore, VectorStore, vector_rows
+from searchcore.config import Settings
+from searchcore.stores.images import ImageStore, open_image_store
+from searchcore.stores.vectors import Attrs, MilvusVectorStore, VectorStore, vector_rows
 
 
 def open_vector_store(settings: Settings, *, exact_copy: bool = True) -> MilvusVectorStore:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QueryError
+from searchcore.errors import QueryError
 
 MAX_FOLDER_CHARS = 512
 _EPOCH = dt.datetime(1970, 1, 1)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlparse
 
-from .config import data_path, validate_library
-from .errors import BackendUnavailableError, ConfigError
-from .ids import id_chunks
+from searchcore.config import data_path, validate_library
+from searchcore.errors import BackendUnavailableError, ConfigError
+from searchcore.ids import id_chunks
 
 log = logging.getLogger(__name__)
 

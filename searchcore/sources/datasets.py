@@ -12,10 +12,10 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split, split_source
-from .errors import DatasetError
-from .image_store import FileState
-from .records import FileStat, FolderScan, Record, Source
+from searchcore.errors import DatasetError
+from searchcore.records import FileStat, FolderScan, Record, Source
+from searchcore.sources.chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split, split_source
+from searchcore.stores.images import FileState
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif", ".tif", ".tiff")
 

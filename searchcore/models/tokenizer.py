@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from searchcore.errors import ModelError
 
 CONTEXT_LENGTH = 52
 MAX_CHARS_PER_WORD = 200

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import cache_entries
+from searchcore.models import cache_entries
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class OpenVINOTowers:
 
     def _calibrated_on_head(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Hold the stream's first images, calibrate the int8 image tower on them, then pass everything on."""
-        from .openvino_int8 import CALIBRATION_SIZE
+        from searchcore.models.openvino.int8 import CALIBRATION_SIZE
 
         stream = iter(batches)
         head: list[tuple[T, np.ndarray]] = []
@@ -322,7 +322,7 @@ class OpenVINOTowers:
 
         The int8 tower must pass the probe against f32 (cosine >= 0.99); otherwise it is not used.
         """
-        from .openvino_int8 import cached_int8_model, calibration_digest
+        from searchcore.models.openvino.int8 import cached_int8_model, calibration_digest
 
         calibration = self._check_pixels(calibration)
         digest = calibration_digest(calibration)
@@ -356,7 +356,7 @@ class OpenVINOTowers:
 
     def _load_recorded_int8(self) -> None:
         """Start with the int8 image tower of the last calibration recorded for this entry, if it is cached."""
-        from .openvino_int8 import find_entry, load_entry
+        from searchcore.models.openvino.int8 import find_entry, load_entry
 
         recorded = self._manifest().get("int8")
         digest = recorded.get("calibration") if isinstance(recorded, dict) else None

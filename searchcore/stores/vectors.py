@@ -15,11 +15,11 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from .config import is_server_uri, validate_library
-from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
-from .exact_copy import ExactCopy, LiteCopies
-from .filters import Filters
-from .ids import id_chunks
+from searchcore.config import is_server_uri, validate_library
+from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
+from searchcore.ids import id_chunks
+from searchcore.stores.exact_copy import ExactCopy, LiteCopies
+from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")

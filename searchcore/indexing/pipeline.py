@@ -15,8 +15,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from .encoder import Encoder
-from .imaging import DecodedImage, ImageDecodeError, decode_image
+from searchcore.models.encoder import Encoder
+from searchcore.sources.imaging import DecodedImage, ImageDecodeError, decode_image
 
 P = TypeVar("P")
 T = TypeVar("T")

@@ -23,9 +23,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
-from . import cache_entries, tokenizer
-from .config import Settings
-from .errors import ConfigError, ModelError
+from searchcore.config import Settings
+from searchcore.errors import ConfigError, ModelError
+from searchcore.models import cache_entries, tokenizer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -212,7 +212,9 @@ def load_encoder(settings: Settings) -> Encoder:
     if precision == "int8" and backend != "openvino":
         raise ConfigError("int8 needs the OpenVINO backend (pip install openvino; --backend openvino)")
     if backend == "openvino":
-        from .openvino_backend import OpenVINOTowers  # imports openvino: only when that runtime is built
+        from searchcore.models.openvino.towers import (
+            OpenVINOTowers,  # imports openvino: only when that runtime is built
+        )
 
         index = _SpecIndex(model_dir)
         spec = index.get(settings)
@@ -226,7 +228,7 @@ def load_encoder(settings: Settings) -> Encoder:
                                  cache_key=f"{spec.digest[:16]}-{spec.name.replace('/', '_')}-{spec.resolution}"
                                            f"-{ov_precision}", context_length=CONTEXT_LENGTH)
     else:
-        from .torch_runtime import TorchRuntime
+        from searchcore.models.torch_runtime import TorchRuntime
 
         model, spec = _load_eval_model(settings)
         runtime = TorchRuntime(model, device=device, precision=precision)

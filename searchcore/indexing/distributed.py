@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .chinese_clip import count_lines, read_captions, resolve_split, tsv_file, tsv_record
-from .config import Settings, validate_library
-from .encoder import load_encoder, load_model
-from .errors import BackendUnavailableError, ConfigError, DatasetError, SearchcoreError
-from .ingest import IngestReport, Progress, ingest
-from .records import BadRecord, Record, Source
-from .stores import BulkRows, open_stores, open_vector_store
-from .vector_store import PREFIX, collection_schema
+from searchcore.config import Settings, validate_library
+from searchcore.errors import BackendUnavailableError, ConfigError, DatasetError, SearchcoreError
+from searchcore.indexing.ingest import IngestReport, Progress, ingest
+from searchcore.models.encoder import load_encoder, load_model
+from searchcore.records import BadRecord, Record, Source
+from searchcore.sources.chinese_clip import count_lines, read_captions, resolve_split, tsv_file, tsv_record
+from searchcore.stores.factory import BulkRows, open_stores, open_vector_store
+from searchcore.stores.vectors import PREFIX, collection_schema
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Only the image tower is quantized: it is where ingest spends its time, while a query encodes one short text.
 nncf (and through it torch) is imported only when a model is actually quantized; loading a cached int8 IR
-needs openvino alone. Import openvino through searchcore.openvino_backend first (telemetry opt-out).
+needs openvino alone. Import openvino through searchcore.models.openvino.towers first (telemetry opt-out).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import cache_entries
+from searchcore.models import cache_entries
 
 if TYPE_CHECKING:
     import openvino as ov

@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .encoder import Encoder, normalise
-from .filters import naive_seconds
-from .ids import chunks
-from .image_store import FileState, ImageStore, StoredImage
-from .pipeline import Prepared, prepared_batches
-from .records import BadRecord, FolderScan, Record, Source
-from .text_index import TextIndex, image_text
-from .vector_store import NO_ATTRS, VectorStore
+from searchcore.ids import chunks
+from searchcore.indexing.pipeline import Prepared, prepared_batches
+from searchcore.models.encoder import Encoder, normalise
+from searchcore.records import BadRecord, FolderScan, Record, Source
+from searchcore.stores.filters import naive_seconds
+from searchcore.stores.images import FileState, ImageStore, StoredImage
+from searchcore.stores.text_index import TextIndex, image_text
+from searchcore.stores.vectors import NO_ATTRS, VectorStore
 
 if TYPE_CHECKING:
-    from .ocr import OcrReader, OcrText
+    from searchcore.models.ocr import OcrReader, OcrText
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

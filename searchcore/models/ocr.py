@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .config import default_model_dir
-from .errors import ConfigError
-from .openvino_backend import ov  # openvino via the backend: telemetry opt-out first
+from searchcore.config import default_model_dir
+from searchcore.errors import ConfigError
+from searchcore.models.openvino.towers import ov  # openvino via the backend: telemetry opt-out first
 
 logger = logging.getLogger(__name__)
 

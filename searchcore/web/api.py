@@ -24,16 +24,16 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
-from . import __version__
-from .auth import Access
-from .config import validate_library
-from .engine import Engine
-from .errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
-from .filters import Filters
-from .ids import MAX_ID
-from .imaging import mime_type
-from .metrics import CONTENT_TYPE, Metrics
-from .search import MAX_TOP_K
+from searchcore import __version__
+from searchcore.config import validate_library
+from searchcore.engine import Engine
+from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
+from searchcore.ids import MAX_ID
+from searchcore.search import MAX_TOP_K
+from searchcore.sources.imaging import mime_type
+from searchcore.stores.filters import Filters
+from searchcore.web.auth import Access
+from searchcore.web.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -177,7 +177,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         """Prometheus metrics: search latency, ingest counts, backend errors."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    # The UI is passed in (app.py passes searchcore.ui.mount), so this front end imports no other.
+    # The UI is passed in (app.py passes searchcore.web.ui.mount), so this front end imports no other.
     return mount_ui(api, engine, access, metrics) if mount_ui is not None else api
 
 

@@ -24,18 +24,18 @@ import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
 
-from .auth import Access
-from .chinese_clip import find_splits
-from .datasets import IMAGE_SUFFIXES
-from .engine import Engine
-from .errors import SearchcoreError
-from .filters import Filters
-from .imaging import to_rgb
-from .ingest import IngestReport
-from .metrics import Metrics
-from .records import BadRecord
-from .search import MAX_TOP_K, MODES, SearchResult
-from .ui_text import I18N, error_text, language, translate
+from searchcore.engine import Engine
+from searchcore.errors import SearchcoreError
+from searchcore.indexing.ingest import IngestReport
+from searchcore.records import BadRecord
+from searchcore.search import MAX_TOP_K, MODES, SearchResult
+from searchcore.sources.chinese_clip import find_splits
+from searchcore.sources.datasets import IMAGE_SUFFIXES
+from searchcore.sources.imaging import to_rgb
+from searchcore.stores.filters import Filters
+from searchcore.web.auth import Access
+from searchcore.web.metrics import Metrics
+from searchcore.web.ui_text import I18N, error_text, language, translate
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class SearchApp:
     def duplicates(self, library: str | None, threshold: float, request: gr.Request | None = None,
                    progress: gr.Progress = gr.Progress()) -> tuple[Gallery, str]:
         """Groups of near-identical images, each image captioned "group N · id · score"."""
-        from .duplicates import find_duplicates  # the exact all-pairs scan: loaded when first asked for
+        from searchcore.duplicates import find_duplicates  # the exact all-pairs scan: loaded when first asked for
 
         lang = language(request)
         name = library or self.engine.settings.library
