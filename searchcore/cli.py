@@ -117,9 +117,9 @@ def cmd_ingest_ray(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     """Search a library by text or by an image file."""
     if (args.text is None) == (args.image is None):
-        raise UsageError("give either a text query or --image FILE")
+        raise UsageError("usage_query_or_image")
     if args.image is not None and args.mode not in (None, "semantic"):
-        raise UsageError("--mode keyword and hybrid search by words; --image searches by look (semantic) only")
+        raise UsageError("usage_image_semantic_only")
     filters = Filters.parse(args.folder, args.since, args.until)
     page = {"offset": args.offset, "filters": filters or None}
     engine = _engine(settings, one_query=True)
@@ -128,7 +128,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 data = Path(args.image).read_bytes()
             except OSError as exc:
-                raise SearchcoreError(f"cannot read {args.image}: {exc.strerror}") from None
+                raise SearchcoreError("image_file_unreadable", path=args.image, reason=exc.strerror) from None
             results = engine.search_image(data, args.top_k, **page)
         else:
             results = engine.search_text(args.text, args.top_k, mode=args.mode, **page)
@@ -221,9 +221,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from searchcore.indexing.watch import FolderWatcher
 
     if not settings.is_milvus_server:
-        raise SearchcoreError("searchcore watch needs a Milvus server URI (--milvus-uri http://host:19530); with a "
-                              f"Lite file run python app.py --watch {args.folder}, since the app and a command "
-                              "cannot both open the Lite file")
+        raise SearchcoreError("watch_needs_server", path=args.folder)
 
     def report(done: IngestReport) -> None:
         _emit(args, done.to_json(), done.summary())

@@ -50,15 +50,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.batch_size > 1024:
-            raise ConfigError(f"batch size must be between 1 and 1024, got {self.batch_size}")
+            raise ConfigError("setting_out_of_range", setting="batch size", low=1, high=1024, value=self.batch_size)
         if self.resolution is not None and not 16 <= self.resolution <= 1024:
-            raise ConfigError(f"resolution must be between 16 and 1024, got {self.resolution}")
+            raise ConfigError("setting_out_of_range", setting="resolution", low=16, high=1024, value=self.resolution)
         if self.workers < 0:
-            raise ConfigError(f"workers must be 0 or more, got {self.workers}")
+            raise ConfigError("setting_at_least", setting="workers", low=0, value=self.workers)
         choices = (("device", DEVICES), ("precision", PRECISIONS), ("backend", BACKENDS), ("index", INDEXES))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ConfigError("setting_choice", setting=name, allowed=", ".join(allowed), value=getattr(self, name))
         validate_library(self.library)
 
     @property
@@ -116,11 +116,9 @@ def validate_library(name: str) -> str:
     from searchcore.errors import LibraryError
 
     if not isinstance(name, str) or not LIBRARY_NAME.fullmatch(name):
-        raise LibraryError(
-            f"invalid library name {name!r}: use a letter then up to 63 letters, digits or underscores"
-        )
+        raise LibraryError("library_name_invalid", name=name)
     if name.endswith("__text"):  # the name of a library's text index
-        raise LibraryError(f"invalid library name {name!r}: a name may not end in __text")
+        raise LibraryError("library_name_reserved", name=name)
     return name
 
 
@@ -139,5 +137,5 @@ def _parse(name: str, raw: str, kind: Any) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be an integer, got {raw!r}") from None
+            raise ConfigError("env_not_integer", variable=f"{ENV_PREFIX}{name.upper()}", value=raw) from None
     return raw

@@ -49,15 +49,14 @@ class DuplicateGroup:
 
 def parse_threshold(value: Any) -> float:
     """A cosine threshold greater than 0 and at most 1, or a QueryError saying what is wrong."""
-    message = f"threshold must be a number greater than 0 and at most 1, got {value!r}"
     if isinstance(value, bool):
-        raise QueryError(message)
+        raise QueryError("threshold_invalid", value=value)
     try:
         threshold = float(value)
     except (TypeError, ValueError):
-        raise QueryError(message) from None
+        raise QueryError("threshold_invalid", value=value) from None
     if not (math.isfinite(threshold) and 0 < threshold <= 1):
-        raise QueryError(message)
+        raise QueryError("threshold_invalid", value=value)
     return threshold
 
 
@@ -70,7 +69,7 @@ def find_duplicates(engine: Engine, library: str | None = None, threshold: Any =
     name = validate_library(library or engine.settings.library)
     meta = engine.library_meta(name)
     if meta is None:
-        raise LibraryError(f"library {name!r} does not exist")
+        raise LibraryError("library_missing", library=name)
     ids, vectors = _load_vectors(engine, name, meta.dim)
     log.info("library %s: comparing %d vectors at threshold %g", name, len(ids), threshold)
     return duplicate_groups(ids, vectors, threshold, progress=progress)

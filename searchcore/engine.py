@@ -166,7 +166,7 @@ class Engine:
         if not remember:
             source.scan = None
         if sync and source.scan is None:
-            raise QueryError("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file")
+            raise QueryError("sync_needs_folder")
         reader = self.ocr_reader() if ocr else None
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
@@ -189,7 +189,7 @@ class Engine:
         """Read the words in every image of a library that OCR has not read yet (nothing is encoded again)."""
         name = self._library(library)
         if self.vectors.meta(name) is None:
-            raise LibraryError(f"library {name!r} does not exist")
+            raise LibraryError("library_missing", library=name)
         started = time.perf_counter()
         reader, texts, target = self.ocr_reader(), self._texts(), self.encoder.resolution
         report = OcrReport(name)
@@ -264,7 +264,7 @@ class Engine:
         staging = Path(self.settings.model_dir).expanduser() / "migrations" / f"{name}.npz"
         meta = self.vectors.meta(name)
         if meta is None and not staging.exists():
-            raise LibraryError(f"library {name!r} does not exist")
+            raise LibraryError("library_missing", library=name)
         if meta is not None and meta.filterable and not staging.exists():
             return False
 
@@ -280,7 +280,7 @@ class Engine:
         ident = search_mod.parse_query_id(image_id)
         found = self.images.get_many(name, [ident])
         if ident not in found:
-            raise QueryError(f"image {ident} is not in library {name!r}")
+            raise QueryError("image_not_in_library", image_id=ident, library=name)
         return found[ident]
 
     def info(self, library: str | None = None, *, runtime: bool = False) -> LibraryInfo:
@@ -306,7 +306,7 @@ class Engine:
         """Delete a library from both stores (vectors first, so no search finds a missing image)."""
         name = self._library(library)
         if self.vectors.meta(name) is None and self.images.count(name) == 0:
-            raise LibraryError(f"library {name!r} does not exist")
+            raise LibraryError("library_missing", library=name)
         self.vectors.drop(name)
         if self._texts() is not None:
             self.texts.drop(name)  # type: ignore[union-attr]
@@ -317,7 +317,7 @@ class Engine:
         with repair, re-encode missing vectors and drop orphans."""
         name = self._library(library)
         if self.vectors.meta(name) is None:
-            raise LibraryError(f"library {name!r} does not exist")
+            raise LibraryError("library_missing", library=name)
         copy_problem = self.vectors.check_copy(name)
         image_ids = set(self.images.ids(name))
         vector_ids = set(self.vectors.ids(name))

@@ -1,10 +1,330 @@
-"""The exceptions a user can see, each with a message they can act on."""
+"""The errors a user can meet: each is a kind with its parameters as fields, worded in English and Chinese.
+
+A raise names the kind and its fields, `QueryError("top_k_range", max_top_k=1000, top_k=5000)`; MESSAGES holds
+the kind's two wordings, filled from the fields by str.format. str() of an error is its English message (the
+CLI prints it, the API returns it beside the kind and the fields); `render("zh")` is its Chinese one (the UI
+shows that to a browser that prefers Chinese). Nothing reads a message's words back.
+"""
 
 from __future__ import annotations
 
+from pathlib import PurePath
+from typing import Any
+
+LANGUAGES = ("en", "zh")
+
+# kind: (English, Chinese). A field that is itself an error is rendered in the same language.
+MESSAGES: dict[str, tuple[str, str]] = {
+    # Settings
+    "setting_out_of_range": ("{setting} must be between {low} and {high}, got {value}",
+                             "{setting} 必须在 {low} 到 {high} 之间，收到 {value}"),
+    "setting_at_least": ("{setting} must be {low} or more, got {value}",
+                         "{setting} 必须不小于 {low}，收到 {value}"),
+    "setting_choice": ("{setting} must be one of {allowed}, got {value!r}",
+                       "{setting} 必须是 {allowed} 之一，收到 {value!r}"),
+    "env_not_integer": ("{variable} must be an integer, got {value!r}",
+                        "{variable} 必须是整数，收到 {value!r}"),
+    "db_url_scheme": ("unsupported SEARCHCORE_DB_URL scheme {scheme!r}: use a SQLite path or mysql://...",
+                      "不支持的 SEARCHCORE_DB_URL 协议 {scheme!r}：请使用 SQLite 路径或 mysql://..."),
+    "db_name_missing": ("database name missing in SEARCHCORE_DB_URL {url}",
+                        "SEARCHCORE_DB_URL {url} 中缺少数据库名"),
+    "auth_file_unreadable": ("cannot read auth file {path}: {reason}",
+                             "无法读取认证文件 {path}：{reason}"),
+    "auth_line_invalid": ("{where}: expected user:password",
+                          "{where}：应写成 用户名:密码"),
+    "cuda_unavailable": ("device cuda was asked for, but no CUDA GPU is available; use --device cpu",
+                         "指定了 cuda 设备，但没有可用的 CUDA GPU；请使用 --device cpu"),
+    "fp16_needs_cuda": ("fp16 runs on CUDA only; on a CPU use bf16 or fp32",
+                        "fp16 只能在 CUDA 上运行；CPU 上请用 bf16 或 fp32"),
+    "int8_needs_cpu": ("int8 runs on the CPU with OpenVINO; on CUDA use fp16",
+                       "int8 只能用 OpenVINO 在 CPU 上运行；CUDA 上请用 fp16"),
+    "openvino_needs_cpu": ("the openvino backend runs on the CPU; use --backend torch with CUDA",
+                           "openvino 后端只能在 CPU 上运行；使用 CUDA 时请用 --backend torch"),
+    "int8_needs_openvino": ("int8 needs the OpenVINO backend (pip install openvino; --backend openvino)",
+                            "int8 需要 OpenVINO 后端（pip install openvino；--backend openvino）"),
+    "ocr_missing": ("OCR needs rapidocr-onnxruntime, which ships its models: pip install "
+                    "'rapidocr-onnxruntime>=1.4,<1.5' ({reason})",
+                    "文字识别（OCR）需要自带模型的 rapidocr-onnxruntime：pip install "
+                    "'rapidocr-onnxruntime>=1.4,<1.5'（{reason}）"),
+    "ocr_models_missing": ("rapidocr-onnxruntime at {folder} lacks {missing}; reinstall it",
+                           "{folder} 中的 rapidocr-onnxruntime 缺少 {missing}；请重新安装"),
+    # Models
+    "model_unknown": ("model {name!r} is neither an official model ({models}) nor a checkpoint file",
+                      "模型 {name!r} 既不是官方模型（{models}），也不是检查点文件"),
+    "model_load_failed": ("could not load model {name!r}: {reason}",
+                          "无法加载模型 {name!r}：{reason}"),
+    "model_weights_missing": ("{name} weights are not in {model_dir} and could not be downloaded ({reason}); put "
+                              "{file} there or set SEARCHCORE_MODEL_DIR",
+                              "{model_dir} 中没有 {name} 的权重，也无法下载（{reason}）；请把 {file} 放到那里，或设置"
+                              " SEARCHCORE_MODEL_DIR"),
+    "checkpoint_no_state_dict": ("{path} is not a Chinese-CLIP checkpoint (no 'state_dict' in it)",
+                                 "{path} 不是 Chinese-CLIP 检查点（其中没有 'state_dict'）"),
+    "checkpoint_fine_tuned": ("{path} is a fine-tuned checkpoint: set --vision-model, --text-model and --resolution "
+                              "(e.g. ViT-B-16, RoBERTa-wwm-ext-base-chinese, 224)",
+                              "{path} 是微调过的检查点：请设置 --vision-model、--text-model 和 --resolution（例如 "
+                              "ViT-B-16、RoBERTa-wwm-ext-base-chinese、224）"),
+    "vocab_missing": ("cn_clip's clip/vocab.txt was not found; reinstall it with `pip install cn_clip`",
+                      "找不到 cn_clip 的 clip/vocab.txt；请用 `pip install cn_clip` 重新安装"),
+    # Libraries
+    "library_name_invalid": ("invalid library name {name!r}: use a letter then up to 63 letters, digits or "
+                             "underscores",
+                             "图库名称 {name!r} 无效：以字母开头，后接最多 63 个字母、数字或下划线"),
+    "library_name_reserved": ("invalid library name {name!r}: a name may not end in __text",
+                              "图库名称 {name!r} 无效：名称不能以 __text 结尾"),
+    "library_missing": ("library {library!r} does not exist",
+                        "图库 {library} 不存在"),
+    "library_missing_ingest": ("library {library!r} does not exist; ingest into it first",
+                               "图库 {library} 不存在：请先向其中导入图片"),
+    "library_empty": ("library {library!r} does not exist or is empty; ingest images into it first",
+                      "图库 {library} 不存在或为空：请先在“建库”中导入图片"),
+    "library_other_model": ("library {library!r} was built with model {model} ({dim}-d), not {encoder}; start with "
+                            "--model set to that model",
+                            "图库 {library} 是用模型 {model}（{dim} 维）建的，不是 {encoder}；请用 --model 指定该模型"
+                            "启动"),
+    "library_model_mismatch": ("library {library!r} was built with model {model} ({dim}-d); it cannot be used with "
+                               "{wanted_model} ({wanted_dim}-d). Use that model or another library name",
+                               "图库 {library} 是用模型 {model}（{dim} 维）建的，不能与 {wanted_model}（{wanted_dim} "
+                               "维）一起使用。请使用该模型，或换一个图库名称"),
+    "library_needs_migrate": ("library {library!r} was made before folder and date filters; run `searchcore migrate "
+                              "--library {library}` once to add them (its images stay as they are)",
+                              "图库 {library} 创建于筛选功能之前：请运行一次 searchcore migrate --library {library}（"
+                              "图片和向量保持不变）"),
+    "library_locked": ("library file {path} is open in another process; stop it or use a Milvus server URI",
+                       "图库文件 {path} 已被另一个进程打开；请停止该进程，或使用 Milvus 服务器地址"),
+    "collection_foreign": ("collection {collection} was not made by searchcore; refusing to use it",
+                           "集合 {collection} 不是 searchcore 创建的，拒绝使用"),
+    "image_not_in_library": ("image {image_id} is not in library {library!r}",
+                             "图片 {image_id} 不在图库 {library} 中"),
+    # Queries
+    "query_not_text": ("the query must be text",
+                       "搜索内容必须是文字"),
+    "query_empty": ("the query is empty: type a description, e.g. 红色的圆形",
+                    "搜索内容为空：请输入描述，例如 红色的圆形"),
+    "top_k_range": ("top_k must be from 1 to {max_top_k}, got {top_k}",
+                    "结果数必须是 1 到 {max_top_k} 之间的整数，收到 {top_k}"),
+    "top_k_not_whole": ("top_k must be a whole number from 1 to {max_top_k}, got {value!r}",
+                        "结果数必须是 1 到 {max_top_k} 之间的整数，收到 {value!r}"),
+    "offset_range": ("offset + top_k must be at most {max_top_k} (offset {offset}, top_k {top_k})",
+                     "翻页超出范围：最多显示 {max_top_k} 个结果（起点 {offset}，结果数 {top_k}）"),
+    "offset_not_whole": ("offset must be a whole number from 0, got {value!r}",
+                         "翻页起点必须是不小于 0 的整数，收到 {value!r}"),
+    "image_id_invalid": ("image id must be a whole number from 0 to 2^63-1, got {value!r}",
+                         "图片 ID 必须是 0 到 2^63-1 之间的整数，收到 {value!r}"),
+    "mode_invalid": ("mode must be one of {modes}, got {value!r}",
+                     "搜索方式必须是 semantic（语义）、keyword（关键词）或 hybrid（混合），收到 {value!r}"),
+    "full_text_missing": ("{mode} search needs Milvus's full-text index, which this vector store lacks",
+                          "{mode} 搜索需要 Milvus 的全文索引，而当前向量存储没有"),
+    "full_text_unsupported": ("keyword and hybrid search need Milvus {needed} or newer for BM25 full-text search; "
+                              "the server at {uri} runs {version}. Semantic search works as before (--mode semantic)",
+                              "关键词和混合搜索需要支持 BM25 全文检索的 Milvus {needed} 或更新版本；{uri} 上的服务器"
+                              "版本为 {version}。语义搜索不受影响（--mode semantic）"),
+    "query_image_unusable": ("the query image cannot be used: {reason}",
+                             "无法使用这张查询图片：{reason}"),
+    "threshold_invalid": ("threshold must be a number greater than 0 and at most 1, got {value!r}",
+                          "相似度阈值必须是大于 0、不超过 1 的数，收到 {value!r}"),
+    "since_invalid": ("since must be a date as YYYY-MM-DD, got {value!r}",
+                      "起始日期必须写成 YYYY-MM-DD，收到 {value!r}"),
+    "until_invalid": ("until must be a date as YYYY-MM-DD, got {value!r}",
+                      "截止日期必须写成 YYYY-MM-DD，收到 {value!r}"),
+    "dates_reversed": ("since ({since}) is after until ({until})",
+                       "起始日期（{since}）晚于截止日期（{until}）"),
+    "folder_not_text": ("folder must be text, e.g. 2024/旅行",
+                        "文件夹必须是文字，例如 2024/旅行"),
+    "folder_too_long": ("folder is longer than {limit} characters",
+                        "文件夹路径超过 {limit} 个字符"),
+    "folder_bad_chars": ("folder contains characters a path cannot hold here: {chars}",
+                         "文件夹中含有路径不能使用的字符：{chars}"),
+    "folder_not_relative": ("folder must be a relative path inside the library's folder, got {value!r}",
+                            "文件夹必须是图库文件夹内的相对路径，收到 {value!r}"),
+    # Datasets and folders
+    "path_missing": ("{path} does not exist",
+                     "{path} 不存在"),
+    "dataset_is_file": ("{path} is a file; give a dataset folder, a folder of images, or --features FILE",
+                        "{path} 是一个文件；请给出数据集文件夹、图片文件夹或 --features 文件"),
+    "folder_no_images": ("{path} holds no images ({suffixes}) and no Chinese-CLIP split",
+                         "{path} 中没有图片（{suffixes}），也没有 Chinese-CLIP 数据划分"),
+    "split_given_no_split": ("{path} holds no Chinese-CLIP split (no *{tsv}); drop --split to ingest it as a folder "
+                             "of images",
+                             "{path} 中没有 Chinese-CLIP 数据划分（没有 *{tsv}）；去掉 --split 即可按图片文件夹导入"),
+    "dataset_several_splits": ("{path} holds several splits ({splits}); choose one with --split",
+                               "{path} 中有多个数据划分（{splits}）；请用 --split 选择一个"),
+    "dataset_no_split": ("{path} holds no Chinese-CLIP split (no {{split}}{tsv}, lmdb/{{split}}/imgs or "
+                         "{{split}}{features})",
+                         "{path} 中没有 Chinese-CLIP 数据划分（没有 {{split}}{tsv}、lmdb/{{split}}/imgs 或 "
+                         "{{split}}{features}）"),
+    "split_not_found": ("split {split!r} not found in {path}; found: {found}",
+                        "{path} 中找不到数据划分 {split!r}；找到的有：{found}"),
+    "dataset_not_recognised": ("{path} is not a Chinese-CLIP dataset folder or a {{split}}{tsv} file",
+                               "{path} 不是 Chinese-CLIP 数据集文件夹，也不是 {{split}}{tsv} 文件"),
+    "feature_file_missing": ("feature file {path} does not exist",
+                             "特征文件 {path} 不存在"),
+    "split_file_missing": ("{name} is missing from {path}: a Chinese-CLIP split pairs {split}{tsv} with {name}",
+                           "{path} 中缺少 {name}：Chinese-CLIP 数据划分的 {split}{tsv} 需要配有 {name}"),
+    "lmdb_unopenable": ("cannot open LMDB {path}: {reason}",
+                        "无法打开 LMDB {path}：{reason}"),
+    "split_no_images": ("split {split!r} of {path} has no images (only features) to extract from",
+                        "{path} 的数据划分 {split!r} 没有可提取的图片（只有特征）"),
+    "sync_needs_folder": ("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file",
+                          "--sync 只适用于图片文件夹，不适用于 Chinese-CLIP 数据划分或特征文件"),
+    "watch_not_folder": ("cannot watch {path}: it is not a folder",
+                         "无法监视 {path}：它不是文件夹"),
+    "watch_failed": ("cannot watch {path}: {reason}",
+                     "无法监视 {path}：{reason}"),
+    # Evaluation
+    "no_annotated_queries": ("no annotated queries to evaluate",
+                             "没有带标注的查询可供评测"),
+    "texts_bad_line": ("{file}:{line}: {reason} ({count} bad lines in all)",
+                       "{file}:{line}：{reason}（共 {count} 行有误）"),
+    "texts_empty": ("{path} holds no texts",
+                    "{path} 中没有文本"),
+    "eval_library_extra": ("library {library!r} holds {extra} images that are not in split {split!r}; Chinese-CLIP "
+                           "ranks among the split's images only, so evaluate a library that holds just that split, "
+                           "e.g. --library {split}_eval (an empty library is filled from the split first)",
+                           "图库 {library} 中有 {extra} 张图片不属于数据划分 {split!r}；Chinese-CLIP 只在该划分的图片"
+                           "中排序，请评测只含该划分的图库，例如 --library {split}_eval（空图库会先用该划分填充）"),
+    "eval_library_extra_lacking": ("library {library!r} holds {extra} images that are not in split {split!r} and "
+                                   "lacks {missing} of the split's {wanted}; Chinese-CLIP ranks among the split's "
+                                   "images only, so evaluate a library that holds just that split, e.g. --library "
+                                   "{split}_eval (an empty library is filled from the split first)",
+                                   "图库 {library} 中有 {extra} 张图片不属于数据划分 {split!r}，且缺少该划分 "
+                                   "{wanted} 张中的 {missing} 张；Chinese-CLIP 只在该划分的图片中排序，请评测只含该划"
+                                   "分的图库，例如 --library {split}_eval（空图库会先用该划分填充）"),
+    "eval_library_lacking": ("library {library!r} lacks {missing} of the {wanted} images of split {split!r}; run "
+                             "`searchcore ingest {path} --split {split} --library {library}` first",
+                             "图库 {library} 缺少数据划分 {split!r} 的 {wanted} 张图片中的 {missing} 张；请先运行 "
+                             "`searchcore ingest {path} --split {split} --library {library}`"),
+    "eval_library_too_small": ("library {library!r} holds {count} images, fewer than top-k {top_k}; Chinese-CLIP's "
+                               "scorer needs 10 distinct images per text",
+                               "图库 {library} 只有 {count} 张图片，少于 top-k {top_k}；Chinese-CLIP 的评分程序每条文"
+                               "本需要 10 张不同的图片"),
+    # Images
+    "image_empty": ("image data is empty (0 bytes)",
+                    "图片数据为空（0 字节）"),
+    "image_too_big": ("image is {size_mb:.1f} MB, over the store's limit of {limit_mb:.1f} MB",
+                      "图片有 {size_mb:.1f} MB，超过了存储上限 {limit_mb:.1f} MB"),
+    "image_too_big_stored": ("image is {size_mb:.1f} MB once made upright and browser-ready, over the store's limit "
+                             "of {limit_mb:.1f} MB",
+                             "图片转正并转为浏览器可显示的格式后有 {size_mb:.1f} MB，超过了存储上限 {limit_mb:.1f} MB"),
+    "image_too_many_pixels": ("image claims {width}x{height} pixels, over the limit of {limit} (possible "
+                              "decompression bomb)",
+                              "图片声称有 {width}x{height} 像素，超过了 {limit} 的上限（可能是解压炸弹）"),
+    "image_too_large_to_decode": ("image is too large to decode safely ({reason})",
+                                  "图片太大，无法安全解码（{reason}）"),
+    "image_unknown_format": ("data is not an image of a known format",
+                             "数据不是已知格式的图片"),
+    "image_corrupt": ("image is corrupt or truncated ({reason})",
+                      "图片已损坏或不完整（{reason}）"),
+    # Backends
+    "image_db_unopenable": ("image database {db} cannot be opened: {reason}",
+                            "无法打开图片数据库 {db}：{reason}"),
+    "image_db_unavailable": ("image database {db} is unavailable: {reason}",
+                             "图片数据库 {db} 不可用：{reason}"),
+    "image_db_failed": ("image database {db} failed: {reason}",
+                        "图片数据库 {db} 出错：{reason}"),
+    "vector_store_failed": ("vector store {uri} failed to {action}: {reason}",
+                            "向量存储 {uri} 执行“{action}”时出错：{reason}"),
+    "lite_unopenable": ("cannot open Milvus Lite file {path}: {reason}",
+                        "无法打开 Milvus Lite 文件 {path}：{reason}"),
+    "milvus_unavailable": ("Milvus server {uri} is unavailable (retried for {timeout:g}s): {reason}; check "
+                           "SEARCHCORE_MILVUS_URI and that the server is running",
+                           "Milvus 服务器 {uri} 不可用（已重试 {timeout:g} 秒）：{reason}；请检查 "
+                           "SEARCHCORE_MILVUS_URI，并确认服务器正在运行"),
+    # Distributed ingest
+    "ray_needs_server": ("ingest-ray writes from several worker processes, and a Milvus Lite file is held by one "
+                         "process: set SEARCHCORE_MILVUS_URI to a Milvus server (http://host:19530), or use "
+                         "`searchcore ingest`",
+                         "ingest-ray 由多个工作进程写入，而 Milvus Lite 文件只能被一个进程打开：请把 "
+                         "SEARCHCORE_MILVUS_URI 设为 Milvus 服务器（http://host:19530），或使用 `searchcore ingest`"),
+    "ray_missing": ("ingest-ray needs Ray Data: pip install 'ray[data]'",
+                    "ingest-ray 需要 Ray Data：pip install 'ray[data]'"),
+    "ray_no_gpu": ("device cuda was asked for, but the Ray cluster has no GPU; use --device cpu or auto",
+                   "指定了 cuda 设备，但 Ray 集群没有 GPU；请使用 --device cpu 或 auto"),
+    "ray_tsv_missing": ("{path} is missing: ingest-ray reads tsv splits; use `searchcore ingest` for LMDB and "
+                        "feature files",
+                        "缺少 {path}：ingest-ray 只读取 tsv 数据划分；LMDB 和特征文件请用 `searchcore ingest`"),
+    "ray_cluster_unreachable": ("cannot join the Ray cluster at {address}: {reason}. If `ray status` shows it "
+                                "running, it checks a token (Ray >= 2.59 clusters started with `ray start`): set "
+                                "RAY_AUTH_MODE=token here too; the token is read from ~/.ray/auth_token or "
+                                "RAY_AUTH_TOKEN",
+                                "无法加入 {address} 的 Ray 集群：{reason}。如果 `ray status` 显示它在运行，说明它会检"
+                                "查令牌（用 `ray start` 启动的 Ray >= 2.59 集群）：请在这里也设置 "
+                                "RAY_AUTH_MODE=token；令牌从 ~/.ray/auth_token 或 RAY_AUTH_TOKEN 读取"),
+    "ray_node_not_started": ("the local Ray node did not start in {tries} tries: {reason}",
+                             "本地 Ray 节点尝试 {tries} 次仍未启动：{reason}"),
+    "ray_ingest_failed": ("Ray ingest failed: {error}: {reason}",
+                          "Ray 导入失败：{error}：{reason}"),
+    "bulk_writer_missing": ("bulk insert needs pymilvus[bulk_writer]: {reason}",
+                            "批量导入需要 pymilvus[bulk_writer]：{reason}"),
+    "bulk_insert_failed": ("Milvus bulk insert into {collection} failed: {reason}",
+                           "Milvus 批量导入 {collection} 失败：{reason}"),
+    "bulk_insert_incomplete": ("Milvus bulk insert of {files} did not complete ({state}: {reason}); the server must "
+                               "be able to read these paths",
+                               "Milvus 批量导入 {files} 未完成（{state}：{reason}）；服务器必须能读取这些路径"),
+    # Front ends
+    "usage_query_or_image": ("give either a text query or --image FILE",
+                             "请给出文字查询或 --image 图片文件，二者选一"),
+    "usage_image_semantic_only": ("--mode keyword and hybrid search by words; --image searches by look (semantic) "
+                                  "only",
+                                  "--mode keyword 和 hybrid 按文字检索；--image 只按外观（语义）检索"),
+    "image_file_unreadable": ("cannot read {path}: {reason}",
+                              "无法读取 {path}：{reason}"),
+    "watch_needs_server": ("searchcore watch needs a Milvus server URI (--milvus-uri http://host:19530); with a Lite "
+                           "file run python app.py --watch {path}, since the app and a command cannot both open the "
+                           "Lite file",
+                           "searchcore watch 需要 Milvus 服务器地址（--milvus-uri http://host:19530）；使用 Lite 文件"
+                           "时请运行 python app.py --watch {path}，因为应用和命令不能同时打开 Lite 文件"),
+    "upload_none": ("choose some images to upload first",
+                    "请先选择要上传的图片"),
+    "upload_too_many": ("{count} files is over the limit of {limit} per upload",
+                        "{count} 个文件超过了每次上传 {limit} 个的上限"),
+    "upload_too_big": ("{name} is over the upload limit of {limit_mb} MB",
+                       "{name} 超过了 {limit_mb} MB 的上传上限"),
+    "upload_unreadable": ("cannot read the upload {name}: {reason}",
+                          "无法读取上传的文件 {name}：{reason}"),
+    "image_folder_first": ("enter the image folder's path first",
+                           "请先填写图片文件夹的路径"),
+    "dataset_folder_first": ("enter the dataset folder's path first",
+                             "请先填写数据集文件夹的路径"),
+}
+
 
 class SearchcoreError(Exception):
-    """Base class: the CLI prints these and exits 1; the UI shows them."""
+    """Base class: one kind of error (a key of MESSAGES) and its fields; the CLI prints it and exits 1."""
+
+    def __init__(self, kind: str, **params: Any) -> None:
+        if kind not in MESSAGES:
+            raise KeyError(f"unknown error kind {kind!r}: add it to searchcore.errors.MESSAGES")
+        self.kind = kind
+        self.params = params
+        super().__init__(self.render("en"))
+
+    def render(self, lang: str = "en") -> str:
+        """The message in a language of LANGUAGES ("zh" or else English), its fields filled in."""
+        english, chinese = MESSAGES[self.kind]
+        values = {k: v.render(lang) if isinstance(v, SearchcoreError) else v for k, v in self.params.items()}
+        return (chinese if lang == "zh" else english).format(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The kind and its fields, as the API returns them beside the English message."""
+        return {"kind": self.kind, "params": {k: _jsonable(v) for k, v in self.params.items()}}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray and multiprocessing pickle errors raised in workers; rebuild from the kind, not the message.
+        return _rebuild, (type(self), self.kind, self.params)
+
+
+def _rebuild(cls: type[SearchcoreError], kind: str, params: dict[str, Any]) -> SearchcoreError:
+    return cls(kind, **params)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, SearchcoreError):
+        return value.to_json()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    return repr(value)
 
 
 class ConfigError(SearchcoreError):

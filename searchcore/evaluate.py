@@ -134,7 +134,7 @@ def eval_text(text: str) -> str:
 def recall(reference: dict[int, list[int]], ranked: dict[int, list[int]]) -> Recall:
     """Recall@1/5/10 exactly as cn_clip's evaluation.py: a query counts if any right answer is in its top k."""
     if not reference:
-        raise DatasetError("no annotated queries to evaluate")
+        raise DatasetError("no_annotated_queries")
     hits = dict.fromkeys(RECALL_AT, 0)
     for query, truth in reference.items():
         top = ranked.get(query, [])
@@ -150,9 +150,9 @@ def split_texts(root: Path, split: str) -> list[dict[str, Any]]:
     texts, problems = read_texts(root, split)
     if problems:
         first = problems[0]
-        raise DatasetError(f"{first.file}:{first.line}: {first.reason} ({len(problems)} bad lines in all)")
+        raise DatasetError("texts_bad_line", file=first.file, line=first.line, reason=first.reason, count=len(problems))
     if not texts:
-        raise DatasetError(f"{texts_file(root, split)} holds no texts")
+        raise DatasetError("texts_empty", path=texts_file(root, split))
     return texts
 
 
@@ -210,14 +210,11 @@ def prepare_library(engine: Engine, root: Path, split: str, library: str | None 
         missing -= set(unusable)
         bad = sorted(bad + list(unusable.values()), key=lambda b: b.line)
     if extra:
-        lacking = f" and lacks {len(missing)} of the split's {len(wanted)}" if missing else ""
-        raise LibraryError(f"library {name!r} holds {len(extra)} images that are not in split {split!r}{lacking}; "
-                           f"Chinese-CLIP ranks among the split's images only, so evaluate a library that holds "
-                           f"just that split, e.g. --library {split}_eval (an empty library is filled from the "
-                           f"split first)")
+        raise LibraryError("eval_library_extra_lacking" if missing else "eval_library_extra", library=name,
+                           extra=len(extra), split=split, missing=len(missing), wanted=len(wanted))
     if missing:
-        raise LibraryError(f"library {name!r} lacks {len(missing)} of the {len(wanted)} images of split {split!r}; "
-                           f"run `searchcore ingest {root} --split {split} --library {name}` first")
+        raise LibraryError("eval_library_lacking", library=name, missing=len(missing), wanted=len(wanted), split=split,
+                           path=root)
     return name, bad
 
 
@@ -238,8 +235,7 @@ def search_texts(engine: Engine, library: str, texts: Sequence[dict[str, Any]], 
                  k: int) -> list[Prediction]:
     """Milvus top-k for each text's query vector, in batches."""
     if engine.vector_count(library) < k:
-        raise LibraryError(f"library {library!r} holds {engine.vector_count(library)} images, fewer than top-k {k}; "
-                           "Chinese-CLIP's scorer needs 10 distinct images per text")
+        raise LibraryError("eval_library_too_small", library=library, count=engine.vector_count(library), top_k=k)
     predictions: list[Prediction] = []
     for start in range(0, len(texts), TEXT_BATCH):
         hits = engine.search_vectors(library, queries[start:start + TEXT_BATCH], k)
@@ -322,7 +318,7 @@ def extract(encoder: Encoder, root: str | Path, split: str, output_dir: str | Pa
     texts = split_texts(root, split)
     source = open_source(root, split)
     if source.kind == "features":
-        raise DatasetError(f"split {split!r} of {root} has no images (only features) to extract from")
+        raise DatasetError("split_no_images", split=split, path=root)
     report = ExtractReport(image_features_file(out, split), text_features_file(out, split), 0, 0)
     with _replacing(report.image_features) as handle:
         def bad(record: Record, reason: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from searchcore.errors import LibraryError, QueryError, UnsupportedError
+from searchcore.errors import LibraryError, QueryError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import ImageDecodeError, decode_image
@@ -74,9 +74,9 @@ def parse_top_k(value: Any) -> int:
     try:
         top_k = _whole_number(value)
     except ValueError:
-        raise QueryError(f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {value!r}") from None
+        raise QueryError("top_k_not_whole", max_top_k=MAX_TOP_K, value=value) from None
     if not 1 <= top_k <= MAX_TOP_K:
-        raise QueryError(f"top_k must be from 1 to {MAX_TOP_K}, got {top_k}")
+        raise QueryError("top_k_range", max_top_k=MAX_TOP_K, top_k=top_k)
     return top_k
 
 
@@ -87,9 +87,9 @@ def parse_offset(value: Any, top_k: int) -> int:
     try:
         offset = _whole_number(value)
     except ValueError:
-        raise QueryError(f"offset must be a whole number from 0, got {value!r}") from None
+        raise QueryError("offset_not_whole", value=value) from None
     if not 0 <= offset <= MAX_TOP_K - top_k:
-        raise QueryError(f"offset + top_k must be at most {MAX_TOP_K} (offset {offset}, top_k {top_k})")
+        raise QueryError("offset_range", max_top_k=MAX_TOP_K, offset=offset, top_k=top_k)
     return offset
 
 
@@ -111,10 +111,10 @@ class Page:
 def clean_query(text: Any) -> str:
     """The query with control characters removed; empty or whitespace-only is a QueryError."""
     if not isinstance(text, str):
-        raise QueryError("the query must be text")
+        raise QueryError("query_not_text")
     cleaned = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text).strip()
     if not cleaned:
-        raise QueryError("the query is empty: type a description, e.g. 红色的圆形")
+        raise QueryError("query_empty")
     # Tokenising a huge paste costs time and the model sees 50 tokens at most.
     return cleaned[:MAX_QUERY_CHARS]
 
@@ -124,7 +124,7 @@ def parse_query_id(value: Any) -> int:
     try:
         return parse_image_id(str(value))
     except ValueError:
-        raise QueryError(f"image id must be a whole number from 0 to 2^63-1, got {str(value)[:40]!r}") from None
+        raise QueryError("image_id_invalid", value=str(value)[:40]) from None
 
 
 # The encoder comes as a function so that a query is validated before a model is loaded for it.
@@ -135,7 +135,7 @@ def parse_mode(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if value not in MODES:
-        raise QueryError(f"mode must be one of {', '.join(MODES)}, got {str(value)[:40]!r}")
+        raise QueryError("mode_invalid", modes=", ".join(MODES), value=str(value)[:40])
     return str(value)
 
 
@@ -148,12 +148,12 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
     page = Page.parse(top_k, offset, filters)
     chosen = parse_mode(mode) or ("hybrid" if texts is not None and texts.exists(library) else "semantic")
     if chosen != "semantic" and texts is None:
-        raise QueryError(f"{chosen} search needs Milvus's full-text index, which this vector store lacks")
+        raise QueryError("full_text_missing", mode=chosen)
     if chosen != "semantic" and texts is not None and (why := texts.unsupported()):
-        raise UnsupportedError(why)
+        raise why
     if chosen == "keyword":
         if vectors.meta(library) is None:
-            raise LibraryError(f"library {library!r} does not exist or is empty; ingest images into it first")
+            raise LibraryError("library_empty", library=library)
         assert texts is not None
         hits = texts.search(library, query, page.offset + page.top_k, filters)
         return hits_to_results(hits, page, images=images, library=library)
@@ -177,7 +177,7 @@ def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vec
     try:
         decoded = decode_image(data)
     except ImageDecodeError as exc:
-        raise QueryError(f"the query image cannot be used: {exc}") from None
+        raise QueryError("query_image_unusable", reason=exc) from None
     model = encoder()
     _require_library(vectors, library, model)
     return search_vector(model.encode_images([decoded.image])[0], page, vectors=vectors, images=images,
@@ -191,7 +191,7 @@ def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: I
     ident = parse_query_id(image_id)
     found = vectors.vectors(library, [ident]) if vectors.meta(library) is not None else {}
     if ident not in found:
-        raise QueryError(f"image {ident} is not in library {library!r}")
+        raise QueryError("image_not_in_library", image_id=ident, library=library)
     return search_vector(found[ident], page, vectors=vectors, images=images, library=library)
 
 
@@ -234,7 +234,6 @@ def _fetcher(images: ImageStore, library: str, image_id: int) -> Callable[[], by
 def _require_library(vectors: VectorStore, library: str, encoder: Encoder) -> None:
     meta = vectors.meta(library)
     if meta is None:
-        raise LibraryError(f"library {library!r} does not exist or is empty; ingest images into it first")
+        raise LibraryError("library_empty", library=library)
     if meta.model != encoder.name or meta.dim != encoder.dim:
-        raise LibraryError(f"library {library!r} was built with model {meta.model} ({meta.dim}-d), not "
-                           f"{encoder.name}; start with --model set to that model")
+        raise LibraryError("library_other_model", library=library, model=meta.model, dim=meta.dim, encoder=encoder.name)

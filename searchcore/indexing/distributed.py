@@ -49,11 +49,9 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
     started = time.perf_counter()
     name = validate_library(library or settings.library)
     if not settings.is_milvus_server:
-        raise ConfigError("ingest-ray writes from several worker processes, and a Milvus Lite file is held by one "
-                          "process: set SEARCHCORE_MILVUS_URI to a Milvus server (http://host:19530), or use "
-                          "`searchcore ingest`")
+        raise ConfigError("ray_needs_server")
     if batch_rows < 1:
-        raise ConfigError(f"batch rows must be 1 or more, got {batch_rows}")
+        raise ConfigError("setting_at_least", setting="batch rows", low=1, value=batch_rows)
     ray = _import_ray()  # before any work: without Ray, say so first
     root, split = resolve_split(Path(path).expanduser(), split)
     tsv = _tsv_path(root, split)
@@ -97,8 +95,7 @@ def _tsv_path(root: Path, split: str) -> Path:
     """The split's {split}_imgs.tsv: Ray reads tsv splits only."""
     tsv = tsv_file(root, split)
     if not tsv.is_file():
-        raise DatasetError(f"{tsv} is missing: ingest-ray reads tsv splits; use `searchcore ingest` for LMDB "
-                           "and feature files")
+        raise DatasetError("ray_tsv_missing", path=tsv)
     return tsv
 
 
@@ -118,7 +115,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError("ingest-ray needs Ray Data: pip install 'ray[data]'") from None
+        raise ConfigError("ray_missing") from None
     return ray
 
 
@@ -130,10 +127,7 @@ def _ray_session(ray: Any, address: str | None) -> Iterator[None]:
         try:
             _init_ray(ray, address)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise BackendUnavailableError(
-                f"cannot join the Ray cluster at {address}: {exc}. If `ray status` shows it running, it checks "
-                "a token (Ray >= 2.59 clusters started with `ray start`): set RAY_AUTH_MODE=token here too; the "
-                "token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN") from exc
+            raise BackendUnavailableError("ray_cluster_unreachable", address=address, reason=str(exc)) from exc
     ray.data.DataContext.get_current().enable_progress_bars = False
     if not log.isEnabledFor(logging.INFO):
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -154,7 +148,7 @@ def _worker_pipeline(ray: Any, settings: Settings, library: str, tsv: Path, capt
     gpus = int(ray.cluster_resources().get("GPU", 0))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     if settings.device == "cuda" and not gpus:
-        raise ConfigError("device cuda was asked for, but the Ray cluster has no GPU; use --device cpu or auto")
+        raise ConfigError("ray_no_gpu")
     if gpus and settings.device != "cpu":
         resources = {"num_gpus": 1, "num_cpus": 1}
         workers = num_workers or gpus
@@ -251,7 +245,7 @@ def _bulk_writer(folder: str, dim: int) -> Any:
     try:
         from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"bulk insert needs pymilvus[bulk_writer]: {exc}") from None
+        raise ConfigError("bulk_writer_missing", reason=str(exc)) from None
     Path(folder).mkdir(parents=True, exist_ok=True)
     return LocalBulkWriter(schema=collection_schema(dim), local_path=folder, file_type=BulkFileType.NUMPY)
 
@@ -296,9 +290,9 @@ class BulkImporter:
                     if state.state_name == "Completed":
                         break
                     if state.state_name.startswith("Failed") or time.monotonic() > deadline:
-                        raise BackendUnavailableError(
-                            f"Milvus bulk insert of {', '.join(files)} did not complete ({state.state_name}: "
-                            f"{state.infos.get('failed_reason', '')}); the server must be able to read these paths")
+                        raise BackendUnavailableError("bulk_insert_incomplete", files=", ".join(files),
+                                                      state=state.state_name,
+                                                      reason=state.infos.get("failed_reason", ""))
                     time.sleep(0.5)
             if self.tasks:  # a loaded collection serves imported segments only after a refresh
                 self._call(lambda: Collection(self.collection, using=self.alias).load(_refresh=True))
@@ -318,7 +312,7 @@ class BulkImporter:
         try:
             return fn()
         except Exception as exc:
-            raise BackendUnavailableError(f"Milvus bulk insert into {self.collection} failed: {exc}") from exc
+            raise BackendUnavailableError("bulk_insert_failed", collection=self.collection, reason=str(exc)) from exc
 
 
 def _flush(settings: Settings, library: str) -> None:
@@ -340,7 +334,7 @@ def _searchcore_cause(exc: BaseException) -> SearchcoreError:
             return seen
         else:
             seen = seen.__cause__
-    return SearchcoreError(f"Ray ingest failed: {type(exc).__name__}: {str(exc).splitlines()[0][:500]}")
+    return SearchcoreError("ray_ingest_failed", error=type(exc).__name__, reason=str(exc).splitlines()[0][:500])
 
 
 LOCAL_START_TRIES = 3
@@ -366,7 +360,7 @@ def _init_ray(ray: Any, address: str | None) -> None:
             # and the rest that it had started; left running, they would compete with the retry for the cores.
             _stop([p for p in psutil.Process().children(recursive=True) if p.pid not in before])
             if attempt == LOCAL_START_TRIES:
-                raise BackendUnavailableError(f"the local Ray node did not start in {attempt} tries: {exc}") from exc
+                raise BackendUnavailableError("ray_node_not_started", tries=attempt, reason=str(exc)) from exc
             log.warning("local Ray node did not start in time; stopped what it started, retrying")
 
 

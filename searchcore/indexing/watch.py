@@ -98,14 +98,14 @@ class FolderWatcher:
     def start(self) -> None:
         """Start watching; the first re-scan begins at once. DatasetError when the folder cannot be watched."""
         if not self.folder.is_dir():
-            raise DatasetError(f"cannot watch {self.folder}: it is not a folder")
+            raise DatasetError("watch_not_folder", path=self.folder)
         observer = Observer()
         observer.schedule(_Changes(self._notice), str(self.folder), recursive=True, event_filter=EVENTS)
         observer.daemon = True
         try:
             observer.start()
         except OSError as exc:  # e.g. the inotify watch limit (fs.inotify.max_user_watches)
-            raise DatasetError(f"cannot watch {self.folder}: {exc}") from None
+            raise DatasetError("watch_failed", path=self.folder, reason=str(exc)) from None
         self._observer = observer
         with self._wake:
             self._pending_since = self._latest = time.monotonic() - self.debounce

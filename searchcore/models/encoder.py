@@ -70,7 +70,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for, but no CUDA GPU is available; use --device cpu")
+        raise ConfigError("cuda_unavailable")
     return device
 
 
@@ -81,9 +81,9 @@ def resolve_precision(precision: str, device: str) -> str:
             return "fp16"
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision == "fp16" and device == "cpu":
-        raise ConfigError("fp16 runs on CUDA only; on a CPU use bf16 or fp32")
+        raise ConfigError("fp16_needs_cuda")
     if precision == "int8" and device != "cpu":
-        raise ConfigError("int8 runs on the CPU with OpenVINO; on CUDA use fp16")
+        raise ConfigError("int8_needs_cpu")
     return precision
 
 
@@ -95,7 +95,7 @@ def resolve_backend(backend: str, device: str) -> str:
         # find_spec, not import: openvino_backend must be the first to import openvino (telemetry opt-out).
         return "openvino" if importlib.util.find_spec("openvino") is not None else "torch"
     if backend == "openvino" and device != "cpu":
-        raise ConfigError("the openvino backend runs on the CPU; use --backend torch with CUDA")
+        raise ConfigError("openvino_needs_cpu")
     return backend
 
 
@@ -210,7 +210,7 @@ def load_encoder(settings: Settings) -> Encoder:
     model_dir = Path(settings.model_dir).expanduser()
     runtime: EncoderRuntime
     if precision == "int8" and backend != "openvino":
-        raise ConfigError("int8 needs the OpenVINO backend (pip install openvino; --backend openvino)")
+        raise ConfigError("int8_needs_openvino")
     if backend == "openvino":
         from searchcore.models.openvino.towers import (
             OpenVINOTowers,  # imports openvino: only when that runtime is built
@@ -286,14 +286,12 @@ def load_model(settings: Settings) -> tuple[Any, ModelSpec]:
             return _load_official(name, Path(settings.model_dir).expanduser())
         path = Path(name).expanduser()
         if not path.is_file():
-            raise ModelError(
-                f"model {name!r} is neither an official model ({', '.join(OFFICIAL_MODELS)}) nor a checkpoint file"
-            )
+            raise ModelError("model_unknown", name=name, models=", ".join(OFFICIAL_MODELS))
         return _load_checkpoint(path, settings)
     except ModelError:
         raise
     except Exception as exc:  # torch/cn_clip raise many kinds; the user needs one clear message
-        raise ModelError(f"could not load model {name!r}: {exc}") from exc
+        raise ModelError("model_load_failed", name=name, reason=str(exc)) from exc
 
 
 def _load_official(name: str, model_dir: Path) -> tuple[Any, ModelSpec]:
@@ -308,10 +306,8 @@ def _load_official(name: str, model_dir: Path) -> tuple[Any, ModelSpec]:
             model, _ = load_from_name(name, device="cpu", download_root=str(model_dir))
     except Exception as exc:
         if not target.is_file():
-            raise ModelError(
-                f"{name} weights are not in {model_dir} and could not be downloaded ({exc}); "
-                f"put {_MODELS[name][1]} there or set SEARCHCORE_MODEL_DIR"
-            ) from exc
+            raise ModelError("model_weights_missing", name=name, model_dir=model_dir, reason=str(exc),
+                             file=_MODELS[name][1]) from exc
         raise
     resolution = int(_MODEL_INFO[name]["input_resolution"])
     spec = ModelSpec(name, _embed_dim(model), resolution, cache_entries.sha256(target), str(target.resolve()))
@@ -324,7 +320,7 @@ def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
     digest = cache_entries.sha256(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ModelError(f"{path} is not a Chinese-CLIP checkpoint (no 'state_dict' in it)")
+        raise ModelError("checkpoint_no_state_dict", path=path)
     ident = f"{path.stem}@{digest[:12]}"
     if "model_config" in checkpoint:
         from cn_clip.clip.model import CLIP
@@ -338,10 +334,7 @@ def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
         return model, ModelSpec(ident, int(config["embed_dim"]), int(config["image_resolution"]), digest,
                                 str(path.resolve()))
     if not (settings.vision_model and settings.text_model and settings.resolution):
-        raise ModelError(
-            f"{path} is a fine-tuned checkpoint: set --vision-model, --text-model and --resolution "
-            "(e.g. ViT-B-16, RoBERTa-wwm-ext-base-chinese, 224)"
-        )
+        raise ModelError("checkpoint_fine_tuned", path=path)
     from cn_clip.clip import load_from_name
 
     with contextlib.redirect_stdout(io.StringIO()):

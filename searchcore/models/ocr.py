@@ -69,9 +69,9 @@ class OcrReader:
 
     def __init__(self, *, cache_dir: Path, threads: int = 1, precision: str = "auto") -> None:
         if threads < 1:
-            raise ConfigError(f"OCR threads must be 1 or more, got {threads}")
+            raise ConfigError("setting_at_least", setting="OCR threads", low=1, value=threads)
         if precision not in PRECISIONS:
-            raise ConfigError(f"OCR precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise ConfigError("setting_choice", setting="OCR precision", allowed=", ".join(PRECISIONS), value=precision)
         cv2, db_postprocess, models = _rapidocr_parts()
         self._cv2 = cv2
         self._boxes_from_map = db_postprocess(thresh=0.3, box_thresh=0.5, max_candidates=1000, unclip_ratio=1.6,
@@ -245,12 +245,11 @@ def _rapidocr_parts() -> tuple[Any, Any, Path]:
         import rapidocr_onnxruntime
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
     except ImportError as exc:
-        raise ConfigError(f"OCR needs rapidocr-onnxruntime, which ships its models: pip install "
-                          f"'rapidocr-onnxruntime>=1.4,<1.5' ({exc})") from None
+        raise ConfigError("ocr_missing", reason=str(exc)) from None
     models = Path(rapidocr_onnxruntime.__file__).parent / "models"
     missing = [file for file in (_DET_FILE, _REC_FILE) if not (models / file).is_file()]
     if missing:
-        raise ConfigError(f"rapidocr-onnxruntime at {models.parent} lacks {', '.join(missing)}; reinstall it")
+        raise ConfigError("ocr_models_missing", folder=models.parent, missing=", ".join(missing))
     return cv2, DBPostProcess, models
 
 

@@ -42,7 +42,7 @@ def vocab_path() -> Path:
         path = Path(folder) / "clip" / "vocab.txt"
         if path.is_file():
             return path
-    raise ModelError("cn_clip's clip/vocab.txt was not found; reinstall it with `pip install cn_clip`")
+    raise ModelError("vocab_missing")
 
 
 @functools.lru_cache(maxsize=1)

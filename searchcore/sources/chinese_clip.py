@@ -75,11 +75,10 @@ def choose_split(root: str | Path, split: str | None) -> str:
         if len(splits) == 1:
             return splits[0]
         if splits:
-            raise DatasetError(f"{root} holds several splits ({', '.join(splits)}); choose one with --split")
-        raise DatasetError(f"{root} holds no Chinese-CLIP split (no {{split}}{TSV_SUFFIX}, lmdb/{{split}}/imgs or "
-                           f"{{split}}{IMAGE_FEATURES_SUFFIX})")
+            raise DatasetError("dataset_several_splits", path=root, splits=", ".join(splits))
+        raise DatasetError("dataset_no_split", path=root, tsv=TSV_SUFFIX, features=IMAGE_FEATURES_SUFFIX)
     if split not in splits:
-        raise DatasetError(f"split {split!r} not found in {root}; found: {', '.join(splits) or 'none'}")
+        raise DatasetError("split_not_found", split=split, path=root, found=", ".join(splits) or "none")
     return split
 
 
@@ -88,7 +87,7 @@ def resolve_split(path: Path, split: str | None) -> tuple[Path, str]:
     if path.is_file() and path.name.endswith(TSV_SUFFIX):
         return path.parent, path.name[: -len(TSV_SUFFIX)]
     if not path.is_dir():
-        raise DatasetError(f"{path} is not a Chinese-CLIP dataset folder or a {{split}}{TSV_SUFFIX} file")
+        raise DatasetError("dataset_not_recognised", path=path, tsv=TSV_SUFFIX)
     return path, choose_split(path, split)
 
 
@@ -109,7 +108,7 @@ def split_source(root: Path, split: str) -> Source:
 def feature_source(path: Path, root: Path | None, split: str | None) -> Source:
     """A feature file's vectors, with their image bytes from the split's tsv and their captions where known."""
     if not path.is_file():
-        raise DatasetError(f"feature file {path} does not exist")
+        raise DatasetError("feature_file_missing", path=path)
     captions: Captions = {}
     problems: list[BadRecord] = []
     if root is not None and split is not None and texts_file(root, split).is_file():
@@ -129,8 +128,7 @@ def read_texts(root: Path, split: str) -> tuple[list[dict], list[BadRecord]]:
     """The {split}_texts.jsonl entries, with bad lines reported instead of raised."""
     path = texts_file(root, split)
     if not path.is_file():
-        raise DatasetError(f"{path.name} is missing from {root}: a Chinese-CLIP split pairs "
-                           f"{split}{TSV_SUFFIX} with {path.name}")
+        raise DatasetError("split_file_missing", name=path.name, path=root, split=split, tsv=TSV_SUFFIX)
     texts: list[dict] = []
     problems: list[BadRecord] = []
     for number, entry, reason in _json_lines(path, "text", _text_entry):
@@ -212,7 +210,7 @@ def lmdb_records(path: Path, captions: Captions) -> tuple[int | None, Iterator[R
     try:
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
     except lmdb.Error as exc:
-        raise DatasetError(f"cannot open LMDB {path}: {exc}") from exc
+        raise DatasetError("lmdb_unopenable", path=path, reason=str(exc)) from exc
     with env.begin() as txn:
         raw_total = txn.get(b"num_images")
     total = int(raw_total) if raw_total else None

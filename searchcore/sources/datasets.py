@@ -33,13 +33,12 @@ def open_source(path: str | Path, split: str | None = None, features: str | Path
     if features is not None:
         return feature_source(Path(features).expanduser(), path if path.is_dir() else None, split)
     if not path.exists():
-        raise DatasetError(f"{path} does not exist")
+        raise DatasetError("path_missing", path=path)
     if path.is_file() and not path.name.endswith(TSV_SUFFIX):
-        raise DatasetError(f"{path} is a file; give a dataset folder, a folder of images, or --features FILE")
+        raise DatasetError("dataset_is_file", path=path)
     if path.is_dir() and not find_splits(path):
         if split is not None:
-            raise DatasetError(f"{path} holds no Chinese-CLIP split (no *{TSV_SUFFIX}); drop --split to ingest it "
-                               "as a folder of images")
+            raise DatasetError("split_given_no_split", path=path, tsv=TSV_SUFFIX)
         return _folder_source(path, known)
     return split_source(*resolve_split(path, split))
 
@@ -54,7 +53,7 @@ def _folder_source(root: Path, known: Known | None) -> Source:
     found = scan_folder(root)
     recorded = known(str(root)) if known is not None else {}
     if not found and not recorded:
-        raise DatasetError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no Chinese-CLIP split")
+        raise DatasetError("folder_no_images", path=root, suffixes=", ".join(IMAGE_SUFFIXES))
     scan = FolderScan(str(root), gone={p: f.image_id for p, f in recorded.items() if p not in found})
     to_read: list[FileStat] = []
     for stat in found.values():

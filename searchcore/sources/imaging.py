@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from searchcore.errors import SearchcoreError
 from searchcore.stores.filters import naive_seconds
 
 # Decompression bombs are refused from the header's size, before any pixel is decoded: decode_image checks it
@@ -27,8 +28,8 @@ DATE_TIME, EXIF_IFD, DATE_TIME_ORIGINAL = 0x0132, 0x8769, 0x9003
 BIG = 4
 
 
-class ImageDecodeError(ValueError):
-    """The bytes are not an image this engine can use; the message says why."""
+class ImageDecodeError(SearchcoreError, ValueError):
+    """The bytes are not an image this engine can use; the kind says why."""
 
 
 @dataclass
@@ -52,18 +53,16 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
     """
     _register_formats()
     if not data:
-        raise ImageDecodeError("image data is empty (0 bytes)")
+        raise ImageDecodeError("image_empty")
     if max_bytes is not None and len(data) > max_bytes:
-        raise ImageDecodeError(f"image is {len(data) / 2**20:.1f} MB, over the store's limit of "
-                               f"{max_bytes / 2**20:.1f} MB")
+        raise ImageDecodeError("image_too_big", size_mb=len(data) / 2**20, limit_mb=max_bytes / 2**20)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > MAX_PIXELS:
-            raise ImageDecodeError(f"image claims {width}x{height} pixels, over the limit of {MAX_PIXELS} "
-                                   "(possible decompression bomb)")
+            raise ImageDecodeError("image_too_many_pixels", width=width, height=height, limit=MAX_PIXELS)
         fmt = image.format or "PNG"
         image.seek(0)  # the first frame of an animation
         drafted = False
@@ -82,19 +81,18 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image is too large to decode safely ({exc})") from None
+        raise ImageDecodeError("image_too_large_to_decode", reason=str(exc)) from None
     except UnidentifiedImageError:
-        raise ImageDecodeError("data is not an image of a known format") from None
+        raise ImageDecodeError("image_unknown_format") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageDecodeError(f"image is corrupt or truncated ({exc})") from None
+        raise ImageDecodeError("image_corrupt", reason=str(exc)) from None
     stored, stored_format = data, fmt
     if orientation != 1 or fmt not in BROWSER_FORMATS:
         buffer = io.BytesIO()
         rgb.save(buffer, format="JPEG", quality=95)
         stored, stored_format = buffer.getvalue(), "JPEG"
         if max_bytes is not None and len(stored) > max_bytes:
-            raise ImageDecodeError(f"image is {len(stored) / 2**20:.1f} MB once made upright and browser-ready, over "
-                                   f"the store's limit of {max_bytes / 2**20:.1f} MB")
+            raise ImageDecodeError("image_too_big_stored", size_mb=len(stored) / 2**20, limit_mb=max_bytes / 2**20)
     return DecodedImage(rgb, stored, stored_format, *full_size, hashlib.sha256(data).hexdigest(), taken)
 
 

@@ -36,7 +36,7 @@ class Filters:
         if end is not None:
             end += 86400  # until is inclusive: the whole of that day
         if start is not None and end is not None and start >= end:
-            raise QueryError(f"since ({since}) is after until ({until})")
+            raise QueryError("dates_reversed", since=since, until=until)
         return cls(parse_folder(folder), start, end)
 
     def __bool__(self) -> bool:
@@ -78,18 +78,18 @@ def parse_folder(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise QueryError("folder must be text, e.g. 2024/旅行")
+        raise QueryError("folder_not_text")
     folder = value.strip().replace("\\", "/").strip("/")
     if not folder:
         return None
     if len(folder) > MAX_FOLDER_CHARS:
-        raise QueryError(f"folder is longer than {MAX_FOLDER_CHARS} characters")
+        raise QueryError("folder_too_long", limit=MAX_FOLDER_CHARS)
     bad = sorted({ch for ch in folder if ch == '"' or unicodedata.category(ch).startswith("C")})
     if bad:
-        raise QueryError(f"folder contains characters a path cannot hold here: {', '.join(map(repr, bad))}")
+        raise QueryError("folder_bad_chars", chars=", ".join(map(repr, bad)))
     parts = folder.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise QueryError(f"folder must be a relative path inside the library's folder, got {value!r}")
+        raise QueryError("folder_not_relative", value=value)
     return "/".join(parts) + "/"
 
 
@@ -105,9 +105,9 @@ def parse_day(value: Any, name: str) -> int | None:
         try:
             day = dt.date.fromisoformat(value.strip()[:10])
         except ValueError:
-            raise QueryError(f"{name} must be a date as YYYY-MM-DD, got {value[:40]!r}") from None
+            raise QueryError("since_invalid" if name == "since" else "until_invalid", value=value[:40]) from None
     else:
-        raise QueryError(f"{name} must be a date as YYYY-MM-DD, got {value!r}")
+        raise QueryError("since_invalid" if name == "since" else "until_invalid", value=value)
     return naive_seconds(dt.datetime(day.year, day.month, day.day))
 
 

@@ -300,7 +300,7 @@ class SQLiteImageStore(_SqlImageStore):
             with self._cursor() as cur:
                 self._upgrade(cur, {r[1] for r in cur.execute(f"PRAGMA table_info({TABLE})").fetchall()})
         except sqlite3.Error as exc:
-            raise BackendUnavailableError(f"image database {self.path} cannot be opened: {exc}") from exc
+            raise BackendUnavailableError("image_db_unopenable", db=self.path, reason=str(exc)) from exc
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[Any]:
@@ -312,7 +312,7 @@ class SQLiteImageStore(_SqlImageStore):
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.rollback()
-                raise BackendUnavailableError(f"image database {self.path} failed: {exc}") from exc
+                raise BackendUnavailableError("image_db_failed", db=self.path, reason=str(exc)) from exc
             except BaseException:
                 self._conn.rollback()
                 raise
@@ -358,7 +358,7 @@ class MySQLImageStore(_SqlImageStore):
             "autocommit": False,
         }
         if not self._params["database"]:
-            raise ConfigError(f"database name missing in SEARCHCORE_DB_URL {_redact(url)}")
+            raise ConfigError("db_name_missing", url=_redact(url))
         self._label = f"MySQL at {self._params['host']}:{self._params['port']}/{self._params['database']}"
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=pool_size)
         with self._cursor() as cur:
@@ -378,7 +378,7 @@ class MySQLImageStore(_SqlImageStore):
         try:
             return pymysql.connect(**self._params)
         except pymysql.err.Error as exc:
-            raise BackendUnavailableError(f"image database {self._label} is unavailable: {exc}") from exc
+            raise BackendUnavailableError("image_db_unavailable", db=self._label, reason=str(exc)) from exc
 
     @contextlib.contextmanager
     def _cursor(self) -> Iterator[Any]:
@@ -400,8 +400,8 @@ class MySQLImageStore(_SqlImageStore):
             _close_quietly(conn)
             if isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InterfaceError)):
                 self.close()  # the pooled connections died with this one (a restart): the next call reconnects
-                raise BackendUnavailableError(f"image database {self._label} is unavailable: {exc}") from exc
-            raise BackendUnavailableError(f"image database {self._label} failed: {exc}") from exc
+                raise BackendUnavailableError("image_db_unavailable", db=self._label, reason=str(exc)) from exc
+            raise BackendUnavailableError("image_db_failed", db=self._label, reason=str(exc)) from exc
         except BaseException:
             _close_quietly(conn)
             raise
@@ -427,7 +427,7 @@ def open_image_store(db_url: str) -> ImageStore:
         return MySQLImageStore(db_url)
     if scheme in ("", "sqlite", "file"):
         return SQLiteImageStore(db_url)
-    raise ConfigError(f"unsupported SEARCHCORE_DB_URL scheme {scheme!r}: use a SQLite path or mysql://...")
+    raise ConfigError("db_url_scheme", scheme=scheme)
 
 
 def _close_quietly(conn: Any) -> None:

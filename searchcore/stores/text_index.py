@@ -30,20 +30,20 @@ class TextIndex:
     def __init__(self, vectors: MilvusVectorStore) -> None:
         self._store = vectors
         self._exists: dict[str, bool] = {}
-        self._unsupported: str | None | bool = False  # False: not asked yet; None: supported; str: why not
+        self._unsupported: UnsupportedError | None | bool = False  # False: not asked yet; None: supported
 
-    def unsupported(self) -> str | None:
-        """Why this Milvus cannot keep a text index (names the version needed), or None when it can."""
+    def unsupported(self) -> UnsupportedError | None:
+        """Why this Milvus cannot keep a text index (the version needed), or None when it can."""
         if self._unsupported is False:
             self._unsupported = None
             if self._store.server:
                 version = self._store.call("get the server version", self._store.client.get_server_version)
                 numbers = tuple(int(n) for n in re.findall(r"\d+", str(version))[:2])
                 if numbers < MIN_SERVER:
-                    self._unsupported = (f"keyword and hybrid search need Milvus {MIN_SERVER[0]}.{MIN_SERVER[1]} or "
-                                         f"newer for BM25 full-text search; the server at {self._store.uri} runs "
-                                         f"{version}. Semantic search works as before (--mode semantic)")
-        return self._unsupported if isinstance(self._unsupported, str) else None
+                    needed = f"{MIN_SERVER[0]}.{MIN_SERVER[1]}"
+                    self._unsupported = UnsupportedError("full_text_unsupported", needed=needed,
+                                                         uri=self._store.uri, version=str(version))
+        return self._unsupported if isinstance(self._unsupported, UnsupportedError) else None
 
     def exists(self, library: str) -> bool:
         """True when the library has a text index."""
@@ -71,7 +71,7 @@ class TextIndex:
         """Make the library's text index (a no-op when it exists); raises LibraryError where Milvus cannot."""
         why = self.unsupported()
         if why:
-            raise UnsupportedError(why)
+            raise why
         if self.exists(library):
             return
         from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -124,7 +124,7 @@ class TextIndex:
         """The images whose text best matches the query's words (BM25, jieba's segmentation), best first."""
         why = self.unsupported()
         if why:
-            raise UnsupportedError(why)
+            raise why
         if not self.exists(library):
             return []
         expression = filters.expression() if filters else ""

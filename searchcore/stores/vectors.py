@@ -154,10 +154,8 @@ class MilvusVectorStore:
                 return client
             except Exception as exc:
                 if _is_lock_error(exc) or _lite_file_locked(path):
-                    raise LibraryLockedError(
-                        f"library file {path} is open in another process; stop it or use a Milvus server URI"
-                    ) from exc
-                raise BackendUnavailableError(f"cannot open Milvus Lite file {path}: {exc}") from exc
+                    raise LibraryLockedError("library_locked", path=path) from exc
+                raise BackendUnavailableError("lite_unopenable", path=path, reason=str(exc)) from exc
         deadline = time.monotonic() + timeout
         delay = 0.5
         while True:
@@ -167,9 +165,8 @@ class MilvusVectorStore:
                 return MilvusClient(uri=self.uri, token=token, timeout=attempt)
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
-                    raise BackendUnavailableError(
-                        f"Milvus server {self.uri} is unavailable (retried for {timeout:g}s): {exc}; "
-                        "check SEARCHCORE_MILVUS_URI and that the server is running") from exc
+                    raise BackendUnavailableError("milvus_unavailable", uri=self.uri, timeout=timeout,
+                                                  reason=str(exc)) from exc
                 log.warning("Milvus server %s not ready (%s); retrying in %.1fs", self.uri, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 8)
@@ -190,7 +187,7 @@ class MilvusVectorStore:
             raise
         except Exception as exc:
             self._metas.clear()  # a restarted server reloads collections: check (and load) them again next call
-            raise BackendUnavailableError(f"vector store {self.uri} failed to {what}: {exc}") from exc
+            raise BackendUnavailableError("vector_store_failed", uri=self.uri, action=what, reason=str(exc)) from exc
 
     def _index_for(self) -> tuple[str, dict[str, Any]]:
         index = self.index
@@ -205,13 +202,11 @@ class MilvusVectorStore:
         meta = self.meta(library)
         if meta is None:
             if not create:
-                raise LibraryError(f"library {library!r} does not exist; ingest into it first")
+                raise LibraryError("library_missing_ingest", library=library)
             return self._create(library, model, dim)
         if meta.model != model or meta.dim != dim:
-            raise LibraryError(
-                f"library {library!r} was built with model {meta.model} ({meta.dim}-d); "
-                f"it cannot be used with {model} ({dim}-d). Use that model or another library name"
-            )
+            raise LibraryError("library_model_mismatch", library=library, model=meta.model, dim=meta.dim,
+                               wanted_model=model, wanted_dim=dim)
         self._load_copy(library, meta)
         return meta
 
@@ -288,10 +283,9 @@ class MilvusVectorStore:
         """Inner-product top-k for each query vector, best first; filters are applied inside the search."""
         meta = self.meta(library)
         if meta is None:
-            raise LibraryError(f"library {library!r} does not exist; ingest into it first")
+            raise LibraryError("library_missing_ingest", library=library)
         if filters and not meta.filterable:
-            raise LibraryError(f"library {library!r} was made before folder and date filters; run `searchcore "
-                               f"migrate --library {library}` once to add them (its images stay as they are)")
+            raise LibraryError("library_needs_migrate", library=library)
         queries = np.asarray(vectors, dtype=np.float32)
         copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
         # anything Milvus would refuse (a wrong dimension, a k out of range) goes to Milvus, which says why
@@ -530,7 +524,7 @@ class MilvusVectorStore:
 def _meta_from(library: str, desc: dict[str, Any]) -> LibraryMeta:
     props = desc.get("properties") or {}
     if "searchcore.model" not in props:
-        raise LibraryError(f"collection {PREFIX}{library} was not made by searchcore; refusing to use it")
+        raise LibraryError("collection_foreign", collection=f"{PREFIX}{library}")
     index = json.loads(props.get("searchcore.index", '{"type": "FLAT", "params": {}}'))
     fields = {f.get("name") for f in desc.get("fields") or []}
     return LibraryMeta(library, props["searchcore.model"], int(props["searchcore.dim"]), index["type"],

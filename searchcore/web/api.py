@@ -113,7 +113,11 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
 
     @api.exception_handler(SearchcoreError)
     async def searchcore_error(request: Request, exc: SearchcoreError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=_status(exc))
+        return _error_response(exc, _status(exc))
+
+    @api.exception_handler(_Refusal)
+    async def refusal(request: Request, exc: _Refusal) -> JSONResponse:
+        return _error_response(exc.error, exc.status)
 
     @api.post("/api/search", response_model=list[Hit], dependencies=[Depends(reader)], tags=["search"])
     def search(body: SearchRequest) -> list[Hit]:
@@ -136,7 +140,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
             with metrics.backend("get image"):
                 stored = engine.get_image(int(image_id), name)
         except QueryError as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise _Refusal(404, exc) from None
         return Response(stored.data, media_type=mime_type(stored.format),
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -301,6 +305,19 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class _Refusal(Exception):
+    """A SearchcoreError that a route answers with a status of its own instead of _status's."""
+
+    def __init__(self, status: int, error: SearchcoreError) -> None:
+        super().__init__(str(error))
+        self.status, self.error = status, error
+
+
+def _error_response(exc: SearchcoreError, status: int) -> JSONResponse:
+    """The English message as detail, beside the error's kind and fields (for a client's own wording)."""
+    return JSONResponse({"detail": str(exc), **exc.to_json()}, status_code=status)
+
+
 def _status(exc: SearchcoreError) -> int:
     if isinstance(exc, (BackendUnavailableError, LibraryLockedError)):
         return 503
@@ -313,7 +330,7 @@ def _library(name: str) -> str:
     try:
         return validate_library(name)
     except LibraryError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise _Refusal(400, exc) from None
 
 
 def _authenticate(access: Access, credentials: HTTPBasicCredentials | None) -> None:

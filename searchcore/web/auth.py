@@ -45,7 +45,7 @@ def read_credentials(entries: Sequence[str]) -> tuple[tuple[str, str], ...]:
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
-                raise ConfigError(f"cannot read auth file {path}: {exc.strerror}") from None
+                raise ConfigError("auth_file_unreadable", path=path, reason=exc.strerror) from None
             lines = [(f"{path} line {n}", line.strip()) for n, line in enumerate(text.splitlines(), 1)
                      if line.strip() and not line.strip().startswith("#")]
         else:
@@ -53,6 +53,6 @@ def read_credentials(entries: Sequence[str]) -> tuple[tuple[str, str], ...]:
         for where, line in lines:
             user, colon, password = line.partition(":")
             if not colon or not user or not password:
-                raise ConfigError(f"{where}: expected user:password")  # never echo what may be a password
+                raise ConfigError("auth_line_invalid", where=where)  # never echo what may be a password
             pairs.append((user, password))
     return tuple(pairs)

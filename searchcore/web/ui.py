@@ -105,7 +105,7 @@ class SearchApp:
             return [], None, ""
         try:
             filters = Filters.parse(folder=folder, since=since, until=until)
-            data = _read_upload(Path(path), lang)
+            data = _read_upload(Path(path))
             with self.metrics.search("image"):
                 results = self.engine.search_image(data, top_k, library or None, filters=filters or None)
         except SearchcoreError as exc:
@@ -288,11 +288,11 @@ class SearchApp:
             if source == SOURCE_UPLOAD:
                 report = self._ingest_uploads(uploads or [], library, report_progress, lang, ocr=ocr)
             elif source == SOURCE_FOLDER:
-                report = self._ingest(_path(image_folder, "what_image_folder", lang), None, library, report_progress,
-                                      sync=bool(sync), ocr=ocr)
+                folder = _path(image_folder, SearchcoreError("image_folder_first"))
+                report = self._ingest(folder, None, library, report_progress, sync=bool(sync), ocr=ocr)
             else:
-                report = self._ingest(_path(dataset_folder, "what_dataset_folder", lang), split or None, library,
-                                      report_progress, ocr=ocr)
+                folder = _path(dataset_folder, SearchcoreError("dataset_folder_first"))
+                report = self._ingest(folder, split or None, library, report_progress, ocr=ocr)
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return translate(lang, "ingest_failed", reason=_escape(error_text(lang, exc))), self.libraries(request)
@@ -309,9 +309,9 @@ class SearchApp:
     def _ingest_uploads(self, uploads: list[str], library: str, progress: Callable[[int, int | None], None],
                         lang: str, *, ocr: bool = False) -> IngestReport:
         if not uploads:
-            raise SearchcoreError(translate(lang, "choose_images"))
+            raise SearchcoreError("upload_none")
         if len(uploads) > MAX_UPLOAD_FILES:
-            raise SearchcoreError(translate(lang, "too_many_files", n=len(uploads), limit=MAX_UPLOAD_FILES))
+            raise SearchcoreError("upload_too_many", count=len(uploads), limit=MAX_UPLOAD_FILES)
         # A folder of its own per request, so concurrent uploads never see each other's files.
         with tempfile.TemporaryDirectory(prefix="searchcore-upload-") as tmp:
             names = {}
@@ -319,7 +319,7 @@ class SearchApp:
                 original = Path(upload)
                 suffix = original.suffix.lower() if original.suffix.lower() in IMAGE_SUFFIXES else ".img"
                 copy = f"{number:04d}{suffix}"
-                (Path(tmp) / copy).write_bytes(_read_upload(original, lang))
+                (Path(tmp) / copy).write_bytes(_read_upload(original))
                 names[copy] = original.name
             report = self._ingest(Path(tmp), None, library, progress, ocr=ocr, remember=False)
         skipped = [name for copy, name in names.items() if copy.endswith(".img")]
@@ -633,18 +633,18 @@ def _picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
     return picture
 
 
-def _read_upload(path: Path, lang: str = "en") -> bytes:
+def _read_upload(path: Path) -> bytes:
     try:
         if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise SearchcoreError(translate(lang, "too_big", name=path.name, mb=MAX_UPLOAD_BYTES // 2**20))
+            raise SearchcoreError("upload_too_big", name=path.name, limit_mb=MAX_UPLOAD_BYTES // 2**20)
         return path.read_bytes()
     except OSError as exc:
-        raise SearchcoreError(translate(lang, "unreadable", name=path.name, reason=exc.strerror)) from None
+        raise SearchcoreError("upload_unreadable", name=path.name, reason=exc.strerror) from None
 
 
-def _path(text: str | None, what: str, lang: str) -> Path:
+def _path(text: str | None, missing: SearchcoreError) -> Path:
     if not text or not text.strip():
-        raise SearchcoreError(translate(lang, "path_first", what=translate(lang, what)))
+        raise missing
     return Path(text.strip()).expanduser()
 
 

@@ -7,12 +7,11 @@ read the same table, so one key holds a string's two versions side by side.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import gradio as gr
 
-LANGUAGES = ("en", "zh")
+from searchcore.errors import LANGUAGES, SearchcoreError
 
 # key: (English, Chinese). Keys must not be one of Gradio's own top-level keys ("status", "label", "image",
 # "common", ...): the browser merges both tables, and a clash shows "[object Object]".
@@ -136,15 +135,7 @@ TEXT: dict[str, tuple[str, str]] = {
                        "；文件夹中缺少 {missing} 个文件（已保留；--sync 会移除）"),
     "seconds": (" ({seconds}s)", "（{seconds} 秒）"),
     "more_bad": ("… and {n} more (the CLI's --json lists all)", "…… 另有 {n} 个（命令行的 --json 会全部列出）"),
-    "choose_images": ("choose some images to upload first", "请先选择要上传的图片"),
-    "too_many_files": ("{n} files is over the limit of {limit} per upload",
-                       "{n} 个文件超过了每次上传 {limit} 个的上限"),
-    "too_big": ("{name} is over the upload limit of {mb} MB", "{name} 超过了 {mb} MB 的上传上限"),
-    "unreadable": ("cannot read the upload {name}: {reason}", "无法读取上传的文件 {name}：{reason}"),
     "not_image_name": ("not an image file name ({suffixes})", "不是图片文件名（{suffixes}）"),
-    "path_first": ("enter the {what}'s path first", "请先填写{what}的路径"),
-    "what_image_folder": ("image folder", "图片文件夹"),
-    "what_dataset_folder": ("dataset folder", "数据集文件夹"),
     "action_ingest": ("ingest", "导入"),
     "action_drop": ("drop", "删除"),
     "disabled": ("{action} is disabled: {reason}.", "{action}已停用：{reason}。"),
@@ -193,43 +184,6 @@ def translate(lang: str, key: str, **values: Any) -> str:
     return (pair[1] if lang == "zh" else pair[0]).format(**values)
 
 
-# The engine's messages a user meets in the app, in Chinese: (pattern of the English message, its translation
-# with the pattern's groups). A message not listed is shown as the engine wrote it.
-ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t in [
-    (r"^the query is empty", "搜索内容为空：请输入描述，例如 红色的圆形"),
-    (r"^the query must be text", "搜索内容必须是文字"),
-    (r"^top_k must be", "结果数必须是 1 到 1000 之间的整数"),
-    (r"^offset", "翻页超出范围：最多显示 1000 个结果"),
-    (r"^since must be a date as YYYY-MM-DD, got (.*)$", r"起始日期必须写成 YYYY-MM-DD，收到 \1"),
-    (r"^until must be a date as YYYY-MM-DD, got (.*)$", r"截止日期必须写成 YYYY-MM-DD，收到 \1"),
-    (r"^since \((.*)\) is after until \((.*)\)$", r"起始日期（\1）晚于截止日期（\2）"),
-    (r"^folder contains characters a path cannot hold here: (.*)$", r"文件夹中含有路径不能使用的字符：\1"),
-    (r"^folder must be a relative path inside the library's folder, got (.*)$",
-     r"文件夹必须是图库文件夹内的相对路径，收到 \1"),
-    (r"^folder is longer than (\d+) characters", r"文件夹路径超过 \1 个字符"),
-    (r"^folder must be text", "文件夹必须是文字，例如 2024/旅行"),
-    (r"^library '(.*)' does not exist or is empty", r"图库 \1 不存在或为空：请先在“建库”中导入图片"),
-    (r"^library '(.*)' does not exist", r"图库 \1 不存在"),
-    (r"^library '(.*)' was made before folder and date filters",
-     r"图库 \1 创建于筛选功能之前：请运行一次 searchcore migrate --library \1（图片和向量保持不变）"),
-    (r"^mode must be one of", "搜索方式必须是 semantic（语义）、keyword（关键词）或 hybrid（混合）"),
-    (r"^keyword and hybrid search need Milvus (\S+) or newer .*? runs (\S+)\.",
-     r"关键词和混合搜索需要支持 BM25 全文检索的 Milvus \1 或更新版本；当前服务器版本为 \2。语义搜索不受影响"),
-    (r"^the query image cannot be used: (.*)$", r"无法使用这张查询图片：\1"),
-    (r"^image (\d+) is not in library '(.*)'", r"图片 \1 不在图库 \2 中"),
-    (r"^(\S+) does not exist$", r"\1 不存在"),
-    (r"^(.*) holds no images", r"\1 中没有图片"),
-    (r"^threshold must be", "相似度阈值必须是大于 0、不超过 1 的数"),
-    (r"^(vector store|image database) (.*)", r"存储后端出错（\1）：\2"),
-]]
-
-
 def error_text(lang: str, exc: BaseException) -> str:
-    """An engine error's message in the request's language."""
-    message = str(exc)
-    if lang == "zh":
-        for pattern, chinese in ERRORS:
-            found = pattern.search(message)
-            if found:
-                return found.expand(chinese)
-    return message
+    """An error's message in the request's language: a SearchcoreError from its kind's table entry."""
+    return exc.render(lang) if isinstance(exc, SearchcoreError) else str(exc)
