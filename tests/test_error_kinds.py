@@ -1,0 +1,152 @@
+"""Errors with an identity: every error searchcore raises is a kind from one table, worded in both languages.
+
+The table is checked whole (both languages, the same fields), the source is scanned so that no raise can pass
+a bare message instead of a kind and its fields, and real errors from a real engine are rendered in both.
+"""
+
+from __future__ import annotations
+
+import ast
+import pickle
+import string
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from searchcore.engine import Engine
+from searchcore.errors import MESSAGES, LibraryError, QueryError, SearchcoreError
+from searchcore.web.api import create_app
+from searchcore.web.ui_text import error_text
+
+PACKAGE = Path(__file__).resolve().parent.parent / "searchcore"
+
+
+def fields(template: str) -> set[str]:
+    """The names a str.format template fills in."""
+    return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def has_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGES))
+def test_every_kind_is_worded_in_english_and_chinese(kind: str) -> None:
+    english, chinese = MESSAGES[kind]
+    assert english.strip() and english != chinese, f"{kind}: the English wording is missing"
+    assert has_chinese(chinese), f"{kind}: the Chinese wording is missing or not Chinese: {chinese!r}"
+    # The Chinese may leave a field out, but must not need one that a raise of the kind does not give.
+    assert fields(chinese) <= fields(english), f"{kind}: Chinese uses fields the English lacks"
+
+
+def error_classes(trees: dict[Path, ast.Module]) -> set[str]:
+    """Names of SearchcoreError and every class that derives from it, across the package."""
+    known = {"SearchcoreError"}
+    while True:
+        found = {node.name for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                 and any(isinstance(base, ast.Name) and base.id in known for base in node.bases)}
+        if found <= known:
+            return known
+        known |= found
+
+
+def kinds_named(node: ast.expr) -> list[str] | None:
+    """The kinds a kind argument can be: a string literal, or a conditional between two; None for anything else."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.IfExp):
+        body, orelse = kinds_named(node.body), kinds_named(node.orelse)
+        return body + orelse if body is not None and orelse is not None else None
+    return None
+
+
+def test_every_error_raised_in_searchcore_is_a_kind_with_its_fields() -> None:
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in sorted(PACKAGE.rglob("*.py"))}
+    classes = error_classes(trees)
+    problems, used = [], set()
+    for path, tree in trees.items():
+        where = path.relative_to(PACKAGE.parent)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Name) and node.exc.id in classes:
+                problems.append(f"{where}:{node.lineno}: raise {node.exc.id} without a kind")
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in classes):
+                continue
+            kinds = kinds_named(node.args[0]) if len(node.args) == 1 else None
+            if kinds is None:
+                problems.append(f"{where}:{node.lineno}: {node.func.id}(...) is given no literal kind: "
+                                f"{ast.unparse(node)[:100]}")
+                continue
+            given = {keyword.arg for keyword in node.keywords}
+            for kind in kinds:
+                used.add(kind)
+                if kind not in MESSAGES:
+                    problems.append(f"{where}:{node.lineno}: kind {kind!r} has no entry in errors.MESSAGES")
+                elif lacking := fields(MESSAGES[kind][0]) - given:
+                    problems.append(f"{where}:{node.lineno}: {kind} lacks the fields {sorted(lacking)}")
+    assert not problems, "\n".join(problems)
+    assert len(used) > 50, "the scan found too few raises: is it reading the package?"
+    assert not set(MESSAGES) - used, f"table entries no code raises: {sorted(set(MESSAGES) - used)}"
+
+
+def test_a_missing_library_from_a_real_engine_in_both_languages(engine: Engine) -> None:
+    with pytest.raises(LibraryError) as raised:
+        engine.search_text("红色的圆形", 5, library="nowhere")
+    error = raised.value
+    assert (error.kind, error.params) == ("library_empty", {"library": "nowhere"})
+    assert str(error) == "library 'nowhere' does not exist or is empty; ingest images into it first"
+    assert error_text("en", error) == str(error)
+    assert error_text("zh", error) == "图库 nowhere 不存在或为空：请先在“建库”中导入图片"
+
+
+@pytest.mark.parametrize("query, top_k, kind, params, english, chinese", [
+    ("   ", 5, "query_empty", {}, "the query is empty: type a description, e.g. 红色的圆形",
+     "搜索内容为空：请输入描述，例如 红色的圆形"),
+    ("猫", 5000, "top_k_range", {"max_top_k": 1000, "top_k": 5000}, "top_k must be from 1 to 1000, got 5000",
+     "结果数必须是 1 到 1000 之间的整数，收到 5000"),
+    ("猫", "many", "top_k_not_whole", {"max_top_k": 1000, "value": "many"},
+     "top_k must be a whole number from 1 to 1000, got 'many'", "结果数必须是 1 到 1000 之间的整数，收到 'many'"),
+])
+def test_a_bad_query_in_both_languages(engine: Engine, query: str, top_k: object, kind: str,
+                                       params: dict[str, object], english: str, chinese: str) -> None:
+    with pytest.raises(QueryError) as raised:
+        engine.search_text(query, top_k)
+    assert (raised.value.kind, raised.value.params) == (kind, params)
+    assert (raised.value.render("en"), raised.value.render("zh")) == (english, chinese)
+
+
+def test_an_error_inside_an_error_is_worded_in_the_same_language(engine: Engine) -> None:
+    with pytest.raises(QueryError) as raised:
+        engine.search_image(b"GIF89a but not really", 5)
+    assert str(raised.value) == "the query image cannot be used: data is not an image of a known format"
+    assert raised.value.render("zh") == "无法使用这张查询图片：数据不是已知格式的图片"
+    assert raised.value.to_json() == {"kind": "query_image_unusable", "params": {
+        "reason": {"kind": "image_unknown_format", "params": {}}}}
+
+
+def test_the_api_returns_the_kind_and_its_fields_beside_the_message(engine: Engine) -> None:
+    with TestClient(create_app(engine)) as http:
+        missing = http.post("/api/search", json={"text": "红色的圆形", "library": "nosuch"})
+        invalid = http.get("/api/images/bad_name__text/1")
+        date = http.post("/api/search", json={"text": "红色的圆形", "since": "2024-02-30"})
+    assert missing.status_code == 404 and missing.json() == {
+        "detail": "library 'nosuch' does not exist or is empty; ingest images into it first",
+        "kind": "library_empty", "params": {"library": "nosuch"}}
+    assert invalid.status_code == 400 and invalid.json()["kind"] == "library_name_reserved"
+    assert invalid.json()["params"] == {"name": "bad_name__text"}
+    assert date.status_code == 400 and date.json() == {
+        "detail": "since must be a date as YYYY-MM-DD, got '2024-02-30'", "kind": "since_invalid",
+        "params": {"value": "2024-02-30"}}
+
+
+def test_an_error_keeps_its_kind_through_pickling() -> None:
+    # A Ray worker's error crosses a process boundary pickled; the driver must see the same kind and fields.
+    error = LibraryError("image_not_in_library", image_id=7, library="photos")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is LibraryError
+    assert (copy.kind, copy.params, str(copy)) == (error.kind, error.params, "image 7 is not in library 'photos'")
+
+
+def test_a_kind_missing_from_the_table_is_refused_when_raised() -> None:
+    with pytest.raises(KeyError, match="no_such_kind"):
+        SearchcoreError("no_such_kind")
