@@ -196,8 +196,8 @@ class Engine:
         for feature_file in features.values():
             dim = feature_dim(feature_file)
             if dim is not None and dim != self.encoder.dim:
-                raise DatasetError(f"{feature_file} holds {dim}-dimensional features, but the model "
-                                   f"{self.encoder.name} makes {self.encoder.dim}: extract them with this model")
+                raise DatasetError("feature_dim_mismatch", path=feature_file, dim=dim, model=self.encoder.name,
+                                   model_dim=self.encoder.dim)
         return [SplitIngest(s, s in features, self.ingest(root, split=s, features=features.get(s), library=library,
                                                             progress=progress)) for s in splits]
 
@@ -208,7 +208,8 @@ class Engine:
             (Path(tmp) / f"upload{suffix if suffix in IMAGE_SUFFIXES else '.jpg'}").write_bytes(data)
             report = self.ingest(tmp, library=library, remember=False)
         if report.bad:
-            raise QueryError(f"{name or 'the upload'} is not an image this app can read: {report.bad[0].reason}")
+            raise QueryError("upload_not_image" if name else "unnamed_upload_not_image", name=name,
+                             reason=report.bad[0].reason)
         return folder_image_id(data)
 
     def _texts(self) -> TextIndex | None:

@@ -160,6 +160,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
                              "特征文件 {path} 不存在"),
     "split_file_missing": ("{name} is missing from {path}: a Chinese-CLIP split pairs {split}{tsv} with {name}",
                            "{path} 中缺少 {name}：Chinese-CLIP 数据划分的 {split}{tsv} 需要配有 {name}"),
+    "feature_dim_mismatch": ("{path} holds {dim}-dimensional features, but the model {model} makes {model_dim}: "
+                             "extract them with this model",
+                             "{path} 中的特征是 {dim} 维的，而模型 {model} 生成 {model_dim} 维：请用这个模型提取特征"),
     "lmdb_unopenable": ("cannot open LMDB {path}: {reason}",
                         "无法打开 LMDB {path}：{reason}"),
     "split_no_images": ("split {split!r} of {path} has no images (only features) to extract from",
@@ -273,6 +276,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "Lite file",
                            "searchcore watch 需要 Milvus 服务器地址（--milvus-uri http://host:19530）；使用 Lite 文件"
                            "时请运行 python app.py --watch {path}，因为应用和命令不能同时打开 Lite 文件"),
+    "upload_not_image": ("{name} is not an image this app can read: {reason}",
+                         "{name} 不是本应用能读取的图片：{reason}"),
+    "unnamed_upload_not_image": ("the upload is not an image this app can read: {reason}",
+                                 "上传的文件不是本应用能读取的图片：{reason}"),
     "upload_none": ("choose some images to upload first",
                     "请先选择要上传的图片"),
     "upload_too_many": ("{count} files is over the limit of {limit} per upload",
