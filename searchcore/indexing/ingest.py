@@ -122,7 +122,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
 
     features = source.kind == "features"
     prepared = prepared_batches(work, lambda w: w.record.data or b"", None if features else encoder, on_bad=bad,
-                                batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes)
+                                batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes,
+                                digest=lambda w: w.sha256)
     batches = (([_to_store(p, keep_picture=ocr is not None) for p in batch], pixels) for batch, pixels in prepared)
     words = _Words(texts, ocr, images, library) if texts is not None or ocr is not None else None
     if features:
@@ -250,7 +251,7 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                                             record.file))
                 tick(1)
                 continue
-            sha = hashlib.sha256(record.data).hexdigest()
+            sha = record.sha256 or hashlib.sha256(record.data).hexdigest()
             first = seen.get(record.image_id)
             if first is not None:
                 if first[0] != bytes.fromhex(sha[:16]):
