@@ -208,8 +208,7 @@ def tsv_record(line: int, file: str, raw: bytes, captions: Captions) -> Record:
     return image_record(line, file, key, value, captions)
 
 
-def tsv_records(path: Path, captions: Captions, workers: int = 1,
-                min_bytes: int = PARALLEL_MIN_BYTES) -> Iterator[Record]:
+def tsv_records(path: Path, captions: Captions, workers: int = 1, min_bytes: int | None = None) -> Iterator[Record]:
     """Every non-blank line of a tsv file as a Record, numbered from 1; workers as in parallel_records, for a
     file of at least min_bytes."""
 
@@ -219,7 +218,7 @@ def tsv_records(path: Path, captions: Captions, workers: int = 1,
                 if raw.strip():
                     yield number, raw, None
 
-    workers = workers if path.stat().st_size >= min_bytes else 1
+    workers = workers if path.stat().st_size >= _min_bytes(min_bytes) else 1
     return parallel_records(lines(), path.name, captions, workers)
 
 
@@ -249,6 +248,10 @@ def parallel_records(entries: Iterable[tuple[int, bytes, bytes | None]], file: s
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _min_bytes(asked: int | None) -> int:
+    return PARALLEL_MIN_BYTES if asked is None else asked
+
+
 def _parse_task(task: tuple[str, list[tuple[int, bytes, bytes | None]]]) -> list[Record]:
     return list(_parse_chunk(*task))
 
@@ -260,7 +263,7 @@ def _parse_chunk(file: str, entries: Iterable[tuple[int, bytes, bytes | None]]) 
 
 
 def lmdb_records(path: Path, captions: Captions, workers: int = 1,
-                 min_bytes: int = PARALLEL_MIN_BYTES) -> tuple[int | None, Iterator[Record]]:
+                 min_bytes: int | None = None) -> tuple[int | None, Iterator[Record]]:
     """The image count an LMDB records (if any) and its entries as Records; workers as in parallel_records,
     for a database of at least min_bytes."""
     import lmdb
@@ -283,7 +286,7 @@ def lmdb_records(path: Path, captions: Captions, workers: int = 1,
             env.close()
 
     with contextlib.suppress(OSError):
-        workers = workers if (path / "data.mdb").stat().st_size >= min_bytes else 1
+        workers = workers if (path / "data.mdb").stat().st_size >= _min_bytes(min_bytes) else 1
     return total, parallel_records(entries(), f"lmdb/{path.parent.name}/imgs", captions, workers)
 
 
