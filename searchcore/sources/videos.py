@@ -172,7 +172,9 @@ class _open:
         if not self.container.streams.video:
             kinds = sorted({stream.type for stream in self.container.streams})
             self.container.close()
-            raise VideoDecodeError(f"file has no video stream ({', '.join(kinds) or 'no streams'} only)")
+            if not kinds:
+                raise VideoDecodeError("file has no readable streams: not a video, or a corrupt one")
+            raise VideoDecodeError(f"file has no video stream ({', '.join(kinds)} only)")
         return self.container
 
     def __exit__(self, *exc: object) -> None:
