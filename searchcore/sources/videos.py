@@ -16,9 +16,10 @@ worst every frame when they are much further apart than the interval.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import logging
 import os
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,7 +30,6 @@ from PIL import Image
 
 from searchcore.sources.imaging import MAX_PIXELS
 
-log = logging.getLogger(__name__)
 
 # What a folder ingest treats as a video: the containers phones, cameras, screen recorders and downloads use.
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".3gp", ".mts", ".m2ts", ".ts",
@@ -73,8 +73,11 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 
 
 def sample_frames(path: str | os.PathLike[str], interval: float = DEFAULT_INTERVAL,
-                  max_side: int = DEFAULT_MAX_SIDE) -> FrameSampler:
+                  max_side: int = DEFAULT_MAX_SIDE, threads: int = 1) -> FrameSampler:
     """Frames at 0, interval, 2 x interval ... seconds, each upright and reduced to max_side (an iterable).
+
+    One decoder thread by default: ingest samples several videos at once, and FFmpeg's frame threads decode
+    frames past each sample that the next seek throws away (bench/bench_video.py measures both).
 
     Bad input raises VideoDecodeError: when the file is opened for a broken container, and at the end of the
     iteration for a video whose frames stop before its declared duration (the frames yielded before are real;
@@ -84,14 +87,14 @@ def sample_frames(path: str | os.PathLike[str], interval: float = DEFAULT_INTERV
         raise ValueError(f"the frame interval must be a positive number of seconds, not {interval}")
     if max_side < 16:
         raise ValueError(f"max_side must be at least 16 pixels, not {max_side}")
-    return FrameSampler(Path(path), float(interval), int(max_side))
+    return FrameSampler(Path(path), float(interval), int(max_side), max(1, int(threads)))
 
 
 class FrameSampler:
     """Iterates a video's sampled frames once; counts what it decoded, for tests and benchmarks."""
 
-    def __init__(self, path: Path, interval: float, max_side: int) -> None:
-        self.path, self.interval, self.max_side = path, interval, max_side
+    def __init__(self, path: Path, interval: float, max_side: int, threads: int = 1) -> None:
+        self.path, self.interval, self.max_side, self.threads = path, interval, max_side, threads
         self.info: VideoInfo | None = None
         self.decoded = 0  # frames the decoder produced, sampled or not
         self.seeks = 0
@@ -99,6 +102,8 @@ class FrameSampler:
     def __iter__(self) -> Iterator[VideoFrame]:
         with _open(self.path) as container:
             stream = container.streams.video[0]
+            if self.threads > 1:
+                stream.thread_type, stream.thread_count = "AUTO", self.threads
             self.info = info = _probe(container)
             keyframes = _keyframe_times(stream)
             start = _stream_start(stream)
@@ -149,36 +154,30 @@ class FrameSampler:
         return image.rotate(rotation, expand=True) if rotation else image
 
 
-class _open:
-    """av.open as a context manager that turns FFmpeg's failures into VideoDecodeError."""
+@contextlib.contextmanager
+def _open(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """av.open, turning FFmpeg's failures and files without a video stream into VideoDecodeError."""
+    import av
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.container: Any = None
-
-    def __enter__(self) -> Any:
-        import av
-
-        try:
-            size = self.path.stat().st_size
-        except OSError as exc:
-            raise VideoDecodeError(f"video cannot be read ({exc.strerror or exc})") from None
-        if size == 0:
-            raise VideoDecodeError("video file is empty (0 bytes)")
-        try:
-            self.container = av.open(str(self.path), metadata_errors="ignore")
-        except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"file is not a video of a known format ({_reason(exc)})") from None
-        if not self.container.streams.video:
-            kinds = sorted({stream.type for stream in self.container.streams})
-            self.container.close()
+    try:
+        size = Path(path).stat().st_size
+    except OSError as exc:
+        raise VideoDecodeError(f"video cannot be read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise VideoDecodeError("video file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError(f"file is not a video of a known format ({_reason(exc)})") from None
+    try:
+        if not container.streams.video:
+            kinds = sorted({stream.type for stream in container.streams})
             if not kinds:
                 raise VideoDecodeError("file has no readable streams: not a video, or a corrupt one")
             raise VideoDecodeError(f"file has no video stream ({', '.join(kinds)} only)")
-        return self.container
-
-    def __exit__(self, *exc: object) -> None:
-        self.container.close()
+        yield container
+    finally:
+        container.close()
 
 
 def _probe(container: Any) -> VideoInfo:
@@ -188,7 +187,6 @@ def _probe(container: Any) -> VideoInfo:
     width, height = stream.codec_context.width, stream.codec_context.height
     if width * height > MAX_PIXELS:
         raise VideoDecodeError(f"video claims {width}x{height} pixels a frame, over the limit of {MAX_PIXELS}")
-    deltas: set[int] = set()
     stamps: list[int] = []
     first = None
     try:
@@ -247,8 +245,6 @@ def _seek_first(keyframes: list[float], target: float, last: float) -> bool:
         return True  # behind the decoder: only a seek goes back
     if not keyframes:
         return True
-    from bisect import bisect_right
-
     before = bisect_right(keyframes, target + 1e-6) - 1
     return before >= 0 and keyframes[before] > last + 1e-6
 
