@@ -30,7 +30,6 @@ from PIL import Image
 
 from searchcore.sources.imaging import MAX_PIXELS
 
-
 # What a folder ingest treats as a video: the containers phones, cameras, screen recorders and downloads use.
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".3gp", ".mts", ".m2ts", ".ts",
                             ".mpg", ".mpeg", ".wmv", ".flv", ".ogv"})
