@@ -38,9 +38,9 @@ def doc_graph(text: str) -> Graph:
 
 
 def doc_modules(text: str) -> set[str]:
-    """Every module path (relative to searchcore/) in the doc's module table, the rows starting with `|`."""
-    rows = [line for line in text.splitlines() if line.startswith("|")]
-    return {name for row in rows for name in re.findall(r"`([\w/]+\.py)`", row)}
+    """Every module path (relative to searchcore/) in the module column of the doc's table rows."""
+    cells = [line.split("|")[2] for line in text.splitlines() if line.startswith("|") and line.count("|") > 3]
+    return {name for cell in cells for name in re.findall(r"`([\w/]+\.py)`", cell)}
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:
