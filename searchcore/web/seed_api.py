@@ -136,13 +136,14 @@ def seed_router(engine: Engine, metrics: Metrics, *, reader: Check, writer: Chec
         return f"Successfully dropped {name}"
 
     @router.post("/img/upload", dependencies=[write])
-    async def upload(image: UploadFile | None = FileField(None), url: str | None = None,
-                     table_name: str | None = None) -> str:
+    def upload(image: UploadFile | None = FileField(None), url: str | None = None,
+               table_name: str | None = None) -> str:
         """Add one image: an uploaded file, or a URL on a host SEARCHCORE_UPLOAD_URL_HOSTS allows."""
         name = library(table_name)
         limit = engine.max_image_bytes
         if image is not None:
-            data, filename = await image.read(limit + 1), image.filename or ""
+            # a plain def (run in the thread pool): encoding the image must not hold up the event loop
+            data, filename = image.file.read(limit + 1), image.filename or ""
         elif url:
             data, filename = _fetch(url, engine.settings.upload_url_hosts, limit), urlsplit(url).path
         else:
