@@ -109,7 +109,8 @@ def main() -> None:
     print(table(["asked", "image", "text", "RN50 text encode p50 ms"],
                 [[r["precision"], r["towers"]["image"], r["towers"]["text"], r["text_encode_p50_ms"]]
                  for r in latency]))
-    print(write_result(f"precision_{args.only}" if args.only else "precision", {"rankings": ranks, "query": latency, "machine": started}))
+    name = f"precision_{args.only}" if args.only else "precision"
+    print(write_result(name, {"rankings": ranks, "query": latency, "machine": started}))
 
 
 if __name__ == "__main__":
