@@ -87,48 +87,47 @@ class SearchApp:
                until: str = "", mode: str | None = MODE_DEFAULT, request: gr.Request | None = None) -> Shown:
         """Images for a description, best first, within the folder and date filters."""
         lang = language(request)
-        try:
-            filters = Filters.parse(folder=folder, since=since, until=until)
-            with self.metrics.search("text"):
-                results = self.engine.search_text(text, top_k, library or None, filters=filters or None,
-                                                  mode=None if mode in (None, "", MODE_DEFAULT) else mode)
-        except SearchcoreError as exc:
-            return _nothing(exc, lang)
-        what = translate(lang, "what_text", text=text.strip())
-        return self._shown(results, library, what, lang, filtered=bool(filters), query=text.strip())
+        chosen_mode = None if mode in (None, "", MODE_DEFAULT) else mode
+        return self._searched("text", (folder, since, until), library, lang, translate(lang, "what_text",
+                                                                                       text=text.strip()),
+                              lambda filters: self.engine.search_text(text, top_k, library or None, filters=filters,
+                                                                      mode=chosen_mode), query=text.strip())
 
     def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
                      since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
         """Images that look like an uploaded one."""
         lang = language(request)
         if not path:
-            _warn(lang, "upload_first")
-            return [], None, ""
+            return _nothing_asked(request, "upload_first")
         try:
-            filters = Filters.parse(folder=folder, since=since, until=until)
             data = _read_upload(Path(path), lang)
-            with self.metrics.search("image"):
-                results = self.engine.search_image(data, top_k, library or None, filters=filters or None)
         except SearchcoreError as exc:
             return _nothing(exc, lang)
-        return self._shown(results, library, translate(lang, "what_upload"), lang, filtered=bool(filters))
+        return self._searched("image", (folder, since, until), library, lang, translate(lang, "what_upload"),
+                              lambda filters: self.engine.search_image(data, top_k, library or None,
+                                                                       filters=filters))
 
     def more_like_this(self, image_id: str | None, top_k: float, library: str | None, folder: str = "",
                        since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
         """Images like one already in the library."""
-        lang = language(request)
         if not image_id:
-            _warn(lang, "click_first")
-            return [], None, ""
+            return _nothing_asked(request, "click_first")
+        lang = language(request)
+        return self._searched("similar", (folder, since, until), library, lang,
+                              translate(lang, "what_image", id=image_id),
+                              lambda filters: self.engine.search_similar(str(image_id).strip(), top_k,
+                                                                         library or None, filters=filters))
+
+    def _searched(self, kind: str, filter_fields: tuple[str, str, str], library: str | None, lang: str, what: str,
+                  run: Callable[[Filters | None], list[SearchResult]], query: str | None = None) -> Shown:
+        """The first page of a search run within the folder and date filters; a SearchcoreError is a warning."""
         try:
-            filters = Filters.parse(folder=folder, since=since, until=until)
-            with self.metrics.search("similar"):
-                results = self.engine.search_similar(str(image_id).strip(), top_k, library or None,
-                                                     filters=filters or None)
+            filters = Filters.parse(*filter_fields)
+            with self.metrics.search(kind):
+                results = run(filters or None)
         except SearchcoreError as exc:
             return _nothing(exc, lang)
-        what = translate(lang, "what_image", id=image_id)
-        return self._shown(results, library, what, lang, filtered=bool(filters))
+        return self._shown(results, library, what, lang, filtered=bool(filters), query=query)
 
     def next_page(self, state: dict[str, Any] | None, request: gr.Request | None = None) -> Shown:
         """The next PAGE_SIZE results of the last search."""
@@ -635,6 +634,12 @@ def _info(lang: str, key: str, **values: Any) -> None:
 
 def _nothing(exc: SearchcoreError, lang: str) -> Shown:
     _warn(lang, "failed", reason=exc)
+    return [], None, ""
+
+
+def _nothing_asked(request: gr.Request | None, key: str) -> Shown:
+    """No results, and a warning that says what to give first."""
+    _warn(language(request), key)
     return [], None, ""
 
 
