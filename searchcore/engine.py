@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 OCR_CHUNK = 32  # pictures `searchcore ocr` reads between writes
 EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
-PHOTO_EXAMPLES = ["海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
+FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: they suit photos
+    "海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 
 
 @dataclass
@@ -255,7 +256,7 @@ class Engine:
                 if 2 <= len(text) <= 16:
                     counts[text] = counts.get(text, 0) + 1
         ranked = sorted(counts, key=lambda t: (-counts[t], t))
-        return ranked[:n] if len(ranked) >= min(n, 3) else PHOTO_EXAMPLES[:n]
+        return ranked[:n] if len(ranked) >= min(n, 3) else FALLBACK_EXAMPLES[:n]
 
     def migrate(self, library: str | None = None) -> bool:
         """Give a library made before folder and date filters their fields, keeping every vector (nothing is

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from searchcore.errors import LibraryError, QueryError, UnsupportedError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from searchcore.stores.filters import Filters
+from searchcore.stores.filters import Filters, wall_clock
 from searchcore.stores.images import ImageStore
 from searchcore.stores.text_index import TextIndex, rrf
 from searchcore.stores.vectors import Hit, VectorStore
@@ -24,7 +23,8 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000  # results of one search in all, offset included (the gallery pages through them)
 MAX_QUERY_CHARS = 1000
-MODES = ("semantic", "keyword", "hybrid")
+Mode = Literal["semantic", "keyword", "hybrid"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
 
 
@@ -55,8 +55,8 @@ class SearchResult:
         """The CLI's --json shape."""
         return {"rank": self.rank, "image_id": self.image_id, "score": round(self.score, 6),
                 "captions": self.captions, "path": self.path or None,
-                "taken": None if self.taken is None else dt.datetime.fromtimestamp(self.taken, dt.UTC)
-                .strftime("%Y-%m-%dT%H:%M:%S"), "text": self.text}
+                "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
+                "text": self.text}
 
 
 def _whole_number(value: Any) -> int:

@@ -29,7 +29,7 @@ HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 HNSW_EF = 128
 IVF_NPROBE = 32  # Milvus's default of 10 gave recall@10 of 0.75 with nlist=1024
 ID_BATCH = 1000
-MAX_TOP_K = 16384  # Milvus's limit on a search's k
+MILVUS_MAX_K = 16384  # Milvus's own limit on a search's k (search.MAX_TOP_K is far below it)
 MAX_PATH_CHARS = 1024  # the `path` field's VARCHAR length (Milvus counts bytes: paths are cut to fit)
 ATTR_FIELDS = ("path", "taken")  # the scalar fields searches filter on
 Attrs = tuple[str, int]  # (relative path, taken) of one image; ("", 0) for dataset images
@@ -296,7 +296,7 @@ class MilvusVectorStore:
         copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
         # anything Milvus would refuse (a wrong dimension, a k out of range) goes to Milvus, which says why
         if copy is not None and meta.index == "FLAT" and queries.ndim == 2 and queries.shape[1] == meta.dim \
-                and 0 < top_k <= MAX_TOP_K:
+                and 0 < top_k <= MILVUS_MAX_K:
             found = copy.search(queries, top_k, filters.mask if filters else None)
             return [[Hit(i, s) for i, s in hits] for hits in found]
         self._load_copy(library, meta)

@@ -10,7 +10,6 @@ app.py only parses flags and launches.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import logging
 import math
@@ -25,35 +24,31 @@ import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
 
-from searchcore.engine import Engine
+from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates
+from searchcore.engine import FALLBACK_EXAMPLES, Engine
 from searchcore.errors import SearchcoreError
 from searchcore.indexing.ingest import IngestReport
-from searchcore.records import BadRecord
+from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
 from searchcore.search import MAX_TOP_K, MODES, SearchResult
 from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.sources.imaging import to_rgb
-from searchcore.stores.filters import Filters
+from searchcore.stores.filters import Filters, wall_clock
 from searchcore.web.auth import Access
 from searchcore.web.metrics import Metrics
-from searchcore.web.ui_text import I18N, error_text, language, translate
+from searchcore.web.ui_text import I18N, PAGE_SIZE, error_text, language, translate
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_FILES = 200
-PAGE_SIZE = 24
 DEFAULT_TOP_K = min(96, MAX_TOP_K)
 SEARCH_CONCURRENCY = 4
 THUMBNAIL = (384, 384)
-SHOWN_BAD_RECORDS = 50
 SHOWN_DUPLICATE_GROUPS = 50
 SHOWN_PER_GROUP = 8
-DEFAULT_THRESHOLD = 0.95
 MAX_HIT_TEXT = 2000  # OCR characters kept per hit and highlighted in the detail view
 MAX_QUERY_WORD = 64  # characters of a query word looked for in the OCR text
-# The fallback when a library cannot suggest its own examples: the demo's shapes.
-EXAMPLES = ["红色的圆形", "蓝色的正方形", "绿色的三角形", "黄色的圆形", "紫色的三角形", "黑色的正方形"]
 SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD = "Chinese-CLIP dataset", "Folder on the server", "Uploaded images"
 MODE_DEFAULT = "default"  # the library's own: hybrid when it has text (captions, OCR), else semantic
 LIBRARY_COLUMNS = ["column_library", "column_images", "column_model", "column_dim", "column_backend"]
@@ -158,7 +153,7 @@ class SearchApp:
         if stored.path:
             lines.append(f"- {translate(lang, 'detail_path')}{_escape(stored.path)}")
         if stored.taken:
-            lines.append(f"- {translate(lang, 'detail_taken')}{wall_clock(stored.taken)}")
+            lines.append(f"- {translate(lang, 'detail_taken')}{taken_text(stored.taken)}")
         if stored.source:
             lines.append(f"- {translate(lang, 'detail_source')}{_escape(stored.source)}")
         lines += [f"- {_escape(c)}" for c in stored.captions[:10]]
@@ -186,14 +181,14 @@ class SearchApp:
         return line
 
     def example_queries(self, library: str | None) -> list[str]:
-        """Queries that suit the library (frequent captions and words read in its pictures), else EXAMPLES."""
+        """Queries that suit the library (frequent captions and words read in its pictures), else FALLBACK_EXAMPLES."""
         try:
             with self.metrics.backend("examples"):
                 found = self.engine.example_queries(library or None)
         except SearchcoreError as exc:
             log.info("no example queries for library %s: %s", library, exc)
             found = []
-        return found or EXAMPLES
+        return found or FALLBACK_EXAMPLES
 
     def use_example(self, sample: list[str] | None) -> str:
         """The clicked example, for the query box."""
@@ -242,8 +237,6 @@ class SearchApp:
     def duplicates(self, library: str | None, threshold: float, request: gr.Request | None = None,
                    progress: gr.Progress = gr.Progress()) -> tuple[Gallery, str]:
         """Groups of near-identical images, each image captioned "group N · id · score"."""
-        from searchcore.duplicates import find_duplicates  # the exact all-pairs scan: loaded when first asked for
-
         lang = language(request)
         name = library or self.engine.settings.library
         try:
@@ -425,8 +418,8 @@ def _search_tab(app: SearchApp) -> _Chosen:
                                scale=1, elem_id="since")
             until = gr.Textbox("", label=I18N("until_label"), placeholder="2024-12-31", info=I18N("date_info"),
                                scale=1, elem_id="until")
-        examples = gr.Dataset(components=[query], samples=[[q] for q in EXAMPLES], label=I18N("examples_label"),
-                              elem_id="examples")
+        examples = gr.Dataset(components=[query], samples=[[q] for q in FALLBACK_EXAMPLES],
+                              label=I18N("examples_label"), elem_id="examples")
         library_view = (app.library_view, library, [library_info, examples])
         library.change(*library_view, api_visibility="private")
         with gr.Accordion(I18N("image_accordion"), open=False):
@@ -548,7 +541,7 @@ def caption(hit: dict[str, Any]) -> str:
     if hit["path"]:
         parts.append(hit["path"])
     if hit["taken"]:
-        parts.append(wall_clock(hit["taken"]))
+        parts.append(taken_text(hit["taken"]))
     if hit["caption"]:
         parts.append(hit["caption"])
     return " · ".join(parts)
@@ -609,9 +602,9 @@ def highlight(text: str, query: str) -> str:
     return "".join(out)
 
 
-def wall_clock(seconds: int) -> str:
-    """Naive wall-clock seconds (as EXIF gives them, no time zone) as YYYY-MM-DD HH:MM."""
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M")
+def taken_text(seconds: int) -> str:
+    """When a picture was taken (naive wall-clock seconds, as EXIF gives them) as YYYY-MM-DD HH:MM."""
+    return wall_clock(seconds).strftime("%Y-%m-%d %H:%M")
 
 
 def _hit(result: SearchResult) -> dict[str, Any]:
