@@ -10,10 +10,10 @@ app.py only parses flags and launches.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +28,8 @@ from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from searchcore.engine import FALLBACK_EXAMPLES, Engine
 from searchcore.errors import SearchcoreError
 from searchcore.indexing.ingest import IngestReport
-from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
+from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, ingest_uploads, read_upload
+from searchcore.records import SHOWN_BAD_RECORDS
 from searchcore.search import MAX_TOP_K, MODES, SearchResult
 from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
@@ -40,8 +41,6 @@ from searchcore.web.ui_text import I18N, PAGE_SIZE, error_text, language, transl
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 20 * 2**20
-MAX_UPLOAD_FILES = 200
 DEFAULT_TOP_K = min(96, MAX_TOP_K)
 SEARCH_CONCURRENCY = 4
 THUMBNAIL = (384, 384)
@@ -95,7 +94,7 @@ class SearchApp:
         if not path:
             return _nothing_asked(request, "upload_first")
         try:
-            data = _read_upload(Path(path), lang)
+            data = read_upload(Path(path))
         except SearchcoreError as exc:
             return _nothing(exc, lang)
         return self._searched("image", (folder, since, until), library, lang, translate(lang, "what_upload"),
@@ -277,51 +276,23 @@ class SearchApp:
         lang = language(request)
         self._require_write("action_ingest", lang)
         report_progress = _throttled(progress, lang, "ingesting", "images_unit")
+        name, ocr = library.strip() or None, bool(ocr)
         try:
             if source == SOURCE_UPLOAD:
-                report = self._ingest_uploads(uploads or [], library, report_progress, lang, ocr=ocr)
+                run = functools.partial(ingest_uploads, self.engine, uploads or [], name, ocr=ocr)
             elif source == SOURCE_FOLDER:
-                report = self._ingest(_path(image_folder, "what_image_folder", lang), None, library, report_progress,
-                                      sync=bool(sync), ocr=ocr)
+                run = functools.partial(self.engine.ingest, _path(image_folder, "what_image_folder", lang),
+                                        library=name, sync=bool(sync), ocr=ocr)
             else:
-                report = self._ingest(_path(dataset_folder, "what_dataset_folder", lang), split or None, library,
-                                      report_progress, ocr=ocr)
+                run = functools.partial(self.engine.ingest, _path(dataset_folder, "what_dataset_folder", lang),
+                                        split=split or None, library=name, ocr=ocr)
+            with self.metrics.backend("ingest"):
+                report = run(progress=report_progress)
+            self.metrics.ingested(report)
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return translate(lang, "ingest_failed", reason=_escape(error_text(lang, exc))), self.libraries(request)
         return summary(report, lang), self.libraries(request)
-
-    def _ingest(self, path: Path, split: str | None, library: str, progress: Callable[[int, int | None], None],
-                *, sync: bool = False, ocr: bool = False, remember: bool = True) -> IngestReport:
-        with self.metrics.backend("ingest"):
-            report = self.engine.ingest(path, split=split, library=library.strip() or None, progress=progress,
-                                        sync=sync, ocr=bool(ocr), remember=remember)
-        self.metrics.ingested(report)
-        return report
-
-    def _ingest_uploads(self, uploads: list[str], library: str, progress: Callable[[int, int | None], None],
-                        lang: str, *, ocr: bool = False) -> IngestReport:
-        if not uploads:
-            raise SearchcoreError(translate(lang, "choose_images"))
-        if len(uploads) > MAX_UPLOAD_FILES:
-            raise SearchcoreError(translate(lang, "too_many_files", n=len(uploads), limit=MAX_UPLOAD_FILES))
-        # A folder of its own per request, so concurrent uploads never see each other's files.
-        with tempfile.TemporaryDirectory(prefix="searchcore-upload-") as tmp:
-            names = {}
-            for number, upload in enumerate(uploads, 1):
-                original = Path(upload)
-                suffix = original.suffix.lower() if original.suffix.lower() in IMAGE_SUFFIXES else ".img"
-                copy = f"{number:04d}{suffix}"
-                (Path(tmp) / copy).write_bytes(_read_upload(original, lang))
-                names[copy] = original.name
-            report = self._ingest(Path(tmp), None, library, progress, ocr=ocr, remember=False)
-        skipped = [name for copy, name in names.items() if copy.endswith(".img")]
-        for bad in report.bad:
-            bad.file = names.get(bad.file, bad.file)
-        if skipped:
-            reason = translate(lang, "not_image_name", suffixes=", ".join(IMAGE_SUFFIXES))
-            report.bad += [BadRecord(0, reason, name) for name in skipped]
-        return report
 
     def libraries(self, request: gr.Request | None = None) -> list[list[Any]]:
         """The library table: name, image count, model, dimension, backends."""
@@ -552,7 +523,9 @@ def summary(report: IngestReport, lang: str = "en") -> str:
     lines = [_escape(_report_line(report, lang))]
     for bad in report.bad[:SHOWN_BAD_RECORDS]:
         where = f"{bad.file}:{bad.line}" if bad.line else bad.file
-        lines.append(f"- {_escape(where)}: {_escape(bad.reason)}")
+        reason = bad.reason if bad.reason != NOT_PICTURE else translate(lang, "not_image_name",
+                                                                         suffixes=", ".join(IMAGE_SUFFIXES))
+        lines.append(f"- {_escape(where)}: {_escape(reason)}")
     if len(report.bad) > SHOWN_BAD_RECORDS:
         lines.append("- " + translate(lang, "more_bad", n=len(report.bad) - SHOWN_BAD_RECORDS))
     return "\n".join(lines)
@@ -645,15 +618,6 @@ def _picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
     if size is not None:
         picture.thumbnail(size)
     return picture
-
-
-def _read_upload(path: Path, lang: str = "en") -> bytes:
-    try:
-        if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise SearchcoreError(translate(lang, "too_big", name=path.name, mb=MAX_UPLOAD_BYTES // 2**20))
-        return path.read_bytes()
-    except OSError as exc:
-        raise SearchcoreError(translate(lang, "unreadable", name=path.name, reason=exc.strerror)) from None
 
 
 def _path(text: str | None, what: str, lang: str) -> Path:

@@ -12,6 +12,8 @@ from typing import Any
 
 import gradio as gr
 
+from searchcore.indexing.uploads import UploadRefused
+
 LANGUAGES = ("en", "zh")
 PAGE_SIZE = 24  # results on one gallery page (the top-k slider's info names it)
 
@@ -227,6 +229,8 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
 
 def error_text(lang: str, exc: BaseException) -> str:
     """An engine error's message in the request's language."""
+    if isinstance(exc, UploadRefused):
+        return translate(lang, exc.problem, **exc.fields)
     message = str(exc)
     if lang == "zh":
         for pattern, chinese in ERRORS:
