@@ -11,7 +11,6 @@ app.py only parses flags and launches.
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ from searchcore.records import SHOWN_BAD_RECORDS
 from searchcore.search import MAX_TOP_K, MODES, SearchResult
 from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
-from searchcore.sources.imaging import to_rgb
+from searchcore.sources.imaging import stored_picture
 from searchcore.stores.filters import Filters, wall_clock
 from searchcore.web.auth import Access
 from searchcore.web.metrics import Metrics
@@ -158,7 +157,7 @@ class SearchApp:
         lines += [f"- {_escape(c)}" for c in stored.captions[:10]]
         if stored.text:
             lines += ["", translate(lang, "detail_text"), "", highlight(stored.text, state.get("query") or "")]
-        return _picture(stored.data), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
+        return stored_picture(stored.data), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
 
     def library_view(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         """The library line and the example queries, for the library now chosen."""
@@ -223,7 +222,7 @@ class SearchApp:
             return _nothing(exc, lang)
         # An image deleted since the search is left out.
         shown = [first + n for n, h in enumerate(on_page) if h["image_id"] in stored]
-        gallery = [(_picture(stored[hits[i]["image_id"]].data, THUMBNAIL), caption(hits[i])) for i in shown]
+        gallery = [(stored_picture(stored[hits[i]["image_id"]].data, THUMBNAIL), caption(hits[i])) for i in shown]
         status = translate(lang, "results_line", n=len(hits), what=_escape(state["what"]),
                            library=_escape(state["library"]))
         if pages > 1:
@@ -250,7 +249,7 @@ class SearchApp:
         level = f"{float(threshold):.2f}"
         if not groups:
             return [], translate(lang, "no_duplicates", library=_escape(name), threshold=level)
-        gallery = [(_picture(stored[i].data, THUMBNAIL),
+        gallery = [(stored_picture(stored[i].data, THUMBNAIL),
                     translate(lang, "duplicate_caption", group=n, id=i, score=f"{group.min_score:.3f}"))
                    for n, group in enumerate(shown, 1) for i in group.images[:SHOWN_PER_GROUP] if i in stored]
         status = translate(lang, "duplicates_line", groups=len(groups), library=_escape(name), threshold=level)
@@ -607,17 +606,6 @@ def _nothing_asked(request: gr.Request | None, key: str) -> Shown:
     """No results, and a warning that says what to give first."""
     _warn(language(request), key)
     return [], None, ""
-
-
-def _picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
-    """Stored bytes → an RGB picture in memory (a thumbnail when size is given)."""
-    image = Image.open(io.BytesIO(data))
-    if size is not None:
-        image.draft("RGB", size)  # JPEG decodes at a reduced scale: much faster for big photos
-    picture = to_rgb(image)
-    if size is not None:
-        picture.thumbnail(size)
-    return picture
 
 
 def _path(text: str | None, what: str, lang: str) -> Path:
