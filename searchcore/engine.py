@@ -7,11 +7,9 @@ methods; tests build one over the tiny model and real embedded stores.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,29 +18,21 @@ import numpy as np
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import LibraryError, QueryError, SearchcoreError
-from searchcore.ids import chunks
 from searchcore.indexing.ingest import IngestReport, Progress, ingest
-from searchcore.indexing.pipeline import prepared_batches
+from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
 from searchcore.models.encoder import Encoder, load_encoder
-from searchcore.records import BadRecord
 from searchcore.search import SearchResult
 from searchcore.sources.datasets import open_source
-from searchcore.sources.imaging import ImageDecodeError, decode_image
 from searchcore.stores.factory import open_vector_store
 from searchcore.stores.filters import Filters
 from searchcore.stores.images import ImageStore, StoredImage, open_image_store
-from searchcore.stores.text_index import TextIndex, image_text
+from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
 
 if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader
 
 log = logging.getLogger(__name__)
-OCR_CHUNK = 32  # pictures `searchcore ocr` reads between writes
-EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
-FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: they suit photos
-    "海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
-
 
 @dataclass
 class LibraryInfo:
@@ -70,52 +60,6 @@ class LibraryInfo:
         if self.encoder is not None:
             data["encoder"] = self.encoder
         return data
-
-
-@dataclass
-class OcrReport:
-    """What `searchcore ocr` did: pictures read (and how many had words), skipped as read before, and bad."""
-
-    library: str
-    read: int = 0
-    with_text: int = 0
-    skipped: int = 0
-    bad: list[BadRecord] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        """One line for the CLI."""
-        return (f"library {self.library}: read {self.read} pictures ({self.with_text} with words), {self.skipped} "
-                f"read before, {len(self.bad)} bad ({self.seconds:.1f}s)")
-
-    def to_json(self) -> dict[str, Any]:
-        """The CLI's --json shape."""
-        return {"library": self.library, "read": self.read, "with_text": self.with_text, "skipped": self.skipped,
-                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
-
-
-@dataclass
-class CheckReport:
-    """Differences between the two stores, and what a repair did about them."""
-
-    library: str
-    images: int
-    vectors: int
-    missing_vectors: list[int]
-    orphan_vectors: list[int]
-    repaired: bool = False
-    copy_problem: str | None = None  # how the in-process exact copy (Lite) differed from Milvus; it was reloaded
-
-    @property
-    def consistent(self) -> bool:
-        """True when both stores hold exactly the same ids and the exact copy agreed with Milvus."""
-        return not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
-
-    def to_json(self) -> dict[str, Any]:
-        """The CLI's --json shape."""
-        return {"library": self.library, "images": self.images, "vectors": self.vectors,
-                "missing_vectors": self.missing_vectors[:1000], "orphan_vectors": self.orphan_vectors[:1000],
-                "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
 class Engine:
@@ -191,36 +135,8 @@ class Engine:
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
-        started = time.perf_counter()
-        reader, texts, target = self.ocr_reader(), self._texts(), self.encoder.resolution
-        report = OcrReport(name)
-        ids = list(self.images.ids(name))
-        for chunk in chunks(iter(ids), OCR_CHUNK):
-            todo = [m for m in self.images.get_meta_many(name, chunk).values() if m.text is None]
-            report.skipped += len(chunk) - len(todo)
-            stored = self.images.get_many(name, [m.image_id for m in todo])
-            pictures, kept = [], []
-            for meta in todo:
-                try:
-                    # decoded as ingest decodes it, so the same picture is read (and the same words come out)
-                    pictures.append(decode_image(stored[meta.image_id].data, target=target).image)
-                    kept.append(meta)
-                except (ImageDecodeError, KeyError) as exc:
-                    report.bad.append(BadRecord(0, f"image {meta.image_id}: {exc}"))
-            read = reader.read_many(pictures)
-            self.images.set_texts(name, {m.image_id: (r.text, r.confidence) for m, r in zip(kept, read)})
-            if texts is not None:
-                texts.upsert(name, [m.image_id for m in kept], [image_text(m.captions, r.text)
-                                                               for m, r in zip(kept, read)],
-                             [(m.path, m.taken) for m in kept])
-            report.read += len(kept)
-            report.with_text += sum(bool(r.text) for r in read)
-            if progress is not None:
-                progress(report.read + report.skipped + len(report.bad), len(ids))
-        if texts is not None:
-            texts.flush(name)
-        report.seconds = time.perf_counter() - started
-        return report
+        return read_words(self.images, name, self.ocr_reader(), self._texts(), self.encoder.resolution,
+                          progress=progress)
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                     filters: Filters | None = None, mode: str | None = None) -> list[SearchResult]:
@@ -247,16 +163,7 @@ class Engine:
     def example_queries(self, library: str | None = None, n: int = 6) -> list[str]:
         """Queries to offer as examples: the library's most frequent short captions or OCR lines, else a few
         that suit photos."""
-        name = self._library(library)
-        counts: dict[str, int] = {}
-        ids = list(itertools.islice(self.images.ids(name), EXAMPLE_SAMPLE))
-        for meta in self.images.get_meta_many(name, ids).values():
-            texts = list(meta.captions) + ((meta.text or "").splitlines())
-            for text in {t.strip() for t in texts}:
-                if 2 <= len(text) <= 16:
-                    counts[text] = counts.get(text, 0) + 1
-        ranked = sorted(counts, key=lambda t: (-counts[t], t))
-        return ranked[:n] if len(ranked) >= min(n, 3) else FALLBACK_EXAMPLES[:n]
+        return search_mod.example_queries(self.images, self._library(library), n)
 
     def migrate(self, library: str | None = None) -> bool:
         """Give a library made before folder and date filters their fields, keeping every vector (nothing is
@@ -319,33 +226,11 @@ class Engine:
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
-        copy_problem = self.vectors.check_copy(name)
-        image_ids = set(self.images.ids(name))
-        vector_ids = set(self.vectors.ids(name))
-        report = CheckReport(name, len(image_ids), len(vector_ids), sorted(image_ids - vector_ids),
-                             sorted(vector_ids - image_ids), copy_problem=copy_problem)
+        report = compare_stores(self.images, self.vectors, name)
         if repair and not report.consistent:
-            self.vectors.delete(name, report.orphan_vectors)
-            for chunk in chunks(report.missing_vectors, 64):
-                self._reencode(name, chunk)
-            self.vectors.flush(name)
-            report.repaired = True
+            repair_vectors(report, self.images, self.vectors, self.encoder, batch_size=self.settings.batch_size,
+                           workers=self.settings.workers)
         return report
-
-    def _reencode(self, library: str, ids: list[int]) -> None:
-        """Encode stored images again; one that no longer decodes is removed."""
-
-        def undecodable(image: StoredImage, reason: str) -> None:
-            log.warning("library %s: stored image %d cannot be decoded (%s); removing it", library, image.image_id,
-                        reason)
-            self.images.delete_many(library, [image.image_id])
-
-        stored = self.images.get_many(library, ids).values()
-        batches = prepared_batches(stored, lambda image: image.data, self.encoder, on_bad=undecodable,
-                                   batch_size=self.settings.batch_size, workers=self.settings.workers)
-        for batch, vectors in self.encoder.encode_pixel_batches(batches):
-            self.vectors.upsert(library, [prepared.item.image_id for prepared in batch], vectors,
-                                [(prepared.item.path, prepared.item.taken) for prepared in batch])
 
     # What evaluation and health checks read, so no front end reaches into the stores.
 

@@ -24,12 +24,12 @@ from fastapi import FastAPI
 from PIL import Image
 
 from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates
-from searchcore.engine import FALLBACK_EXAMPLES, Engine
+from searchcore.engine import Engine
 from searchcore.errors import SearchcoreError
 from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, ingest_uploads, read_upload
 from searchcore.records import SHOWN_BAD_RECORDS
-from searchcore.search import MAX_TOP_K, MODES, SearchResult
+from searchcore.search import FALLBACK_EXAMPLES, MAX_TOP_K, MODES, SearchResult
 from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.sources.imaging import stored_picture
