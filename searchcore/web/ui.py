@@ -79,12 +79,11 @@ class SearchApp:
     def search(self, text: str, top_k: float, library: str | None, folder: str = "", since: str = "",
                until: str = "", mode: str | None = MODE_DEFAULT, request: gr.Request | None = None) -> Shown:
         """Images for a description, best first, within the folder and date filters."""
-        lang = language(request)
-        chosen_mode = None if mode in (None, "", MODE_DEFAULT) else mode
-        return self._searched("text", (folder, since, until), library, lang, translate(lang, "what_text",
-                                                                                       text=text.strip()),
-                              lambda filters: self.engine.search_text(text, top_k, library or None, filters=filters,
-                                                                      mode=chosen_mode), query=text.strip())
+        lang, query = language(request), text.strip() if isinstance(text, str) else ""  # the engine says why not
+        chosen = None if mode in (None, "", MODE_DEFAULT) else mode
+        what = translate(lang, "what_text", text=query)
+        return self._searched("text", (folder, since, until), library, lang, what, lambda filters: (
+            self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen)), query=query)
 
     def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
                      since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
