@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport, Progress, ingest
 from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
+from searchcore.indexing.uploads import ingest_uploads
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
@@ -127,6 +129,12 @@ class Engine:
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
                       ocr=reader)
+
+    def ingest_uploads(self, uploads: Sequence[str | Path], library: str | None = None, *,
+                       progress: Progress | None = None, ocr: bool = False) -> IngestReport:
+        """Ingest uploaded image files (within the upload limits of indexing/uploads.py) into a library."""
+        return ingest_uploads(uploads, lambda folder: self.ingest(folder, library=library, progress=progress,
+                                                                  ocr=ocr, remember=False))
 
     def ingest_dataset(self, path: str | Path, *, library: str | None = None,
                        progress: Progress | None = None) -> list[SplitIngest]:

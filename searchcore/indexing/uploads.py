@@ -7,17 +7,14 @@ how large, which names count as pictures) lives here, not in one front end.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from searchcore.errors import QueryError
-from searchcore.indexing.ingest import IngestReport, Progress
+from searchcore.indexing.ingest import IngestReport
 from searchcore.records import BadRecord
 from searchcore.sources.datasets import IMAGE_SUFFIXES, is_picture
-
-if TYPE_CHECKING:  # the engine builds on indexing, never the other way round
-    from searchcore.engine import Engine
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_FILES = 200
@@ -45,10 +42,10 @@ def read_upload(path: Path) -> bytes:
                             reason=exc.strerror) from None
 
 
-def ingest_uploads(engine: Engine, uploads: Sequence[str | Path], library: str | None = None, *,
-                   progress: Progress | None = None, ocr: bool = False) -> IngestReport:
-    """Ingest uploaded files into a library; bad records name the uploaded files, and a file whose name is not
-    a picture's is reported bad (NOT_PICTURE) rather than read."""
+def ingest_uploads(uploads: Sequence[str | Path], ingest_folder: Callable[[Path], IngestReport]) -> IngestReport:
+    """Copy uploaded files into a temporary folder and ingest it with ingest_folder (the engine's, which records
+    no file of it); bad records name the uploaded files, and a file whose name is not a picture's is reported
+    bad (NOT_PICTURE) rather than read."""
     if not uploads:
         raise UploadRefused("choose_images", "choose some images to upload first")
     if len(uploads) > MAX_UPLOAD_FILES:
@@ -63,8 +60,7 @@ def ingest_uploads(engine: Engine, uploads: Sequence[str | Path], library: str |
             copy = f"{number:04d}{suffix if is_picture(suffix) else '.img'}"
             (Path(tmp) / copy).write_bytes(read_upload(original))
             names[copy] = original.name
-        # remember=False: no re-scan will ever see this folder again
-        report = engine.ingest(tmp, library=library, progress=progress, ocr=ocr, remember=False)
+        report = ingest_folder(Path(tmp))
     for bad in report.bad:
         bad.file = names.get(bad.file, bad.file)
     report.bad += [BadRecord(0, NOT_PICTURE, name) for copy, name in names.items() if copy.endswith(".img")]

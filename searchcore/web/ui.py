@@ -27,7 +27,7 @@ from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from searchcore.engine import Engine
 from searchcore.errors import SearchcoreError
 from searchcore.indexing.ingest import IngestReport
-from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, ingest_uploads, read_upload
+from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, read_upload
 from searchcore.records import SHOWN_BAD_RECORDS
 from searchcore.search import FALLBACK_EXAMPLES, MAX_TOP_K, MODES, SearchResult
 from searchcore.sources.chinese_clip import find_splits
@@ -277,7 +277,7 @@ class SearchApp:
         name, ocr = library.strip() or None, bool(ocr)
         try:
             if source == SOURCE_UPLOAD:
-                run = functools.partial(ingest_uploads, self.engine, uploads or [], name, ocr=ocr)
+                run = functools.partial(self.engine.ingest_uploads, uploads or [], name, ocr=ocr)
             elif source == SOURCE_FOLDER:
                 run = functools.partial(self.engine.ingest, _path(image_folder, "what_image_folder", lang),
                                         library=name, sync=bool(sync), ocr=ocr)
