@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -120,7 +121,8 @@ class Engine:
         ocr reads the words in each new picture for keyword search. remember=False ingests a folder without
         recording its files (a temporary folder of uploads, which no re-scan will ever see again)."""
         name = self._library(library)
-        source = open_source(path, split, features, known=lambda root: self.images.files(name, root))
+        source = open_source(path, split, features, known=lambda root: self.images.files(name, root),
+                             workers=self.settings.workers or os.cpu_count() or 1)
         if not remember:
             source.scan = None
         if sync and source.scan is None:
