@@ -15,6 +15,7 @@ from searchcore.errors import ConfigError
 
 ENV_PREFIX = "SEARCHCORE_"
 LIBRARY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+TEXT_INDEX_SUFFIX = "__text"  # a library's text index is the collection of its name with this suffix
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "openvino")
@@ -119,8 +120,8 @@ def validate_library(name: str) -> str:
 
     if not isinstance(name, str) or not LIBRARY_NAME.fullmatch(name):
         raise LibraryError("library_name_invalid", name=name)
-    if name.endswith("__text"):  # the name of a library's text index
-        raise LibraryError("library_name_reserved", name=name)
+    if name.endswith(TEXT_INDEX_SUFFIX):  # the name of a library's text index
+        raise LibraryError("library_name_reserved", name=name, suffix=TEXT_INDEX_SUFFIX)
     return name
 
 

@@ -69,8 +69,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "library_name_invalid": ("invalid library name {name!r}: use a letter then up to 63 letters, digits or "
                              "underscores",
                              "图库名称 {name!r} 无效：以字母开头，后接最多 63 个字母、数字或下划线"),
-    "library_name_reserved": ("invalid library name {name!r}: a name may not end in __text",
-                              "图库名称 {name!r} 无效：名称不能以 __text 结尾"),
+    "library_name_reserved": ("invalid library name {name!r}: a name may not end in {suffix}",
+                              "图库名称 {name!r} 无效：名称不能以 {suffix} 结尾"),
     "library_missing": ("library {library!r} does not exist",
                         "图库 {library} 不存在"),
     "library_missing_ingest": ("library {library!r} does not exist; ingest into it first",
