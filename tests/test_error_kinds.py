@@ -133,7 +133,7 @@ def test_the_api_returns_the_kind_and_its_fields_beside_the_message(engine: Engi
         "detail": "library 'nosuch' does not exist or is empty; ingest images into it first",
         "kind": "library_empty", "params": {"library": "nosuch"}}
     assert invalid.status_code == 400 and invalid.json()["kind"] == "library_name_reserved"
-    assert invalid.json()["params"] == {"name": "bad_name__text"}
+    assert invalid.json()["params"] == {"name": "bad_name__text", "suffix": "__text"}
     assert date.status_code == 400 and date.json() == {
         "detail": "since must be a date as YYYY-MM-DD, got '2024-02-30'", "kind": "since_invalid",
         "params": {"value": "2024-02-30"}}

@@ -133,10 +133,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     def image(library: str, image_id: str) -> Response:
         """The stored bytes of one image, with its content type."""
         name = _library(library)
-        try:
-            ident = parse_query_id(image_id)
-        except QueryError as exc:
-            raise HTTPException(400, str(exc)) from None
+        ident = parse_query_id(image_id)  # a QueryError: 400, with its kind
         try:
             with metrics.backend("get image"):
                 stored = engine.get_image(ident, name)
