@@ -97,7 +97,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with _progress_bar() as progress:
             report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress,
-                                   sync=args.sync, ocr=args.ocr)
+                                   sync=args.sync, ocr=args.ocr,
+                                   allow_mass_removal=args.allow_mass_removal)
     finally:
         engine.close()
     return _ingested(args, report)
@@ -337,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split name (train, valid, test, ...)")
     p.add_argument("--features", help="a feature jsonl ({split}_imgs.img_feat.jsonl) to ingest without encoding")
     p.add_argument("--sync", action="store_true", help="for a folder: also remove the images of files that are gone "
-                   "(without it nothing is deleted and the summary counts them as missing)")
+                   "(without it nothing is deleted and the summary counts them as missing); it refuses to remove all "
+                   "of them, or more than half, at once")
+    p.add_argument("--allow-mass-removal", action="store_true", help="with --sync: remove them even when that is "
+                   "all of the folder's pictures or more than half (check that the drive is mounted first)")
     p.add_argument("--ocr", action="store_true", help="also read the words in each picture (shop signs, "
                    "screenshots, slides) for keyword search; about 15 pictures/s on 2 cores")
     p = add("search", "search a library by text or by image")

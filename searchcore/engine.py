@@ -21,7 +21,7 @@ from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import LibraryError, QueryError, SearchcoreError
 from searchcore.ids import chunks
-from searchcore.indexing.ingest import IngestReport, Progress, ingest
+from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestReport, Progress, ingest
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.records import BadRecord
@@ -156,11 +156,14 @@ class Engine:
 
     def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
                library: str | None = None, progress: Progress | None = None, sync: bool = False,
-               ocr: bool = False, remember: bool = True) -> IngestReport:
+               ocr: bool = False, remember: bool = True, allow_mass_removal: bool = False,
+               removal_share: float = MASS_REMOVAL_SHARE) -> IngestReport:
         """Ingest a dataset split, feature file or image folder into a library. A folder is re-scanned
         incrementally (unchanged files are not read); sync also removes the images of files that are gone;
         ocr reads the words in each new picture for keyword search. remember=False ingests a folder without
-        recording its files (a temporary folder of uploads, which no re-scan will ever see again)."""
+        recording its files (a temporary folder of uploads, which no re-scan will ever see again). A sync that
+        would remove all of a folder's files or more than removal_share of them raises MassRemovalError, unless
+        allow_mass_removal."""
         name = self._library(library)
         source = open_source(path, split, features, known=lambda root: self.images.files(name, root))
         if not remember:
@@ -170,7 +173,7 @@ class Engine:
         reader = self.ocr_reader() if ocr else None
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
-                      ocr=reader)
+                      ocr=reader, allow_mass_removal=allow_mass_removal, removal_share=removal_share)
 
     def _texts(self) -> TextIndex | None:
         """The keyword index, where this Milvus has full-text search."""

@@ -27,7 +27,14 @@ from pydantic import BaseModel, Field
 from searchcore import __version__
 from searchcore.config import validate_library
 from searchcore.engine import Engine
-from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
+from searchcore.errors import (
+    BackendUnavailableError,
+    LibraryError,
+    LibraryLockedError,
+    MassRemovalError,
+    QueryError,
+    SearchcoreError,
+)
 from searchcore.ids import MAX_ID
 from searchcore.search import MAX_TOP_K
 from searchcore.sources.imaging import mime_type
@@ -82,6 +89,7 @@ class IngestRequest(BaseModel):
     split: str | None = None
     library: str | None = None
     sync: bool = False
+    allow_mass_removal: bool = False
     ocr: bool = False
 
 
@@ -152,7 +160,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         library = _library(body.library or engine.settings.library)
         with metrics.backend("ingest"):
             report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync,
-                                   ocr=body.ocr)
+                                   ocr=body.ocr, allow_mass_removal=body.allow_mass_removal)
         metrics.ingested(report)
         return report.to_json()
 
@@ -304,6 +312,8 @@ class RequestIdFilter(logging.Filter):
 def _status(exc: SearchcoreError) -> int:
     if isinstance(exc, (BackendUnavailableError, LibraryLockedError)):
         return 503
+    if isinstance(exc, MassRemovalError):
+        return 409  # the folder's state conflicts with the library's: the drive may not be mounted
     if isinstance(exc, LibraryError):
         return 404  # names are validated up front, so what is left is a missing (or other-model) library
     return 400

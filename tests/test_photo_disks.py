@@ -1,0 +1,124 @@
+"""Photo folders as they are on real disks: names in any encoding, drives that are not mounted, and originals
+left where they are (a folder library keeps a thumbnail and the file's path, size, mtime and hash)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from demo.shapes import CLASSES, draw
+from searchcore.config import Settings
+from searchcore.engine import Engine
+from searchcore.errors import MassRemovalError
+from searchcore.sources.datasets import file_path, printable_path
+from tests.support import run_cli, settings_env
+
+
+def jpeg(seed: int, size: tuple[int, int] = (96, 96)) -> bytes:
+    buffer = io.BytesIO()
+    draw(*CLASSES[seed % len(CLASSES)], random.Random(seed), size).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+# Names as real disks hold them, as bytes: a Windows zip keeps GBK or Big5, cameras and scripts leave the rest.
+STRANGE_NAMES = [
+    "旅游".encode("gbk") + b".jpg",
+    "旅遊".encode("big5") + b".jpg",
+    b"line\nbreak.jpg",
+    b"tab\tand\rreturn.jpg",
+    "😀 生日 🎂.jpg".encode(),
+    b"  spaces  in  name .jpg",
+    b"back\\slash \\x41.jpg",
+    # a 300-character path (a name may hold 255 bytes, so the long path spans two folders)
+    ("长" * 80).encode() + b"/" + ("照片" * 40).encode() + b"/" + ("a" * 139).encode() + b".jpg",
+]
+
+
+@pytest.fixture
+def strange(tmp_path: Path) -> Path:
+    """A folder of pictures under the STRANGE_NAMES, plus one ordinary picture in an ordinary sub-folder."""
+    root = tmp_path / "disk"
+    for seed, name in enumerate(STRANGE_NAMES):
+        path = os.path.join(os.fsencode(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as out:
+            out.write(jpeg(seed))
+    (root / "2024").mkdir()
+    (root / "2024" / "plain.jpg").write_bytes(jpeg(99))
+    return root
+
+
+def test_printable_path_is_lossless_and_leaves_ordinary_names_alone() -> None:
+    for name in STRANGE_NAMES:
+        original = os.fsdecode(name)
+        shown = printable_path(original)
+        assert file_path(shown) == original
+        shown.encode("utf-8")  # no surrogate left: valid UTF-8
+        assert shown.isprintable() or all(c.isprintable() or c == " " for c in shown)
+    assert printable_path("2024/旅行/IMG_1.jpg") == "2024/旅行/IMG_1.jpg"
+    assert printable_path(os.fsdecode("旅游".encode("gbk") + b".jpg")) == "\\xc2\\xc3\\xd3\\xce.jpg"
+
+
+def test_any_file_name_is_ingested_and_every_output_is_valid_json(settings: Settings, strange: Path) -> None:
+    env = settings_env(settings)
+    done = run_cli("ingest", str(strange), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["added"], report["bad"]) == (len(STRANGE_NAMES) + 1, [])
+
+    found = run_cli("search", "红色的圆形", "--top-k", "50", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    paths = {hit["path"] for hit in hits}
+    assert paths == {printable_path(os.fsdecode(n)) for n in STRANGE_NAMES} | {"2024/plain.jpg"}
+    for path in paths:  # each printable path leads back to its file
+        assert (strange / file_path(path)).is_file()
+
+    folder = run_cli("search", "红色的圆形", "--folder", "2024", "--json", env=env)
+    assert [hit["path"] for hit in json.loads(folder.stdout)] == ["2024/plain.jpg"]
+    again = json.loads(run_cli("ingest", str(strange), "--json", env=env).stdout)
+    assert (again["added"], again["unchanged"]) == (0, len(STRANGE_NAMES) + 1)
+    checked = run_cli("check", "--json", env=env)
+    assert checked.returncode == 0 and json.loads(checked.stdout)["images"] == len(STRANGE_NAMES) + 1
+
+
+def test_sync_refuses_to_empty_a_library_when_the_drive_is_not_mounted(settings: Settings, strange: Path,
+                                                                       tmp_path: Path) -> None:
+    env = settings_env(settings)
+    assert run_cli("ingest", str(strange), env=env).returncode == 0
+    shutil.move(strange, tmp_path / "elsewhere")
+    strange.mkdir()  # the empty mount point left when the drive is not mounted
+
+    refused = run_cli("ingest", str(strange), "--sync", env=env)
+    assert refused.returncode != 0
+    assert "the folder is empty: is the drive mounted?" in refused.stderr and "Traceback" not in refused.stderr
+    assert "--allow-mass-removal" in refused.stderr
+    info = json.loads(run_cli("info", "--json", env=env).stdout)
+    assert info["count"] == len(STRANGE_NAMES) + 1
+
+    confirmed = run_cli("ingest", str(strange), "--sync", "--allow-mass-removal", "--json", env=env)
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert json.loads(confirmed.stdout)["removed"] == len(STRANGE_NAMES) + 1
+
+
+def test_sync_refuses_to_remove_more_than_half_at_once(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "album"
+    root.mkdir()
+    for n in range(6):
+        (root / f"{n}.jpg").write_bytes(jpeg(n))
+    engine.ingest(root)
+    for n in range(4):  # files moved out of the root: four of six gone
+        (root / f"{n}.jpg").rename(tmp_path / f"{n}.jpg")
+
+    with pytest.raises(MassRemovalError, match="more than 50%") as refused:
+        engine.ingest(root, sync=True)
+    assert (refused.value.gone, refused.value.recorded) == (4, 6)
+    assert engine.info().count == 6
+    assert engine.ingest(root, sync=True, allow_mass_removal=True).removed == 4
+    assert engine.info().count == 2
