@@ -396,6 +396,12 @@ class Engine:
         self.vectors.close()
         self.images.close()
 
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def build_engine(settings: Settings, *, preload_encoder: bool = False, exact_copy: bool = True) -> Engine:
     """The real engine the settings describe."""
