@@ -122,3 +122,21 @@ def test_sync_refuses_to_remove_more_than_half_at_once(engine: Engine, tmp_path:
     assert engine.info().count == 6
     assert engine.ingest(root, sync=True, allow_mass_removal=True).removed == 4
     assert engine.info().count == 2
+
+
+def test_build_tab_sync_shows_the_refusal_and_removes_nothing(engine: Engine, tmp_path: Path) -> None:
+    from searchcore.web.ui import SOURCE_FOLDER, SearchApp
+
+    root = tmp_path / "usb"
+    root.mkdir()
+    for n in range(3):
+        (root / f"{n}.jpg").write_bytes(jpeg(n))
+    app = SearchApp(engine)
+    app.ingest(SOURCE_FOLDER, "", None, str(root), None, "usb", False, False)
+    for n in range(3):
+        (root / f"{n}.jpg").unlink()
+
+    with pytest.warns(UserWarning, match="is the drive mounted"):
+        text, _ = app.ingest(SOURCE_FOLDER, "", None, str(root), None, "usb", True, False)
+    assert "is the drive mounted?" in text and "Nothing was removed" in text, text
+    assert engine.info("usb").count == 3
