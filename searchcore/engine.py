@@ -19,14 +19,15 @@ import numpy as np
 
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
-from searchcore.errors import LibraryError, QueryError, SearchcoreError
+from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
 from searchcore.ids import chunks
 from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestReport, Progress, ingest
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.originals import check_folders, make_thumbnails, read_original
 from searchcore.records import BadRecord
 from searchcore.search import SearchResult
-from searchcore.sources.datasets import open_source
+from searchcore.sources.datasets import file_path, open_source, printable_path
 from searchcore.sources.imaging import ImageDecodeError, decode_image
 from searchcore.stores.factory import open_vector_store
 from searchcore.stores.filters import Filters
@@ -104,16 +105,21 @@ class CheckReport:
     orphan_vectors: list[int]
     repaired: bool = False
     copy_problem: str | None = None  # how the in-process exact copy (Lite) differed from Milvus; it was reloaded
+    missing_files: list[str] = field(default_factory=list)  # folder pictures whose file is gone ("folder/path")
+    changed_files: list[str] = field(default_factory=list)  # folder pictures whose file changed since ingest
 
     @property
     def consistent(self) -> bool:
-        """True when both stores hold exactly the same ids and the exact copy agreed with Milvus."""
-        return not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
+        """True when both stores hold exactly the same ids, the exact copy agreed with Milvus, and every folder
+        picture's file is there unchanged."""
+        return (not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
+                and not self.missing_files and not self.changed_files)
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         return {"library": self.library, "images": self.images, "vectors": self.vectors,
                 "missing_vectors": self.missing_vectors[:1000], "orphan_vectors": self.orphan_vectors[:1000],
+                "missing_files": self.missing_files[:1000], "changed_files": self.changed_files[:1000],
                 "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
@@ -205,7 +211,7 @@ class Engine:
             for meta in todo:
                 try:
                     # decoded as ingest decodes it, so the same picture is read (and the same words come out)
-                    pictures.append(decode_image(stored[meta.image_id].data, target=target).image)
+                    pictures.append(decode_image(self._whole(name, stored[meta.image_id]).data, target=target).image)
                     kept.append(meta)
                 except (ImageDecodeError, KeyError) as exc:
                     report.bad.append(BadRecord(0, f"image {meta.image_id}: {exc}"))
@@ -277,8 +283,52 @@ class Engine:
         self.vectors.rebuild(name, attrs, staging)
         return True
 
+    def migrate_originals(self, library: str | None = None) -> int:
+        """Drop the originals a library made before thumbnails stored for its folder pictures, keeping thumbnails
+        instead, then give the space back (VACUUM, OPTIMIZE TABLE); how many were replaced. A crash part-way is
+        finished by running it again."""
+        name = self._library(library)
+        replaced = make_thumbnails(self.images, name)
+        self.images.compact()
+        return replaced
+
+    def _whole(self, library: str, image: StoredImage) -> StoredImage:
+        """The image with its original bytes where its file still holds them, else as stored (a thumbnail)."""
+        try:
+            return read_original(self.images, library, image)
+        except QueryError:
+            return image
+
+    def original(self, image_id: Any, library: str | None = None) -> StoredImage:
+        """One image by id with its original bytes: as stored, or a folder picture's from its file, checked to be
+        the picture indexed (OriginalUnavailableError when it is gone or changed)."""
+        name = self._library(library)
+        return read_original(self.images, name, self.get_image(image_id, name))
+
+    def relocate(self, new_root: str | Path, library: str | None = None, old_root: str | None = None) -> int:
+        """Record that a library's folder now lives elsewhere (another disk, another mount point); the number of
+        files moved. Nothing is read or encoded: an ingest of the new folder then finds them unchanged."""
+        name = self._library(library)
+        roots = self.images.roots(name)
+        if old_root is None:
+            if len(roots) != 1:
+                raise QueryError(f"library {name!r} has files from {len(roots)} folders; say which one moved with "
+                                 f"--from ({', '.join(sorted(roots)) or 'none'})")
+            old = next(iter(roots))
+        else:
+            old = printable_path(str(Path(old_root).expanduser().resolve()))
+            if old not in roots:
+                raise QueryError(f"library {name!r} has no files from {old}; its folders: {', '.join(sorted(roots))}")
+        target = Path(new_root).expanduser().resolve()
+        if not target.is_dir():
+            raise DatasetError(f"{target} does not exist")
+        recorded = self.images.files(name, old)
+        if not any((target / file_path(path)).is_file() for path in itertools.islice(recorded, 200)):
+            raise DatasetError(f"none of the files recorded under {old} is in {target}: is it the right folder?")
+        return self.images.move_root(name, old, printable_path(str(target)))
+
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
-        """One stored image by id, with its bytes."""
+        """One stored image by id, with its bytes (a folder picture's thumbnail)."""
         name = self._library(library)
         ident = search_mod.parse_query_id(image_id)
         found = self.images.get_many(name, [ident])
@@ -317,7 +367,8 @@ class Engine:
 
     def check(self, library: str | None = None, *, repair: bool = False) -> CheckReport:
         """Compare the ids of both stores, and the exact copy with Milvus (a stale copy is reloaded at once);
-        with repair, re-encode missing vectors and drop orphans."""
+        with repair, re-encode missing vectors and drop orphans. Folder pictures whose file is gone or changed
+        are reported too; repair re-reads the changed ones (gone ones are removed only by an ingest with sync)."""
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
@@ -326,11 +377,15 @@ class Engine:
         vector_ids = set(self.vectors.ids(name))
         report = CheckReport(name, len(image_ids), len(vector_ids), sorted(image_ids - vector_ids),
                              sorted(vector_ids - image_ids), copy_problem=copy_problem)
+        folders = check_folders(self.images, name)
+        report.missing_files, report.changed_files = folders.missing, folders.changed
         if repair and not report.consistent:
             self.vectors.delete(name, report.orphan_vectors)
             for chunk in chunks(report.missing_vectors, 64):
                 self._reencode(name, chunk)
             self.vectors.flush(name)
+            for root in folders.roots_changed:
+                self.ingest(file_path(root), library=name)  # a re-scan reads exactly the changed files
             report.repaired = True
         return report
 
@@ -342,7 +397,7 @@ class Engine:
                         reason)
             self.images.delete_many(library, [image.image_id])
 
-        stored = self.images.get_many(library, ids).values()
+        stored = [self._whole(library, image) for image in self.images.get_many(library, ids).values()]
         batches = prepared_batches(stored, lambda image: image.data, self.encoder, on_bad=undecodable,
                                    batch_size=self.settings.batch_size, workers=self.settings.workers)
         for batch, vectors in self.encoder.encode_pixel_batches(batches):

@@ -53,3 +53,17 @@ class MassRemovalError(DatasetError):
             why = f"that is more than {share:.0%} of them at once"
         super().__init__(f"refusing to remove {gone} of the {recorded} pictures recorded in {root}: {why} "
                          "Nothing was removed. If they really are gone, run again with --sync --allow-mass-removal")
+
+
+class OriginalUnavailableError(QueryError):
+    """A folder picture's file is gone (changed=False) or no longer the picture indexed (changed=True)."""
+
+    def __init__(self, image_id: int, path: str, changed: bool) -> None:
+        self.image_id, self.path, self.changed = image_id, path, changed
+        if changed:
+            message = (f"the file of image {image_id} ({path}) has changed since it was indexed; ingest its folder "
+                       "again to index the new picture")
+        else:
+            message = (f"the file of image {image_id} ({path}) is not in its folder any more; if the folder moved "
+                       "to another disk, run searchcore relocate --library LIBRARY NEW_FOLDER")
+        super().__init__(message)

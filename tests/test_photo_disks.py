@@ -10,12 +10,15 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from demo.shapes import CLASSES, draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import MassRemovalError
+from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import file_path, printable_path
 from tests.support import run_cli, settings_env
 
@@ -140,3 +143,67 @@ def test_build_tab_sync_shows_the_refusal_and_removes_nothing(engine: Engine, tm
         text, _ = app.ingest(SOURCE_FOLDER, "", None, str(root), None, "usb", True, False)
     assert "is the drive mounted?" in text and "Nothing was removed" in text, text
     assert engine.info("usb").count == 3
+
+
+# Originals stay where they are
+
+
+def big_jpeg(seed: int) -> bytes:
+    """A 12-megapixel photo-like JPEG (4000x3000): gradients, a few shapes, sensor grain."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:3000, 0:4000].astype(np.float32)
+    base = np.stack([80 + 120 * x / 4000, 60 + 140 * y / 3000, 200 - 100 * (x + y) / 7000], axis=-1)
+    image = Image.fromarray(base.astype(np.uint8))
+    pen = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0, size = (int(v) for v in rng.integers(0, 3000, 3))
+        pen.ellipse((x0, y0, x0 + size // 3, y0 + size // 3), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    grain = np.asarray(image, dtype=np.int16) + rng.normal(0, 4, (3000, 4000, 3)).astype(np.int16)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(grain, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_folder_library_keeps_thumbnails_and_serves_originals_from_disk(settings: Settings,
+                                                                          torch_encoder: Encoder,
+                                                                          tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from searchcore.web.api import create_app
+
+    root = tmp_path / "camera"
+    root.mkdir()
+    for n in range(20):
+        (root / f"IMG_{n:04d}.jpg").write_bytes(big_jpeg(n))
+    folder_bytes = sum(p.stat().st_size for p in root.iterdir())
+
+    with Engine(settings, encoder=torch_encoder) as engine:
+        report = engine.ingest(root, library="camera")
+        assert (report.added, report.bad) == (20, [])
+        ids = list(engine.images.ids("camera"))
+        stored = engine.images.get_many("camera", ids)
+        for image in stored.values():
+            assert image.thumbnail and (image.width, image.height) == (4000, 3000)
+            assert max(Image.open(io.BytesIO(image.data)).size) <= 512
+            assert image.data != (root / image.path).read_bytes()
+        client = TestClient(create_app(engine))
+        some = next(iter(stored.values()))
+        served = client.get(f"/api/images/camera/{some.image_id}")
+        assert served.status_code == 200 and served.content == (root / some.path).read_bytes()
+        assert served.headers["content-type"] == "image/jpeg"
+
+        (root / some.path).write_bytes(big_jpeg(99))  # changed on disk: never another picture
+        changed = client.get(f"/api/images/camera/{some.image_id}")
+        assert changed.status_code == 410 and "changed" in changed.json()["detail"]
+        other = next(i for i in stored.values() if i.image_id != some.image_id)
+        (root / other.path).unlink()
+        gone = client.get(f"/api/images/camera/{other.image_id}")
+        assert gone.status_code == 404 and "not in its folder" in gone.json()["detail"]
+
+        checked = engine.check("camera")
+        assert checked.missing_files == [f"{root}/{other.path}"]
+        assert checked.changed_files == [f"{root}/{some.path}"]
+        assert engine.check("camera", repair=True).repaired
+        assert engine.check("camera").changed_files == []
+    store_bytes = sum(p.stat().st_size for p in tmp_path.glob("images.db*"))
+    assert store_bytes < 0.05 * folder_bytes, (store_bytes, folder_bytes)

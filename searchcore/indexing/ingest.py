@@ -128,9 +128,14 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         tick(1)
 
     features = source.kind == "features"
+    # A folder's originals stay in their files: the store keeps a thumbnail, whatever the original's size.
+    folder = source.scan is not None
     prepared = prepared_batches(work, lambda w: w.record.data or b"", None if features else encoder, on_bad=bad,
-                                batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes)
-    batches = (([_to_store(p, keep_picture=ocr is not None) for p in batch], pixels) for batch, pixels in prepared)
+                                batch_size=batch_size, workers=workers,
+                                max_bytes=None if folder else images.max_blob_bytes, thumbnails=folder,
+                                digest=lambda w: w.sha256)
+    batches = (([_to_store(p, keep_picture=ocr is not None, thumbnail=folder) for p in batch], pixels)
+               for batch, pixels in prepared)
     words = _Words(texts, ocr, images, library) if texts is not None or ocr is not None else None
     if features:
         encoded: Iterable[tuple[list[_Work], np.ndarray]] = (
@@ -263,7 +268,7 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                                             record.file))
                 tick(1)
                 continue
-            sha = hashlib.sha256(record.data).hexdigest()
+            sha = record.sha256 or hashlib.sha256(record.data).hexdigest()
             first = seen.get(record.image_id)
             if first is not None:
                 if first[0] != bytes.fromhex(sha[:16]):
@@ -348,8 +353,8 @@ class _Words:
             self.texts.upsert(self.library, [s.image_id for s in stored], words, [(s.path, s.taken) for s in stored])
 
 
-def _to_store(prepared: Prepared[_Work], keep_picture: bool = False) -> _Work:
-    """The decoded image as it will be stored; the raw bytes are freed early."""
+def _to_store(prepared: Prepared[_Work], keep_picture: bool = False, thumbnail: bool = False) -> _Work:
+    """The decoded image as it will be stored (its thumbnail, for a folder's); the raw bytes are freed early."""
     work, decoded, record = prepared.item, prepared.decoded, prepared.item.record
     if keep_picture:
         work.picture = decoded.image
@@ -360,7 +365,7 @@ def _to_store(prepared: Prepared[_Work], keep_picture: bool = False) -> _Work:
         taken = taken or naive_seconds(dt.datetime.fromtimestamp(record.stat.mtime_ns / 1e9))
     source = path or f"{record.file}:{record.line}"
     work.stored = StoredImage(record.image_id, decoded.data, decoded.format, decoded.width, decoded.height,
-                              work.sha256, source, record.captions, path, taken)
+                              work.sha256, source, record.captions, path, taken, thumbnail=thumbnail)
     record.data = None
     return work
 

@@ -89,7 +89,12 @@ def file_path(printable: str) -> str:
 
 def folder_image_id(data: bytes) -> int:
     """A stable 60-bit id from an image file's content, so one file is stored once."""
-    return int(hashlib.sha256(data).hexdigest()[:15], 16)
+    return image_id_of(hashlib.sha256(data).hexdigest())
+
+
+def image_id_of(sha256: str) -> int:
+    """folder_image_id from the content's sha256 hex digest, for a caller that has it already."""
+    return int(sha256[:15], 16)
 
 
 def _folder_source(root: Path, known: Known | None) -> Source:
@@ -121,7 +126,8 @@ def _folder_source(root: Path, known: Known | None) -> Source:
             if not data:
                 yield Record(number, stat.path, error="file is empty (0 bytes)")
                 continue
-            yield Record(number, stat.path, folder_image_id(data), data, stat=stat)
+            digest = hashlib.sha256(data).hexdigest()
+            yield Record(number, stat.path, image_id_of(digest), data, stat=stat, sha256=digest)
 
     return Source("folder", root, None, len(to_read), records(), scan=scan)
 

@@ -32,6 +32,7 @@ from searchcore.errors import (
     LibraryError,
     LibraryLockedError,
     MassRemovalError,
+    OriginalUnavailableError,
     QueryError,
     SearchcoreError,
 )
@@ -136,13 +137,16 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
              response_class=Response, responses={200: {"content": {"image/*": {}}}})
     def image(library: str, image_id: str) -> Response:
-        """The stored bytes of one image, with its content type."""
+        """One image's original bytes, with its content type; a folder picture's are read from its file, after
+        checking that it is still the picture indexed (404 when it is gone, 410 when it changed)."""
         name = _library(library)
         if not IMAGE_ID.match(image_id) or int(image_id) > MAX_ID:
             raise HTTPException(400, "image id must be a whole number from 0 to 2^63-1")
         try:
             with metrics.backend("get image"):
-                stored = engine.get_image(int(image_id), name)
+                stored = engine.original(int(image_id), name)
+        except OriginalUnavailableError as exc:
+            raise HTTPException(410 if exc.changed else 404, str(exc)) from None
         except QueryError as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(stored.data, media_type=mime_type(stored.format),
