@@ -250,7 +250,10 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         lines.append(f"library {settings.library}: {thumbnails} stored originals of folder pictures replaced by "
                      "thumbnails (the originals stay in their files); the image store gave the space back")
     text = "\n".join(lines) or f"library {settings.library} is up to date; nothing to do"
-    _emit(args, {"library": settings.library, "migrated": done, "thumbnails": thumbnails}, text)
+    shape: dict[str, Any] = {"library": settings.library, "migrated": done}
+    if thumbnails:  # only libraries made before thumbnails have this step
+        shape["thumbnails"] = thumbnails
+    _emit(args, shape, text)
     return 0
 
 
