@@ -7,50 +7,23 @@ Each app runs in a uvicorn thread on a free port, over one engine with the datas
 from __future__ import annotations
 
 import io
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pymysql
 import pytest
-import uvicorn
 from gradio_client import Client
 from PIL import Image
 
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.stores.images import MySQLImageStore
-from searchcore.web import ui
-from searchcore.web.api import create_app
 from searchcore.web.auth import Access
-from tests.support import MARIADB, tiny_settings
+from tests.support import MariaDBServer, Served, tiny_settings
 
 USERS = (("alice", "wonderland"),)
-
-
-class Served:
-    """One app on a free port in a background thread."""
-
-    def __init__(self, engine: Engine, access: Access) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.app = create_app(engine, access, mount_ui=ui.mount)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the app did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -216,16 +189,17 @@ def test_health_and_metrics(served: Served) -> None:
 
 
 def test_a_lost_database_is_503_and_unhealthy_and_the_app_keeps_serving(
-        tmp_path: Path, model_cache: Path, torch_encoder: Encoder, dataset: Path, doomed_database: str) -> None:
+        tmp_path: Path, model_cache: Path, torch_encoder: Encoder, dataset: Path, doomed_database: str,
+        mariadb_server: MariaDBServer) -> None:
     settings = tiny_settings(tmp_path, model_cache, backend="torch", precision="fp32")
     engine = Engine(settings, encoder=torch_encoder,
-                    images=MySQLImageStore(f"mysql://root@127.0.0.1:3306/{doomed_database}"))
+                    images=MySQLImageStore(mariadb_server.url(doomed_database)))
     app = Served(engine, Access())
     try:
         engine.ingest(dataset, split="train")
         with httpx.Client(base_url=app.url) as http:
             assert http.post("/api/search", json={"text": "红色的圆形", "top_k": 2}).status_code == 200
-            conn = pymysql.connect(**MARIADB, autocommit=True)
+            conn = mariadb_server.connect(autocommit=True)
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE `{doomed_database}`")
             conn.close()
