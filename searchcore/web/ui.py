@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from searchcore.engine import Engine
-from searchcore.errors import SearchcoreError
+from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
 from searchcore.records import BadRecord
 from searchcore.search import MAX_TOP_K, MODES, SearchResult
@@ -46,6 +46,7 @@ PAGE_SIZE = 24
 DEFAULT_TOP_K = min(96, MAX_TOP_K)
 SEARCH_CONCURRENCY = 4
 THUMBNAIL = (384, 384)
+DETAIL = (2048, 2048)  # a 12-megapixel original is shown at most this large: enough for a screen, and quick
 SHOWN_BAD_RECORDS = 50
 SHOWN_DUPLICATE_GROUPS = 50
 SHOWN_PER_GROUP = 8
@@ -149,7 +150,11 @@ class SearchApp:
         hit = state["hits"][shown[index]]
         try:
             with self.metrics.backend("get image"):
-                stored = self.engine.get_image(hit["image_id"], state["library"])
+                try:  # the original: a folder picture's is read from its file
+                    stored = self.engine.original(hit["image_id"], state["library"])
+                except OriginalUnavailableError as exc:  # gone or changed: its thumbnail, and why
+                    _warn(lang, "failed", reason=exc)
+                    stored = self.engine.get_image(hit["image_id"], state["library"])
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return None, "", "", gr.Row(visible=False)
@@ -165,7 +170,7 @@ class SearchApp:
         lines += [f"- {_escape(c)}" for c in stored.captions[:10]]
         if stored.text:
             lines += ["", translate(lang, "detail_text"), "", highlight(stored.text, state.get("query") or "")]
-        return _picture(stored.data), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
+        return _picture(stored.data, DETAIL), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
 
     def library_view(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         """The library line and the example queries, for the library now chosen."""
