@@ -262,3 +262,32 @@ def test_migration_drops_stored_originals_and_survives_a_kill(settings: Settings
         assert engine.check().consistent
     again = run_cli("migrate", "--json", env=settings_env(settings))
     assert json.loads(again.stdout) == {"library": settings.library, "migrated": False}
+
+
+def test_relocate_points_a_library_at_its_folder_on_another_disk(settings: Settings, torch_encoder: Encoder,
+                                                                 tmp_path: Path) -> None:
+    old = tmp_path / "usb1" / "Pictures"
+    (old / "2024").mkdir(parents=True)
+    for n in range(4):
+        (old / "2024" / f"{n}.jpg").write_bytes(jpeg(n))
+    with Engine(settings, encoder=torch_encoder) as engine:
+        engine.ingest(old)
+        before = [(r.image_id, r.path) for r in engine.search_text("红色的圆形", 4)]
+    new = tmp_path / "usb2" / "照片"
+    new.parent.mkdir()
+    shutil.copytree(old, new)  # a copy: new modification times, the same content
+    shutil.rmtree(old)
+
+    refused = run_cli("relocate", str(tmp_path), env=settings_env(settings))
+    assert refused.returncode != 0 and "is it the right folder?" in refused.stderr
+    moved = run_cli("relocate", str(new), "--json", env=settings_env(settings))
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["files"] == 4
+
+    with Engine(settings, encoder=torch_encoder) as engine:
+        assert [(r.image_id, r.path) for r in engine.search_text("红色的圆形", 4)] == before
+        original = engine.original(before[0][0])
+        assert original.data == (new / before[0][1]).read_bytes()
+        again = engine.ingest(new, sync=True)
+        assert (again.added, again.unchanged, again.removed, again.missing) == (0, 4, 0, 0)
+        assert engine.check().consistent
