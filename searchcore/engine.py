@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -182,7 +183,8 @@ class Engine:
         would remove all of a folder's files or more than removal_share of them raises MassRemovalError, unless
         allow_mass_removal."""
         name = self._library(library)
-        source = open_source(path, split, features, known=lambda root: self.images.files(name, root))
+        source = open_source(path, split, features, known=lambda root: self.images.files(name, root),
+                             workers=self.settings.workers or os.cpu_count() or 1)
         if not remember:
             source.scan = None
         if sync and source.scan is None:

@@ -21,7 +21,7 @@ class Record:
     captions: list[str] = field(default_factory=list)
     vector: np.ndarray | None = None
     stat: FileStat | None = None  # a folder file's path, size and mtime
-    sha256: str | None = None  # the data's hash, when the source computed it already (one pass per file)
+    sha256: str | None = None  # the digest of data, when the reader has hashed it
 
 
 @dataclass(frozen=True)

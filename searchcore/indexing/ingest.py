@@ -1,9 +1,10 @@
 """The streaming ingest pipeline: read → decode → encode → store (images before vectors).
 
-Memory stays bounded whatever the split size: records are looked up in chunks,
-decoded in a thread pool with a bounded look-ahead, encoded in batches, and
-written batch by batch. A re-run skips what both stores hold, and re-encodes
-anything whose vector is missing, so an interrupted ingest completes.
+Memory stays bounded whatever the split size: records are read (base64 and hashing in reader processes for a
+large split), looked up in chunks, decoded in a thread pool with a bounded look-ahead, encoded in batches, and
+written batch by batch on a writer thread of their own, at most WRITES_AHEAD batches behind the encoder, in
+order. A re-run skips what both stores hold, and re-encodes anything whose vector is missing, so an
+interrupted ingest completes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ LOOKUP_CHUNK = 256
 # once, and always refuses to remove all of them: that is what an unmounted drive or a wrong folder looks like.
 MASS_REMOVAL_SHARE = 0.5
 OCR_AHEAD = 8  # batches OCR may fall behind the encoder before the ingest waits for it (bounds the memory)
+WRITES_AHEAD = 2  # batches the writer may fall behind the encoder before the ingest waits for it
 
 
 @dataclass
@@ -142,18 +144,36 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
             (batch, normalise(np.stack([w.record.vector for w in batch]))) for batch, _ in batches)  # type: ignore[misc]
     else:
         encoded = encoder.encode_pixel_batches(batches)
-    for batch, vecs in encoded:
-        if features:
-            batch, vecs = _check_dims(batch, vecs, meta.dim, report)
+
+    def store(batch: list[_Work], vecs: np.ndarray) -> None:
+        """Images, then vectors, then words and file records: one batch, on the writer thread."""
         _write(batch, vecs, vectors, images, library)
         if words is not None:
             words.add(batch)
+        if book is not None:
+            book.stored([w.record for w in batch])
+
+    def written(batch: list[_Work], future: Future[None]) -> None:
+        future.result()  # a failed write ends the ingest with its error
         changed = sum(w.changed for w in batch)
         report.changed += changed
         report.added += len(batch) - changed
-        if book is not None:
-            book.stored([w.record for w in batch])
         tick(len(batch))
+
+    writes: deque[tuple[list[_Work], Future[None]]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+        try:
+            for batch, vecs in encoded:
+                if features:
+                    batch, vecs = _check_dims(batch, vecs, meta.dim, report)
+                writes.append((batch, writer.submit(store, batch, vecs)))
+                while writes and (writes[0][1].done() or len(writes) > WRITES_AHEAD):
+                    written(*writes.popleft())
+            while writes:
+                written(*writes.popleft())
+        finally:
+            for _, future in writes:
+                future.cancel()
     if words is not None:
         words.finish()
     try:

@@ -26,11 +26,12 @@ Known = Callable[[str], dict[str, FileState]]  # a folder's absolute path -> its
 
 
 def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None,
-                known: Known | None = None) -> Source:
+                known: Known | None = None, workers: int = 1) -> Source:
     """Open a dataset split, a feature file or an image folder as a record stream.
 
     For a folder, known gives what was recorded at the last ingest: a file whose path, size and mtime are
-    unchanged is skipped without being read (Source.scan counts it, and lists the changed and gone ones)."""
+    unchanged is skipped without being read (Source.scan counts it, and lists the changed and gone ones).
+    workers > 1 reads a large split's records in that many processes (see chinese_clip.parallel_records)."""
     path = Path(path).expanduser()
     if features is not None:
         return feature_source(Path(features).expanduser(), path if path.is_dir() else None, split)
@@ -43,7 +44,7 @@ def open_source(path: str | Path, split: str | None = None, features: str | Path
             raise DatasetError(f"{path} holds no Chinese-CLIP split (no *{TSV_SUFFIX}); drop --split to ingest it "
                                "as a folder of images")
         return _folder_source(path, known)
-    return split_source(*resolve_split(path, split))
+    return split_source(*resolve_split(path, split), workers=workers)
 
 
 def printable_path(path: str) -> str:
@@ -89,12 +90,11 @@ def file_path(printable: str) -> str:
 
 def folder_image_id(data: bytes) -> int:
     """A stable 60-bit id from an image file's content, so one file is stored once."""
-    return image_id_of(hashlib.sha256(data).hexdigest())
+    return _digest_id(hashlib.sha256(data).hexdigest())
 
 
-def image_id_of(sha256: str) -> int:
-    """folder_image_id from the content's sha256 hex digest, for a caller that has it already."""
-    return int(sha256[:15], 16)
+def _digest_id(digest: str) -> int:
+    return int(digest[:15], 16)
 
 
 def _folder_source(root: Path, known: Known | None) -> Source:
@@ -127,7 +127,7 @@ def _folder_source(root: Path, known: Known | None) -> Source:
                 yield Record(number, stat.path, error="file is empty (0 bytes)")
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            yield Record(number, stat.path, image_id_of(digest), data, stat=stat, sha256=digest)
+            yield Record(number, stat.path, _digest_id(digest), data, stat=stat, sha256=digest)
 
     return Source("folder", root, None, len(to_read), records(), scan=scan)
 

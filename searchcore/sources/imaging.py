@@ -46,14 +46,15 @@ class DecodedImage:
     taken: int = 0  # EXIF DateTimeOriginal (else DateTime) as naive seconds; 0 when the picture has none
 
 
-def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None, *,
-                 thumbnail: bool = False, sha256: str | None = None) -> DecodedImage:
+def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None,
+                 sha256: str | None = None, *, thumbnail: bool = False) -> DecodedImage:
     """Decode, check and normalise one image; raise ImageDecodeError with a reason.
 
     With a target (the model's input resolution), a picture much larger than it is decoded at reduced scale
     for the model; the width and height are still the full picture's. The bytes to store are the original's
     (browser-ready), or with thumbnail a JPEG of the upright picture at most THUMBNAIL_SIDE pixels long (a
-    folder picture, whose original stays in its file). sha256 is the data's, when the caller has it already.
+    folder picture, whose original stays in its file). sha256 is the digest of data when the caller has it
+    already.
     """
     _register_formats()
     if not data:
