@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+SHOWN_BAD_RECORDS = 50  # bad records a report lists (CLI and UI) before saying how many more there are
+
 
 @dataclass
 class Record:

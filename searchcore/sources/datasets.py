@@ -25,6 +25,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".h
 Known = Callable[[str], dict[str, FileState]]  # a folder's absolute path -> its files as last ingested
 
 
+def is_picture(name: str) -> bool:
+    """True for a file name that ingest reads as a picture (by its suffix, in any case)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
 def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None,
                 known: Known | None = None, workers: int = 1) -> Source:
     """Open a dataset split, a feature file or an image folder as a record stream.
@@ -149,7 +154,7 @@ def scan_folder(root: Path) -> dict[str, FileStat]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                elif is_picture(entry.name) and entry.is_file():
                     info = entry.stat()
                     rel = printable_path(Path(entry.path).relative_to(root).as_posix())
                     found[rel] = FileStat(rel, info.st_size, info.st_mtime_ns)

@@ -158,6 +158,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def stored_picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
+    """A stored image's bytes (decoded and checked once at ingest) as an RGB picture to show; a thumbnail of at
+    most size when given."""
+    _register_formats()
+    image = Image.open(io.BytesIO(data))
+    if size is not None:
+        image.draft("RGB", size)  # JPEG decodes at a reduced scale: much faster for big photos
+    picture = to_rgb(image)
+    if size is not None:
+        picture.thumbnail(size)
+    return picture
+
+
 def mime_type(fmt: str) -> str:
     """The content type for a stored image format."""
     return MIME.get(fmt.upper(), "application/octet-stream")

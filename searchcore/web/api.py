@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import gradio as gr
 import uvicorn
@@ -36,8 +36,7 @@ from searchcore.errors import (
     QueryError,
     SearchcoreError,
 )
-from searchcore.ids import MAX_ID
-from searchcore.search import MAX_TOP_K
+from searchcore.search import MAX_TOP_K, Mode, parse_query_id
 from searchcore.sources.imaging import mime_type
 from searchcore.stores.filters import Filters
 from searchcore.web.auth import Access
@@ -47,7 +46,6 @@ from searchcore.web.seed_api import install as install_seed_routes
 log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GIVEN_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-IMAGE_ID = re.compile(r"^[0-9]{1,19}$")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 GRACE_SECONDS = 5
 # Shared without --auth, uploads are only for search by image: one small query image, a few a minute.
@@ -67,7 +65,7 @@ class SearchRequest(BaseModel):
     folder: str | None = Field(None, description="only images under this folder of the ingested folder")
     since: str | None = Field(None, description="only images taken on or after this date, YYYY-MM-DD")
     until: str | None = Field(None, description="only images taken on or before this date, YYYY-MM-DD")
-    mode: Literal["semantic", "keyword", "hybrid"] | None = Field(
+    mode: Mode | None = Field(
         None, description="semantic, keyword or hybrid (default: hybrid when the library has text)")
 
 
@@ -141,11 +139,13 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         """One image's original bytes, with its content type; a folder picture's are read from its file, after
         checking that it is still the picture indexed (404 when it is gone, 410 when it changed)."""
         name = _library(library)
-        if not IMAGE_ID.match(image_id) or int(image_id) > MAX_ID:
-            raise HTTPException(400, "image id must be a whole number from 0 to 2^63-1")
+        try:
+            ident = parse_query_id(image_id)
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from None
         try:
             with metrics.backend("get image"):
-                stored = engine.original(int(image_id), name)
+                stored = engine.original(ident, name)
         except OriginalUnavailableError as exc:
             raise HTTPException(410 if exc.changed else 404, str(exc)) from None
         except QueryError as exc:

@@ -46,6 +46,15 @@ def read_original(images: ImageStore, library: str, stored: StoredImage) -> Stor
     raise OriginalUnavailableError(stored.image_id, recorded[0].path if recorded else stored.path, changed)
 
 
+def whole(images: ImageStore, library: str, stored: StoredImage) -> StoredImage:
+    """The picture with its original bytes where its file still holds them, else as stored (a thumbnail): what
+    OCR and a repair read, so that they see the picture ingest saw whenever it is still there."""
+    try:
+        return read_original(images, library, stored)
+    except OriginalUnavailableError:
+        return stored
+
+
 @dataclass
 class FolderCheck:
     """A library's recorded files compared with its folders by stat: what is missing and what changed."""
