@@ -12,7 +12,10 @@ from typing import Any
 
 import gradio as gr
 
+from searchcore.indexing.uploads import UploadRefused
+
 LANGUAGES = ("en", "zh")
+PAGE_SIZE = 24  # results on one gallery page (the top-k slider's info names it)
 
 # key: (English, Chinese). Keys must not be one of Gradio's own top-level keys ("status", "label", "image",
 # "common", ...): the browser merges both tables, and a clash shows "[object Object]".
@@ -27,7 +30,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "query_placeholder": ("e.g. 海边的日落 (a sunset by the sea)", "例如：海边的日落"),
     "library_label": ("Library", "图库"),
     "top_k_label": ("Results in all", "结果总数"),
-    "top_k_info": ("Shown 24 a page", "每页显示 24 张"),
+    "top_k_info": (f"Shown {PAGE_SIZE} a page", f"每页显示 {PAGE_SIZE} 张"),
     "search_button": ("Search", "搜索"),
     "examples_label": ("Examples", "示例"),
     "filters_accordion": ("Filters", "筛选"),
@@ -217,6 +220,12 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
      r"关键词和混合搜索需要支持 BM25 全文检索的 Milvus \1 或更新版本；当前服务器版本为 \2。语义搜索不受影响"),
     (r"^the query image cannot be used: (.*)$", r"无法使用这张查询图片：\1"),
     (r"^image (\d+) is not in library '(.*)'", r"图片 \1 不在图库 \2 中"),
+    (r"^refusing to remove (\d+) of the (\d+) pictures recorded in (.*?): the folder is empty",
+     r"拒绝删除：\3 中记录的 \2 张图片有 \1 张不见了，而文件夹是空的：硬盘或网络盘是否已挂载？没有删除任何图片。"
+     r"如果它们确实已被删除，请加上 --allow-mass-removal 再运行"),
+    (r"^refusing to remove (\d+) of the (\d+) pictures recorded in (.*?): ",
+     r"拒绝删除：\3 中记录的 \2 张图片有 \1 张不见了，一次删除太多（全部或超过一半）。没有删除任何图片。"
+     r"如果它们确实已被删除，请加上 --allow-mass-removal 再运行"),
     (r"^(\S+) does not exist$", r"\1 不存在"),
     (r"^(.*) holds no images", r"\1 中没有图片"),
     (r"^threshold must be", "相似度阈值必须是大于 0、不超过 1 的数"),
@@ -226,6 +235,8 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
 
 def error_text(lang: str, exc: BaseException) -> str:
     """An engine error's message in the request's language."""
+    if isinstance(exc, UploadRefused):
+        return translate(lang, exc.problem, **exc.fields)
     message = str(exc)
     if lang == "zh":
         for pattern, chinese in ERRORS:
