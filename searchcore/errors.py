@@ -167,6 +167,38 @@ MESSAGES: dict[str, tuple[str, str]] = {
                         "无法打开 LMDB {path}：{reason}"),
     "split_no_images": ("split {split!r} of {path} has no images (only features) to extract from",
                         "{path} 的数据划分 {split!r} 没有可提取的图片（只有特征）"),
+    "mass_removal_empty": ("refusing to remove {gone} of the {recorded} pictures recorded in {root}: the folder is "
+                           "empty: is the drive mounted? Nothing was removed. If they really are gone, run again "
+                           "with --sync --allow-mass-removal",
+                           "拒绝删除：{root} 中记录的 {recorded} 张图片有 {gone} 张不见了，而文件夹是空的：硬盘或网络"
+                           "盘是否已挂载？没有删除任何图片。如果它们确实已被删除，请加上 --sync --allow-mass-removal "
+                           "再运行"),
+    "mass_removal_all": ("refusing to remove {gone} of the {recorded} pictures recorded in {root}: none of its "
+                         "recorded files is there any more: is this the right folder? Nothing was removed. If they "
+                         "really are gone, run again with --sync --allow-mass-removal",
+                         "拒绝删除：{root} 中记录的 {recorded} 张图片全都不见了：文件夹是否选对了？没有删除任何图片。"
+                         "如果它们确实已被删除，请加上 --sync --allow-mass-removal 再运行"),
+    "mass_removal_share": ("refusing to remove {gone} of the {recorded} pictures recorded in {root}: that is more "
+                           "than {share:.0%} of them at once. Nothing was removed. If they really are gone, run "
+                           "again with --sync --allow-mass-removal",
+                           "拒绝删除：{root} 中记录的 {recorded} 张图片有 {gone} 张不见了，一次超过了 {share:.0%}。没"
+                           "有删除任何图片。如果它们确实已被删除，请加上 --sync --allow-mass-removal 再运行"),
+    "relocate_which_folder": ("library {library!r} has files from {count} folders; say which one moved with --from "
+                              "({folders})",
+                              "图库 {library} 的文件来自 {count} 个文件夹；请用 --from 指出移动的是哪一个（"
+                              "{folders}）"),
+    "relocate_not_a_root": ("library {library!r} has no files from {old}; its folders: {folders}",
+                            "图库 {library} 中没有来自 {old} 的文件；它的文件夹有：{folders}"),
+    "relocate_wrong_folder": ("none of the files recorded under {old} is in {path}: is it the right folder?",
+                              "{old} 下记录的文件在 {path} 中一个都没有：文件夹是否选对了？"),
+    "original_changed": ("the file of image {image_id} ({path}) has changed since it was indexed; ingest its folder "
+                         "again to index the new picture",
+                         "图片 {image_id} 的文件（{path}）在建立索引后已被修改；请重新导入它所在的文件夹，以索引新的"
+                         "图片"),
+    "original_missing": ("the file of image {image_id} ({path}) is not in its folder any more; if the folder moved "
+                         "to another disk, run searchcore relocate --library LIBRARY NEW_FOLDER",
+                         "图片 {image_id} 的文件（{path}）已不在原文件夹中；如果文件夹移到了另一个磁盘，请运行 "
+                         "searchcore relocate --library LIBRARY NEW_FOLDER"),
     "sync_needs_folder": ("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file",
                           "--sync 只适用于图片文件夹，不适用于 Chinese-CLIP 数据划分或特征文件"),
     "watch_not_folder": ("cannot watch {path}: it is not a folder",
@@ -316,12 +348,15 @@ class SearchcoreError(Exception):
         return {"kind": self.kind, "params": {k: _jsonable(v) for k, v in self.params.items()}}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Ray and multiprocessing pickle errors raised in workers; rebuild from the kind, not the message.
-        return _rebuild, (type(self), self.kind, self.params)
+        # Ray and multiprocessing pickle errors raised in workers: rebuilt from the kind and fields, not the
+        # message, and without calling a subclass's own constructor; its other attributes come back as state.
+        return _rebuild, (type(self), self.kind, self.params), self.__dict__
 
 
 def _rebuild(cls: type[SearchcoreError], kind: str, params: dict[str, Any]) -> SearchcoreError:
-    return cls(kind, **params)
+    error = cls.__new__(cls)
+    SearchcoreError.__init__(error, kind, **params)
+    return error
 
 
 def _jsonable(value: Any) -> Any:
@@ -364,3 +399,21 @@ class BackendUnavailableError(SearchcoreError):
 
 class UnsupportedError(SearchcoreError):
     """The backend in use cannot do what was asked (a Milvus server too old for full-text search)."""
+
+
+class MassRemovalError(DatasetError):
+    """A --sync run would remove all of a folder's pictures, or more than a share of them, at once: what an
+    unmounted drive looks like. Nothing was removed."""
+
+    def __init__(self, root: str, gone: int, recorded: int, found: int, share: float) -> None:
+        self.root, self.gone, self.recorded, self.found, self.share = root, gone, recorded, found, share
+        super().__init__("mass_removal_empty" if found == 0 else "mass_removal_all" if gone == recorded
+                         else "mass_removal_share", root=root, gone=gone, recorded=recorded, share=share)
+
+
+class OriginalUnavailableError(QueryError):
+    """A folder picture's file is gone (changed=False) or no longer the picture indexed (changed=True)."""
+
+    def __init__(self, image_id: int, path: str, changed: bool) -> None:
+        self.image_id, self.path, self.changed = image_id, path, changed
+        super().__init__("original_changed" if changed else "original_missing", image_id=image_id, path=path)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import ast
 import pickle
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from searchcore.engine import Engine
-from searchcore.errors import MESSAGES, LibraryError, QueryError, SearchcoreError
+from searchcore.errors import MESSAGES, LibraryError, MassRemovalError, QueryError, SearchcoreError
 from searchcore.web.api import create_app
 from searchcore.web.ui_text import error_text
 
@@ -40,15 +41,39 @@ def test_every_kind_is_worded_in_english_and_chinese(kind: str) -> None:
     assert fields(chinese) <= fields(english), f"{kind}: Chinese uses fields the English lacks"
 
 
-def error_classes(trees: dict[Path, ast.Module]) -> set[str]:
-    """Names of SearchcoreError and every class that derives from it, across the package."""
+def error_classes(trees: dict[Path, ast.Module]) -> dict[str, ast.ClassDef]:
+    """SearchcoreError and every class that derives from it, across the package, by name."""
+    every = {node.name: node for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
     known = {"SearchcoreError"}
     while True:
-        found = {node.name for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
-                 and any(isinstance(base, ast.Name) and base.id in known for base in node.bases)}
+        found = {name for name, node in every.items()
+                 if any(isinstance(base, ast.Name) and base.id in known for base in node.bases)}
         if found <= known:
-            return known
+            return {name: every[name] for name in known}
         known |= found
+
+
+def own_constructor(node: ast.ClassDef) -> ast.FunctionDef | None:
+    """A class's own __init__, which takes its fields and passes a kind to super().__init__."""
+    return next((f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+
+
+def kind_calls(tree: ast.Module, classes: dict[str, ast.ClassDef]) -> Iterator[ast.Call]:
+    """Every call that names a kind: a class's constructor (unless the class has its own, which takes fields),
+    and super().__init__ inside such an own constructor."""
+    constructors = {own_constructor(node) for node in classes.values()} - {None}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name) and node.func.id in classes and not own_constructor(classes[node.func.id]):
+            yield node
+    for function in constructors:
+        if function is not None and function in set(ast.walk(tree)):
+            for node in ast.walk(function):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "__init__" and isinstance(node.func.value, ast.Call)
+                        and isinstance(node.func.value.func, ast.Name) and node.func.value.func.id == "super"):
+                    yield node
 
 
 def kinds_named(node: ast.expr) -> list[str] | None:
@@ -67,15 +92,13 @@ def test_every_error_raised_in_searchcore_is_a_kind_with_its_fields() -> None:
     problems, used = [], set()
     for path, tree in trees.items():
         where = path.relative_to(PACKAGE.parent)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Name) and node.exc.id in classes:
-                problems.append(f"{where}:{node.lineno}: raise {node.exc.id} without a kind")
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in classes):
-                continue
+        for raised in ast.walk(tree):
+            if isinstance(raised, ast.Raise) and isinstance(raised.exc, ast.Name) and raised.exc.id in classes:
+                problems.append(f"{where}:{raised.lineno}: raise {raised.exc.id} without a kind")
+        for node in kind_calls(tree, classes):
             kinds = kinds_named(node.args[0]) if len(node.args) == 1 else None
             if kinds is None:
-                problems.append(f"{where}:{node.lineno}: {node.func.id}(...) is given no literal kind: "
-                                f"{ast.unparse(node)[:100]}")
+                problems.append(f"{where}:{node.lineno}: {ast.unparse(node)[:100]} is given no literal kind")
                 continue
             given = {keyword.arg for keyword in node.keywords}
             for kind in kinds:
@@ -145,6 +168,10 @@ def test_an_error_keeps_its_kind_through_pickling() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is LibraryError
     assert (copy.kind, copy.params, str(copy)) == (error.kind, error.params, "image 7 is not in library 'photos'")
+    # A kind whose class takes its fields in a constructor of its own comes back whole, attributes and all.
+    refused = pickle.loads(pickle.dumps(MassRemovalError("/photos", 40, 40, 0, 0.5)))
+    assert (refused.kind, refused.gone, refused.found) == ("mass_removal_empty", 40, 0)
+    assert refused.render("zh").startswith("拒绝删除：/photos 中记录的 40 张图片有 40 张不见了，而文件夹是空的")
 
 
 def test_a_kind_missing_from_the_table_is_refused_when_raised() -> None:
