@@ -90,6 +90,12 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
      r"关键词和混合搜索需要支持 BM25 全文检索的 Milvus \1 或更新版本；当前服务器版本为 \2。语义搜索不受影响"),
     (r"^the query image cannot be used: (.*)$", r"无法使用这张查询图片：\1"),
     (r"^image (\d+) is not in library '(.*)'", r"图片 \1 不在图库 \2 中"),
+    (r"^refusing to remove (\d+) of the (\d+) pictures recorded in (.*?): the folder is empty",
+     r"拒绝删除：\3 中记录的 \2 张图片有 \1 张不见了，而文件夹是空的：硬盘或网络盘是否已挂载？没有删除任何图片。"
+     r"如果它们确实已被删除，请加上 --allow-mass-removal 再运行"),
+    (r"^refusing to remove (\d+) of the (\d+) pictures recorded in (.*?): ",
+     r"拒绝删除：\3 中记录的 \2 张图片有 \1 张不见了，一次删除太多（全部或超过一半）。没有删除任何图片。"
+     r"如果它们确实已被删除，请加上 --allow-mass-removal 再运行"),
     (r"^(\S+) does not exist$", r"\1 不存在"),
     (r"^(.*) holds no images", r"\1 中没有图片"),
     (r"^threshold must be", "相似度阈值必须是大于 0、不超过 1 的数"),
