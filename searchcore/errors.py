@@ -50,7 +50,7 @@ class MassRemovalError(DatasetError):
         elif gone == recorded:
             why = "none of its recorded files is there any more: is this the right folder?"
         else:
-            why = f"that is more than {share:.0%} of them at once"
+            why = f"that is more than {share:.0%} of them at once."
         super().__init__(f"refusing to remove {gone} of the {recorded} pictures recorded in {root}: {why} "
                          "Nothing was removed. If they really are gone, run again with --sync --allow-mass-removal")
 

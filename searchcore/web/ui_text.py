@@ -96,6 +96,10 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
     (r"^refusing to remove (\d+) of the (\d+) pictures recorded in (.*?): ",
      r"拒绝删除：\3 中记录的 \2 张图片有 \1 张不见了，一次删除太多（全部或超过一半）。没有删除任何图片。"
      r"如果它们确实已被删除，请加上 --allow-mass-removal 再运行"),
+    (r"^the file of image (\d+) \((.*)\) has changed since it was indexed",
+     r"图片 \1 的文件（\2）在建库后被改动过：请重新导入它所在的文件夹"),
+    (r"^the file of image (\d+) \((.*)\) is not in its folder any more",
+     r"图片 \1 的文件（\2）已不在文件夹中；如果文件夹移到了别的硬盘，请运行 searchcore relocate"),
     (r"^(\S+) does not exist$", r"\1 不存在"),
     (r"^(.*) holds no images", r"\1 中没有图片"),
     (r"^threshold must be", "相似度阈值必须是大于 0、不超过 1 的数"),
