@@ -7,6 +7,8 @@ read the same table, so one key holds a string's two versions side by side.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -15,137 +17,13 @@ from searchcore.errors import LANGUAGES, SearchcoreError
 
 PAGE_SIZE = 24  # results on one gallery page (the top-k slider's info names it)
 
-# key: (English, Chinese). Keys must not be one of Gradio's own top-level keys ("status", "label", "image",
-# "common", ...): the browser merges both tables, and a clash shows "[object Object]".
+# The UI's words in ui_text.json beside this module: {section: {key: [English, Chinese]}}, {page_size} filled in
+# here and other {fields} at run time by translate(). Keys must not be one of Gradio's own top-level keys
+# ("status", "label", "image", "common", ...): the browser merges both tables, and a clash shows "[object Object]".
 TEXT: dict[str, tuple[str, str]] = {
-    # Page and tabs
-    "title": ("# 以文搜图 · Chinese text-to-image search", "# 以文搜图 · 中文图片搜索"),
-    "tab_search": ("Search", "搜索"),
-    "tab_duplicates": ("Duplicates", "重复图片"),
-    "tab_build": ("Build", "建库"),
-    # Search tab
-    "query_label": ("Describe the picture", "描述图片"),
-    "query_placeholder": ("e.g. 海边的日落 (a sunset by the sea)", "例如：海边的日落"),
-    "library_label": ("Library", "图库"),
-    "top_k_label": ("Results in all", "结果总数"),
-    "top_k_info": (f"Shown {PAGE_SIZE} a page", f"每页显示 {PAGE_SIZE} 张"),
-    "search_button": ("Search", "搜索"),
-    "examples_label": ("Examples", "示例"),
-    "filters_accordion": ("Filters", "筛选"),
-    "folder_label": ("Folder", "文件夹"),
-    "folder_placeholder": ("e.g. 2024/旅行", "例如：2024/旅行"),
-    "folder_info": ("Only images under this folder of the ingested folder", "只搜索所导入文件夹中这个子文件夹下的图片"),
-    "since_label": ("Taken on or after (YYYY-MM-DD)", "拍摄日期不早于（YYYY-MM-DD）"),
-    "until_label": ("Taken on or before (YYYY-MM-DD)", "拍摄日期不晚于（YYYY-MM-DD）"),
-    "date_info": ("From the photo's EXIF, else the file's time", "取自照片的 EXIF，没有则用文件时间"),
-    "mode_label": ("Match by", "检索方式"),
-    "mode_info": ("Keyword and hybrid also match the words read in the pictures",
-                  "关键词和混合检索还会匹配图片中识别出的文字"),
-    "mode_default": ("Library default", "图库默认"),
-    "mode_semantic": ("Meaning", "语义"),
-    "mode_keyword": ("Keywords", "关键词"),
-    "mode_hybrid": ("Hybrid", "混合"),
-    "image_accordion": ("Search by image", "以图搜图"),
-    "query_image_label": ("Query image", "查询图片"),
-    "image_button": ("Search by image", "以图搜图"),
-    "status_label": ("Status", "状态"),
-    "results_label": ("Results", "结果"),
-    "previous_button": ("← Previous page", "← 上一页"),
-    "next_button": ("Next page →", "下一页 →"),
-    "selected_label": ("Selected image", "所选图片"),
-    "image_id_label": ("Image id", "图片 ID"),
-    "more_button": ("More like this", "找相似图片"),
-    # Duplicates tab
-    "threshold_label": ("Similarity threshold", "相似度阈值"),
-    "threshold_info": ("1.00: identical; lower also groups looser copies", "1.00 表示完全相同；越低越宽松"),
-    "duplicates_button": ("Find duplicates", "查找重复图片"),
-    "duplicates_gallery_label": ("Groups of duplicates", "重复图片组"),
-    # Build tab
-    "writes_disabled": ("**Ingest and drop are disabled:**", "**导入和删除已停用：**"),
-    "source_label": ("Source", "来源"),
-    "source_dataset": ("Chinese-CLIP dataset", "Chinese-CLIP 数据集"),
-    "source_folder": ("Folder on the server", "服务器上的文件夹"),
-    "source_upload": ("Uploaded images", "上传的图片"),
-    "dataset_folder_label": ("Dataset folder on the server ({split}_imgs.tsv or lmdb/)",
-                             "服务器上的数据集文件夹（{split}_imgs.tsv 或 lmdb/）"),
-    "split_label": ("Split", "数据划分"),
-    "image_folder_label": ("Folder of images on the server", "服务器上的图片文件夹"),
-    "uploads_label": ("Images", "图片"),
-    "library_name_label": ("Library name", "图库名称"),
-    "ingest_button": ("Ingest", "导入"),
-    "sync_label": ("Remove pictures deleted from the folder (--sync)", "同步删除：移除文件夹中已删除的图片（--sync）"),
-    "ocr_label": ("Read the words in the pictures (OCR, for keyword search)",
-                  "识别图片中的文字（OCR，用于关键词搜索）"),
-    "summary_label": ("Summary", "摘要"),
-    "libraries_label": ("Libraries", "图库列表"),
-    "refresh_button": ("Refresh the list", "刷新列表"),
-    "drop_name_label": ("Library to drop", "要删除的图库"),
-    "drop_button": ("Drop library…", "删除图库…"),
-    "confirm_button": ("Yes, delete it", "确认删除"),
-    "cancel_button": ("Cancel", "取消"),
-    "column_library": ("library", "图库"),
-    "column_images": ("images", "图片数"),
-    "column_model": ("model", "模型"),
-    "column_dim": ("dim", "维度"),
-    "column_backend": ("backend", "后端"),
-    # Made at run time: str.format fields in braces
-    "warning_title": ("Warning", "注意"),
-    "info_title": ("Info", "提示"),
-    "error_title": ("Error", "错误"),
-    "results_line": ("{n} results for {what} in library **{library}**",
-                     "在图库 **{library}** 中找到{what}的 {n} 个结果"),
-    "page_line": (" · page {page} of {pages} · results {first}–{last}",
-                  " · 第 {page}/{pages} 页 · 第 {first}–{last} 个"),
-    "no_results_line": ("No results in library **{library}**.", "图库 **{library}** 中没有结果。"),
-    "empty_library": ("Library {library} has no images yet; ingest some in the Build tab.",
-                      "图库 {library} 还没有图片，请先在“建库”页导入。"),
-    "no_match": ("No image in library {library} matches the filters.", "图库 {library} 中没有符合筛选条件的图片。"),
-    "what_text": ("“{text}”", "“{text}”"),
-    "what_upload": ("the uploaded image", "与上传图片相似"),
-    "what_image": ("image {id}", "与图片 {id} 相似"),
-    "upload_first": ("Upload an image to search with first.", "请先上传一张用来搜索的图片。"),
-    "click_first": ("Click a result first, then ask for more like it.", "请先点击一个结果，再找相似图片。"),
-    "failed": ("{reason}", "出错了：{reason}"),
-    "detail_score": ("score", "相似度"),
-    "detail_id": ("id: ", "ID："),
-    "detail_size": ("size: ", "尺寸："),
-    "detail_source": ("source: ", "来源："),
-    "detail_path": ("path: ", "路径："),
-    "detail_taken": ("taken: ", "拍摄时间："),
-    "detail_text": ("**Words in the picture**", "**图中文字**"),
-    "library_line": ("Library **{library}** · {count} images", "图库 **{library}** · {count} 张图片"),
-    "updated_line": (" · updated {when}", " · 最近更新 {when}"),
-    "duplicates_line": ("{groups} groups of near-identical images in library **{library}** (threshold {threshold})",
-                        "图库 **{library}** 中有 {groups} 组几乎相同的图片（阈值 {threshold}）"),
-    "duplicates_shown": (" · showing the first {shown}", " · 显示前 {shown} 组"),
-    "no_duplicates": ("No near-identical images in library **{library}** at threshold {threshold}.",
-                      "阈值 {threshold} 下，图库 **{library}** 中没有几乎相同的图片。"),
-    "duplicate_caption": ("group {group} · {id} · {score}", "第 {group} 组 · {id} · {score}"),
-    "ingesting": ("Ingesting", "正在导入"),
-    "images_unit": ("images", "张"),
-    "comparing": ("Comparing every pair of images", "正在两两比较图片"),
-    "pairs_unit": ("pairs", "对"),
-    "ingest_failed": ("Ingest failed: {reason}", "导入失败：{reason}"),
-    "dataset_summary": ("library {library}: {added} added, {present} already present, {bad} bad ({seconds}s)",
-                        "图库 {library}：新增 {added} 张，已有 {present} 张，出错 {bad} 个（{seconds} 秒）"),
-    "folder_summary": ("library {library}: {added} added, {changed} changed, {unchanged} unchanged, {moved} moved, "
-                       "{removed} removed, {bad} bad",
-                       "图库 {library}：新增 {added} 张，更新 {changed} 张，未变 {unchanged} 张，移动 {moved} 张，"
-                       "移除 {removed} 张，出错 {bad} 个"),
-    "folder_copies": (", {present} copies of images already stored", "，另有 {present} 张与已存图片相同"),
-    "folder_missing": ("; {missing} files missing from the folder (kept; --sync removes them)",
-                       "；文件夹中缺少 {missing} 个文件（已保留；--sync 会移除）"),
-    "seconds": (" ({seconds}s)", "（{seconds} 秒）"),
-    "more_bad": ("… and {n} more (the CLI's --json lists all)", "…… 另有 {n} 个（命令行的 --json 会全部列出）"),
-    "not_image_name": ("not an image file name ({suffixes})", "不是图片文件名（{suffixes}）"),
-    "action_ingest": ("ingest", "导入"),
-    "action_drop": ("drop", "删除"),
-    "disabled": ("{action} is disabled: {reason}.", "{action}已停用：{reason}。"),
-    "choose_drop": ("Choose a library to drop.", "请选择要删除的图库。"),
-    "confirm_drop": ("Delete library **{library}** from both stores? This cannot be undone.",
-                     "要从两个存储中删除图库 **{library}** 吗？此操作无法撤销。"),
-    "dropped": ("Dropped library **{library}**.", "已删除图库 **{library}**。"),
-    "drop_failed": ("Drop failed: {reason}", "删除失败：{reason}"),
+    key: (english.replace("{page_size}", str(PAGE_SIZE)), chinese.replace("{page_size}", str(PAGE_SIZE)))
+    for section in json.loads((Path(__file__).parent / "ui_text.json").read_text("utf-8")).values()
+    for key, (english, chinese) in section.items()
 }
 
 I18N = gr.I18n(**{lang: {key: pair[n] for key, pair in TEXT.items()} for n, lang in enumerate(LANGUAGES)})
