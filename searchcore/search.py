@@ -211,12 +211,14 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
                                                                                              filters)
     ranking: list[Hit] = list(semantic) if chosen == "semantic" else list(keyword) if chosen == "keyword" \
         else fuse(semantic, keyword)
-    similarity = {h.image_id: h.score for h in semantic} if probe is vector else {}
-    missing = [h.image_id for h in ranking if h.image_id not in similarity]
-    for image_id, stored in (vectors.vectors(library, missing) if missing else {}).items():
-        similarity[image_id] = float(np.dot(stored, vector))
     if excluded:
         ranking = _drop_words(ranking, excluded, images=images, library=library)
+    similarity = {h.image_id: h.score for h in semantic} if probe is vector else {}
+    # a threshold needs every candidate's similarity; without one, the page's will do
+    shown = ranking if threshold is not None else ranking[page.offset:page.offset + page.top_k]
+    missing = [h.image_id for h in shown if h.image_id not in similarity]
+    for image_id, stored in (vectors.vectors(library, missing) if missing else {}).items():
+        similarity[image_id] = float(np.dot(stored, vector))
     if threshold is not None:
         ranking = [h for h in ranking if similarity.get(h.image_id, -math.inf) >= threshold]
     scores = {h.image_id: h.score for h in keyword}
