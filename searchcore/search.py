@@ -28,7 +28,7 @@ MAX_TOP_K = 1000  # results of one search in all, offset included (the gallery p
 MAX_QUERY_CHARS = 1000
 MODES = ("semantic", "keyword", "hybrid")
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
-EXCLUDE_WEIGHT = 1.0  # how much of an excluded description's embedding the query gives up (measured: README)
+EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (measured: README)
 EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
 
 
