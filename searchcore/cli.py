@@ -93,13 +93,9 @@ def _progress_bar() -> Iterator[Progress]:
 @command("ingest")
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Ingest a Chinese-CLIP split, a feature file or an image folder."""
-    engine = _engine(settings)
-    try:
-        with _progress_bar() as progress:
-            report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress,
-                                   sync=args.sync, ocr=args.ocr)
-    finally:
-        engine.close()
+    with _engine(settings) as engine, _progress_bar() as progress:
+        report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress,
+                               sync=args.sync, ocr=args.ocr)
     return _ingested(args, report)
 
 
@@ -122,8 +118,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--mode keyword and hybrid search by words; --image searches by look (semantic) only")
     filters = Filters.parse(args.folder, args.since, args.until)
     page = {"offset": args.offset, "filters": filters or None}
-    engine = _engine(settings, one_query=True)
-    try:
+    with _engine(settings, one_query=True) as engine:
         if args.image is not None:
             try:
                 data = Path(args.image).read_bytes()
@@ -133,8 +128,6 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         else:
             results = engine.search_text(args.text, args.top_k, mode=args.mode, min_similarity=args.min_similarity,
                                          exclude=args.exclude, **page)
-    finally:
-        engine.close()
     lines = [f"{r.rank:3d}  similarity {_score(r.similarity)}  keyword {_score(r.keyword_score)}  {r.image_id}  "
              f"{' / '.join(r.captions[:2])}" for r in results]
     if args.min_similarity not in (None, ""):
@@ -150,11 +143,8 @@ def _score(value: float | None) -> str:
 @command("info")
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     """Show a library's counts, model, dimension and backends."""
-    engine = _engine(settings)
-    try:
+    with _engine(settings) as engine:
         info = engine.info(runtime=True)
-    finally:
-        engine.close()
     data = info.to_json()
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
     return 0
@@ -163,11 +153,8 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 @command("libraries")
 def cmd_libraries(args: argparse.Namespace, settings: Settings) -> int:
     """List every library."""
-    engine = _engine(settings)
-    try:
+    with _engine(settings) as engine:
         infos = [i.to_json() for i in engine.libraries()]
-    finally:
-        engine.close()
     text = "\n".join(f"{i['library']}: {i['count']} images, {i['model']} ({i['dim']}-d)" for i in infos)
     _emit(args, infos, text or "no libraries")
     return 0
@@ -176,11 +163,8 @@ def cmd_libraries(args: argparse.Namespace, settings: Settings) -> int:
 @command("drop")
 def cmd_drop(args: argparse.Namespace, settings: Settings) -> int:
     """Delete a library from both stores."""
-    engine = _engine(settings)
-    try:
+    with _engine(settings) as engine:
         engine.drop()
-    finally:
-        engine.close()
     _emit(args, {"library": settings.library, "dropped": True}, f"dropped library {settings.library}")
     return 0
 
@@ -188,11 +172,8 @@ def cmd_drop(args: argparse.Namespace, settings: Settings) -> int:
 @command("check")
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     """Compare the image store with the vector collection; --repair fixes mismatches."""
-    engine = _engine(settings)
-    try:
+    with _engine(settings) as engine:
         report = engine.check(repair=args.repair)
-    finally:
-        engine.close()
     text = (f"library {report.library}: {report.images} images, {report.vectors} vectors; "
             f"{len(report.missing_vectors)} images without a vector, {len(report.orphan_vectors)} vectors "
             f"without an image" + ("; repaired" if report.repaired else ""))
@@ -206,11 +187,9 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
     """List groups of near-identical images (resized, recompressed or lightly cropped copies)."""
     threshold = parse_threshold(args.threshold)  # a bad value fails before the stores open
-    engine = build_engine(settings, exact_copy=False)  # reads every vector itself; Lite's copy would only compete
-    try:
+    # It reads every vector itself; Lite's in-process copy would only compete.
+    with build_engine(settings, exact_copy=False) as engine:
         groups = find_duplicates(engine, threshold=threshold)
-    finally:
-        engine.close()
     images = sum(len(g.images) for g in groups)
     lines = [f"library {settings.library}: {len(groups)} groups of near-duplicates ({images} images) at threshold "
              f"{threshold:g}"]
@@ -237,32 +216,27 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         _emit(args, done.to_json(), done.summary())
         sys.stdout.flush()
 
-    engine = _engine(settings)
-    watcher = FolderWatcher(engine, args.folder, debounce=args.debounce, on_report=report)
-    stopped = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())  # a service manager's stop ends it too
-    try:
-        watcher.start()
-        while not stopped.wait(1):
+    with _engine(settings) as engine:
+        watcher = FolderWatcher(engine, args.folder, debounce=args.debounce, on_report=report)
+        stopped = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())  # a service manager's stop ends it too
+        try:
+            watcher.start()
+            while not stopped.wait(1):
+                pass
+        except KeyboardInterrupt:
             pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        watcher.stop()
-        engine.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            watcher.stop()
     return 0
 
 
 @command("ocr")
 def cmd_ocr(args: argparse.Namespace, settings: Settings) -> int:
     """Read the words in every picture of a library that OCR has not read yet (no image is encoded again)."""
-    engine = _engine(settings)
-    try:
-        with _progress_bar() as progress:
-            report = engine.ocr(progress=progress)
-    finally:
-        engine.close()
+    with _engine(settings) as engine, _progress_bar() as progress:
+        report = engine.ocr(progress=progress)
     _emit(args, report.to_json(), "\n".join([report.summary(), *_bad_lines(report.bad)]))
     return 0
 
@@ -270,11 +244,8 @@ def cmd_ocr(args: argparse.Namespace, settings: Settings) -> int:
 @command("migrate")
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     """Give a library made by an older version the folder and date fields (its vectors are kept)."""
-    engine = _engine(settings)
-    try:
+    with _engine(settings) as engine:
         done = engine.migrate()
-    finally:
-        engine.close()
     text = (f"library {settings.library} migrated: folder and date filters now work on it" if done else
             f"library {settings.library} is up to date; nothing to do")
     _emit(args, {"library": settings.library, "migrated": done}, text)
@@ -285,11 +256,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     """Write cn_clip-format top-k predictions for every text of a split."""
     split = choose_split(args.dataset, args.split)
-    engine = _engine(settings)
-    try:
+    with _engine(settings) as engine:
         predictions = predict(engine, args.dataset, split, args.top_k)
-    finally:
-        engine.close()
     path = write_predictions(predictions, args.output or Path(args.dataset) / f"{split}_predictions.jsonl")
     _emit(args, {"output": str(path), "texts": len(predictions), "top_k": parse_top_k(args.top_k)},
           f"wrote {len(predictions)} predictions to {path}")
@@ -300,11 +268,8 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     """Print text→image and image→text recall; with --exact, Milvus's agreement with brute force."""
     split = choose_split(args.dataset, args.split)
-    engine = _engine(settings)
-    try:
+    with _engine(settings) as engine:
         result = evaluate(engine, args.dataset, split, exact=args.exact)
-    finally:
-        engine.close()
     t, i = result.text_to_image, result.image_to_text
     lines = [f"library {result.library}, split {split}: {result.texts} texts, {result.images} images, "
              f"index {result.index}",

@@ -47,6 +47,8 @@ class Settings:
     batch_size: int = field(default=8, metadata={"help": "images per encoder batch"})
     index: str = field(default="auto", metadata={"help": "vector index auto|FLAT|HNSW|IVF_FLAT", "choices": INDEXES})
     workers: int = field(default=0, metadata={"help": "decode threads (0: one per core)"})
+    upload_url_hosts: str = field(default="", metadata={
+        "help": "hosts whose image URLs POST /img/upload may fetch, comma-separated (*: any; empty: none)"})
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.batch_size > 1024:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,14 +20,15 @@ import numpy as np
 
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
-from searchcore.errors import LibraryError, QueryError, SearchcoreError
+from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
 from searchcore.ids import chunks
 from searchcore.indexing.ingest import IngestReport, Progress, ingest
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.records import BadRecord
 from searchcore.search import SearchResult
-from searchcore.sources.datasets import open_source
+from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
+from searchcore.sources.datasets import IMAGE_SUFFIXES, folder_image_id, open_source
 from searchcore.sources.imaging import ImageDecodeError, decode_image
 from searchcore.stores.factory import open_vector_store
 from searchcore.stores.filters import Filters
@@ -117,6 +119,15 @@ class CheckReport:
                 "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
+@dataclass
+class SplitIngest:
+    """One split of a dataset ingest: whether its vectors came from its feature file, and the report."""
+
+    split: str | None  # None: the folder held no split and was ingested as a folder of images
+    features: bool
+    report: IngestReport
+
+
 class Engine:
     """Encoder, vector store and image store, built once and shared by every request."""
 
@@ -171,6 +182,34 @@ class Engine:
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
                       ocr=reader)
+
+    def ingest_dataset(self, path: str | Path, *, library: str | None = None,
+                       progress: Progress | None = None) -> list[SplitIngest]:
+        """Ingest every split of a Chinese-CLIP dataset folder, each from its {split}_imgs.img_feat.jsonl when
+        it has one (no encoding), else by encoding its images; a folder with no split as a folder of images.
+        Every feature file's dimension is checked against the model before anything is written."""
+        root = Path(path).expanduser()
+        splits = find_splits(root)
+        if not splits:
+            return [SplitIngest(None, False, self.ingest(root, library=library, progress=progress))]
+        features = {s: image_features_file(root, s) for s in splits if image_features_file(root, s).is_file()}
+        for feature_file in features.values():
+            dim = feature_dim(feature_file)
+            if dim is not None and dim != self.encoder.dim:
+                raise DatasetError(f"{feature_file} holds {dim}-dimensional features, but the model "
+                                   f"{self.encoder.name} makes {self.encoder.dim}: extract them with this model")
+        return [SplitIngest(s, s in features, self.ingest(root, split=s, features=features.get(s), library=library,
+                                                            progress=progress)) for s in splits]
+
+    def add_image(self, data: bytes, name: str, library: str | None = None) -> int:
+        """Store one uploaded image (name gives its file type) in a library and return its id."""
+        suffix = Path(name).suffix.lower()
+        with tempfile.TemporaryDirectory(prefix="searchcore-upload-") as tmp:
+            (Path(tmp) / f"upload{suffix if suffix in IMAGE_SUFFIXES else '.jpg'}").write_bytes(data)
+            report = self.ingest(tmp, library=library, remember=False)
+        if report.bad:
+            raise QueryError(f"{name or 'the upload'} is not an image this app can read: {report.bad[0].reason}")
+        return folder_image_id(data)
 
     def _texts(self) -> TextIndex | None:
         """The keyword index, where this Milvus has full-text search."""
@@ -395,6 +434,12 @@ class Engine:
         """Release both stores."""
         self.vectors.close()
         self.images.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def build_engine(settings: Settings, *, preload_encoder: bool = False, exact_copy: bool = True) -> Engine:

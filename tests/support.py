@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,9 @@ from searchcore.config import Settings
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
+
+    from searchcore.engine import Engine
+    from searchcore.web.auth import Access
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ROOT / "demo" / "tiny_clip.pt"
@@ -116,6 +120,34 @@ def ingest_before_serving(env: dict[str, str], data: Path) -> None:
 
 
 # The app and a browser
+
+
+class Served:
+    """create_app over an engine on a free port, in a uvicorn thread of this process."""
+
+    def __init__(self, engine: Engine, access: Access) -> None:
+        import uvicorn
+
+        from searchcore.web import ui
+        from searchcore.web.api import create_app
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.app = create_app(engine, access, mount_ui=ui.mount)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the app did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 
 
 class App:

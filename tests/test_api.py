@@ -7,9 +7,7 @@ Each app runs in a uvicorn thread on a free port, over one engine with the datas
 from __future__ import annotations
 
 import io
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,40 +15,16 @@ import httpx
 import numpy as np
 import pymysql
 import pytest
-import uvicorn
 from gradio_client import Client
 from PIL import Image
 
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.stores.images import MySQLImageStore
-from searchcore.web import ui
-from searchcore.web.api import create_app
 from searchcore.web.auth import Access
-from tests.support import MARIADB, tiny_settings
+from tests.support import MARIADB, Served, tiny_settings
 
 USERS = (("alice", "wonderland"),)
-
-
-class Served:
-    """One app on a free port in a background thread."""
-
-    def __init__(self, engine: Engine, access: Access) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.app = create_app(engine, access, mount_ui=ui.mount)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the app did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

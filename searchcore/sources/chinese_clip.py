@@ -260,6 +260,14 @@ def _feature_entry(entry: Any) -> tuple[int, np.ndarray]:
     return image_id, vector
 
 
+def feature_dim(path: Path) -> int | None:
+    """The dimension of the first readable feature in a feature file (None when no line is readable)."""
+    for _number, parsed, _reason in _json_lines(path, "feature", _feature_entry):
+        if parsed is not None:
+            return len(parsed[1])
+    return None
+
+
 def feature_line(key: str, ident: int, feature: Sequence[float]) -> str:
     """One line of a feature file ("image_id" or "text_id" as key), as cn_clip's extract_features.py writes it."""
     return json.dumps({key: ident, "feature": feature}) + "\n"

@@ -22,15 +22,23 @@ Loader = Callable[[threading.Event], Iterator[tuple[list[int], np.ndarray, list[
 # A filter over the copy's rows: (paths, taken) -> the rows that pass (the same rule Milvus applies).
 Mask = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+# How far the copy's score of a unit vector may stray from Milvus Lite's: each float32 product may round
+# differently (a few ulps of 1.0), and hits closer than this may come in either order.
+SCORE_TOLERANCE = 1e-6
+
 
 class ExactCopy:
     """One library's vectors as a float32 matrix; exact inner-product top-k with numpy.
 
-    Results match Milvus Lite's FLAT search with the IP metric: the same ids in the same order with the
-    same float32 scores (the same product on the same float32 values). Exact ties (equal float32 scores:
-    duplicate vectors, or now and then deep in a long ranking) go to the row written earlier, as Lite
-    orders them across its segments and memtable; within one segment Lite's argpartition and unstable
-    argsort leave tied rows in no particular order, so there tied hits may come in another order than Lite's.
+    Results match Milvus Lite's FLAT search with the IP metric up to float32 rounding: the same ids in the
+    same order, with scores within SCORE_TOLERANCE of Lite's. The products are the same, but not always
+    summed in the same order: OpenBLAS picks its kernel by CPU (Zen, SkylakeX, Haswell ...) and by the
+    shape of the batch, so a score can differ in its last bits between Lite and the copy, or between a
+    query alone and the same query in a batch (by up to 1.8e-7 on a Zen 5 EPYC). Hits whose scores lie
+    within SCORE_TOLERANCE of each other (near ties; two of a 1,500-deep ranking agreed to 1.5e-8) may
+    therefore come in another order than Lite's. Exact ties (equal scores: duplicate vectors) go to the row
+    written earlier, as Lite orders them across its segments and memtable; within one segment Lite leaves
+    tied rows in no particular order.
     """
 
     def __init__(self, dim: int, capacity: int = 0) -> None:

@@ -34,6 +34,7 @@ from searchcore.sources.imaging import mime_type
 from searchcore.stores.filters import Filters
 from searchcore.web.auth import Access
 from searchcore.web.metrics import CONTENT_TYPE, Metrics
+from searchcore.web.seed_api import install as install_seed_routes
 
 log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -170,6 +171,8 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         with metrics.backend("drop"):
             engine.drop(name)
         return {"library": name, "dropped": True}
+
+    install_seed_routes(api, engine, metrics, reader=reader, writer=writer)
 
     @api.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:

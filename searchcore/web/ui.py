@@ -17,6 +17,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -383,99 +384,74 @@ class SearchApp:
 
 def build_ui(app: SearchApp) -> gr.Blocks:
     """The Blocks: Search, Duplicates and Build tabs wired to the app's handlers; labels are I18N keys."""
-    closed = app.access.refusal
-    writable = closed is None
-    default = app.engine.settings.library
     with gr.Blocks(title="以文搜图 · searchcore", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(I18N("title"))
-        with gr.Tab(I18N("tab_search"), id="search"):
-            with gr.Row():
-                query = gr.Textbox(label=I18N("query_label"), placeholder=I18N("query_placeholder"), scale=4,
-                                   elem_id="query")
-                library = gr.Dropdown([default], value=default, label=I18N("library_label"), allow_custom_value=True,
-                                      scale=1, elem_id="library")
-            with gr.Row():
-                top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label=I18N("top_k_label"),
-                                  info=I18N("top_k_info"), scale=3)
-                mode = gr.Radio([(I18N(f"mode_{m}"), m) for m in (MODE_DEFAULT, *MODES)], value=MODE_DEFAULT,
-                                label=I18N("mode_label"), info=I18N("mode_info"), scale=2, elem_id="mode")
-                search_btn = gr.Button(I18N("search_button"), variant="primary", scale=1, elem_id="search-button")
-            library_info = gr.Markdown(elem_id="library-info")
-            # Each filter starts as "", which makes it optional for gradio_client callers of /search.
-            with gr.Accordion(I18N("filters_accordion"), open=False, elem_id="filters"), gr.Row():
-                folder = gr.Textbox("", label=I18N("folder_label"), placeholder=I18N("folder_placeholder"),
-                                    info=I18N("folder_info"), scale=2, elem_id="folder")
-                since = gr.Textbox("", label=I18N("since_label"), placeholder="2024-01-01", info=I18N("date_info"),
-                                   scale=1, elem_id="since")
-                until = gr.Textbox("", label=I18N("until_label"), placeholder="2024-12-31", info=I18N("date_info"),
-                                   scale=1, elem_id="until")
-            examples = gr.Dataset(components=[query], samples=[[q] for q in EXAMPLES], label=I18N("examples_label"),
-                                  elem_id="examples")
-            with gr.Accordion(I18N("image_accordion"), open=False):
-                query_image = gr.Image(type="filepath", label=I18N("query_image_label"),
-                                       sources=["upload", "clipboard"])
-                image_btn = gr.Button(I18N("image_button"))
-            status = gr.Markdown(label=I18N("status_label"), elem_id="status")
-            gallery = gr.Gallery(label=I18N("results_label"), columns=6, height="auto", object_fit="contain",
-                                 allow_preview=False, elem_id="results")
-            with gr.Row(visible=False) as pager:
-                previous_btn = gr.Button(I18N("previous_button"), size="sm", elem_id="previous-page")
-                next_btn = gr.Button(I18N("next_button"), size="sm", elem_id="next-page")
-            results = gr.State(None)
-            with gr.Row(visible=False) as detail:
-                big = gr.Image(label=I18N("selected_label"), type="pil", interactive=False, scale=2)
-                with gr.Column(scale=1):
-                    meta = gr.Markdown(elem_id="detail")
-                    selected_id = gr.Textbox(label=I18N("image_id_label"), interactive=False)
-                    more_btn = gr.Button(I18N("more_button"))
+        chosen = _search_tab(app)
+        _duplicates_tab(app, chosen.library)
+        _build_tab(app, chosen, demo)
+    demo.queue(default_concurrency_limit=SEARCH_CONCURRENCY)
+    return demo
 
-        with gr.Tab(I18N("tab_duplicates"), id="duplicates"):
-            with gr.Row():
-                threshold = gr.Slider(0.80, 1.00, value=DEFAULT_THRESHOLD, step=0.01, label=I18N("threshold_label"),
-                                      info=I18N("threshold_info"), scale=4)
-                duplicates_btn = gr.Button(I18N("duplicates_button"), variant="primary", scale=1)
-            duplicates_status = gr.Markdown(elem_id="duplicates-status")
-            duplicates_gallery = gr.Gallery(label=I18N("duplicates_gallery_label"), columns=8, height="auto",
-                                            object_fit="contain", allow_preview=False, elem_id="duplicates")
 
-        with gr.Tab(I18N("tab_build"), id="build"):
-            if closed:
-                gr.Markdown(I18N("writes_disabled") + f" {closed}.")
-            source = gr.Radio([(I18N("source_dataset"), SOURCE_DATASET), (I18N("source_folder"), SOURCE_FOLDER),
-                               (I18N("source_upload"), SOURCE_UPLOAD)], value=SOURCE_DATASET,
-                              label=I18N("source_label"), interactive=writable)
-            with gr.Row(visible=True) as dataset_row:
-                dataset_folder = gr.Textbox(label=I18N("dataset_folder_label"), scale=3, interactive=writable,
-                                            elem_id="dataset-folder")
-                split = gr.Dropdown([], label=I18N("split_label"), scale=1, interactive=writable,
-                                    allow_custom_value=True, elem_id="split")
-            with gr.Row(visible=False) as folder_row:
-                image_folder = gr.Textbox(label=I18N("image_folder_label"), interactive=writable, scale=3)
-                sync = gr.Checkbox(label=I18N("sync_label"), value=False, interactive=writable, scale=1,
-                                   elem_id="sync")
-            with gr.Row(visible=False) as upload_row:
-                uploads = gr.File(file_count="multiple", file_types=["image"], interactive=writable,
-                                  label=I18N("uploads_label") + f" (≤ {MAX_UPLOAD_FILES} × "
-                                                                f"{MAX_UPLOAD_BYTES // 2**20} MB)")
-            target = gr.Textbox(value=default, label=I18N("library_name_label"), interactive=writable,
-                                elem_id="target")
-            ocr = gr.Checkbox(label=I18N("ocr_label"), value=False, interactive=writable, elem_id="ocr")
-            ingest_btn = gr.Button(I18N("ingest_button"), variant="primary", interactive=writable,
-                                   elem_id="ingest-button")
-            build_status = gr.Markdown(label=I18N("summary_label"), elem_id="summary")
-            table = gr.Dataframe(headers=[translate("en", c) for c in LIBRARY_COLUMNS], interactive=False,
-                                 label=I18N("libraries_label"))
-            refresh_btn = gr.Button(I18N("refresh_button"), size="sm")
-            with gr.Row():
-                drop_name = gr.Dropdown([], label=I18N("drop_name_label"), allow_custom_value=True,
-                                        interactive=writable)
-                drop_btn = gr.Button(I18N("drop_button"), variant="stop", interactive=writable)
-            with gr.Row(visible=False) as confirm_row:
-                confirm_text = gr.Markdown()
-                confirm_btn = gr.Button(I18N("confirm_button"), variant="stop")
-                cancel_btn = gr.Button(I18N("cancel_button"))
+@dataclass
+class _Chosen:
+    """The search tab's library dropdown, and the event arguments that show the chosen library's line and
+    examples; the build tab refreshes both after it changes the libraries."""
 
+    library: gr.Dropdown
+    view: tuple[Callable[..., Any], gr.Dropdown, list[Any]]
+
+
+def _search_tab(app: SearchApp) -> _Chosen:
+    """Query, filters, examples and search by image above a paged gallery and a detail view."""
+    default = app.engine.settings.library
+    with gr.Tab(I18N("tab_search"), id="search"):
+        with gr.Row():
+            query = gr.Textbox(label=I18N("query_label"), placeholder=I18N("query_placeholder"), scale=4,
+                               elem_id="query")
+            library = gr.Dropdown([default], value=default, label=I18N("library_label"), allow_custom_value=True,
+                                  scale=1, elem_id="library")
+        with gr.Row():
+            top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label=I18N("top_k_label"),
+                              info=I18N("top_k_info"), scale=3)
+            mode = gr.Radio([(I18N(f"mode_{m}"), m) for m in (MODE_DEFAULT, *MODES)], value=MODE_DEFAULT,
+                            label=I18N("mode_label"), info=I18N("mode_info"), scale=2, elem_id="mode")
+            search_btn = gr.Button(I18N("search_button"), variant="primary", scale=1, elem_id="search-button")
+        library_info = gr.Markdown(elem_id="library-info")
+        # Each filter starts as "", which makes it optional for gradio_client callers of /search.
+        with gr.Accordion(I18N("filters_accordion"), open=False, elem_id="filters"), gr.Row():
+            folder = gr.Textbox("", label=I18N("folder_label"), placeholder=I18N("folder_placeholder"),
+                                info=I18N("folder_info"), scale=2, elem_id="folder")
+            since = gr.Textbox("", label=I18N("since_label"), placeholder="2024-01-01", info=I18N("date_info"),
+                               scale=1, elem_id="since")
+            until = gr.Textbox("", label=I18N("until_label"), placeholder="2024-12-31", info=I18N("date_info"),
+                               scale=1, elem_id="until")
+        examples = gr.Dataset(components=[query], samples=[[q] for q in EXAMPLES], label=I18N("examples_label"),
+                              elem_id="examples")
+        library_view = (app.library_view, library, [library_info, examples])
+        library.change(*library_view, api_visibility="private")
+        with gr.Accordion(I18N("image_accordion"), open=False):
+            query_image = gr.Image(type="filepath", label=I18N("query_image_label"), sources=["upload", "clipboard"])
+            image_btn = gr.Button(I18N("image_button"))
+        status = gr.Markdown(label=I18N("status_label"), elem_id="status")
+        gallery = gr.Gallery(label=I18N("results_label"), columns=6, height="auto", object_fit="contain",
+                             allow_preview=False, elem_id="results")
+        results = gr.State(None)
         shown = [gallery, results, status]
+        with gr.Row(visible=False) as pager:
+            previous_btn = gr.Button(I18N("previous_button"), size="sm", elem_id="previous-page")
+            next_btn = gr.Button(I18N("next_button"), size="sm", elem_id="next-page")
+        results.change(lambda state: gr.Row(visible=bool(state) and len(state["hits"]) > PAGE_SIZE), results, pager,
+                       api_visibility="private")
+        with gr.Row(visible=False) as detail:
+            big = gr.Image(label=I18N("selected_label"), type="pil", interactive=False, scale=2)
+            with gr.Column(scale=1):
+                meta = gr.Markdown(elem_id="detail")
+                selected_id = gr.Textbox(label=I18N("image_id_label"), interactive=False)
+                more_btn = gr.Button(I18N("more_button"))
+        gallery.select(app.select, results, [big, meta, selected_id, detail], api_visibility="private",
+                       concurrency_id="search")
+
         filters = [folder, since, until]
         hide_detail = (lambda: gr.Row(visible=False), None, detail)
         search = (app.search, [query, top_k, library, *filters, mode], shown)
@@ -487,44 +463,84 @@ def build_ui(app: SearchApp) -> gr.Blocks:
                         concurrency_id="search").then(*hide_detail, api_visibility="private")
         more_btn.click(app.more_like_this, [selected_id, top_k, library, *filters], shown, api_name="more_like_this",
                        concurrency_id="search")
-        previous_btn.click(app.previous_page, results, shown, api_visibility="private", concurrency_id="search").then(
-            *hide_detail, api_visibility="private")
-        next_btn.click(app.next_page, results, shown, api_visibility="private", concurrency_id="search").then(
-            *hide_detail, api_visibility="private")
-        results.change(lambda state: gr.Row(visible=bool(state) and len(state["hits"]) > PAGE_SIZE), results, pager,
-                       api_visibility="private")
-        gallery.select(app.select, results, [big, meta, selected_id, detail], api_visibility="private",
-                       concurrency_id="search")
-        library_view = (app.library_view, library, [library_info, examples])
-        library.change(*library_view, api_visibility="private")
+        for button, handler in ((previous_btn, app.previous_page), (next_btn, app.next_page)):
+            button.click(handler, results, shown, api_visibility="private", concurrency_id="search").then(
+                *hide_detail, api_visibility="private")
+    return _Chosen(library, library_view)
 
+
+def _duplicates_tab(app: SearchApp, library: gr.Dropdown) -> None:
+    """Groups of near-identical images in the library the search tab has chosen."""
+    with gr.Tab(I18N("tab_duplicates"), id="duplicates"):
+        with gr.Row():
+            threshold = gr.Slider(0.80, 1.00, value=DEFAULT_THRESHOLD, step=0.01, label=I18N("threshold_label"),
+                                  info=I18N("threshold_info"), scale=4)
+            duplicates_btn = gr.Button(I18N("duplicates_button"), variant="primary", scale=1)
+        duplicates_status = gr.Markdown(elem_id="duplicates-status")
+        duplicates_gallery = gr.Gallery(label=I18N("duplicates_gallery_label"), columns=8, height="auto",
+                                        object_fit="contain", allow_preview=False, elem_id="duplicates")
         duplicates_btn.click(app.duplicates, [library, threshold], [duplicates_gallery, duplicates_status],
                              api_name="duplicates", concurrency_id="duplicates", concurrency_limit=1)
 
-        def show_source(choice: str) -> list[Any]:
-            return [gr.Row(visible=choice == c) for c in (SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD)]
 
-        source.change(show_source, source, [dataset_row, folder_row, upload_row], api_visibility="private")
-        dataset_folder.change(app.splits, dataset_folder, split, api_visibility="private",
-                              trigger_mode="always_last")
-        choices = (app.library_choices, library, [library, drop_name])
+def _build_tab(app: SearchApp, chosen: _Chosen, demo: gr.Blocks) -> None:
+    """Ingest a source into a library, list the libraries and drop one; the search tab follows every change."""
+    closed = app.access.refusal
+    writable = closed is None
+    with gr.Tab(I18N("tab_build"), id="build"):
+        if closed:
+            gr.Markdown(I18N("writes_disabled") + f" {closed}.")
+        source = gr.Radio([(I18N("source_dataset"), SOURCE_DATASET), (I18N("source_folder"), SOURCE_FOLDER),
+                           (I18N("source_upload"), SOURCE_UPLOAD)], value=SOURCE_DATASET,
+                          label=I18N("source_label"), interactive=writable)
+        with gr.Row(visible=True) as dataset_row:
+            dataset_folder = gr.Textbox(label=I18N("dataset_folder_label"), scale=3, interactive=writable,
+                                        elem_id="dataset-folder")
+            split = gr.Dropdown([], label=I18N("split_label"), scale=1, interactive=writable,
+                                allow_custom_value=True, elem_id="split")
+        dataset_folder.change(app.splits, dataset_folder, split, api_visibility="private", trigger_mode="always_last")
+        with gr.Row(visible=False) as folder_row:
+            image_folder = gr.Textbox(label=I18N("image_folder_label"), interactive=writable, scale=3)
+            sync = gr.Checkbox(label=I18N("sync_label"), value=False, interactive=writable, scale=1, elem_id="sync")
+        with gr.Row(visible=False) as upload_row:
+            uploads = gr.File(file_count="multiple", file_types=["image"], interactive=writable,
+                              label=I18N("uploads_label") + f" (≤ {MAX_UPLOAD_FILES} × {MAX_UPLOAD_BYTES // 2**20} MB)")
+        source.change(lambda choice: [gr.Row(visible=choice == c) for c in (SOURCE_DATASET, SOURCE_FOLDER,
+                                                                            SOURCE_UPLOAD)],
+                      source, [dataset_row, folder_row, upload_row], api_visibility="private")
+        target = gr.Textbox(value=app.engine.settings.library, label=I18N("library_name_label"), interactive=writable,
+                            elem_id="target")
+        ocr = gr.Checkbox(label=I18N("ocr_label"), value=False, interactive=writable, elem_id="ocr")
+        ingest_btn = gr.Button(I18N("ingest_button"), variant="primary", interactive=writable,
+                               elem_id="ingest-button")
+        build_status = gr.Markdown(label=I18N("summary_label"), elem_id="summary")
+        table = gr.Dataframe(headers=[translate("en", c) for c in LIBRARY_COLUMNS], interactive=False,
+                             label=I18N("libraries_label"))
+        refresh_btn = gr.Button(I18N("refresh_button"), size="sm")
+        with gr.Row():
+            drop_name = gr.Dropdown([], label=I18N("drop_name_label"), allow_custom_value=True, interactive=writable)
+            drop_btn = gr.Button(I18N("drop_button"), variant="stop", interactive=writable)
+        with gr.Row(visible=False) as confirm_row:
+            confirm_text = gr.Markdown()
+            confirm_btn = gr.Button(I18N("confirm_button"), variant="stop")
+            cancel_btn = gr.Button(I18N("cancel_button"))
+
+        choices = (app.library_choices, chosen.library, [chosen.library, drop_name])
         ingest_btn.click(app.ingest, [source, dataset_folder, split, image_folder, uploads, target, sync, ocr],
                          [build_status, table], api_name="ingest", concurrency_id="write",
                          concurrency_limit=1).then(  # search the library just built
-            app.library_choices, target, [library, drop_name], api_visibility="private").then(
-            *library_view, api_visibility="private")  # its new count, even when it was already chosen
+            app.library_choices, target, [chosen.library, drop_name], api_visibility="private").then(
+            *chosen.view, api_visibility="private")  # its new count, even when it was already chosen
         refresh_btn.click(app.libraries, None, table, api_name="libraries").then(*choices, api_visibility="private")
         drop_btn.click(app.ask_drop, drop_name, [confirm_text, confirm_row], api_visibility="private")
         confirm_btn.click(app.drop, drop_name, [build_status, table], api_name="drop", concurrency_id="write",
                           concurrency_limit=1).then(
             lambda: gr.Row(visible=False), None, confirm_row, api_visibility="private").then(
-            *choices, api_visibility="private").then(*library_view, api_visibility="private")
+            *choices, api_visibility="private").then(*chosen.view, api_visibility="private")
         cancel_btn.click(lambda: gr.Row(visible=False), None, confirm_row, api_visibility="private")
-        demo.load(app.table_headers, None, table, api_visibility="private").then(
-            app.libraries, None, table, api_visibility="private").then(
-            *choices, api_visibility="private").then(*library_view, api_visibility="private")
-    demo.queue(default_concurrency_limit=SEARCH_CONCURRENCY)
-    return demo
+    demo.load(app.table_headers, None, table, api_visibility="private").then(
+        app.libraries, None, table, api_visibility="private").then(
+        *choices, api_visibility="private").then(*chosen.view, api_visibility="private")
 
 
 def caption(hit: dict[str, Any]) -> str:
