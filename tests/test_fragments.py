@@ -5,6 +5,7 @@ excluded terms."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.support import run_cli, settings_env, tiny_settings
 pytestmark = pytest.mark.skipif(not all(f.is_file() for f in FONTS),
                                 reason="needs the Noto CJK fonts: apt-get install fonts-noto-cjk")
 PICTURES = 200
+SAMPLE = 300  # fragments asked per mode
 
 
 class Corpus:
@@ -56,6 +58,8 @@ def test_every_fragment_only_one_picture_holds_finds_it_first(corpus: Corpus, mo
     captions = [v for c in CLASSES for v in caption_variants(*c)]
     queries = unique_fragments(corpus.said, captions)
     assert len(queries) > 1000, "2 to 6 pieces of every line"
+    # the bench (bench/bench_fragments.py) asks every one; on two shared cores the test asks a fixed sample
+    queries = random.Random(19).sample(queries, SAMPLE)
     missed = [(q, name) for q, name in queries if first(corpus.engine, q, mode) != name]
     assert len(missed) / len(queries) <= 0.05, f"{len(missed)} of {len(queries)} missed, e.g. {missed[:10]}"
 

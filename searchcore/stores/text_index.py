@@ -9,9 +9,9 @@ People remember a fragment of what a picture says, not the words a segmenter cut
 same way for the text and the query: after NFKC (full-width forms become half-width) and lower case, every Chinese
 character and every pair of neighbouring ones, every run of Latin letters or digits and every pair of neighbouring
 pieces ("3楼", "iphone 15"). Any fragment of two pieces or more then shares all its pairs with the text it comes
-from. Milvus's own analysers cannot do this on every server from 2.5 (jieba cuts words; the whitespace tokenizer
-came in 2.5.11), so each term goes to Milvus as the hex of its UTF-8 bytes, which the standard analyser of every
-version keeps whole. An index made before the terms field is rebuilt from its own stored text when first opened.
+from. So that this does not depend on which tokenizers a Milvus release has (jieba would cut the pairs again),
+each term goes to Milvus as the hex of its UTF-8 bytes, which the standard analyser of every version from 2.5
+keeps whole. An index made before the terms field is rebuilt from its own stored text when first opened.
 """
 
 from __future__ import annotations
