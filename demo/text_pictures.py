@@ -44,7 +44,7 @@ def text_picture(lines: list[str], rng: random.Random, size: tuple[int, int] = (
     top = rng.randint(40, 90)
     for text in lines:
         pen.text((rng.randint(20, 50), top), text, fill=ink, font=font)
-        top += font.size + rng.randint(30, 60)
+        top += int(font.size) + rng.randint(30, 60)
     return image
 
 

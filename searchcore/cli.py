@@ -23,7 +23,7 @@ from searchcore.evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, 
 from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
 from searchcore.indexing.ingest import IngestReport, Progress
 from searchcore.models.encoder import load_encoder
-from searchcore.records import BadRecord
+from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
 from searchcore.search import MAX_TOP_K, MODES, parse_top_k
 from searchcore.sources.chinese_clip import choose_split
 from searchcore.stores.filters import Filters
@@ -31,7 +31,6 @@ from searchcore.stores.filters import Filters
 log = logging.getLogger(__name__)
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
-SHOWN_BAD_RECORDS = 50
 AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
                "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only. The "
                "split's bad image records (which ingest reports and skips) are skipped and reported.")

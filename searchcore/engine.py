@@ -7,12 +7,12 @@ methods; tests build one over the tiny model and real embedded stores.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
+import os
 import tempfile
 import threading
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,29 +21,23 @@ import numpy as np
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
-from searchcore.ids import chunks
 from searchcore.indexing.ingest import IngestReport, Progress, ingest
-from searchcore.indexing.pipeline import prepared_batches
+from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
+from searchcore.indexing.uploads import ingest_uploads
 from searchcore.models.encoder import Encoder, load_encoder
-from searchcore.records import BadRecord
 from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
-from searchcore.sources.datasets import IMAGE_SUFFIXES, folder_image_id, open_source
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.datasets import folder_image_id, is_picture, open_source
 from searchcore.stores.factory import open_vector_store
 from searchcore.stores.filters import Filters
 from searchcore.stores.images import ImageStore, StoredImage, open_image_store
-from searchcore.stores.text_index import TextIndex, image_text
+from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
 
 if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader
 
 log = logging.getLogger(__name__)
-OCR_CHUNK = 32  # pictures `searchcore ocr` reads between writes
-EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
-PHOTO_EXAMPLES = ["海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
-
 
 @dataclass
 class LibraryInfo:
@@ -71,52 +65,6 @@ class LibraryInfo:
         if self.encoder is not None:
             data["encoder"] = self.encoder
         return data
-
-
-@dataclass
-class OcrReport:
-    """What `searchcore ocr` did: pictures read (and how many had words), skipped as read before, and bad."""
-
-    library: str
-    read: int = 0
-    with_text: int = 0
-    skipped: int = 0
-    bad: list[BadRecord] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        """One line for the CLI."""
-        return (f"library {self.library}: read {self.read} pictures ({self.with_text} with words), {self.skipped} "
-                f"read before, {len(self.bad)} bad ({self.seconds:.1f}s)")
-
-    def to_json(self) -> dict[str, Any]:
-        """The CLI's --json shape."""
-        return {"library": self.library, "read": self.read, "with_text": self.with_text, "skipped": self.skipped,
-                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
-
-
-@dataclass
-class CheckReport:
-    """Differences between the two stores, and what a repair did about them."""
-
-    library: str
-    images: int
-    vectors: int
-    missing_vectors: list[int]
-    orphan_vectors: list[int]
-    repaired: bool = False
-    copy_problem: str | None = None  # how the in-process exact copy (Lite) differed from Milvus; it was reloaded
-
-    @property
-    def consistent(self) -> bool:
-        """True when both stores hold exactly the same ids and the exact copy agreed with Milvus."""
-        return not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
-
-    def to_json(self) -> dict[str, Any]:
-        """The CLI's --json shape."""
-        return {"library": self.library, "images": self.images, "vectors": self.vectors,
-                "missing_vectors": self.missing_vectors[:1000], "orphan_vectors": self.orphan_vectors[:1000],
-                "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
 @dataclass
@@ -173,7 +121,8 @@ class Engine:
         ocr reads the words in each new picture for keyword search. remember=False ingests a folder without
         recording its files (a temporary folder of uploads, which no re-scan will ever see again)."""
         name = self._library(library)
-        source = open_source(path, split, features, known=lambda root: self.images.files(name, root))
+        source = open_source(path, split, features, known=lambda root: self.images.files(name, root),
+                             workers=self.settings.workers or os.cpu_count() or 1)
         if not remember:
             source.scan = None
         if sync and source.scan is None:
@@ -182,6 +131,12 @@ class Engine:
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
                       ocr=reader)
+
+    def ingest_uploads(self, uploads: Sequence[str | Path], library: str | None = None, *,
+                       progress: Progress | None = None, ocr: bool = False) -> IngestReport:
+        """Ingest uploaded image files (within the upload limits of indexing/uploads.py) into a library."""
+        return ingest_uploads(uploads, lambda folder: self.ingest(folder, library=library, progress=progress,
+                                                                  ocr=ocr, remember=False))
 
     def ingest_dataset(self, path: str | Path, *, library: str | None = None,
                        progress: Progress | None = None) -> list[SplitIngest]:
@@ -205,7 +160,7 @@ class Engine:
         """Store one uploaded image (name gives its file type) in a library and return its id."""
         suffix = Path(name).suffix.lower()
         with tempfile.TemporaryDirectory(prefix="searchcore-upload-") as tmp:
-            (Path(tmp) / f"upload{suffix if suffix in IMAGE_SUFFIXES else '.jpg'}").write_bytes(data)
+            (Path(tmp) / f"upload{suffix if is_picture(suffix) else '.jpg'}").write_bytes(data)
             report = self.ingest(tmp, library=library, remember=False)
         if report.bad:
             raise QueryError(f"{name or 'the upload'} is not an image this app can read: {report.bad[0].reason}")
@@ -229,36 +184,8 @@ class Engine:
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
-        started = time.perf_counter()
-        reader, texts, target = self.ocr_reader(), self._texts(), self.encoder.resolution
-        report = OcrReport(name)
-        ids = list(self.images.ids(name))
-        for chunk in chunks(iter(ids), OCR_CHUNK):
-            todo = [m for m in self.images.get_meta_many(name, chunk).values() if m.text is None]
-            report.skipped += len(chunk) - len(todo)
-            stored = self.images.get_many(name, [m.image_id for m in todo])
-            pictures, kept = [], []
-            for meta in todo:
-                try:
-                    # decoded as ingest decodes it, so the same picture is read (and the same words come out)
-                    pictures.append(decode_image(stored[meta.image_id].data, target=target).image)
-                    kept.append(meta)
-                except (ImageDecodeError, KeyError) as exc:
-                    report.bad.append(BadRecord(0, f"image {meta.image_id}: {exc}"))
-            read = reader.read_many(pictures)
-            self.images.set_texts(name, {m.image_id: (r.text, r.confidence) for m, r in zip(kept, read)})
-            if texts is not None:
-                texts.upsert(name, [m.image_id for m in kept], [image_text(m.captions, r.text)
-                                                               for m, r in zip(kept, read)],
-                             [(m.path, m.taken) for m in kept])
-            report.read += len(kept)
-            report.with_text += sum(bool(r.text) for r in read)
-            if progress is not None:
-                progress(report.read + report.skipped + len(report.bad), len(ids))
-        if texts is not None:
-            texts.flush(name)
-        report.seconds = time.perf_counter() - started
-        return report
+        return read_words(self.images, name, self.ocr_reader(), self._texts(), self.encoder.resolution,
+                          progress=progress)
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                     filters: Filters | None = None, mode: str | None = None, min_similarity: Any = None,
@@ -288,16 +215,7 @@ class Engine:
     def example_queries(self, library: str | None = None, n: int = 6) -> list[str]:
         """Queries to offer as examples: the library's most frequent short captions or OCR lines, else a few
         that suit photos."""
-        name = self._library(library)
-        counts: dict[str, int] = {}
-        ids = list(itertools.islice(self.images.ids(name), EXAMPLE_SAMPLE))
-        for meta in self.images.get_meta_many(name, ids).values():
-            texts = list(meta.captions) + ((meta.text or "").splitlines())
-            for text in {t.strip() for t in texts}:
-                if 2 <= len(text) <= 16:
-                    counts[text] = counts.get(text, 0) + 1
-        ranked = sorted(counts, key=lambda t: (-counts[t], t))
-        return ranked[:n] if len(ranked) >= min(n, 3) else PHOTO_EXAMPLES[:n]
+        return search_mod.example_queries(self.images, self._library(library), n)
 
     def migrate(self, library: str | None = None) -> bool:
         """Give a library made before folder and date filters their fields, keeping every vector (nothing is
@@ -360,33 +278,11 @@ class Engine:
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
-        copy_problem = self.vectors.check_copy(name)
-        image_ids = set(self.images.ids(name))
-        vector_ids = set(self.vectors.ids(name))
-        report = CheckReport(name, len(image_ids), len(vector_ids), sorted(image_ids - vector_ids),
-                             sorted(vector_ids - image_ids), copy_problem=copy_problem)
+        report = compare_stores(self.images, self.vectors, name)
         if repair and not report.consistent:
-            self.vectors.delete(name, report.orphan_vectors)
-            for chunk in chunks(report.missing_vectors, 64):
-                self._reencode(name, chunk)
-            self.vectors.flush(name)
-            report.repaired = True
+            repair_vectors(report, self.images, self.vectors, self.encoder, batch_size=self.settings.batch_size,
+                           workers=self.settings.workers)
         return report
-
-    def _reencode(self, library: str, ids: list[int]) -> None:
-        """Encode stored images again; one that no longer decodes is removed."""
-
-        def undecodable(image: StoredImage, reason: str) -> None:
-            log.warning("library %s: stored image %d cannot be decoded (%s); removing it", library, image.image_id,
-                        reason)
-            self.images.delete_many(library, [image.image_id])
-
-        stored = self.images.get_many(library, ids).values()
-        batches = prepared_batches(stored, lambda image: image.data, self.encoder, on_bad=undecodable,
-                                   batch_size=self.settings.batch_size, workers=self.settings.workers)
-        for batch, vectors in self.encoder.encode_pixel_batches(batches):
-            self.vectors.upsert(library, [prepared.item.image_id for prepared in batch], vectors,
-                                [(prepared.item.path, prepared.item.taken) for prepared in batch])
 
     # What evaluation and health checks read, so no front end reaches into the stores.
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+SHOWN_BAD_RECORDS = 50  # bad records a report lists (CLI and UI) before saying how many more there are
+
 
 @dataclass
 class Record:
@@ -21,6 +23,7 @@ class Record:
     captions: list[str] = field(default_factory=list)
     vector: np.ndarray | None = None
     stat: FileStat | None = None  # a folder file's path, size and mtime
+    sha256: str | None = None  # the digest of data, when the reader has hashed it
 
 
 @dataclass(frozen=True)

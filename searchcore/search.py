@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import itertools
 import logging
 import math
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from searchcore.errors import LibraryError, QueryError, UnsupportedError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from searchcore.stores.filters import Filters
+from searchcore.stores.filters import Filters, wall_clock
 from searchcore.stores.images import ImageStore
 from searchcore.stores.text_index import TextHit, TextIndex, contains_all, normalise, rrf
 from searchcore.stores.vectors import Hit, VectorStore
@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000  # results of one search in all, offset included (the gallery pages through them)
 MAX_QUERY_CHARS = 1000
-MODES = ("semantic", "keyword", "hybrid")
+Mode = Literal["semantic", "keyword", "hybrid"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
+FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: they suit photos
+    "海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
 EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (measured: README)
 EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
@@ -61,6 +65,7 @@ class SearchResult:
         """The CLI's --json shape."""
         return {"rank": self.rank, "image_id": self.image_id, "score": round(self.score, 6),
                 "captions": self.captions, "path": self.path or None,
+<<<<<<< HEAD
                 "taken": None if self.taken is None else dt.datetime.fromtimestamp(self.taken, dt.UTC)
                 .strftime("%Y-%m-%dT%H:%M:%S"), "text": self.text,
                 "similarity": _rounded(self.similarity), "keyword_score": _rounded(self.keyword_score)}
@@ -68,6 +73,10 @@ class SearchResult:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+=======
+                "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
+                "text": self.text}
+>>>>>>> main
 
 
 def _whole_number(value: Any) -> int:
@@ -331,3 +340,17 @@ def _require_library(vectors: VectorStore, library: str, encoder: Encoder) -> No
     if meta.model != encoder.name or meta.dim != encoder.dim:
         raise LibraryError(f"library {library!r} was built with model {meta.model} ({meta.dim}-d), not "
                            f"{encoder.name}; start with --model set to that model")
+
+
+def example_queries(images: ImageStore, library: str, n: int = 6) -> list[str]:
+    """Queries to offer as examples: the library's most frequent short captions or OCR lines (in a sample of
+    EXAMPLE_SAMPLE images), else FALLBACK_EXAMPLES when it has fewer than three."""
+    counts: dict[str, int] = {}
+    ids = list(itertools.islice(images.ids(library), EXAMPLE_SAMPLE))
+    for meta in images.get_meta_many(library, ids).values():
+        texts = list(meta.captions) + ((meta.text or "").splitlines())
+        for text in {t.strip() for t in texts}:
+            if 2 <= len(text) <= 16:
+                counts[text] = counts.get(text, 0) + 1
+    ranked = sorted(counts, key=lambda t: (-counts[t], t))
+    return ranked[:n] if len(ranked) >= min(n, 3) else FALLBACK_EXAMPLES[:n]

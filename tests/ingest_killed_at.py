@@ -1,10 +1,11 @@
 """Test driver: an ingest that SIGKILLs its own process at a chosen point, to test recovery from a crash.
 
-    python tests/ingest_killed_at.py POINT:N DATASET [--split S]
+    python tests/ingest_killed_at.py POINT:N DATASET [--split S] [--parallel-reader]
 
 runs the ingest `searchcore ingest DATASET --split S` runs, with the settings of the SEARCHCORE_*
 variables, over the engine's real stores wrapped so that the Nth time the ingest reaches POINT the
-process kills itself with SIGKILL (no cleanup, no flush, as a power cut or the OOM killer would):
+process kills itself with SIGKILL (no cleanup, no flush, as a power cut or the OOM killer would).
+--parallel-reader reads the split in SEARCHCORE_WORKERS processes however small it is.
 
     batch         a batch is encoded and none of it written yet (before its images are put)
     after_images  a batch's images are written, its vectors not
@@ -24,6 +25,7 @@ from typing import Any
 
 from searchcore.config import Settings
 from searchcore.engine import Engine
+from searchcore.sources import chinese_clip
 
 POINTS = ("batch", "after_images", "flush", "remove_images", "forget_files")
 
@@ -83,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("path")
     parser.add_argument("--split")
     parser.add_argument("--sync", action="store_true")
+    parser.add_argument("--parallel-reader", action="store_true")
     args = parser.parse_args(argv)
+    if args.parallel_reader:
+        chinese_clip.PARALLEL_MIN_BYTES = 0
     kill = KillAt(args.kill_at)
     engine = Engine(Settings.from_env())
     engine.images = KillingImageStore(engine.images, kill)  # type: ignore[assignment]

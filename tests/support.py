@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ import httpx
 from searchcore.config import Settings
 
 if TYPE_CHECKING:
+    from PIL import Image, ImageFont
     from playwright.sync_api import Page
 
     from searchcore.engine import Engine
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ROOT / "demo" / "tiny_clip.pt"
-MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+MARIADB_PORT = 3306  # the machine's MariaDB; when none answers there, the tests start a private one
+CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 BROWSER_TIMEOUT_MS = 60_000  # Playwright's 5 s is too short for a Gradio event on a loaded machine
@@ -72,6 +74,20 @@ def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
             proc.wait()
 
 
+def missing_package(package: str, what: str) -> Any:
+    """Fail the test (never skip it), naming the Debian package that provides what it lacks."""
+    import pytest
+
+    pytest.fail(f"{what} is missing: install the Debian package {package} (`apt-get install -y {package}`; "
+                f".ci/run does)")
+
+
+def installed(command: str, package: str) -> str:
+    """The path of a command, or a failure naming the Debian package that installs it."""
+    path = shutil.which(command)
+    return path if path is not None else missing_package(package, f"the command `{command}`")
+
+
 def wait_until(ready: Callable[[], bool], what: str, timeout: float = 120) -> None:
     """Poll `ready` until it says yes; TimeoutError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -103,6 +119,10 @@ def app_env(work: Path, model_cache: Path) -> dict[str, str]:
             "SEARCHCORE_BACKEND": "torch", "SEARCHCORE_PRECISION": "fp32",
             "SEARCHCORE_MILVUS_URI": str(work / "milvus.db"), "SEARCHCORE_DB_URL": str(work / "images.db"),
             "SEARCHCORE_LIBRARY": "shapes"}
+
+
+# `cli_in_process(settings, *args)` (a fixture in conftest.py): `searchcore ARGS` run in this process.
+CliRun = Callable[..., tuple[int, str, str]]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -203,22 +223,12 @@ class App:
         self.stop()
 
 
-def chromium() -> str:
-    """The system Chromium (Debian's `chromium`); its absence fails the test, never skips it."""
-    path = shutil.which("chromium")
-    if path is None:
-        import pytest
-
-        pytest.fail("chromium is not installed: run `apt-get install -y chromium fonts-noto-cjk` (CI does)")
-    return path
-
-
 @contextlib.contextmanager
 def browser_page(url: str, **page_options: Any) -> Iterator[Page]:
     """A page at url in a headless system Chromium; its actions and every `expect` wait BROWSER_TIMEOUT_MS."""
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
+    executable = installed("chromium", "chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         expect.set_options(timeout=BROWSER_TIMEOUT_MS)  # set_default_timeout does not reach expect()
@@ -235,18 +245,36 @@ def browser_page(url: str, **page_options: Any) -> Iterator[Page]:
 # Private servers
 
 
+@dataclass(frozen=True)
+class MariaDBServer:
+    """A MariaDB server on 127.0.0.1 that the tests use as root with no password."""
+
+    port: int
+
+    def url(self, database: str) -> str:
+        """The SEARCHCORE_DB_URL of one of its databases."""
+        return f"mysql://root@127.0.0.1:{self.port}/{database}"
+
+    def connect(self, **options: Any) -> Any:
+        """A pymysql connection as root."""
+        import pymysql
+
+        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", **options)
+
+    def answers(self) -> bool:
+        """Whether it takes a connection now."""
+        try:
+            self.connect(connect_timeout=2).close()
+            return True
+        except Exception:
+            return False
+
+
 @contextlib.contextmanager
-def scratch_database(prefix: str) -> Iterator[str]:
-    """A database of its own on the real MariaDB server at 127.0.0.1:3306, dropped afterwards."""
-    import pymysql
-
+def scratch_database(server: MariaDBServer, prefix: str) -> Iterator[str]:
+    """A database of its own on a MariaDB server, dropped afterwards."""
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        conn = pymysql.connect(**MARIADB, autocommit=True)
-    except pymysql.err.OperationalError as exc:
-        import pytest
-
-        pytest.fail(f"MariaDB is not running on 127.0.0.1:3306 ({exc}); start it as .ci/run does")
+    conn = server.connect(autocommit=True)
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     try:
@@ -264,8 +292,10 @@ class PrivateMariaDB:
     def __init__(self, base: Path) -> None:
         self.base, self.port = base, free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={base / 'data'}", "--user=root",
-                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+        self.mariadbd = installed("mariadbd", "mariadb-server")
+        subprocess.run([installed("mariadb-install-db", "mariadb-server"), "--no-defaults",
+                        f"--datadir={base / 'data'}", "--user=root", "--auth-root-authentication-method=normal",
+                        "--skip-test-db"],
                        check=True, capture_output=True, timeout=120)
 
     @property
@@ -275,7 +305,7 @@ class PrivateMariaDB:
     def start(self) -> None:
         with (self.base / "error.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [shutil.which("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.base / 'data'}",
+                [self.mariadbd, "--no-defaults", f"--datadir={self.base / 'data'}",
                  f"--port={self.port}", f"--socket={self.base / 'sock'}", "--bind-address=127.0.0.1",
                  "--user=root", f"--pid-file={self.base / 'pid'}", "--skip-name-resolve",
                  "--innodb-buffer-pool-size=32M"],
@@ -290,9 +320,7 @@ class PrivateMariaDB:
             self.proc = None
 
     def _connect(self) -> Any:
-        import pymysql
-
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="", connect_timeout=2)
+        return MariaDBServer(self.port).connect(connect_timeout=2)
 
     def _answers(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
@@ -416,3 +444,42 @@ def write_photo_folders(root: Path) -> Path:
                     draw(color, shape, random.Random(f"{folder}{color}{shape}{n}")).save(path)
                     os.utime(path, (stamp, stamp))
     return root
+
+
+# Datasets and pictures
+
+
+def write_split(root: Path, lines: list[bytes], texts: list[bytes] | None = None, split: str = "valid") -> Path:
+    """A Chinese-CLIP split of these tsv lines under root; by default one caption naming every numeric id."""
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{split}_imgs.tsv").write_bytes(b"\n".join(lines) + b"\n")
+    if texts is None:
+        ids = [int(line.split(b"\t", 1)[0]) for line in lines if line.split(b"\t", 1)[0].isdigit()]
+        texts = [json.dumps({"text_id": 1, "text": "一张图片", "image_ids": ids}).encode()]
+    (root / f"{split}_texts.jsonl").write_bytes(b"\n".join(texts) + b"\n")
+    return root
+
+
+def cjk_font(size: int) -> ImageFont.FreeTypeFont:
+    """Noto Sans CJK at this size, or a failure naming Debian's fonts-noto-cjk."""
+    from PIL import ImageFont
+
+    if not CJK_FONT.is_file():
+        missing_package("fonts-noto-cjk", f"the font {CJK_FONT}")
+    return ImageFont.truetype(str(CJK_FONT), size)
+
+
+def sign(lines: Sequence[tuple[str, tuple[float, float]]], size: int = 40,
+         background: tuple[int, int, int] = (255, 255, 255), ink: tuple[int, int, int] = (0, 0, 0),
+         canvas: tuple[int, int] = (500, 375)) -> Image.Image:
+    """A picture of words: each (text, (left, top)) drawn in Noto Sans CJK (Debian's fonts-noto-cjk)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", canvas, background)
+    pen = ImageDraw.Draw(image)
+    font = cjk_font(size)
+    for text, corner in lines:
+        pen.text(corner, text, font=font, fill=ink)
+    return image

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pymysql
 import pytest
 from gradio_client import Client
 from PIL import Image
@@ -22,7 +21,7 @@ from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.stores.images import MySQLImageStore
 from searchcore.web.auth import Access
-from tests.support import MARIADB, Served, tiny_settings
+from tests.support import MariaDBServer, Served, tiny_settings
 
 USERS = (("alice", "wonderland"),)
 
@@ -190,16 +189,17 @@ def test_health_and_metrics(served: Served) -> None:
 
 
 def test_a_lost_database_is_503_and_unhealthy_and_the_app_keeps_serving(
-        tmp_path: Path, model_cache: Path, torch_encoder: Encoder, dataset: Path, doomed_database: str) -> None:
+        tmp_path: Path, model_cache: Path, torch_encoder: Encoder, dataset: Path, doomed_database: str,
+        mariadb_server: MariaDBServer) -> None:
     settings = tiny_settings(tmp_path, model_cache, backend="torch", precision="fp32")
     engine = Engine(settings, encoder=torch_encoder,
-                    images=MySQLImageStore(f"mysql://root@127.0.0.1:3306/{doomed_database}"))
+                    images=MySQLImageStore(mariadb_server.url(doomed_database)))
     app = Served(engine, Access())
     try:
         engine.ingest(dataset, split="train")
         with httpx.Client(base_url=app.url) as http:
             assert http.post("/api/search", json={"text": "红色的圆形", "top_k": 2}).status_code == 200
-            conn = pymysql.connect(**MARIADB, autocommit=True)
+            conn = mariadb_server.connect(autocommit=True)
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE `{doomed_database}`")
             conn.close()

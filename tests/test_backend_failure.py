@@ -17,7 +17,9 @@ from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import BackendUnavailableError
 from searchcore.models.encoder import Encoder
-from tests.support import MARIADB, App, PrivateMariaDB, PrivateMilvus, settings_env
+from tests.support import App, MariaDBServer, PrivateMariaDB, PrivateMilvus, settings_env
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +46,9 @@ def fill_connection_pool(engine: Engine, size: int = 4) -> None:
             stack.enter_context(engine.images._cursor())  # type: ignore[attr-defined]
 
 
-def kill_connections(database: str) -> int:
+def kill_connections(server: MariaDBServer, database: str) -> int:
     """KILL every server-side connection to a database, as a restart or wait_timeout would; returns how many."""
-    import pymysql
-
-    with pymysql.connect(**MARIADB, autocommit=True) as conn, conn.cursor() as cur:
+    with server.connect(autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
                     (database,))
         ids = [int(row[0]) for row in cur.fetchall()]
@@ -93,18 +93,19 @@ def test_search_fails_clearly_while_mariadb_is_down_and_recovers_without_a_new_e
 
 
 def test_the_first_search_after_the_database_dropped_its_connections_works(
-        doomed_database: str, settings: Settings, torch_encoder: Encoder, small_split: Path) -> None:
+        doomed_database: str, mariadb_server: MariaDBServer, settings: Settings, torch_encoder: Encoder,
+        small_split: Path) -> None:
     """MariaDB restarted, or its wait_timeout passed, while nobody searched: nobody sees an error for it."""
-    engine = Engine(settings.replace(db_url=f"mysql://root@127.0.0.1:3306/{doomed_database}"), encoder=torch_encoder)
+    engine = Engine(settings.replace(db_url=mariadb_server.url(doomed_database)), encoder=torch_encoder)
     try:
         engine.ingest(small_split, split="valid")
         fill_connection_pool(engine)
 
-        assert kill_connections(doomed_database) >= 4
+        assert kill_connections(mariadb_server, doomed_database) >= 4
         assert len(engine.search_text("红色的圆形", 5)) == 5
         assert engine.info().images == 18
 
-        assert kill_connections(doomed_database) >= 1
+        assert kill_connections(mariadb_server, doomed_database) >= 1
         again = engine.ingest(small_split, split="valid")  # writes reconnect too, and add nothing twice
         assert (again.added, again.present, again.bad) == (0, 18, [])
         assert engine.images.count(engine.settings.library) == 18

@@ -23,7 +23,7 @@ from searchcore.engine import Engine
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
 from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from tests.support import run_cli, settings_env, tiny_settings
+from tests.support import run_cli, settings_env, tiny_settings, write_split
 
 # ---------------------------------------------------------------- pictures that are hard to get right
 
@@ -97,17 +97,7 @@ def tsv_line(image_id: int | str, data: bytes) -> bytes:
     return f"{image_id}\t".encode() + base64.b64encode(data)
 
 
-def write_split(root: Path, lines: list[bytes], texts: list[bytes] | None = None, split: str = "valid") -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{split}_imgs.tsv").write_bytes(b"\n".join(lines) + b"\n")
-    if texts is None:
-        ids = [int(line.split(b"\t", 1)[0]) for line in lines if line.split(b"\t", 1)[0].isdigit()]
-        texts = [json.dumps({"text_id": 1, "text": "一张图片", "image_ids": ids}).encode()]
-    (root / f"{split}_texts.jsonl").write_bytes(b"\n".join(texts) + b"\n")
-    return root
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.server)])
 def any_engine(request: pytest.FixtureRequest, settings: Settings, torch_encoder: Encoder) -> Iterator[Engine]:
     """The tiny-model engine over SQLite, or over a database on the real MariaDB."""
     if request.param == "mariadb":

@@ -10,7 +10,6 @@ import logging
 import random
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,12 +173,6 @@ def test_predict_and_evaluate_in_either_alphabet(engine: Engine, tmp_path: Path,
     assert (result.images, result.texts) == (12, 6)
     assert_reported(result.bad, "valid_imgs.tsv", BROKEN)
     assert result.text_to_image.r10 == 100.0
-
-
-@pytest.fixture
-def server_settings(settings: Settings, milvus_server: str, mariadb_url: str) -> Settings:
-    """Tiny-model settings on the Milvus server and MariaDB, with a library of this test's own."""
-    return settings.replace(milvus_uri=milvus_server, db_url=mariadb_url, library=f"b64_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.mark.slow

@@ -12,9 +12,13 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from demo.sample_data import write_dataset
 from searchcore.config import Settings
 from tests.support import ROOT, App, browser_page, settings_env
+
+pytestmark = pytest.mark.browser
 
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from searchcore.config import Settings
 from tests.support import App, browser_page, run_cli, settings_env
+
+pytestmark = pytest.mark.browser
 
 
 def test_clicking_an_example_query_searches_for_it(settings: Settings, dataset: Path, tmp_path: Path) -> None:

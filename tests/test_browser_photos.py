@@ -14,6 +14,8 @@ import pytest
 
 from tests.support import App, browser_page, run_cli, settings_env, tiny_settings, write_photo_folders
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture(scope="module")
 def photo_app(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_model: Path) -> Iterator[App]:

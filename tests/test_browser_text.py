@@ -8,12 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from demo.shapes import CLASSES, draw
-from tests.support import App, browser_page, run_cli, settings_env, tiny_settings
+from tests.support import App, browser_page, run_cli, settings_env, sign, tiny_settings
 
-FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +22,7 @@ def text_app(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_m
     root = work / "shots"
     root.mkdir()
     for name, words in (("烤鸭店.png", "欢迎光临北京烤鸭店"), ("通知.png", "会议改到下午三点")):
-        image = Image.new("RGB", (500, 375), (250, 245, 230))
-        ImageDraw.Draw(image).text((30, 150), words, fill=(20, 20, 20), font=ImageFont.truetype(str(FONT), 40))
-        image.save(root / name)
+        sign([(words, (30, 150))], background=(250, 245, 230), ink=(20, 20, 20)).save(root / name)
     for i in range(8):
         draw(*CLASSES[i], random.Random(i)).save(root / f"shape{i}.png")
     env = settings_env(tiny_settings(work, model_cache, backend="torch", precision="fp32", library="shots"))

@@ -14,12 +14,7 @@ import pytest
 
 from demo.sample_data import image_classes, write_dataset
 from searchcore.config import Settings
-from tests.support import run_cli, settings_env
-
-
-@pytest.fixture
-def env(settings: Settings) -> dict[str, str]:
-    return settings_env(settings)
+from tests.support import run_cli
 
 
 def test_ingest_then_search_returns_red_circles_first(env: dict[str, str], dataset: Path) -> None:

@@ -27,9 +27,9 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("crash"), "train", IMAGES, seed=7, lmdb=False)
 
 
-def ingest_killed_at(point: str, env: dict[str, str], split: Path) -> None:
+def ingest_killed_at(point: str, env: dict[str, str], split: Path, *options: str) -> None:
     """Run the ingest with a SIGKILL at point (tests/ingest_killed_at.py) and check it died of it."""
-    proc = subprocess.run([sys.executable, str(KILLED_INGEST), point, str(split), "--split", "train"],
+    proc = subprocess.run([sys.executable, str(KILLED_INGEST), point, str(split), "--split", "train", *options],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, f"expected a SIGKILL at {point}: {proc.returncode} {proc.stderr[-2000:]}"
 
@@ -71,6 +71,20 @@ def test_ingest_killed_at_any_point_completes_when_run_again(settings: Settings,
         assert len(found) == IMAGES and {r.image_id for r in found} == set(images)
     finally:
         engine.close()
+
+
+def test_ingest_killed_while_reader_processes_run_completes_when_run_again(settings: Settings, split: Path) -> None:
+    env = {**settings_env(settings), "SEARCHCORE_BATCH_SIZE": str(BATCH), "SEARCHCORE_WORKERS": "2"}
+    ingest_killed_at("after_images:3", env, split, "--parallel-reader")
+    images, vectors = stored_ids(settings)
+    assert len(images) == 3 * BATCH and set(vectors) <= set(images), "a vector is never written before its image"
+
+    done = run_cli("ingest", str(split), "--split", "train", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["added"] == IMAGES - len(vectors) and report["present"] == len(vectors) and report["bad"] == []
+    images, vectors = stored_ids(settings)
+    assert sorted(images) == sorted(vectors) and len(set(images)) == IMAGES
 
 
 def test_kill_between_image_and_vector_writes_on_mariadb(settings: Settings, split: Path, mariadb_url: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import yaml
 
 from app import build_parser
 from searchcore.config import env_names
+from tests.support import installed
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORDS = {"MYSQL_PASSWORD": "app-secret", "MYSQL_ROOT_PASSWORD": "root-secret"}
@@ -22,9 +22,7 @@ APPS = ("app", "admin")
 
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`docker-compose config`: the file as Compose resolves it, or why it is invalid."""
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose is not installed: apt-get install -y docker-compose (.ci/run does)")
+    binary = installed("docker-compose", "docker-compose")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL_", "SEARCHCORE_", "COMPOSE_"))}
     return subprocess.run([binary, "--file", str(ROOT / "docker-compose.yml"), "--profile", "admin", "config"],
                           capture_output=True, text=True, env={**clean, **env}, cwd=ROOT, timeout=60)

@@ -21,13 +21,12 @@ import pytest
 from PIL import Image
 
 from demo.shapes import CLASSES, draw
-from searchcore import cli
 from searchcore.config import Settings
 from searchcore.duplicates import duplicate_groups, find_duplicates
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import folder_image_id
-from tests.support import settings_env
+from tests.support import CliRun
 
 LIBRARY = "photos"
 # Which originals get which copies: groups of 4, 3, 2, 2 and 2 images; the other 13 originals have none.
@@ -144,17 +143,8 @@ def test_min_score_shows_a_chain() -> None:
     assert group.min_score == pytest.approx(float(np.cos(0.57)), abs=1e-6)
 
 
-def _cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-         *args: str) -> tuple[int, str, str]:
-    for name, value in settings_env(settings).items():
-        monkeypatch.setenv(name, value)
-    code = cli.main(["duplicates", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_prints_the_groups(settings: Settings, torch_encoder: Encoder, planted: Planted,
-                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+                               cli_in_process: CliRun) -> None:
     engine = Engine(settings, encoder=torch_encoder)
     try:
         _ingest(engine, planted)
@@ -165,11 +155,11 @@ def test_cli_prints_the_groups(settings: Settings, torch_encoder: Encoder, plant
     # The cropped copies (0.98 and 0.99) fall out at 0.995; the others score 0.9997 or more.
     assert [len(g.images) for g in strict] == [3, 3, 2, 2]
 
-    code, out, err = _cli(settings, monkeypatch, capsys, "--library", LIBRARY, "--json")
+    code, out, err = cli_in_process(settings, "duplicates", "--library", LIBRARY, "--json")
     assert code == 0, err
     assert json.loads(out) == [{"images": g.images, "min_score": round(g.min_score, 6)} for g in expected]
 
-    code, out, err = _cli(settings, monkeypatch, capsys, "--library", LIBRARY, "--threshold", "0.995")
+    code, out, err = cli_in_process(settings, "duplicates", "--library", LIBRARY, "--threshold", "0.995")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == f"library {LIBRARY}: 4 groups of near-duplicates (10 images) at threshold 0.995"
@@ -177,16 +167,14 @@ def test_cli_prints_the_groups(settings: Settings, torch_encoder: Encoder, plant
 
 
 @pytest.mark.parametrize("threshold", ["abc", "0", "-0.5", "1.5", "nan", "inf", ""])
-def test_cli_rejects_a_bad_threshold(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str], threshold: str) -> None:
-    code, out, err = _cli(settings, monkeypatch, capsys, "--threshold", threshold)
+def test_cli_rejects_a_bad_threshold(settings: Settings, cli_in_process: CliRun, threshold: str) -> None:
+    code, out, err = cli_in_process(settings, "duplicates", "--threshold", threshold)
     assert code == 1
     assert err.startswith(f"error: threshold must be a number greater than 0 and at most 1, got {threshold!r}")
     assert "Traceback" not in out + err
 
 
-def test_cli_names_a_library_that_does_not_exist(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _cli(settings, monkeypatch, capsys, "--library", "nosuch")
+def test_cli_names_a_library_that_does_not_exist(settings: Settings, cli_in_process: CliRun) -> None:
+    code, out, err = cli_in_process(settings, "duplicates", "--library", "nosuch")
     assert (code, out) == (1, "")
     assert err == "error: library 'nosuch' does not exist\n"

@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.evaluate import evaluate, extract, predict
-from tests.support import run_cli, settings_env
-
-
-@pytest.fixture
-def env(settings: Settings) -> dict[str, str]:
-    return settings_env(settings)
+from tests.support import run_cli
 
 
 def cn_clip_score(texts: Path, predictions: Path, out: Path) -> dict:

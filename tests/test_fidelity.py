@@ -1,9 +1,9 @@
 """Fidelity: the project ranks images as Chinese-CLIP itself does.
 
 fp32 (PyTorch backend): predictions for the valid split are identical to a
-reference computed here straight from cn_clip's public API. bf16 (OpenVINO
-backend, precision auto): recall within 1 point of fp32 and the same ten
-images in the top-10 for at least 95% of the texts.
+reference computed here straight from cn_clip's public API. Precision auto (OpenVINO
+backend: the image tower in bf16 where the CPU has it, the text tower in f32): recall within
+0.5 points of fp32 and the same ten images in the top-10 for at least 95% of the texts.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from searchcore.evaluate import Prediction, predict, recall
 from searchcore.models.encoder import Encoder
 from tests.support import tiny_settings
 
-MAX_RECALL_DROP = 1.0  # points
+MAX_RECALL_DROP = 0.5  # points
 MIN_SAME_TOP10 = 0.95
 
 
@@ -102,9 +102,10 @@ def test_fp32_predictions_equal_cn_clip_reference(fp32_predictions: list[Predict
         assert ours.scores == pytest.approx(theirs.scores, abs=1e-5)
 
 
-def test_bf16_openvino_keeps_recall_and_rankings(fp32_predictions: list[Prediction], fidelity_set: Path,
+def test_auto_precision_keeps_recall_and_rankings(fp32_predictions: list[Prediction], fidelity_set: Path,
                                                  ov_encoder: Encoder, model_cache: Path,
                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert ov_encoder.runtime()["precision"]["text"] == "fp32"
     settings = tiny_settings(tmp_path_factory.mktemp("bf16"), model_cache, backend="openvino", precision="auto")
     engine = Engine(settings, encoder=ov_encoder)
     try:

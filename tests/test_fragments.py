@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from demo.sample_data import write_dataset
 from demo.shapes import CLASSES, caption_variants
 from demo.text_pictures import FONTS, unique_fragments, write_text_pictures
+from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import QueryError
 from searchcore.models.encoder import Encoder
@@ -26,8 +28,19 @@ SAMPLE = 300  # fragments asked per mode
 
 
 class Corpus:
-    def __init__(self, engine: Engine, said: dict[str, list[str]], env: dict[str, str]) -> None:
-        self.engine, self.said, self.env = engine, said, env
+    """The library's engine, what each picture says, and the command line on the same library."""
+
+    def __init__(self, settings: Settings, encoder: Encoder, said: dict[str, list[str]]) -> None:
+        self.settings, self.encoder, self.said = settings, encoder, said
+        self.engine = Engine(settings, encoder=encoder)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`searchcore ARGS` on the library, which the engine lets go of meanwhile (Lite opens a file once)."""
+        self.engine.close()
+        try:
+            return run_cli(*args, env=settings_env(self.settings))
+        finally:
+            self.engine = Engine(self.settings, encoder=self.encoder)
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +50,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_mod
     work = tmp_path_factory.mktemp("fragments")
     said = write_text_pictures(work / "signs", PICTURES)
     write_dataset(work / "shapes", "valid", 90, seed=1, first_id=1000)
-    settings = tiny_settings(work, model_cache, backend="torch", precision="fp32")
-    engine = Engine(settings, encoder=torch_encoder)
+    corpus = Corpus(tiny_settings(work, model_cache, backend="torch", precision="fp32"), torch_encoder, said)
     try:
-        engine.ingest(work / "shapes", split="valid")
-        report = engine.ingest(work / "signs", ocr=True)
+        corpus.engine.ingest(work / "shapes", split="valid")
+        report = corpus.engine.ingest(work / "signs", ocr=True)
         assert (report.added, report.bad) == (PICTURES, [])
-        yield Corpus(engine, said, settings_env(settings))
+        yield corpus
     finally:
-        engine.close()
+        corpus.engine.close()
 
 
 def first(engine: Engine, query: str, mode: str, **options: object) -> str | None:
@@ -92,7 +104,7 @@ def test_hits_carry_their_similarity_and_keyword_score(corpus: Corpus) -> None:
     assert hybrid[0].path == name and hybrid[0].keyword_score is not None and hybrid[0].keyword_score > 1
     for hit in hybrid:
         assert hit.similarity == pytest.approx(semantic[hit.image_id], abs=1e-4), "the cosine, not a fused value"
-    done = run_cli("search", query, "--json", "--top-k", "3", env=corpus.env)
+    done = corpus.cli("search", query, "--json", "--top-k", "3")
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     assert shown[0]["path"] == name and shown[0]["keyword_score"] > 1
@@ -107,8 +119,7 @@ def test_the_threshold_drops_exactly_the_hits_below_it(corpus: Corpus, mode: str
     kept = corpus.engine.search_text("红色的正方形", 100, mode=mode, min_similarity=threshold)
     assert [r.image_id for r in kept] == [r.image_id for r in everything if r.similarity >= threshold]  # type: ignore
     assert 0 < len(kept) < len(everything)
-    done = run_cli("search", "红色的正方形", "--mode", mode, "--top-k", "100", "--min-similarity", str(threshold),
-                   env=corpus.env)
+    done = corpus.cli("search", "红色的正方形", "--mode", mode, "--top-k", "100", "--min-similarity", str(threshold))
     assert done.returncode == 0 and f"{len(kept)} results with similarity ≥ {threshold}" in done.stdout
 
 
@@ -129,5 +140,5 @@ def test_bad_thresholds_and_exclusions_are_refused_clearly(corpus: Corpus) -> No
             corpus.engine.search_text("红色", 3, min_similarity=value)
     with pytest.raises(QueryError, match="only excludes"):
         corpus.engine.search_text("-圆形", 3)
-    done = run_cli("search", "红色", "--min-similarity", "high", env=corpus.env)
+    done = corpus.cli("search", "红色", "--min-similarity", "high")
     assert done.returncode != 0 and "min_similarity must be" in done.stderr and "Traceback" not in done.stderr

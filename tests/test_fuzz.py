@@ -23,7 +23,7 @@ from searchcore.ids import MAX_ID
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import open_source
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from tests.support import tiny_settings
+from tests.support import tiny_settings, write_split
 
 # Damaged images make Pillow warn (truncated reads, corrupt EXIF) before it refuses or decodes them.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -75,17 +75,14 @@ tsv_lines = st.one_of(
 )
 
 
-def write_split(root: Path, lines: list[bytes]) -> Path:
-    (root / "valid_imgs.tsv").write_bytes(b"\n".join(lines) + b"\n")
-    (root / "valid_texts.jsonl").write_text(json.dumps({"text_id": 1, "text": "图片", "image_ids": [1]}) + "\n")
-    return root
+ONE_CAPTION = [json.dumps({"text_id": 1, "text": "图片", "image_ids": [1]}).encode()]
 
 
 @FAST
 @given(lines=st.lists(tsv_lines, min_size=1, max_size=4))
 def test_any_tsv_line_is_a_record_or_a_reported_error(lines: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for record in open_source(write_split(Path(tmp), lines), "valid").records:
+        for record in open_source(write_split(Path(tmp), lines, ONE_CAPTION), "valid").records:
             if record.error is not None:
                 assert isinstance(record.error, str) and record.error and record.data is None
                 continue
@@ -117,7 +114,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, torch_en
     tmp = tmp_path_factory.mktemp("fuzz")
     eng = Engine(tiny_settings(tmp, model_cache, backend="torch", precision="fp32"), encoder=torch_encoder)
     lines = [f"{i}\t".encode() + base64.b64encode(SEEDS[i % 3]) for i in range(1, 7)]
-    eng.ingest(write_split(tmp, lines), split="valid")
+    eng.ingest(write_split(tmp, lines, ONE_CAPTION), split="valid")
     yield eng
     eng.close()
 
@@ -126,7 +123,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, torch_en
 @given(lines=st.lists(tsv_lines, min_size=1, max_size=3))
 def test_ingesting_any_lines_gives_a_report_and_consistent_stores(engine: Engine, lines: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        report = engine.ingest(write_split(Path(tmp), lines), split="valid", library="fuzzed")
+        report = engine.ingest(write_split(Path(tmp), lines, ONE_CAPTION), split="valid", library="fuzzed")
     assert all(b.reason for b in report.bad)
     assert sorted(engine.images.ids("fuzzed")) == sorted(engine.vectors.ids("fuzzed"))
 

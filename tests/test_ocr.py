@@ -11,35 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from demo.shapes import CLASSES, draw
 from searchcore.errors import ConfigError
 from searchcore.models import ocr
 from searchcore.models.ocr import OcrReader, OcrText, load_ocr
+from tests.support import cjk_font, sign
 
-FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 SIZE = (500, 375)
-
-pytestmark = pytest.mark.skipif(not FONT.is_file(), reason=f"needs {FONT}: apt-get install fonts-noto-cjk")
-
-
-def sign(lines: list[tuple[str, tuple[float, float]]], size: int = 40,
-         background: tuple[int, int, int] = (255, 255, 255), ink: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
-    """A 500x375 picture with each (text, (left, top)) drawn in Noto Sans CJK."""
-    image = Image.new("RGB", SIZE, background)
-    canvas = ImageDraw.Draw(image)
-    font = ImageFont.truetype(str(FONT), size)
-    for text, corner in lines:
-        canvas.text(corner, text, font=font, fill=ink)
-    return image
 
 
 def chat() -> Image.Image:
     """A two-message chat screenshot: a white bubble on the left, a green one below it on the right."""
     image = Image.new("RGB", SIZE, (237, 237, 237))
     canvas = ImageDraw.Draw(image)
-    font = ImageFont.truetype(str(FONT), 24)
+    font = cjk_font(24)
     for text, left, top, bubble in (("你好，明天一起吃饭吗？", 30, 80, (255, 255, 255)),
                                     ("好的，中午十二点见", 230, 170, (149, 236, 105))):
         width = canvas.textlength(text, font=font)
@@ -146,7 +133,7 @@ def test_load_ocr_builds_one_reader_per_setting(reader: OcrReader, cache: Path) 
 
 def test_a_transparent_picture_reads_as_on_white(reader: OcrReader) -> None:
     image = Image.new("RGBA", SIZE, (0, 0, 0, 0))
-    ImageDraw.Draw(image).text((70, 160), "欢迎光临北京烤鸭店", font=ImageFont.truetype(str(FONT), 40),
+    ImageDraw.Draw(image).text((70, 160), "欢迎光临北京烤鸭店", font=cjk_font(40),
                                fill=(0, 0, 0, 255))
     assert reader.read(image).text == "欢迎光临北京烤鸭店"
 

@@ -19,12 +19,11 @@ import openvino.opset13 as ops
 import openvino.properties as props
 import pytest
 
-from searchcore import cli
 from searchcore.engine import Engine
 from searchcore.evaluate import predict
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.models.openvino.towers import OpenVINOTowers, judge_probe
-from tests.support import tiny_settings
+from tests.support import CliRun, tiny_settings
 
 HAS_BF16 = "BF16" in ov.Core().get_property("CPU", props.device.capabilities)
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU compiles no bf16 (both CI machine kinds do)")
@@ -169,12 +168,9 @@ def test_judge_probe_branches() -> None:
     assert verdict["verdict"] == "fail" and verdict["min_cosine"] == pytest.approx(-1.0, abs=1e-5)
 
 
-def test_info_json_reports_each_towers_precision(tmp_path: Path, model_cache: Path,
-                                                 capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_info_json_reports_each_towers_precision(tmp_path: Path, model_cache: Path, cli_in_process: CliRun) -> None:
     settings = tiny_settings(tmp_path, model_cache, backend="openvino", precision="fp32")
-    for field in ("model", "model_dir", "milvus_uri", "db_url", "device", "backend", "precision"):
-        monkeypatch.setenv(f"SEARCHCORE_{field.upper()}", str(getattr(settings, field)))
-    assert cli.main(["info", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    code, out, _ = cli_in_process(settings, "info", "--json")
+    assert code == 0
+    data = json.loads(out)
     assert data["encoder"] == {"backend": "openvino", "device": "cpu", "precision": {"image": "fp32", "text": "fp32"}}

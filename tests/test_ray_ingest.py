@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,6 @@ def local_ray() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture
-def server_settings(settings: Settings, milvus_server: str, mariadb_url: str) -> Settings:
-    """Tiny-model settings on the Milvus server and MariaDB, with a library of this test's own."""
-    return settings.replace(milvus_uri=milvus_server, db_url=mariadb_url, library=f"ray_{uuid.uuid4().hex[:8]}")
 
 
 def test_ray_ingest_refuses_a_milvus_lite_file(settings: Settings, dataset: Path) -> None:

@@ -24,7 +24,7 @@ from searchcore.models.encoder import Encoder
 from searchcore.stores.images import TABLE, ImageMeta, ImageStore, SQLiteImageStore, StoredImage, open_image_store
 from searchcore.web.api import create_app
 from searchcore.web.ui import SearchApp
-from tests.support import settings_env, tiny_settings
+from tests.support import CliRun, tiny_settings
 
 QUERY = "红色的圆形"
 
@@ -85,7 +85,7 @@ def stored(settings: Settings, ids: list[int]) -> dict[int, StoredImage]:
         store.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("mariadb", marks=pytest.mark.server)])
 def test_metadata_read_returns_everything_but_the_bytes(backend: str, request: pytest.FixtureRequest,
                                                         tmp_path: Path) -> None:
     store = open_image_store(str(tmp_path / "images.db") if backend == "sqlite"
@@ -102,9 +102,7 @@ def test_metadata_read_returns_everything_but_the_bytes(backend: str, request: p
 
 
 def test_cli_search_json_reads_no_image_bytes(settings: Settings, dataset: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    for name, value in settings_env(settings).items():
-        monkeypatch.setenv(name, value)
+                                              cli_in_process: CliRun) -> None:
     watched: list[WatchedImageStore] = []
     build = cli._engine
 
@@ -115,8 +113,9 @@ def test_cli_search_json_reads_no_image_bytes(settings: Settings, dataset: Path,
         return eng
 
     monkeypatch.setattr(cli, "_engine", watched_engine)
-    assert cli.main(["search", QUERY, "--top-k", "5", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
+    code, out, _ = cli_in_process(settings, "search", QUERY, "--top-k", "5", "--json")
+    assert code == 0
+    results = json.loads(out)
 
     assert [(w.byte_reads, w.data_column_reads) for w in watched] == [([], 0)]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,12 +25,6 @@ from searchcore.stores.vectors import PREFIX, MilvusVectorStore
 from tests.support import free_port, run_cli, settings_env
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def server_settings(settings: Settings, milvus_server: str, mariadb_url: str) -> Settings:
-    """Tiny-model settings on the Milvus server and MariaDB, with a library of this test's own."""
-    return settings.replace(milvus_uri=milvus_server, db_url=mariadb_url, library=f"srv_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from searchcore.stores.images import ImageStore, StoredImage, open_image_store
 from searchcore.stores.vectors import MilvusVectorStore
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.server)])
 def image_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageStore]:
     url = str(tmp_path / "images.db") if request.param == "sqlite" else request.getfixturevalue("mariadb_url")
     store = open_image_store(url)
@@ -23,7 +23,7 @@ def image_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Imag
     store.close()
 
 
-@pytest.fixture(params=["lite", "server"])
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
 def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MilvusVectorStore]:
     uri = str(tmp_path / "milvus.db") if request.param == "lite" else request.getfixturevalue("milvus_server")
     store = MilvusVectorStore(uri)

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from demo.shapes import CLASSES, draw
 from searchcore.config import Settings
@@ -17,22 +17,16 @@ from searchcore.errors import QueryError, UnsupportedError
 from searchcore.models.encoder import Encoder
 from searchcore.stores.text_index import rrf
 from searchcore.stores.vectors import Hit
-from tests.support import run_cli, settings_env
+from tests.support import run_cli, settings_env, sign
 
-FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
-pytestmark = pytest.mark.skipif(not FONT.is_file(), reason=f"needs {FONT}: apt-get install fonts-noto-cjk")
 SIGNS = {"signs/烤鸭.png": ["欢迎光临北京烤鸭店"], "signs/菜单.png": ["今日特价", "牛肉拉面"],
          "signs/通知.png": ["会议改到下午三点"]}
 
 
-def sign(lines: list[str]) -> Image.Image:
-    """A 500x375 picture with lines of Chinese drawn in Noto Sans CJK, as a shop sign or a note."""
-    image = Image.new("RGB", (500, 375), (250, 245, 230))
-    pen = ImageDraw.Draw(image)
-    font = ImageFont.truetype(str(FONT), 40)
-    for n, line in enumerate(lines):
-        pen.text((30, 60 + 80 * n), line, fill=(20, 20, 20), font=font)
-    return image
+def note(lines: list[str]) -> Image.Image:
+    """A 500x375 picture with lines of Chinese, as a shop sign or a note."""
+    return sign([(line, (30, 60 + 80 * n)) for n, line in enumerate(lines)], background=(250, 245, 230),
+                ink=(20, 20, 20))
 
 
 @pytest.fixture
@@ -41,7 +35,7 @@ def pictures(tmp_path: Path) -> Path:
     root = tmp_path / "pictures"
     for name, lines in SIGNS.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        sign(lines).save(root / name)
+        note(lines).save(root / name)
     (root / "shapes").mkdir()
     for i in range(12):
         draw(*CLASSES[i % len(CLASSES)], random.Random(i), (96, 96)).save(root / "shapes" / f"{i}.png")

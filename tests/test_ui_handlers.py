@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pymysql
 import pytest
 from PIL import Image
 
@@ -19,7 +18,7 @@ from searchcore.stores.images import MySQLImageStore
 from searchcore.web.auth import Access, read_credentials
 from searchcore.web.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
 from searchcore.web.ui_text import I18N, language
-from tests.support import MARIADB, write_photo_folders
+from tests.support import MariaDBServer, sign, write_photo_folders
 
 CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
 # A folder of photos: each sub-folder's files dated by their mtime (no EXIF), 12 pictures a folder.
@@ -156,14 +155,15 @@ def test_credentials_from_flags_and_files(tmp_path: Path) -> None:
 
 
 def test_a_lost_image_database_is_a_warning_and_the_app_keeps_serving(settings, torch_encoder, dataset: Path,
-                                                                      doomed_database: str) -> None:
-    images = MySQLImageStore(f"mysql://root@127.0.0.1:3306/{doomed_database}")
+                                                                      doomed_database: str,
+                                                                      mariadb_server: MariaDBServer) -> None:
+    images = MySQLImageStore(mariadb_server.url(doomed_database))
     engine = Engine(settings, encoder=torch_encoder, images=images)
     try:
         engine.ingest(dataset, split="train")
         app = SearchApp(engine)
         assert len(app.search("红色的圆形", 3, None)[0]) == 3
-        conn = pymysql.connect(**MARIADB, autocommit=True)
+        conn = mariadb_server.connect(autocommit=True)
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE `{doomed_database}`")
         conn.close()
@@ -297,16 +297,11 @@ def test_duplicates_are_shown_in_groups(photos: SearchApp, tmp_path: Path) -> No
 def test_build_tab_folder_ingest_with_sync_and_ocr(engine: Engine, tmp_path: Path) -> None:
     import random
 
-    from PIL import Image, ImageDraw, ImageFont
-
     from searchcore.web.ui import SOURCE_FOLDER
 
-    font = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
     folder = tmp_path / "album"
     folder.mkdir()
-    sign = Image.new("RGB", (500, 375), "white")
-    ImageDraw.Draw(sign).text((30, 120), "欢迎光临北京烤鸭店", fill="black", font=ImageFont.truetype(str(font), 40))
-    sign.save(folder / "sign.png")
+    sign([("欢迎光临北京烤鸭店", (30, 120))]).save(folder / "sign.png")
     for n in range(3):
         draw("红色", "圆形", random.Random(n)).save(folder / f"{n}.png")
     app = SearchApp(engine)

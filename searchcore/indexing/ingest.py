@@ -1,9 +1,10 @@
 """The streaming ingest pipeline: read → decode → encode → store (images before vectors).
 
-Memory stays bounded whatever the split size: records are looked up in chunks,
-decoded in a thread pool with a bounded look-ahead, encoded in batches, and
-written batch by batch. A re-run skips what both stores hold, and re-encodes
-anything whose vector is missing, so an interrupted ingest completes.
+Memory stays bounded whatever the split size: records are read (base64 and hashing in reader processes for a
+large split), looked up in chunks, decoded in a thread pool with a bounded look-ahead, encoded in batches, and
+written batch by batch on a writer thread of their own, at most WRITES_AHEAD batches behind the encoder, in
+order. A re-run skips what both stores hold, and re-encodes anything whose vector is missing, so an
+interrupted ingest completes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ R = TypeVar("R")
 Progress = Callable[[int, "int | None"], None]
 LOOKUP_CHUNK = 256
 OCR_AHEAD = 8  # batches OCR may fall behind the encoder before the ingest waits for it (bounds the memory)
+WRITES_AHEAD = 2  # batches the writer may fall behind the encoder before the ingest waits for it
 
 
 @dataclass
@@ -122,7 +124,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
 
     features = source.kind == "features"
     prepared = prepared_batches(work, lambda w: w.record.data or b"", None if features else encoder, on_bad=bad,
-                                batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes)
+                                batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes,
+                                digest=lambda w: w.sha256)
     batches = (([_to_store(p, keep_picture=ocr is not None) for p in batch], pixels) for batch, pixels in prepared)
     words = _Words(texts, ocr, images, library) if texts is not None or ocr is not None else None
     if features:
@@ -130,18 +133,36 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
             (batch, normalise(np.stack([w.record.vector for w in batch]))) for batch, _ in batches)  # type: ignore[misc]
     else:
         encoded = encoder.encode_pixel_batches(batches)
-    for batch, vecs in encoded:
-        if features:
-            batch, vecs = _check_dims(batch, vecs, meta.dim, report)
+
+    def store(batch: list[_Work], vecs: np.ndarray) -> None:
+        """Images, then vectors, then words and file records: one batch, on the writer thread."""
         _write(batch, vecs, vectors, images, library)
         if words is not None:
             words.add(batch)
+        if book is not None:
+            book.stored([w.record for w in batch])
+
+    def written(batch: list[_Work], future: Future[None]) -> None:
+        future.result()  # a failed write ends the ingest with its error
         changed = sum(w.changed for w in batch)
         report.changed += changed
         report.added += len(batch) - changed
-        if book is not None:
-            book.stored([w.record for w in batch])
         tick(len(batch))
+
+    writes: deque[tuple[list[_Work], Future[None]]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+        try:
+            for batch, vecs in encoded:
+                if features:
+                    batch, vecs = _check_dims(batch, vecs, meta.dim, report)
+                writes.append((batch, writer.submit(store, batch, vecs)))
+                while writes and (writes[0][1].done() or len(writes) > WRITES_AHEAD):
+                    written(*writes.popleft())
+            while writes:
+                written(*writes.popleft())
+        finally:
+            for _, future in writes:
+                future.cancel()
     if words is not None:
         words.finish()
     if book is not None:
@@ -250,7 +271,7 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                                             record.file))
                 tick(1)
                 continue
-            sha = hashlib.sha256(record.data).hexdigest()
+            sha = record.sha256 or hashlib.sha256(record.data).hexdigest()
             first = seen.get(record.image_id)
             if first is not None:
                 if first[0] != bytes.fromhex(sha[:16]):

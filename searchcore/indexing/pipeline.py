@@ -7,20 +7,18 @@ order, and grouped into batches of model inputs ready for `Encoder.encode_pixel_
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 
+from searchcore.ids import ordered_map
 from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import DecodedImage, ImageDecodeError, decode_image
 
 P = TypeVar("P")
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -34,18 +32,20 @@ class Prepared(Generic[P]):
 
 def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: Encoder | None, *,
                      on_bad: Callable[[P, str], None], batch_size: int = 8, workers: int = 0,
-                     max_bytes: int | None = None) -> Iterator[tuple[list[Prepared[P]], np.ndarray]]:
+                     max_bytes: int | None = None, digest: Callable[[P], str | None] | None = None
+                     ) -> Iterator[tuple[list[Prepared[P]], np.ndarray]]:
     """Decode and preprocess items in a pool; yield (batch, stacked pixels) in input order.
 
     An image that cannot be decoded goes to on_bad(item, reason) and is left out. With no encoder, nothing is
-    preprocessed and the pixels are an empty [n,0] array (feature files bring their own vectors).
+    preprocessed and the pixels are an empty [n,0] array (feature files bring their own vectors). digest gives an
+    item's sha256 when the reader has already hashed its bytes, so they are hashed once.
     """
 
     target = encoder.resolution if encoder is not None else None
 
     def prepare(item: P) -> Prepared[P] | str:
         try:
-            decoded = decode_image(data(item), max_bytes, target)
+            decoded = decode_image(data(item), max_bytes, target, digest(item) if digest is not None else None)
         except ImageDecodeError as exc:
             return str(exc)
         return Prepared(item, decoded, encoder.preprocess(decoded.image) if encoder is not None else None)
@@ -63,20 +63,6 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
                 batch = []
     if batch:
         yield batch, _stack(batch)
-
-
-def ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterator[T], ahead: int
-                ) -> Iterator[tuple[T, R]]:
-    """pool.map that keeps at most `ahead` items in flight and yields (item, result) in input order."""
-    pending: deque[tuple[T, Future[R]]] = deque()
-    for item in items:
-        pending.append((item, pool.submit(fn, item)))
-        if len(pending) >= ahead:
-            head, future = pending.popleft()
-            yield head, future.result()
-    while pending:
-        head, future = pending.popleft()
-        yield head, future.result()
 
 
 def _stack(batch: list[Prepared[P]]) -> np.ndarray:

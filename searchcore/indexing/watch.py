@@ -33,7 +33,7 @@ from searchcore.config import validate_library
 from searchcore.engine import Engine
 from searchcore.errors import DatasetError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
-from searchcore.sources.datasets import IMAGE_SUFFIXES
+from searchcore.sources.datasets import is_picture
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class _Changes(FileSystemEventHandler):
 
 def _is_image(path: str | bytes) -> bool:
     name = path.decode(errors="replace") if isinstance(path, bytes) else path
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+    return is_picture(name)
 
 
 class FolderWatcher:

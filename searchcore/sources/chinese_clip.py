@@ -5,6 +5,10 @@ lmdb/S/imgs (LMDB: image id → base64), and its texts as S_texts.jsonl (`{"text
 lines); cn_clip's extract_features.py writes S_imgs.img_feat.jsonl and S_texts.txt_feat.jsonl
 (`{"image_id" or "text_id", "feature"}` lines). Readers never raise for one bad line: the record
 carries its reason instead, so ingest can report it with its line and keep going.
+
+Base64 decoding holds the GIL and costs more than anything else the reader does, so a large split is read by
+worker processes: the main process hands them chunks of lines (or LMDB entries) a bounded number ahead, they
+decode and hash each image once, and the records come back in file order.
 """
 
 from __future__ import annotations
@@ -12,21 +16,26 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from searchcore.errors import DatasetError
-from searchcore.ids import parse_image_id
+from searchcore.ids import chunks, ordered_map, parse_image_id
 from searchcore.records import BadRecord, Record, Source
 
 TSV_SUFFIX = "_imgs.tsv"
 IMAGE_FEATURES_SUFFIX = "_imgs.img_feat.jsonl"
 Captions = dict[int, list[str]]
 T = TypeVar("T")
+PARALLEL_MIN_BYTES = 8 << 20  # a smaller split is read sooner in one process than a pool of them takes to start
+CHUNK = 16  # records per task handed to a reader process
 
 
 # ---- where a split's files are ------------------------------------------------------------------------------------
@@ -94,14 +103,15 @@ def resolve_split(path: Path, split: str | None) -> tuple[Path, str]:
 
 # ---- a split as a source of records ------------------------------------------------------------------------------
 
-def split_source(root: Path, split: str) -> Source:
-    """A split's images (tsv, else LMDB, else its feature file) with their captions."""
+def split_source(root: Path, split: str, workers: int = 1) -> Source:
+    """A split's images (tsv, else LMDB, else its feature file) with their captions; workers as in
+    parallel_records."""
     captions, problems = read_captions(root, split)
     tsv, lmdb_path = tsv_file(root, split), lmdb_dir(root, split)
     if tsv.is_file():
-        return Source("tsv", root, split, count_lines(tsv), tsv_records(tsv, captions), problems)
+        return Source("tsv", root, split, count_lines(tsv), tsv_records(tsv, captions, workers), problems)
     if lmdb_path.is_dir():
-        total, records = lmdb_records(lmdb_path, captions)
+        total, records = lmdb_records(lmdb_path, captions, workers)
         return Source("lmdb", root, split, total, records, problems)
     return feature_source(image_features_file(root, split), root, split)
 
@@ -186,7 +196,8 @@ def image_record(line: int, file: str, key: bytes, value: bytes, captions: Capti
         data = decode_base64(value)
     except ValueError as exc:
         return Record(line, file, image_id, error=f"image id {image_id}: {exc}")
-    return Record(line, file, image_id, data, captions=captions.get(image_id, []))
+    return Record(line, file, image_id, data, captions=captions.get(image_id, []),
+                  sha256=hashlib.sha256(data).hexdigest())
 
 
 def tsv_record(line: int, file: str, raw: bytes, captions: Captions) -> Record:
@@ -197,16 +208,64 @@ def tsv_record(line: int, file: str, raw: bytes, captions: Captions) -> Record:
     return image_record(line, file, key, value, captions)
 
 
-def tsv_records(path: Path, captions: Captions) -> Iterator[Record]:
-    """Every non-blank line of a tsv file as a Record, numbered from 1."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if raw.strip():
-                yield tsv_record(number, path.name, raw, captions)
+def tsv_records(path: Path, captions: Captions, workers: int = 1, min_bytes: int | None = None) -> Iterator[Record]:
+    """Every non-blank line of a tsv file as a Record, numbered from 1; workers as in parallel_records, for a
+    file of at least min_bytes."""
+
+    def lines() -> Iterator[tuple[int, bytes, bytes | None]]:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if raw.strip():
+                    yield number, raw, None
+
+    workers = workers if path.stat().st_size >= _min_bytes(min_bytes) else 1
+    return parallel_records(lines(), path.name, captions, workers)
 
 
-def lmdb_records(path: Path, captions: Captions) -> tuple[int | None, Iterator[Record]]:
-    """The image count an LMDB records (if any) and its entries as Records."""
+def parallel_records(entries: Iterable[tuple[int, bytes, bytes | None]], file: str, captions: Captions,
+                     workers: int) -> Iterator[Record]:
+    """Records from (line, tsv line, None) or (line, LMDB key, value) entries, in their order.
+
+    With workers > 1 the base64 is decoded and the image hashed in that many processes, at most a few chunks
+    per process ahead of the consumer (memory stays bounded); otherwise here. Either way the records, their
+    order and their reasons are the same.
+    """
+    if workers <= 1:
+        for record in _parse_chunk(file, entries):
+            record.captions = captions.get(record.image_id, []) if record.error is None else []  # type: ignore[arg-type]
+            yield record
+        return
+    # spawn, not fork: the ingest's process already runs OpenVINO's and gRPC's threads.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            tasks = ((file, chunk) for chunk in chunks(entries, CHUNK))
+            for _, records in ordered_map(pool, _parse_task, tasks, 2 * workers):
+                for record in records:
+                    if record.error is None:
+                        record.captions = captions.get(record.image_id, [])  # type: ignore[arg-type]
+                    yield record
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _min_bytes(asked: int | None) -> int:
+    return PARALLEL_MIN_BYTES if asked is None else asked
+
+
+def _parse_task(task: tuple[str, list[tuple[int, bytes, bytes | None]]]) -> list[Record]:
+    return list(_parse_chunk(*task))
+
+
+def _parse_chunk(file: str, entries: Iterable[tuple[int, bytes, bytes | None]]) -> Iterator[Record]:
+    """Entries as Records without captions (a reader process has none; the consumer adds them)."""
+    for number, raw, value in entries:
+        yield tsv_record(number, file, raw, {}) if value is None else image_record(number, file, raw, value, {})
+
+
+def lmdb_records(path: Path, captions: Captions, workers: int = 1,
+                 min_bytes: int | None = None) -> tuple[int | None, Iterator[Record]]:
+    """The image count an LMDB records (if any) and its entries as Records; workers as in parallel_records,
+    for a database of at least min_bytes."""
     import lmdb
 
     try:
@@ -217,17 +276,18 @@ def lmdb_records(path: Path, captions: Captions) -> tuple[int | None, Iterator[R
         raw_total = txn.get(b"num_images")
     total = int(raw_total) if raw_total else None
 
-    def records() -> Iterator[Record]:
+    def entries() -> Iterator[tuple[int, bytes, bytes | None]]:
         try:
             with env.begin() as txn:
                 for number, (key, value) in enumerate(txn.cursor(), 1):
-                    if key == b"num_images":
-                        continue
-                    yield image_record(number, f"lmdb/{path.parent.name}/imgs", key, bytes(value), captions)
+                    if key != b"num_images":
+                        yield number, bytes(key), bytes(value)
         finally:
             env.close()
 
-    return total, records()
+    with contextlib.suppress(OSError):
+        workers = workers if (path / "data.mdb").stat().st_size >= _min_bytes(min_bytes) else 1
+    return total, parallel_records(entries(), f"lmdb/{path.parent.name}/imgs", captions, workers)
 
 
 # ---- feature files -----------------------------------------------------------------------------------------------

@@ -23,12 +23,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".h
 Known = Callable[[str], dict[str, FileState]]  # a folder's absolute path -> its files as last ingested
 
 
+def is_picture(name: str) -> bool:
+    """True for a file name that ingest reads as a picture (by its suffix, in any case)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
 def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None,
-                known: Known | None = None) -> Source:
+                known: Known | None = None, workers: int = 1) -> Source:
     """Open a dataset split, a feature file or an image folder as a record stream.
 
     For a folder, known gives what was recorded at the last ingest: a file whose path, size and mtime are
-    unchanged is skipped without being read (Source.scan counts it, and lists the changed and gone ones)."""
+    unchanged is skipped without being read (Source.scan counts it, and lists the changed and gone ones).
+    workers > 1 reads a large split's records in that many processes (see chinese_clip.parallel_records)."""
     path = Path(path).expanduser()
     if features is not None:
         return feature_source(Path(features).expanduser(), path if path.is_dir() else None, split)
@@ -41,12 +47,16 @@ def open_source(path: str | Path, split: str | None = None, features: str | Path
             raise DatasetError(f"{path} holds no Chinese-CLIP split (no *{TSV_SUFFIX}); drop --split to ingest it "
                                "as a folder of images")
         return _folder_source(path, known)
-    return split_source(*resolve_split(path, split))
+    return split_source(*resolve_split(path, split), workers=workers)
 
 
 def folder_image_id(data: bytes) -> int:
     """A stable 60-bit id from an image file's content, so one file is stored once."""
-    return int(hashlib.sha256(data).hexdigest()[:15], 16)
+    return _digest_id(hashlib.sha256(data).hexdigest())
+
+
+def _digest_id(digest: str) -> int:
+    return int(digest[:15], 16)
 
 
 def _folder_source(root: Path, known: Known | None) -> Source:
@@ -76,7 +86,8 @@ def _folder_source(root: Path, known: Known | None) -> Source:
             if not data:
                 yield Record(number, stat.path, error="file is empty (0 bytes)")
                 continue
-            yield Record(number, stat.path, folder_image_id(data), data, stat=stat)
+            digest = hashlib.sha256(data).hexdigest()
+            yield Record(number, stat.path, _digest_id(digest), data, stat=stat, sha256=digest)
 
     return Source("folder", root, None, len(to_read), records(), scan=scan)
 
@@ -98,7 +109,7 @@ def scan_folder(root: Path) -> dict[str, FileStat]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                elif is_picture(entry.name) and entry.is_file():
                     info = entry.stat()
                     rel = Path(entry.path).relative_to(root).as_posix()
                     found[rel] = FileStat(rel, info.st_size, info.st_mtime_ns)

@@ -44,11 +44,13 @@ class DecodedImage:
     taken: int = 0  # EXIF DateTimeOriginal (else DateTime) as naive seconds; 0 when the picture has none
 
 
-def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None) -> DecodedImage:
+def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None,
+                 sha256: str | None = None) -> DecodedImage:
     """Decode, check and normalise one image; raise ImageDecodeError with a reason.
 
     With a target (the model's input resolution), a picture much larger than it is decoded at reduced scale
-    for the model; the stored bytes, width and height are still the full picture's.
+    for the model; the stored bytes, width and height are still the full picture's. sha256 is the digest of
+    data when the caller has it already.
     """
     _register_formats()
     if not data:
@@ -95,7 +97,8 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         if max_bytes is not None and len(stored) > max_bytes:
             raise ImageDecodeError(f"image is {len(stored) / 2**20:.1f} MB once made upright and browser-ready, over "
                                    f"the store's limit of {max_bytes / 2**20:.1f} MB")
-    return DecodedImage(rgb, stored, stored_format, *full_size, hashlib.sha256(data).hexdigest(), taken)
+    return DecodedImage(rgb, stored, stored_format, *full_size, sha256 or hashlib.sha256(data).hexdigest(),
+                        taken)
 
 
 def exif_taken(exif: Image.Exif) -> int:
@@ -141,6 +144,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def stored_picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
+    """A stored image's bytes (decoded and checked once at ingest) as an RGB picture to show; a thumbnail of at
+    most size when given."""
+    _register_formats()
+    image = Image.open(io.BytesIO(data))
+    if size is not None:
+        image.draft("RGB", size)  # JPEG decodes at a reduced scale: much faster for big photos
+    picture = to_rgb(image)
+    if size is not None:
+        picture.thumbnail(size)
+    return picture
 
 
 def mime_type(fmt: str) -> str:

@@ -12,7 +12,10 @@ from typing import Any
 
 import gradio as gr
 
+from searchcore.indexing.uploads import UploadRefused
+
 LANGUAGES = ("en", "zh")
+PAGE_SIZE = 24  # results on one gallery page (the top-k slider's info names it)
 
 # key: (English, Chinese). Keys must not be one of Gradio's own top-level keys ("status", "label", "image",
 # "common", ...): the browser merges both tables, and a clash shows "[object Object]".
@@ -27,7 +30,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "query_placeholder": ("e.g. 海边的日落 (a sunset by the sea)", "例如：海边的日落"),
     "library_label": ("Library", "图库"),
     "top_k_label": ("Results in all", "结果总数"),
-    "top_k_info": ("Shown 24 a page", "每页显示 24 张"),
+    "top_k_info": (f"Shown {PAGE_SIZE} a page", f"每页显示 {PAGE_SIZE} 张"),
     "search_button": ("Search", "搜索"),
     "examples_label": ("Examples", "示例"),
     "filters_accordion": ("Filters", "筛选"),
@@ -236,6 +239,8 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
 
 def error_text(lang: str, exc: BaseException) -> str:
     """An engine error's message in the request's language."""
+    if isinstance(exc, UploadRefused):
+        return translate(lang, exc.problem, **exc.fields)
     message = str(exc)
     if lang == "zh":
         for pattern, chinese in ERRORS:

@@ -1,0 +1,117 @@
+"""What each precision costs in rankings and in query time, against the fp32 PyTorch reference.
+
+Rankings: the tiny model (demo/tiny_clip.pt) on a held-out shapes split (`--images`, five paraphrases per
+class), brute-force top 10 per text: the share of texts whose ten images are the fp32 ten, and R@1/5/10.
+Query time: one short text through the text tower of RN50 (random weights), median of `--runs`, for each
+precision the text tower can run at.
+
+    python -m bench.bench_precision [--images 600] [--runs 60] [--only rankings|query]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bench._common import QUERIES, machine, quiet_logs, random_checkpoint, table, time_ms, write_result
+from demo.sample_data import write_dataset
+from demo.shapes import CLASSES, caption, caption_variants
+from searchcore.config import Settings
+from searchcore.evaluate import recall
+from searchcore.models.encoder import Encoder, load_encoder
+
+TINY_MODEL = Path(__file__).resolve().parents[1] / "demo" / "tiny_clip.pt"
+PATHS = [("fp32 (torch reference)", "torch", "fp32"), ("auto (openvino)", "openvino", "auto"),
+         ("bf16 (openvino)", "openvino", "bf16")]
+
+
+def held_out(root: Path, images: int) -> tuple[list[int], list[Image.Image], list[str], dict[int, list[int]]]:
+    """A shapes split the tiny model never saw: images, five paraphrases per class, and the right answers."""
+    write_dataset(root, "held", images, seed=11, first_id=1, lmdb=False)
+    ids, pictures = [], []
+    for line in (root / "held_imgs.tsv").read_text().splitlines():
+        image_id, b64 = line.split("\t")
+        ids.append(int(image_id))
+        pictures.append(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+    answers = {json.loads(line)["text"]: json.loads(line)["image_ids"]
+               for line in (root / "held_texts.jsonl").read_text(encoding="utf-8").splitlines()}
+    texts, truth = [], {}
+    for color, shape in CLASSES:
+        for text in caption_variants(color, shape):
+            truth[len(texts)] = answers[caption(color, shape)]
+            texts.append(text)
+    return ids, pictures, texts, truth
+
+
+def top10(encoder: Encoder, ids: list[int], pictures: list[Image.Image], texts: list[str]) -> list[list[int]]:
+    """The ten best images per text, brute force."""
+    images = np.concatenate([encoder.encode_images(pictures[i:i + 64]) for i in range(0, len(pictures), 64)])
+    scores = encoder.encode_texts(texts) @ images.T
+    return [[ids[j] for j in np.argsort(-row, kind="stable")[:10]] for row in scores]
+
+
+def rankings(work: Path, images: int) -> list[dict[str, Any]]:
+    ids, pictures, texts, truth = held_out(work / "data", images)
+    ranked: dict[str, list[list[int]]] = {}
+    rows = []
+    for label, backend, precision in PATHS:
+        settings = Settings(model=str(TINY_MODEL), model_dir=str(work / "models"), device="cpu", backend=backend,
+                            precision=precision)
+        encoder = load_encoder(settings)
+        ranked[label] = top10(encoder, ids, pictures, texts)
+        reference = ranked[PATHS[0][0]]
+        same = sum(set(a) == set(b) for a, b in zip(ranked[label], reference)) / len(texts)
+        scores = recall(truth, dict(enumerate(ranked[label])))
+        rows.append({"path": label, "towers": encoder.runtime()["precision"], "same_top10": same,
+                     "r1": scores.r1, "r5": scores.r5, "r10": scores.r10, "texts": len(texts), "images": images})
+    return rows
+
+
+def query_latency(work: Path, runs: int) -> list[dict[str, Any]]:
+    """One short query through RN50's text tower at each precision (random weights: time only), the precisions
+    taking turns query by query, so a busy spell on a shared machine hits each alike."""
+    precisions = ("auto", "bf16", "fp32")
+    encoders = {p: load_encoder(Settings(model=str(random_checkpoint("RN50")), model_dir=str(work / "rn50"),
+                                         device="cpu", backend="openvino", precision=p)) for p in precisions}
+    samples: dict[str, list[float]] = {p: [] for p in precisions}
+    for n in range(runs + 3):
+        for precision, encoder in encoders.items():
+            taken = time_ms(lambda e=encoder, q=QUERIES[n % len(QUERIES)]: e.encode_texts([q]), 1, warmup=0)
+            if n >= 3:  # the first queries warm each tower up
+                samples[precision] += taken
+    return [{"precision": p, "towers": encoders[p].runtime()["precision"],
+             "text_encode_p50_ms": statistics.median(samples[p]), "runs": runs} for p in precisions]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=600)
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--only", choices=("rankings", "query"), help="measure one of the two")
+    args = parser.parse_args()
+    quiet_logs()
+    started = machine()
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+        ranks = rankings(Path(tmp), args.images) if args.only != "query" else []
+        latency = query_latency(Path(tmp), args.runs) if args.only != "rankings" else []
+    print(table(["path", "image", "text", "same top-10", "R@1", "R@5", "R@10"],
+                [[r["path"], r["towers"]["image"], r["towers"]["text"], r["same_top10"], r["r1"], r["r5"], r["r10"]]
+                 for r in ranks]))
+    print(table(["asked", "image", "text", "RN50 text encode p50 ms"],
+                [[r["precision"], r["towers"]["image"], r["towers"]["text"], r["text_encode_p50_ms"]]
+                 for r in latency]))
+    name = f"precision_{args.only}" if args.only else "precision"
+    print(write_result(name, {"rankings": ranks, "query": latency, "machine": started}))
+
+
+if __name__ == "__main__":
+    main()
