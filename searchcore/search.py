@@ -65,18 +65,13 @@ class SearchResult:
         """The CLI's --json shape."""
         return {"rank": self.rank, "image_id": self.image_id, "score": round(self.score, 6),
                 "captions": self.captions, "path": self.path or None,
-<<<<<<< HEAD
-                "taken": None if self.taken is None else dt.datetime.fromtimestamp(self.taken, dt.UTC)
-                .strftime("%Y-%m-%dT%H:%M:%S"), "text": self.text,
-                "similarity": _rounded(self.similarity), "keyword_score": _rounded(self.keyword_score)}
+                "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
+                "text": self.text, "similarity": _rounded(self.similarity),
+                "keyword_score": _rounded(self.keyword_score)}
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
-=======
-                "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
-                "text": self.text}
->>>>>>> main
 
 
 def _whole_number(value: Any) -> int:

@@ -19,14 +19,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
-<<<<<<< HEAD
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
-=======
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
->>>>>>> main
 
 from searchcore.errors import UnsupportedError
 from searchcore.ids import id_chunks
@@ -89,30 +85,25 @@ class TextIndex:
             self._exists[library] = bool(self._store.run("list collections",
                                                           lambda client: client.has_collection(name)))
             if self._exists[library]:
-<<<<<<< HEAD
-                self._store.call("load the text index", lambda: self._store.client.load_collection(name))
-                self._rebuild_without_terms(library)
-=======
                 self._store.run("load the text index", lambda client: client.load_collection(name))
->>>>>>> main
+                self._rebuild_without_terms(library)
         return self._exists[library]
 
     def _rebuild_without_terms(self, library: str) -> None:
         """An index made before fragment search (its text analysed by jieba) is made again from its own text."""
-        name = _name(library)
-        described = self._store.call("describe the text index",
-                                     lambda: self._store.client.describe_collection(name))
+        name = self._name(library)
+        described = self._store.run("describe the text index", lambda client: client.describe_collection(name))
         if any(f.get("name") == "terms" for f in described.get("fields", [])):
             return
         rows: list[dict] = []
-        iterator = self._store.call("read texts", lambda: self._store.client.query_iterator(
+        iterator = self._store.run("read texts", lambda client: client.query_iterator(
             name, batch_size=ID_BATCH, filter="id >= -9223372036854775807",
             output_fields=["id", "text", "path", "taken"]))
-        while page := self._store.call("read texts", iterator.next):
+        while page := self._store.run("read texts", lambda client: iterator.next()):
             rows.extend(page)
         iterator.close()
         log.info("library %s: rebuilding its text index for fragment search (%d texts)", library, len(rows))
-        self._store.call("drop the text index", lambda: self._store.client.drop_collection(name))
+        self._store.run("drop the text index", lambda client: client.drop_collection(name))
         self._exists[library] = False
         self.create(library)
         for start in range(0, len(rows), ID_BATCH):
@@ -156,11 +147,8 @@ class TextIndex:
 
     def upsert(self, library: str, ids: Sequence[int], texts: Sequence[str], attrs: Sequence[Attrs]) -> None:
         """Index (or replace) the text of images; an image whose text is empty is removed from the index."""
-<<<<<<< HEAD
-        rows = [{"id": int(i), "text": _fit(t), "terms": _encoded(index_terms(t)), "path": p, "taken": int(taken)}
-=======
-        rows = [{"id": int(i), "text": _fit(t), "path": fit_path(p), "taken": int(taken)}
->>>>>>> main
+        rows = [{"id": int(i), "text": _fit(t), "terms": _encoded(index_terms(t)), "path": fit_path(p),
+                 "taken": int(taken)}
                 for i, t, (p, taken) in zip(ids, texts, attrs) if t.strip()]
         empty = [int(i) for i, t in zip(ids, texts) if not t.strip()]
         if rows:
@@ -196,21 +184,14 @@ class TextIndex:
         if not terms or not self.exists(library):
             return []
         expression = filters.expression() if filters else ""
-<<<<<<< HEAD
-        result = self._store.call("search texts", lambda: self._store.client.search(
-            _name(library), data=[_encoded(terms)], anns_field="sparse", limit=top_k,
+        result = self._store.run("search texts", lambda client: client.search(
+            self._name(library), data=[_encoded(terms)], anns_field="sparse", limit=top_k,
             search_params={"metric_type": "BM25"}, output_fields=["id", "text"], filter=expression,
             consistency_level="Strong"))
         words = normalise(query).split()
         hits = [TextHit(int(h["id"]), abs(float(h["distance"])), contains_all(h["entity"]["text"], words))
                 for h in result[0]]
         return sorted(hits, key=lambda h: not h.full)  # a stable sort: BM25's order within each group
-=======
-        result = self._store.run("search texts", lambda client: client.search(
-            self._name(library), data=[query], anns_field="sparse", limit=top_k, search_params={"metric_type": "BM25"},
-            output_fields=["id"], filter=expression, consistency_level="Strong"))
-        return [Hit(int(h["id"]), abs(float(h["distance"]))) for h in result[0]]
->>>>>>> main
 
     def flush(self, library: str) -> None:
         """Seal fresh rows."""

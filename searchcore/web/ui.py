@@ -79,33 +79,18 @@ class SearchApp:
     # Search tab
 
     def search(self, text: str, top_k: float, library: str | None, folder: str = "", since: str = "",
-<<<<<<< HEAD
                until: str = "", mode: str | None = MODE_DEFAULT, exclude: str = "", min_similarity: float = 0.0,
                request: gr.Request | None = None) -> Shown:
         """Images for a description, best first, within the folder and date filters, less excluded words, at
         least as similar as min_similarity (0: no threshold)."""
-        lang = language(request)
-        try:
-            filters = Filters.parse(folder=folder, since=since, until=until)
-            with self.metrics.search("text"):
-                results = self.engine.search_text(text, top_k, library or None, filters=filters or None,
-                                                  mode=None if mode in (None, "", MODE_DEFAULT) else mode,
-                                                  exclude=exclude or None, min_similarity=min_similarity or None)
-        except SearchcoreError as exc:
-            return _nothing(exc, lang)
-        what = translate(lang, "what_text", text=text.strip())
-        if min_similarity:
-            what += translate(lang, "what_threshold", threshold=f"{float(min_similarity):.2f}")
-        return self._shown(results, library, what, lang, filtered=bool(filters), query=text.strip())
-=======
-               until: str = "", mode: str | None = MODE_DEFAULT, request: gr.Request | None = None) -> Shown:
-        """Images for a description, best first, within the folder and date filters."""
         lang, query = language(request), text.strip() if isinstance(text, str) else ""  # the engine says why not
         chosen = None if mode in (None, "", MODE_DEFAULT) else mode
         what = translate(lang, "what_text", text=query)
+        if min_similarity:
+            what += translate(lang, "what_threshold", threshold=f"{float(min_similarity):.2f}")
         return self._searched("text", (folder, since, until), library, lang, what, lambda filters: (
-            self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen)), query=query)
->>>>>>> main
+            self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen,
+                                    exclude=exclude or None, min_similarity=min_similarity or None)), query=query)
 
     def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
                      since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
