@@ -21,13 +21,14 @@ import numpy as np
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
-from searchcore.indexing.ingest import IngestReport, Progress, ingest
+from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestReport, Progress, ingest
 from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
+from searchcore.indexing.originals import make_thumbnails, read_original
 from searchcore.indexing.uploads import ingest_uploads
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
-from searchcore.sources.datasets import folder_image_id, is_picture, open_source
+from searchcore.sources.datasets import file_path, folder_image_id, is_picture, open_source, printable_path
 from searchcore.stores.factory import open_vector_store
 from searchcore.stores.filters import Filters
 from searchcore.stores.images import ImageStore, StoredImage, open_image_store
@@ -115,11 +116,14 @@ class Engine:
 
     def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
                library: str | None = None, progress: Progress | None = None, sync: bool = False,
-               ocr: bool = False, remember: bool = True) -> IngestReport:
+               ocr: bool = False, remember: bool = True, allow_mass_removal: bool = False,
+               removal_share: float = MASS_REMOVAL_SHARE) -> IngestReport:
         """Ingest a dataset split, feature file or image folder into a library. A folder is re-scanned
         incrementally (unchanged files are not read); sync also removes the images of files that are gone;
         ocr reads the words in each new picture for keyword search. remember=False ingests a folder without
-        recording its files (a temporary folder of uploads, which no re-scan will ever see again)."""
+        recording its files (a temporary folder of uploads, which no re-scan will ever see again). A sync that
+        would remove all of a folder's files or more than removal_share of them raises MassRemovalError, unless
+        allow_mass_removal."""
         name = self._library(library)
         source = open_source(path, split, features, known=lambda root: self.images.files(name, root),
                              workers=self.settings.workers or os.cpu_count() or 1)
@@ -130,7 +134,7 @@ class Engine:
         reader = self.ocr_reader() if ocr else None
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
-                      ocr=reader)
+                      ocr=reader, allow_mass_removal=allow_mass_removal, removal_share=removal_share)
 
     def ingest_uploads(self, uploads: Sequence[str | Path], library: str | None = None, *,
                        progress: Progress | None = None, ocr: bool = False) -> IngestReport:
@@ -234,8 +238,45 @@ class Engine:
         self.vectors.rebuild(name, attrs, staging)
         return True
 
+    def migrate_originals(self, library: str | None = None) -> int:
+        """Drop the originals a library made before thumbnails stored for its folder pictures, keeping thumbnails
+        instead, then give the space back (VACUUM, OPTIMIZE TABLE); how many were replaced. A crash part-way is
+        finished by running it again."""
+        name = self._library(library)
+        replaced = make_thumbnails(self.images, name)
+        self.images.compact()
+        return replaced
+
+    def original(self, image_id: Any, library: str | None = None) -> StoredImage:
+        """One image by id with its original bytes: as stored, or a folder picture's from its file, checked to be
+        the picture indexed (OriginalUnavailableError when it is gone or changed)."""
+        name = self._library(library)
+        return read_original(self.images, name, self.get_image(image_id, name))
+
+    def relocate(self, new_root: str | Path, library: str | None = None, old_root: str | None = None) -> int:
+        """Record that a library's folder now lives elsewhere (another disk, another mount point); the number of
+        files moved. Nothing is read or encoded: an ingest of the new folder then finds them unchanged."""
+        name = self._library(library)
+        roots = self.images.roots(name)
+        if old_root is None:
+            if len(roots) != 1:
+                raise QueryError(f"library {name!r} has files from {len(roots)} folders; say which one moved with "
+                                 f"--from ({', '.join(sorted(roots)) or 'none'})")
+            old = next(iter(roots))
+        else:
+            old = printable_path(str(Path(old_root).expanduser().resolve()))
+            if old not in roots:
+                raise QueryError(f"library {name!r} has no files from {old}; its folders: {', '.join(sorted(roots))}")
+        target = Path(new_root).expanduser().resolve()
+        if not target.is_dir():
+            raise DatasetError(f"{target} does not exist")
+        recorded = self.images.files(name, old)
+        if not any((target / file_path(path)).is_file() for path in list(recorded)[:200]):
+            raise DatasetError(f"none of the files recorded under {old} is in {target}: is it the right folder?")
+        return self.images.move_root(name, old, printable_path(str(target)))
+
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
-        """One stored image by id, with its bytes."""
+        """One stored image by id, with its bytes (a folder picture's thumbnail)."""
         name = self._library(library)
         ident = search_mod.parse_query_id(image_id)
         found = self.images.get_many(name, [ident])
@@ -274,7 +315,8 @@ class Engine:
 
     def check(self, library: str | None = None, *, repair: bool = False) -> CheckReport:
         """Compare the ids of both stores, and the exact copy with Milvus (a stale copy is reloaded at once);
-        with repair, re-encode missing vectors and drop orphans."""
+        with repair, re-encode missing vectors and drop orphans. Folder pictures whose file is gone or changed
+        are reported too; repair re-reads the changed ones (gone ones are removed only by an ingest with sync)."""
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
@@ -282,6 +324,8 @@ class Engine:
         if repair and not report.consistent:
             repair_vectors(report, self.images, self.vectors, self.encoder, batch_size=self.settings.batch_size,
                            workers=self.settings.workers)
+            for root in report.changed_roots:
+                self.ingest(file_path(root), library=name)  # a re-scan reads exactly the changed files
         return report
 
     # What evaluation and health checks read, so no front end reaches into the stores.

@@ -1,5 +1,6 @@
 """Work on a library already ingested: reading the words in its pictures (the OCR backfill), and comparing the
-image store with the vectors and repairing what differs. The engine calls these with its stores and models."""
+image store with the vectors (and a folder library with its files) and repairing what differs. The engine
+calls these with its stores and models."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from searchcore.ids import chunks
 from searchcore.indexing.ingest import Progress
+from searchcore.indexing.originals import check_folders, whole
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
@@ -59,16 +61,22 @@ class CheckReport:
     orphan_vectors: list[int]
     repaired: bool = False
     copy_problem: str | None = None  # how the in-process exact copy (Lite) differed from Milvus; it was reloaded
+    missing_files: list[str] = field(default_factory=list)  # folder pictures whose file is gone ("folder/path")
+    changed_files: list[str] = field(default_factory=list)  # folder pictures whose file changed since ingest
+    changed_roots: list[str] = field(default_factory=list)  # the folders holding them (a re-scan reads them)
 
     @property
     def consistent(self) -> bool:
-        """True when both stores hold exactly the same ids and the exact copy agreed with Milvus."""
-        return not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
+        """True when both stores hold exactly the same ids, the exact copy agreed with Milvus, and every folder
+        picture's file is there unchanged."""
+        return (not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
+                and not self.missing_files and not self.changed_files)
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         return {"library": self.library, "images": self.images, "vectors": self.vectors,
                 "missing_vectors": self.missing_vectors[:1000], "orphan_vectors": self.orphan_vectors[:1000],
+                "missing_files": self.missing_files[:1000], "changed_files": self.changed_files[:1000],
                 "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
@@ -87,7 +95,8 @@ def read_words(images: ImageStore, library: str, reader: OcrReader, texts: TextI
         for meta in todo:
             try:
                 # decoded as ingest decodes it, so the same picture is read (and the same words come out)
-                pictures.append(decode_image(stored[meta.image_id].data, target=resolution).image)
+                pictures.append(decode_image(whole(images, library, stored[meta.image_id]).data,
+                                             target=resolution).image)
                 kept.append(meta)
             except (ImageDecodeError, KeyError) as exc:
                 report.bad.append(BadRecord(0, f"image {meta.image_id}: {exc}"))
@@ -108,12 +117,15 @@ def read_words(images: ImageStore, library: str, reader: OcrReader, texts: TextI
 
 
 def compare_stores(images: ImageStore, vectors: VectorStore, library: str) -> CheckReport:
-    """The ids only one store holds, and how the exact copy differed from Milvus (a stale copy is reloaded)."""
+    """The ids only one store holds, how the exact copy differed from Milvus (a stale copy is reloaded), and the
+    folder pictures whose file is missing or changed (by stat: nothing is read)."""
     copy_problem = vectors.check_copy(library)
     image_ids = set(images.ids(library))
     vector_ids = set(vectors.ids(library))
+    folders = check_folders(images, library)
     return CheckReport(library, len(image_ids), len(vector_ids), sorted(image_ids - vector_ids),
-                       sorted(vector_ids - image_ids), copy_problem=copy_problem)
+                       sorted(vector_ids - image_ids), copy_problem=copy_problem, missing_files=folders.missing,
+                       changed_files=folders.changed, changed_roots=folders.roots_changed)
 
 
 def repair_vectors(report: CheckReport, images: ImageStore, vectors: VectorStore, encoder: Encoder, *,
@@ -129,8 +141,9 @@ def repair_vectors(report: CheckReport, images: ImageStore, vectors: VectorStore
 
     vectors.delete(library, report.orphan_vectors)
     for chunk in chunks(report.missing_vectors, REPAIR_CHUNK):
-        batches = prepared_batches(images.get_many(library, chunk).values(), lambda image: image.data, encoder,
-                                   on_bad=undecodable, batch_size=batch_size, workers=workers)
+        stored = [whole(images, library, image) for image in images.get_many(library, chunk).values()]
+        batches = prepared_batches(stored, lambda image: image.data, encoder, on_bad=undecodable,
+                                   batch_size=batch_size, workers=workers)
         for batch, found in encoder.encode_pixel_batches(batches):
             vectors.upsert(library, [prepared.item.image_id for prepared in batch], found,
                            [(prepared.item.path, prepared.item.taken) for prepared in batch])

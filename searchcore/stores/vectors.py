@@ -118,7 +118,7 @@ def fit_path(path: str) -> str:
 class MilvusVectorStore:
     """Milvus through pymilvus MilvusClient; the same code serves Lite and servers.
 
-    On Lite, FLAT libraries are searched from an exact in-process copy of their vectors (searchcore/exact_copy.py)
+    On Lite, FLAT libraries are searched from an exact in-process copy of their vectors (stores/exact_copy.py)
     once it is loaded, in the background, on the library's first open or search; until then, and with
     exact_copy=False, searches go to Milvus. Every write updates the copy, and `check_copy` verifies it.
     """

@@ -27,7 +27,15 @@ from pydantic import BaseModel, Field
 from searchcore import __version__
 from searchcore.config import validate_library
 from searchcore.engine import Engine
-from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
+from searchcore.errors import (
+    BackendUnavailableError,
+    LibraryError,
+    LibraryLockedError,
+    MassRemovalError,
+    OriginalUnavailableError,
+    QueryError,
+    SearchcoreError,
+)
 from searchcore.search import MAX_TOP_K, Mode, parse_query_id
 from searchcore.sources.imaging import mime_type
 from searchcore.stores.filters import Filters
@@ -87,6 +95,7 @@ class IngestRequest(BaseModel):
     split: str | None = None
     library: str | None = None
     sync: bool = False
+    allow_mass_removal: bool = False
     ocr: bool = False
 
 
@@ -134,7 +143,8 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
              response_class=Response, responses={200: {"content": {"image/*": {}}}})
     def image(library: str, image_id: str) -> Response:
-        """The stored bytes of one image, with its content type."""
+        """One image's original bytes, with its content type; a folder picture's are read from its file, after
+        checking that it is still the picture indexed (404 when it is gone, 410 when it changed)."""
         name = _library(library)
         try:
             ident = parse_query_id(image_id)
@@ -142,7 +152,9 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
             raise HTTPException(400, str(exc)) from None
         try:
             with metrics.backend("get image"):
-                stored = engine.get_image(ident, name)
+                stored = engine.original(ident, name)
+        except OriginalUnavailableError as exc:
+            raise HTTPException(410 if exc.changed else 404, str(exc)) from None
         except QueryError as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(stored.data, media_type=mime_type(stored.format),
@@ -160,7 +172,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         library = _library(body.library or engine.settings.library)
         with metrics.backend("ingest"):
             report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync,
-                                   ocr=body.ocr)
+                                   ocr=body.ocr, allow_mass_removal=body.allow_mass_removal)
         metrics.ingested(report)
         return report.to_json()
 
@@ -314,6 +326,8 @@ class RequestIdFilter(logging.Filter):
 def _status(exc: SearchcoreError) -> int:
     if isinstance(exc, (BackendUnavailableError, LibraryLockedError)):
         return 503
+    if isinstance(exc, MassRemovalError):
+        return 409  # the folder's state conflicts with the library's: the drive may not be mounted
     if isinstance(exc, LibraryError):
         return 404  # names are validated up front, so what is left is a missing (or other-model) library
     return 400

@@ -25,7 +25,7 @@ from PIL import Image
 
 from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from searchcore.engine import Engine
-from searchcore.errors import SearchcoreError
+from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, read_upload
 from searchcore.records import SHOWN_BAD_RECORDS
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOP_K = min(96, MAX_TOP_K)
 SEARCH_CONCURRENCY = 4
 THUMBNAIL = (384, 384)
+DETAIL = (2048, 2048)  # a 12-megapixel original is shown at most this large: enough for a screen, and quick
 SHOWN_DUPLICATE_GROUPS = 50
 SHOWN_PER_GROUP = 8
 MAX_HIT_TEXT = 2000  # OCR characters kept per hit and highlighted in the detail view
@@ -147,7 +148,11 @@ class SearchApp:
         hit = state["hits"][shown[index]]
         try:
             with self.metrics.backend("get image"):
-                stored = self.engine.get_image(hit["image_id"], state["library"])
+                try:  # the original: a folder picture's is read from its file
+                    stored = self.engine.original(hit["image_id"], state["library"])
+                except OriginalUnavailableError as exc:  # gone or changed: its thumbnail, and why
+                    _warn(lang, "failed", reason=exc)
+                    stored = self.engine.get_image(hit["image_id"], state["library"])
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return None, "", "", gr.Row(visible=False)
@@ -165,7 +170,7 @@ class SearchApp:
         lines += [f"- {_escape(c)}" for c in stored.captions[:10]]
         if stored.text:
             lines += ["", translate(lang, "detail_text"), "", highlight(stored.text, state.get("query") or "")]
-        return stored_picture(stored.data), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
+        return stored_picture(stored.data, DETAIL), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
 
     def library_view(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         """The library line and the example queries, for the library now chosen."""
