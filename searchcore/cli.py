@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from searchcore.config import Settings, add_arguments
 from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates, parse_threshold
@@ -29,6 +29,7 @@ from searchcore.sources.chinese_clip import choose_split
 from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
 AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
@@ -52,6 +53,13 @@ def _engine(settings: Settings, *, one_query: bool = False) -> Engine:
     # One query in a fresh process: load the model while the stores open, and skip Lite's in-process copy
     # (loading it would take longer than the query and compete with it for the CPU).
     return build_engine(settings, preload_encoder=one_query, exact_copy=not one_query)
+
+
+def _on_split(args: argparse.Namespace, settings: Settings, run: Callable[[Engine, str], T]) -> tuple[str, T]:
+    """The dataset's split (args.split, or the one it has), and what run gives for it with the engine open."""
+    split = choose_split(args.dataset, args.split)
+    with _engine(settings) as engine:
+        return split, run(engine, split)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -278,9 +286,8 @@ def cmd_relocate(args: argparse.Namespace, settings: Settings) -> int:
 @command("predict")
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     """Write cn_clip-format top-k predictions for every text of a split."""
-    split = choose_split(args.dataset, args.split)
-    with _engine(settings) as engine:
-        predictions = predict(engine, args.dataset, split, args.top_k)
+    split, predictions = _on_split(args, settings, lambda engine, split: predict(engine, args.dataset, split,
+                                                                                 args.top_k))
     path = write_predictions(predictions, args.output or Path(args.dataset) / f"{split}_predictions.jsonl")
     _emit(args, {"output": str(path), "texts": len(predictions), "top_k": parse_top_k(args.top_k)},
           f"wrote {len(predictions)} predictions to {path}")
@@ -290,9 +297,8 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     """Print text→image and image→text recall; with --exact, Milvus's agreement with brute force."""
-    split = choose_split(args.dataset, args.split)
-    with _engine(settings) as engine:
-        result = evaluate(engine, args.dataset, split, exact=args.exact)
+    split, result = _on_split(args, settings, lambda engine, split: evaluate(engine, args.dataset, split,
+                                                                             exact=args.exact))
     t, i = result.text_to_image, result.image_to_text
     lines = [f"library {result.library}, split {split}: {result.texts} texts, {result.images} images, "
              f"index {result.index}",
