@@ -133,10 +133,18 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                 raise SearchcoreError("image_file_unreadable", path=args.image, reason=exc.strerror) from None
             results = engine.search_image(data, args.top_k, **page)
         else:
-            results = engine.search_text(args.text, args.top_k, mode=args.mode, **page)
-    text = "\n".join(f"{r.rank:3d}  {r.score:.4f}  {r.image_id}  {' / '.join(r.captions[:2])}" for r in results)
-    _emit(args, [r.to_json() for r in results], text or "no results")
+            results = engine.search_text(args.text, args.top_k, mode=args.mode, min_similarity=args.min_similarity,
+                                         exclude=args.exclude, **page)
+    lines = [f"{r.rank:3d}  similarity {_score(r.similarity)}  keyword {_score(r.keyword_score)}  {r.image_id}  "
+             f"{' / '.join(r.captions[:2])}" for r in results]
+    if args.min_similarity not in (None, ""):
+        lines.append(f"{len(results)} results with similarity ≥ {args.min_similarity}")
+    _emit(args, [r.to_json() for r in results], "\n".join(lines) or "no results")
     return 0
+
+
+def _score(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:.4f}"
 
 
 @command("info")
@@ -345,7 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="only images taken on or after this date (YYYY-MM-DD; EXIF, else file time)")
     p.add_argument("--until", help="only images taken on or before this date (YYYY-MM-DD)")
     p.add_argument("--mode", choices=MODES, help="semantic (by meaning), keyword (by the words in captions and "
-                   "pictures) or hybrid (both, fused); default: hybrid when the library has text, else semantic")
+                   "pictures) or hybrid (pictures whose words hold the query first, then by meaning); default: "
+                   "hybrid when the library has text, else semantic")
+    p.add_argument("--min-similarity", help="leave out images whose similarity (cosine) to the query is below "
+                   "this, from -1 to 1 (see the README for values that suit the model)")
+    p.add_argument("--exclude", help="leave out images whose captions or words hold one of these words and push "
+                   "down those that look like them (space- or comma-separated); `-词` in the query does the same")
     add("info", "show a library's counts, model and backends")
     add("libraries", "list every library")
     add("drop", "delete a library")

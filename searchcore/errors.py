@@ -118,6 +118,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                               "the server at {uri} runs {version}. Semantic search works as before (--mode semantic)",
                               "关键词和混合搜索需要支持 BM25 全文检索的 Milvus {needed} 或更新版本；{uri} 上的服务器"
                               "版本为 {version}。语义搜索不受影响（--mode semantic）"),
+    "min_similarity_not_number": ("min_similarity must be a number from -1 to 1, got {value!r}",
+                                  "最低相似度必须是 -1 到 1 之间的数，收到 {value!r}"),
+    "min_similarity_range": ("min_similarity must be from -1 to 1, got {value}",
+                             "最低相似度必须是 -1 到 1 之间的数，收到 {value}"),
+    "exclude_not_text": ("exclude must be text", "要排除的词必须是文字"),
+    "query_only_excludes": ("the query only excludes: say what to find as well, e.g. 红色 -圆形",
+                            "描述里只有要排除的词：请同时写上要找的内容，例如 红色 -圆形"),
     "query_image_unusable": ("the query image cannot be used: {reason}",
                              "无法使用这张查询图片：{reason}"),
     "threshold_invalid": ("threshold must be a number greater than 0 and at most 1, got {value!r}",
