@@ -11,7 +11,7 @@ and core-seconds (the process's CPU time, which other work on a shared machine d
 Two files, written once into the bench cache: a keyframe every second (as phones write) and every 250 frames
 (x264's default, 8.3 s at 30 fps). 1080p at 30 fps, x264 `veryfast` at CRF 20 with a grainy textured picture,
 moving squares and a colour that changes each second, so P-frames carry real residuals (about 6 Mbit/s).
-Usage: python -m bench.bench_video [--minutes 10] [--trials 1] [--all]
+Usage: python -m bench.bench_video [--minutes 10] [--trials 1] [--gop 30|250] [--ways seek,keyframes] [--all]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import av
 import numpy as np
 
-from bench._common import RESULTS, cache_dir, machine, quiet_logs, table, write_result
+from bench._common import cache_dir, machine, quiet_logs, table, write_result
 from searchcore.sources.videos import DEFAULT_INTERVAL, DEFAULT_MAX_SIDE, probe_video, sample_frames
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 30
@@ -114,6 +114,14 @@ def keyframes_only(path: Path) -> Iterator[Any]:
                                  format="rgb24").to_image()
 
 
+WAYS: dict[str, Callable[[Path], Any]] = {
+    "seek": sample_frames,  # sample_frames with one decoder thread, the default
+    "seek, 2 threads": lambda path: sample_frames(path, threads=2),
+    "decode every frame": decode_everything,
+    "keyframes": keyframes_only,
+}
+
+
 def measure(frames: Callable[[], Any], duration: float, trials: int) -> dict[str, Any]:
     """Best wall time and CPU time of consuming frames(); what it kept and (for the sampler) decoded."""
     walls, cpus, kept, decoded = [], [], 0, None
@@ -133,36 +141,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--gop", type=int, action="append", choices=sorted(GOPS.values()),
+                        help="only the file with this keyframe spacing (repeatable; default both)")
+    parser.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {', '.join(WAYS)}")
     parser.add_argument("--all", action="store_true", help="every way on both files (decoding all frames twice)")
     args = parser.parse_args()
     quiet_logs()
-    rows: list[dict[str, Any]] = []
-    files: dict[str, Any] = {}
+    chosen = args.ways.split(",")
     for label, gop in GOPS.items():
+        if args.gop and gop not in args.gop:
+            continue
+        rows: list[dict[str, Any]] = []
         start = time.perf_counter()
         path = video(args.minutes, gop)
         info = probe_video(path)
-        files[label] = {"path": path.name, "bytes": path.stat().st_size, "duration_s": info.duration,
-                        "mbit_s": path.stat().st_size * 8 / info.duration / 1e6,
-                        "frames": round(info.duration * FPS), "made_s": time.perf_counter() - start}
+        made = {"path": path.name, "bytes": path.stat().st_size, "duration_s": info.duration,
+                "mbit_s": path.stat().st_size * 8 / info.duration / 1e6, "frames": round(info.duration * FPS),
+                "keyframes_every": label, "made_s": time.perf_counter() - start}
         host = machine()  # the load now, after any encoding
-        ways: dict[str, Callable[[], Any]] = {"sample_frames, 1 thread": lambda p=path: sample_frames(p)}
-        if gop == FPS or args.all:  # decoding every frame costs the same whatever the GOP: measured once
-            ways["sample_frames, 2 threads"] = lambda p=path: sample_frames(p, threads=2)
-            ways["decode every frame (2 threads)"] = lambda p=path: decode_everything(p)
-        ways["keyframes only"] = lambda p=path: keyframes_only(p)
+        ways = {way: frames for way, frames in WAYS.items() if way in chosen}
+        if gop != FPS and not args.all:  # decoding every frame costs the same whatever the GOP: measured once
+            ways = {way: frames for way, frames in ways.items() if way in ("seek", "keyframes")}
         for way, frames in ways.items():
             rows.append({"keyframes every": label, "way": way, "load_avg_1m": host["load_avg_1m_start"],
-                         **measure(frames, info.duration, args.trials)})
+                         **measure(lambda f=frames, p=path: f(p), info.duration, args.trials)})
             print(rows[-1], flush=True)
-            write_result("video", {"minutes": args.minutes, "interval_s": DEFAULT_INTERVAL, "files": files,
-                                   "trials": args.trials, "machine": host, "rows": rows})
-    print(f"\n{args.minutes}-minute 1920x1080 30 fps H.264, one 448 px frame every {DEFAULT_INTERVAL:g} s; "
-          f"best of {args.trials}; {host['cpu']}, {host['cores']} cores")
-    print(table(["keyframes every", "way", "frames kept", "decoded", "wall s", "core s", "x real time", "load"],
-                [[r["keyframes every"], r["way"], r["kept"], r["decoded"], r["wall_s"], r["cpu_s"], r["x_real_time"],
-                  r["load_avg_1m"]] for r in rows]))
-    print(f"\nwrote {RESULTS / 'video.json'}")
+            result = write_result(f"video_gop{gop}", {"minutes": args.minutes, "interval_s": DEFAULT_INTERVAL,
+                                                      "file": made, "trials": args.trials, "av": av.__version__,
+                                                      "machine": host, "rows": rows})
+        print(f"\n{args.minutes}-minute 1920x1080 30 fps H.264, keyframes every {label}, one 448 px frame every "
+              f"{DEFAULT_INTERVAL:g} s; best of {args.trials}; {host['cpu']}, {host['cores']} cores")
+        print(table(["way", "frames kept", "decoded", "wall s", "core s", "x real time", "load"],
+                    [[r["way"], r["kept"], r["decoded"], r["wall_s"], r["cpu_s"], r["x_real_time"], r["load_avg_1m"]]
+                     for r in rows]))
+        print(f"\nwrote {result}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from searchcore.evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, 
 from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
 from searchcore.indexing.ingest import IngestReport, Progress
 from searchcore.models.encoder import load_encoder
-from searchcore.records import BadRecord
+from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
 from searchcore.search import MAX_TOP_K, MODES, parse_top_k
 from searchcore.sources.chinese_clip import choose_split
 from searchcore.stores.filters import Filters
@@ -31,7 +31,6 @@ from searchcore.stores.filters import Filters
 log = logging.getLogger(__name__)
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
-SHOWN_BAD_RECORDS = 50
 AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
                "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only. The "
                "split's bad image records (which ingest reports and skips) are skipped and reported.")
@@ -95,7 +94,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Ingest a Chinese-CLIP split, a feature file or an image folder."""
     with _engine(settings) as engine, _progress_bar() as progress:
         report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress,
-                               sync=args.sync, ocr=args.ocr)
+                               sync=args.sync, ocr=args.ocr, allow_mass_removal=args.allow_mass_removal)
     return _ingested(args, report)
 
 
@@ -169,6 +168,11 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     text = (f"library {report.library}: {report.images} images, {report.vectors} vectors; "
             f"{len(report.missing_vectors)} images without a vector, {len(report.orphan_vectors)} vectors "
             f"without an image" + ("; repaired" if report.repaired else ""))
+    if report.missing_files or report.changed_files:
+        text += (f"\n{len(report.missing_files)} folder pictures whose file is missing (ingest --sync removes them), "
+                 f"{len(report.changed_files)} whose file changed (check --repair reads them again)")
+        text += "".join(f"\n  missing: {path}" for path in report.missing_files[:SHOWN_BAD_RECORDS])
+        text += "".join(f"\n  changed: {path}" for path in report.changed_files[:SHOWN_BAD_RECORDS])
     if report.copy_problem:
         text += f"\nthe in-process copy of the vectors differed from Milvus ({report.copy_problem}); it was reloaded"
     _emit(args, report.to_json(), text)
@@ -235,12 +239,31 @@ def cmd_ocr(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("migrate")
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    """Give a library made by an older version the folder and date fields (its vectors are kept)."""
+    """Bring a library made by an older version up to date: folder and date fields (its vectors are kept), and
+    thumbnails instead of stored originals for its folder pictures (their files stay where they are)."""
     with _engine(settings) as engine:
         done = engine.migrate()
-    text = (f"library {settings.library} migrated: folder and date filters now work on it" if done else
-            f"library {settings.library} is up to date; nothing to do")
-    _emit(args, {"library": settings.library, "migrated": done}, text)
+        thumbnails = engine.migrate_originals()
+    lines = [f"library {settings.library} migrated: folder and date filters now work on it"] if done else []
+    if thumbnails:
+        lines.append(f"library {settings.library}: {thumbnails} stored originals of folder pictures replaced by "
+                     "thumbnails (the originals stay in their files); the image store gave the space back")
+    text = "\n".join(lines) or f"library {settings.library} is up to date; nothing to do"
+    shape: dict[str, Any] = {"library": settings.library, "migrated": done}
+    if thumbnails:  # only libraries made before thumbnails have this step
+        shape["thumbnails"] = thumbnails
+    _emit(args, shape, text)
+    return 0
+
+
+@command("relocate")
+def cmd_relocate(args: argparse.Namespace, settings: Settings) -> int:
+    """Record that a library's folder moved to another disk or mount point (nothing is encoded again)."""
+    with _engine(settings) as engine:
+        moved = engine.relocate(args.new_root, old_root=args.old_root)
+    _emit(args, {"library": settings.library, "files": moved, "root": args.new_root},
+          f"library {settings.library}: {moved} files now recorded under {args.new_root}; run searchcore ingest "
+          f"{args.new_root} to pick up any change")
     return 0
 
 
@@ -302,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split name (train, valid, test, ...)")
     p.add_argument("--features", help="a feature jsonl ({split}_imgs.img_feat.jsonl) to ingest without encoding")
     p.add_argument("--sync", action="store_true", help="for a folder: also remove the images of files that are gone "
-                   "(without it nothing is deleted and the summary counts them as missing)")
+                   "(without it nothing is deleted and the summary counts them as missing); it refuses to remove all "
+                   "of them, or more than half, at once")
+    p.add_argument("--allow-mass-removal", action="store_true", help="with --sync: remove them even when that is "
+                   "all of the folder's pictures or more than half (check that the drive is mounted first)")
     p.add_argument("--ocr", action="store_true", help="also read the words in each picture (shop signs, "
                    "screenshots, slides) for keyword search; about 15 pictures/s on 2 cores")
     p = add("search", "search a library by text or by image")
@@ -320,7 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("libraries", "list every library")
     add("drop", "delete a library")
     add("ocr", "read the words in the pictures of a library (for keyword search) without encoding them again")
-    add("migrate", "give a library made by an older version the folder and date fields (vectors are kept)")
+    add("migrate", "bring a library made by an older version up to date: folder and date fields (vectors are "
+                   "kept), thumbnails instead of stored originals of folder pictures")
+    p = add("relocate", "record that the library's folder moved to another disk or mount point")
+    p.add_argument("new_root", help="the folder's new place")
+    p.add_argument("--from", dest="old_root", help="the old folder, when the library has files from several")
     p = add("check", "report (and with --repair fix) mismatches between the image store and the vectors")
     p.add_argument("--repair", action="store_true", help="re-encode missing vectors and remove orphans")
     p = add("duplicates", "list groups of near-identical images: resized, recompressed or lightly cropped copies")

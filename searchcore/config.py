@@ -15,6 +15,7 @@ from searchcore.errors import ConfigError
 
 ENV_PREFIX = "SEARCHCORE_"
 LIBRARY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+TEXT_INDEX_SUFFIX = "__text"  # a library's text index is the collection of its name with this suffix
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "openvino")
@@ -121,8 +122,8 @@ def validate_library(name: str) -> str:
         raise LibraryError(
             f"invalid library name {name!r}: use a letter then up to 63 letters, digits or underscores"
         )
-    if name.endswith("__text"):  # the name of a library's text index
-        raise LibraryError(f"invalid library name {name!r}: a name may not end in __text")
+    if name.endswith(TEXT_INDEX_SUFFIX):  # the name of a library's text index
+        raise LibraryError(f"invalid library name {name!r}: a name may not end in {TEXT_INDEX_SUFFIX}")
     return name
 
 

@@ -7,13 +7,12 @@ methods; tests build one over the tiny model and real embedded stores.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 import os
 import tempfile
 import threading
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,29 +21,24 @@ import numpy as np
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
-from searchcore.ids import chunks
-from searchcore.indexing.ingest import IngestReport, Progress, ingest
-from searchcore.indexing.pipeline import prepared_batches
+from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestReport, Progress, ingest
+from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
+from searchcore.indexing.originals import make_thumbnails, read_original
+from searchcore.indexing.uploads import ingest_uploads
 from searchcore.models.encoder import Encoder, load_encoder
-from searchcore.records import BadRecord
 from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
-from searchcore.sources.datasets import IMAGE_SUFFIXES, folder_image_id, open_source
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.datasets import file_path, folder_image_id, is_picture, open_source, printable_path
 from searchcore.stores.factory import open_vector_store
 from searchcore.stores.filters import Filters
 from searchcore.stores.images import ImageStore, StoredImage, open_image_store
-from searchcore.stores.text_index import TextIndex, image_text
+from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
 
 if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader
 
 log = logging.getLogger(__name__)
-OCR_CHUNK = 32  # pictures `searchcore ocr` reads between writes
-EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
-PHOTO_EXAMPLES = ["海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
-
 
 @dataclass
 class LibraryInfo:
@@ -72,52 +66,6 @@ class LibraryInfo:
         if self.encoder is not None:
             data["encoder"] = self.encoder
         return data
-
-
-@dataclass
-class OcrReport:
-    """What `searchcore ocr` did: pictures read (and how many had words), skipped as read before, and bad."""
-
-    library: str
-    read: int = 0
-    with_text: int = 0
-    skipped: int = 0
-    bad: list[BadRecord] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        """One line for the CLI."""
-        return (f"library {self.library}: read {self.read} pictures ({self.with_text} with words), {self.skipped} "
-                f"read before, {len(self.bad)} bad ({self.seconds:.1f}s)")
-
-    def to_json(self) -> dict[str, Any]:
-        """The CLI's --json shape."""
-        return {"library": self.library, "read": self.read, "with_text": self.with_text, "skipped": self.skipped,
-                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
-
-
-@dataclass
-class CheckReport:
-    """Differences between the two stores, and what a repair did about them."""
-
-    library: str
-    images: int
-    vectors: int
-    missing_vectors: list[int]
-    orphan_vectors: list[int]
-    repaired: bool = False
-    copy_problem: str | None = None  # how the in-process exact copy (Lite) differed from Milvus; it was reloaded
-
-    @property
-    def consistent(self) -> bool:
-        """True when both stores hold exactly the same ids and the exact copy agreed with Milvus."""
-        return not self.missing_vectors and not self.orphan_vectors and self.copy_problem is None
-
-    def to_json(self) -> dict[str, Any]:
-        """The CLI's --json shape."""
-        return {"library": self.library, "images": self.images, "vectors": self.vectors,
-                "missing_vectors": self.missing_vectors[:1000], "orphan_vectors": self.orphan_vectors[:1000],
-                "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
 @dataclass
@@ -168,11 +116,14 @@ class Engine:
 
     def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
                library: str | None = None, progress: Progress | None = None, sync: bool = False,
-               ocr: bool = False, remember: bool = True) -> IngestReport:
+               ocr: bool = False, remember: bool = True, allow_mass_removal: bool = False,
+               removal_share: float = MASS_REMOVAL_SHARE) -> IngestReport:
         """Ingest a dataset split, feature file or image folder into a library. A folder is re-scanned
         incrementally (unchanged files are not read); sync also removes the images of files that are gone;
         ocr reads the words in each new picture for keyword search. remember=False ingests a folder without
-        recording its files (a temporary folder of uploads, which no re-scan will ever see again)."""
+        recording its files (a temporary folder of uploads, which no re-scan will ever see again). A sync that
+        would remove all of a folder's files or more than removal_share of them raises MassRemovalError, unless
+        allow_mass_removal."""
         name = self._library(library)
         source = open_source(path, split, features, known=lambda root: self.images.files(name, root),
                              workers=self.settings.workers or os.cpu_count() or 1)
@@ -183,7 +134,13 @@ class Engine:
         reader = self.ocr_reader() if ocr else None
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
-                      ocr=reader)
+                      ocr=reader, allow_mass_removal=allow_mass_removal, removal_share=removal_share)
+
+    def ingest_uploads(self, uploads: Sequence[str | Path], library: str | None = None, *,
+                       progress: Progress | None = None, ocr: bool = False) -> IngestReport:
+        """Ingest uploaded image files (within the upload limits of indexing/uploads.py) into a library."""
+        return ingest_uploads(uploads, lambda folder: self.ingest(folder, library=library, progress=progress,
+                                                                  ocr=ocr, remember=False))
 
     def ingest_dataset(self, path: str | Path, *, library: str | None = None,
                        progress: Progress | None = None) -> list[SplitIngest]:
@@ -207,7 +164,7 @@ class Engine:
         """Store one uploaded image (name gives its file type) in a library and return its id."""
         suffix = Path(name).suffix.lower()
         with tempfile.TemporaryDirectory(prefix="searchcore-upload-") as tmp:
-            (Path(tmp) / f"upload{suffix if suffix in IMAGE_SUFFIXES else '.jpg'}").write_bytes(data)
+            (Path(tmp) / f"upload{suffix if is_picture(suffix) else '.jpg'}").write_bytes(data)
             report = self.ingest(tmp, library=library, remember=False)
         if report.bad:
             raise QueryError(f"{name or 'the upload'} is not an image this app can read: {report.bad[0].reason}")
@@ -231,36 +188,8 @@ class Engine:
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
-        started = time.perf_counter()
-        reader, texts, target = self.ocr_reader(), self._texts(), self.encoder.resolution
-        report = OcrReport(name)
-        ids = list(self.images.ids(name))
-        for chunk in chunks(iter(ids), OCR_CHUNK):
-            todo = [m for m in self.images.get_meta_many(name, chunk).values() if m.text is None]
-            report.skipped += len(chunk) - len(todo)
-            stored = self.images.get_many(name, [m.image_id for m in todo])
-            pictures, kept = [], []
-            for meta in todo:
-                try:
-                    # decoded as ingest decodes it, so the same picture is read (and the same words come out)
-                    pictures.append(decode_image(stored[meta.image_id].data, target=target).image)
-                    kept.append(meta)
-                except (ImageDecodeError, KeyError) as exc:
-                    report.bad.append(BadRecord(0, f"image {meta.image_id}: {exc}"))
-            read = reader.read_many(pictures)
-            self.images.set_texts(name, {m.image_id: (r.text, r.confidence) for m, r in zip(kept, read)})
-            if texts is not None:
-                texts.upsert(name, [m.image_id for m in kept], [image_text(m.captions, r.text)
-                                                               for m, r in zip(kept, read)],
-                             [(m.path, m.taken) for m in kept])
-            report.read += len(kept)
-            report.with_text += sum(bool(r.text) for r in read)
-            if progress is not None:
-                progress(report.read + report.skipped + len(report.bad), len(ids))
-        if texts is not None:
-            texts.flush(name)
-        report.seconds = time.perf_counter() - started
-        return report
+        return read_words(self.images, name, self.ocr_reader(), self._texts(), self.encoder.resolution,
+                          progress=progress)
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                     filters: Filters | None = None, mode: str | None = None) -> list[SearchResult]:
@@ -287,16 +216,7 @@ class Engine:
     def example_queries(self, library: str | None = None, n: int = 6) -> list[str]:
         """Queries to offer as examples: the library's most frequent short captions or OCR lines, else a few
         that suit photos."""
-        name = self._library(library)
-        counts: dict[str, int] = {}
-        ids = list(itertools.islice(self.images.ids(name), EXAMPLE_SAMPLE))
-        for meta in self.images.get_meta_many(name, ids).values():
-            texts = list(meta.captions) + ((meta.text or "").splitlines())
-            for text in {t.strip() for t in texts}:
-                if 2 <= len(text) <= 16:
-                    counts[text] = counts.get(text, 0) + 1
-        ranked = sorted(counts, key=lambda t: (-counts[t], t))
-        return ranked[:n] if len(ranked) >= min(n, 3) else PHOTO_EXAMPLES[:n]
+        return search_mod.example_queries(self.images, self._library(library), n)
 
     def migrate(self, library: str | None = None) -> bool:
         """Give a library made before folder and date filters their fields, keeping every vector (nothing is
@@ -315,8 +235,45 @@ class Engine:
         self.vectors.rebuild(name, attrs, staging)
         return True
 
+    def migrate_originals(self, library: str | None = None) -> int:
+        """Drop the originals a library made before thumbnails stored for its folder pictures, keeping thumbnails
+        instead, then give the space back (VACUUM, OPTIMIZE TABLE); how many were replaced. A crash part-way is
+        finished by running it again."""
+        name = self._library(library)
+        replaced = make_thumbnails(self.images, name)
+        self.images.compact()
+        return replaced
+
+    def original(self, image_id: Any, library: str | None = None) -> StoredImage:
+        """One image by id with its original bytes: as stored, or a folder picture's from its file, checked to be
+        the picture indexed (OriginalUnavailableError when it is gone or changed)."""
+        name = self._library(library)
+        return read_original(self.images, name, self.get_image(image_id, name))
+
+    def relocate(self, new_root: str | Path, library: str | None = None, old_root: str | None = None) -> int:
+        """Record that a library's folder now lives elsewhere (another disk, another mount point); the number of
+        files moved. Nothing is read or encoded: an ingest of the new folder then finds them unchanged."""
+        name = self._library(library)
+        roots = self.images.roots(name)
+        if old_root is None:
+            if len(roots) != 1:
+                raise QueryError(f"library {name!r} has files from {len(roots)} folders; say which one moved with "
+                                 f"--from ({', '.join(sorted(roots)) or 'none'})")
+            old = next(iter(roots))
+        else:
+            old = printable_path(str(Path(old_root).expanduser().resolve()))
+            if old not in roots:
+                raise QueryError(f"library {name!r} has no files from {old}; its folders: {', '.join(sorted(roots))}")
+        target = Path(new_root).expanduser().resolve()
+        if not target.is_dir():
+            raise DatasetError(f"{target} does not exist")
+        recorded = self.images.files(name, old)
+        if not any((target / file_path(path)).is_file() for path in list(recorded)[:200]):
+            raise DatasetError(f"none of the files recorded under {old} is in {target}: is it the right folder?")
+        return self.images.move_root(name, old, printable_path(str(target)))
+
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
-        """One stored image by id, with its bytes."""
+        """One stored image by id, with its bytes (a folder picture's thumbnail)."""
         name = self._library(library)
         ident = search_mod.parse_query_id(image_id)
         found = self.images.get_many(name, [ident])
@@ -355,37 +312,18 @@ class Engine:
 
     def check(self, library: str | None = None, *, repair: bool = False) -> CheckReport:
         """Compare the ids of both stores, and the exact copy with Milvus (a stale copy is reloaded at once);
-        with repair, re-encode missing vectors and drop orphans."""
+        with repair, re-encode missing vectors and drop orphans. Folder pictures whose file is gone or changed
+        are reported too; repair re-reads the changed ones (gone ones are removed only by an ingest with sync)."""
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError(f"library {name!r} does not exist")
-        copy_problem = self.vectors.check_copy(name)
-        image_ids = set(self.images.ids(name))
-        vector_ids = set(self.vectors.ids(name))
-        report = CheckReport(name, len(image_ids), len(vector_ids), sorted(image_ids - vector_ids),
-                             sorted(vector_ids - image_ids), copy_problem=copy_problem)
+        report = compare_stores(self.images, self.vectors, name)
         if repair and not report.consistent:
-            self.vectors.delete(name, report.orphan_vectors)
-            for chunk in chunks(report.missing_vectors, 64):
-                self._reencode(name, chunk)
-            self.vectors.flush(name)
-            report.repaired = True
+            repair_vectors(report, self.images, self.vectors, self.encoder, batch_size=self.settings.batch_size,
+                           workers=self.settings.workers)
+            for root in report.changed_roots:
+                self.ingest(file_path(root), library=name)  # a re-scan reads exactly the changed files
         return report
-
-    def _reencode(self, library: str, ids: list[int]) -> None:
-        """Encode stored images again; one that no longer decodes is removed."""
-
-        def undecodable(image: StoredImage, reason: str) -> None:
-            log.warning("library %s: stored image %d cannot be decoded (%s); removing it", library, image.image_id,
-                        reason)
-            self.images.delete_many(library, [image.image_id])
-
-        stored = self.images.get_many(library, ids).values()
-        batches = prepared_batches(stored, lambda image: image.data, self.encoder, on_bad=undecodable,
-                                   batch_size=self.settings.batch_size, workers=self.settings.workers)
-        for batch, vectors in self.encoder.encode_pixel_batches(batches):
-            self.vectors.upsert(library, [prepared.item.image_id for prepared in batch], vectors,
-                                [(prepared.item.path, prepared.item.taken) for prepared in batch])
 
     # What evaluation and health checks read, so no front end reaches into the stores.
 

@@ -4,6 +4,7 @@ ordered, bounded map that the reader and the decoder run their pools with."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -13,14 +14,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_ID = (1 << 63) - 1
+DIGITS = re.compile(r"[0-9]{1,19}")  # an id as text: decimal digits only (no sign, point or underscore)
 
 
 def parse_image_id(raw: str | bytes) -> int:
-    """A whole number from 0 to MAX_ID, or ValueError."""
-    value = int(raw.decode() if isinstance(raw, bytes) else raw)
-    if not 0 <= value <= MAX_ID:
-        raise ValueError(f"image id {value} is out of range")
-    return value
+    """An id written as a whole number from 0 to MAX_ID (surrounding white space ignored), or ValueError."""
+    text = (raw.decode(errors="replace") if isinstance(raw, bytes) else raw).strip()
+    if not DIGITS.fullmatch(text) or int(text) > MAX_ID:
+        raise ValueError(f"image id {text[:40]!r} is not a whole number from 0 to {MAX_ID}")
+    return int(text)
 
 
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+SHOWN_BAD_RECORDS = 50  # bad records a report lists (CLI and UI) before saying how many more there are
+
 
 @dataclass
 class Record:
@@ -60,6 +62,8 @@ class FolderScan:
     """A folder compared with what the image store recorded of it, by path, size and mtime alone."""
 
     root: str  # the folder's absolute path, as recorded
+    found: int = 0  # image files in the folder now
+    recorded: int = 0  # files recorded at the last ingest
     unchanged: int = 0  # files skipped unread
     changed: dict[str, int] = field(default_factory=dict)  # recorded paths whose size or mtime differ -> old id
     gone: dict[str, int] = field(default_factory=dict)  # recorded paths no longer there -> their image id

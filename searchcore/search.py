@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import itertools
 import logging
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from searchcore.errors import LibraryError, QueryError, UnsupportedError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from searchcore.stores.filters import Filters
+from searchcore.stores.filters import Filters, wall_clock
 from searchcore.stores.images import ImageStore
 from searchcore.stores.text_index import TextIndex, rrf
 from searchcore.stores.vectors import Hit, VectorStore
@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000  # results of one search in all, offset included (the gallery pages through them)
 MAX_QUERY_CHARS = 1000
-MODES = ("semantic", "keyword", "hybrid")
+Mode = Literal["semantic", "keyword", "hybrid"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
+FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: they suit photos
+    "海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
 
 
@@ -55,8 +59,8 @@ class SearchResult:
         """The CLI's --json shape."""
         return {"rank": self.rank, "image_id": self.image_id, "score": round(self.score, 6),
                 "captions": self.captions, "path": self.path or None,
-                "taken": None if self.taken is None else dt.datetime.fromtimestamp(self.taken, dt.UTC)
-                .strftime("%Y-%m-%dT%H:%M:%S"), "text": self.text}
+                "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
+                "text": self.text}
 
 
 def _whole_number(value: Any) -> int:
@@ -238,3 +242,17 @@ def _require_library(vectors: VectorStore, library: str, encoder: Encoder) -> No
     if meta.model != encoder.name or meta.dim != encoder.dim:
         raise LibraryError(f"library {library!r} was built with model {meta.model} ({meta.dim}-d), not "
                            f"{encoder.name}; start with --model set to that model")
+
+
+def example_queries(images: ImageStore, library: str, n: int = 6) -> list[str]:
+    """Queries to offer as examples: the library's most frequent short captions or OCR lines (in a sample of
+    EXAMPLE_SAMPLE images), else FALLBACK_EXAMPLES when it has fewer than three."""
+    counts: dict[str, int] = {}
+    ids = list(itertools.islice(images.ids(library), EXAMPLE_SAMPLE))
+    for meta in images.get_meta_many(library, ids).values():
+        texts = list(meta.captions) + ((meta.text or "").splitlines())
+        for text in {t.strip() for t in texts}:
+            if 2 <= len(text) <= 16:
+                counts[text] = counts.get(text, 0) + 1
+    ranked = sorted(counts, key=lambda t: (-counts[t], t))
+    return ranked[:n] if len(ranked) >= min(n, 3) else FALLBACK_EXAMPLES[:n]

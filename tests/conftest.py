@@ -8,7 +8,8 @@ them are in tests/support.py; tests import them from there, never from this
 file, which pytest alone imports.
 
 Markers: a test that needs a Milvus server or MariaDB is marked `server` here,
-by the fixtures it uses; browser tests mark their modules `browser`. So
+by the fixtures it uses (a parameter that asks for one through getfixturevalue
+carries the mark itself); browser tests mark their modules `browser`. So
 `pytest -m "not browser and not server"` is the quick loop, and plain `pytest`
 (`make test`, CI) runs everything.
 """

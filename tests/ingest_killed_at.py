@@ -1,6 +1,7 @@
 """Test driver: an ingest that SIGKILLs its own process at a chosen point, to test recovery from a crash.
 
-    python tests/ingest_killed_at.py POINT:N DATASET [--split S] [--parallel-reader]
+    python tests/ingest_killed_at.py POINT:N DATASET [--split S] [--sync] [--parallel-reader]
+    python tests/ingest_killed_at.py thumbnails:N --migrate
 
 runs the ingest `searchcore ingest DATASET --split S` runs, with the settings of the SEARCHCORE_*
 variables, over the engine's real stores wrapped so that the Nth time the ingest reaches POINT the
@@ -12,6 +13,7 @@ process kills itself with SIGKILL (no cleanup, no flush, as a power cut or the O
     flush         everything is written, the final flush of the vectors not done
     remove_images a --sync run has deleted the gone images' vectors, not yet their images
     forget_files  a --sync run has deleted the gone images from both stores, not yet the file records
+    thumbnails    `searchcore migrate` is about to replace a batch of stored originals by thumbnails
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.sources import chinese_clip
 
-POINTS = ("batch", "after_images", "flush", "remove_images", "forget_files")
+POINTS = ("batch", "after_images", "flush", "remove_images", "forget_files", "thumbnails")
 
 
 class KillAt:
@@ -72,6 +74,10 @@ class KillingImageStore(Wrapped):
         self._kill.reach("forget_files")
         return self._store.delete_files(*args, **kwargs)
 
+    def set_thumbnails(self, *args: Any, **kwargs: Any) -> Any:
+        self._kill.reach("thumbnails")
+        return self._store.set_thumbnails(*args, **kwargs)
+
 
 class KillingVectorStore(Wrapped):
     def flush(self, *args: Any, **kwargs: Any) -> Any:
@@ -82,10 +88,11 @@ class KillingVectorStore(Wrapped):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kill_at", help="POINT:N, e.g. after_images:3")
-    parser.add_argument("path")
+    parser.add_argument("path", nargs="?")
     parser.add_argument("--split")
     parser.add_argument("--sync", action="store_true")
     parser.add_argument("--parallel-reader", action="store_true")
+    parser.add_argument("--migrate", action="store_true", help="run the thumbnail migration instead of an ingest")
     args = parser.parse_args(argv)
     if args.parallel_reader:
         chinese_clip.PARALLEL_MIN_BYTES = 0
@@ -94,10 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.images = KillingImageStore(engine.images, kill)  # type: ignore[assignment]
     engine.vectors = KillingVectorStore(engine.vectors, kill)  # type: ignore[assignment]
     try:
-        report = engine.ingest(args.path, split=args.split, sync=args.sync)
+        if args.migrate:
+            print(f"{engine.migrate_originals()} thumbnails")
+        else:
+            print(engine.ingest(args.path, split=args.split, sync=args.sync).summary())
     finally:
         engine.close()
-    print(report.summary())
     return 0
 
 

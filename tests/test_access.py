@@ -19,7 +19,8 @@ import pytest
 from gradio_client import Client, handle_file
 
 from demo.sample_data import write_dataset
-from searchcore.web.ui import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, SOURCE_DATASET, SOURCE_UPLOAD
+from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES
+from searchcore.web.ui import SOURCE_DATASET, SOURCE_UPLOAD
 from tests.support import App, app_env, ingest_before_serving
 
 USER = ("alice", "wonderland")

@@ -22,8 +22,8 @@ from PIL import Image
 from demo.shapes import CLASSES, caption_variants, draw
 from searchcore.evaluate import recall
 from searchcore.models.encoder import Encoder, load_encoder, normalise
+from searchcore.models.openvino.compiled import ov  # openvino imported after the telemetry opt-out
 from searchcore.models.openvino.int8 import cached_int8_model, calibration_sample
-from searchcore.models.openvino.towers import ov  # openvino imported after the backend's telemetry opt-out
 from tests.support import ROOT, tiny_settings
 
 MIN_COSINE = 0.99
@@ -120,7 +120,7 @@ def test_int8_keeps_recall_and_rankings(hint: str, int8_model: ov.Model, fp32_xm
 LOAD_CACHED = """
 import sys
 import numpy as np
-from searchcore.models.openvino.towers import ov  # openvino imported after the telemetry opt-out, as the app does
+from searchcore.models.openvino.compiled import ov  # openvino imported after the telemetry opt-out, as the app does
 from searchcore.models.openvino.int8 import cached_int8_model
 
 xml, calibration, cache, out = sys.argv[1:]

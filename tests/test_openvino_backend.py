@@ -299,7 +299,7 @@ def test_telemetry_disabled_without_network(tmp_path: Path) -> None:
         "import urllib.request\n"
         "calls = []\n"
         "urllib.request.urlopen = lambda *a, **k: calls.append(a)\n"
-        "import searchcore.models.openvino.towers as ob\n"
+        "import searchcore.models.openvino.compiled as ob\n"
         "import openvino_telemetry as tm\n"
         "assert ob.TELEMETRY_OPT_OUT == 'consent-file', ob.TELEMETRY_OPT_OUT\n"
         "t = tm.Telemetry()\n"

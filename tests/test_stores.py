@@ -139,3 +139,24 @@ def test_ivf_flat_library_records_its_index_and_finds_exact_matches(tmp_path: Pa
         assert [h[0].image_id for h in hits] == [5, 150]
     finally:
         store.close()
+
+
+def test_folder_pictures_become_thumbnails_and_their_files_move_with_their_folder(image_store: ImageStore) -> None:
+    from searchcore.stores.images import FileState, RecordedFile
+
+    image_store.put_many("lib", [image(1, b"original"), image(2, b"original"), image(3, b"dataset")])
+    image_store.put_files("lib", "/mnt/old", {"a/1.jpg": FileState(80, 111, 1), "2.jpg": FileState(80, 222, 2)})
+    assert image_store.with_originals("lib", -1, 10) == [1, 2], "a dataset image has no file: it keeps its bytes"
+    assert image_store.with_originals("lib", 1, 10) == [2]
+
+    image_store.set_thumbnails("lib", {1: (b"small", "JPEG")})
+    got = image_store.get_many("lib", [1, 2, 3])
+    assert (got[1].data, got[1].format, got[1].thumbnail) == (b"small", "JPEG", True)
+    assert not got[2].thumbnail and got[3].data == b"dataset" * 10
+    assert image_store.with_originals("lib", -1, 10) == [2]
+    image_store.compact()
+
+    assert image_store.move_root("lib", "/mnt/old", "/media/新盘") == 2
+    assert image_store.roots("lib") == {"/media/新盘": 2}
+    assert image_store.recorded_files("lib", [1]) == {1: [RecordedFile("/media/新盘", "a/1.jpg", 80, 111)]}
+    assert image_store.files("lib", "/mnt/old") == {}

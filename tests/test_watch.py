@@ -90,13 +90,36 @@ def test_a_folder_moved_away_takes_its_images_with_it(engine: Engine, folder: Pa
     wait_for(engine, {kept}, "the moved-away folder's images to leave both stores")
 
 
-def test_deleting_the_last_file_empties_the_library(engine: Engine, folder: Path, watching: FolderWatcher) -> None:
+def test_an_emptied_folder_removes_nothing_and_says_so(engine: Engine, folder: Path,
+                                                      watching: FolderWatcher) -> None:
+    # An empty root is what an unmounted drive looks like: the watcher keeps the pictures and waits.
     only = picture(folder / "a.png", "红色", "圆形", 1)
     watching.start()
     wait_for(engine, {only}, "the first re-scan")
 
     (folder / "a.png").unlink()
-    wait_for(engine, set(), "the library to be empty")
+    wait_until(lambda: watching.waiting is not None, "the watcher to say it waits", timeout=60)
+    assert "is the drive mounted?" in watching.waiting  # type: ignore[operator]
+    assert held(engine) == ({only}, {only})
+
+
+def test_a_root_removed_then_restored_removes_nothing(engine: Engine, folder: Path, tmp_path: Path) -> None:
+    kept = {picture(folder / f"{n}.png", "红色", "圆形", n) for n in range(3)}
+    watching = FolderWatcher(engine, folder, LIBRARY, debounce=0.3, poll=0.5)
+    watching.start()
+    try:
+        wait_for(engine, kept, "the first re-scan")
+        shutil.move(folder, tmp_path / "unplugged")  # the drive goes away, mount point and all
+        wait_until(lambda: watching.waiting is not None, "the watcher to wait for its folder", timeout=60)
+        assert held(engine) == (kept, kept)
+
+        shutil.move(tmp_path / "unplugged", folder)  # the drive is back
+        wait_until(lambda: watching.waiting is None, "the watcher to resume", timeout=60)
+        assert held(engine) == (kept, kept)
+        added = picture(folder / "new.png", "蓝色", "正方形", 7)
+        wait_for(engine, kept | {added}, "a picture added after the return to be ingested")
+    finally:
+        watching.stop()
 
 
 def test_a_failing_rescan_is_reported_and_tried_again_at_the_next_change(engine: Engine, folder: Path,

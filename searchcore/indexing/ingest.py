@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from searchcore.errors import MassRemovalError
 from searchcore.ids import chunks
 from searchcore.indexing.pipeline import Prepared, prepared_batches
 from searchcore.models.encoder import Encoder, normalise
@@ -39,6 +40,9 @@ R = TypeVar("R")
 
 Progress = Callable[[int, "int | None"], None]
 LOOKUP_CHUNK = 256
+# A sync run refuses, unless told otherwise, to remove more than this share of a folder's recorded files at
+# once, and always refuses to remove all of them: that is what an unmounted drive or a wrong folder looks like.
+MASS_REMOVAL_SHARE = 0.5
 OCR_AHEAD = 8  # batches OCR may fall behind the encoder before the ingest waits for it (bounds the memory)
 WRITES_AHEAD = 2  # batches the writer may fall behind the encoder before the ingest waits for it
 
@@ -96,13 +100,16 @@ class _Work:
 def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageStore, library: str, *,
            batch_size: int = 8, workers: int = 0, progress: Progress | None = None,
            flush: bool = True, sync: bool = False, texts: TextIndex | None = None,
-           ocr: OcrReader | None = None) -> IngestReport:
+           ocr: OcrReader | None = None, allow_mass_removal: bool = False,
+           removal_share: float = MASS_REMOVAL_SHARE) -> IngestReport:
     """Ingest every record of a source into a library; bad records are reported and skipped.
 
     For a folder, files unchanged since the last ingest are skipped unread; with sync, images whose files are
-    gone are removed from both stores. flush=False leaves the final flush to the caller (Ray's driver flushes
-    once for all its workers). With texts, captions (and with ocr, the words read in each picture, on a thread
-    of their own beside the encoder) go into the library's keyword index.
+    gone are removed from both stores. A sync that would remove all of the folder's files, or more than
+    removal_share of them, raises MassRemovalError and removes nothing, unless allow_mass_removal.
+    flush=False leaves the final flush to the caller (Ray's driver flushes once for all its workers). With
+    texts, captions (and with ocr, the words read in each picture, on a thread of their own beside the
+    encoder) go into the library's keyword index.
     """
     started = time.perf_counter()
     meta = vectors.open_library(library, encoder.name, encoder.dim, create=True)
@@ -123,10 +130,14 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         tick(1)
 
     features = source.kind == "features"
+    # A folder's originals stay in their files: the store keeps a thumbnail, whatever the original's size.
+    folder = source.scan is not None
     prepared = prepared_batches(work, lambda w: w.record.data or b"", None if features else encoder, on_bad=bad,
-                                batch_size=batch_size, workers=workers, max_bytes=images.max_blob_bytes,
+                                batch_size=batch_size, workers=workers,
+                                max_bytes=None if folder else images.max_blob_bytes, thumbnails=folder,
                                 digest=lambda w: w.sha256)
-    batches = (([_to_store(p, keep_picture=ocr is not None) for p in batch], pixels) for batch, pixels in prepared)
+    batches = (([_to_store(p, keep_picture=ocr is not None, thumbnail=folder) for p in batch], pixels)
+               for batch, pixels in prepared)
     words = _Words(texts, ocr, images, library) if texts is not None or ocr is not None else None
     if features:
         encoded: Iterable[tuple[list[_Work], np.ndarray]] = (
@@ -165,10 +176,12 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
                 future.cancel()
     if words is not None:
         words.finish()
-    if book is not None:
-        book.finish(sync)
-    if flush:
-        vectors.flush(library)
+    try:
+        if book is not None:
+            book.finish(sync, allow_mass_removal, removal_share)
+    finally:
+        if flush:
+            vectors.flush(library)
     report.seconds = time.perf_counter() - started
     log.info("ingest into %s: %s", library, report.summary())
     return report
@@ -224,9 +237,9 @@ class _Folder:
             if text:  # its words move with it, so a folder filter on a keyword search finds it there too
                 self.texts.upsert(self.library, [image_id], [text], [(path, taken)])  # type: ignore[union-attr]
 
-    def finish(self, sync: bool) -> None:
+    def finish(self, sync: bool, allow_mass_removal: bool = False, share: float = MASS_REMOVAL_SHARE) -> None:
         """Record copies of files stored in this run; without sync, count what is gone; with it, remove the
-        images no remaining file holds."""
+        images no remaining file holds (MassRemovalError, and nothing removed, when that is too many)."""
         stored = self.vectors.existing(self.library, [r.image_id for r in self.copies if r.image_id is not None])
         for record in self.copies:
             if record.image_id in stored:
@@ -238,6 +251,10 @@ class _Folder:
         if not sync:
             self.report.missing = len(gone)
             return
+        recorded = self.scan.recorded
+        if gone and not allow_mass_removal and (self.scan.found == 0 or len(gone) >= recorded
+                                                or len(gone) > share * recorded):
+            raise MassRemovalError(self.scan.root, len(gone), recorded, self.scan.found, share)
         candidates = set(gone.values()) | replaced
         # An image stays while any other recorded file (here or in another folder) still holds it.
         leaving = {(self.scan.root, p) for p in gone}
@@ -356,8 +373,8 @@ class _Words:
             self.texts.upsert(self.library, [s.image_id for s in stored], words, [(s.path, s.taken) for s in stored])
 
 
-def _to_store(prepared: Prepared[_Work], keep_picture: bool = False) -> _Work:
-    """The decoded image as it will be stored; the raw bytes are freed early."""
+def _to_store(prepared: Prepared[_Work], keep_picture: bool = False, thumbnail: bool = False) -> _Work:
+    """The decoded image as it will be stored (its thumbnail, for a folder's); the raw bytes are freed early."""
     work, decoded, record = prepared.item, prepared.decoded, prepared.item.record
     if keep_picture:
         work.picture = decoded.image
@@ -368,7 +385,7 @@ def _to_store(prepared: Prepared[_Work], keep_picture: bool = False) -> _Work:
         taken = taken or naive_seconds(dt.datetime.fromtimestamp(record.stat.mtime_ns / 1e9))
     source = path or f"{record.file}:{record.line}"
     work.stored = StoredImage(record.image_id, decoded.data, decoded.format, decoded.width, decoded.height,
-                              work.sha256, source, record.captions, path, taken)
+                              work.sha256, source, record.captions, path, taken, thumbnail=thumbnail)
     record.data = None
     return work
 

@@ -5,6 +5,10 @@ events stop for `debounce` seconds (or `max_delay` under a constant stream), the
 re-scan, `Engine.ingest(folder, sync=True)`: new and changed files are encoded, deleted ones removed, and
 unchanged ones cost a stat. So the watcher tracks no files of its own, and a missed event is made good by
 the next re-scan.
+
+A root that vanished or holds no pictures any more (an unmounted drive, a NAS that went away) removes
+nothing: the watcher says it is waiting, looks again every `poll` seconds, and re-scans once the folder is
+back. Deletions inside a folder that is there are followed as they happen, however many.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from watchdog.observers.api import BaseObserver
 
 from searchcore.config import validate_library
 from searchcore.engine import Engine
-from searchcore.errors import DatasetError, SearchcoreError
+from searchcore.errors import DatasetError, MassRemovalError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
-from searchcore.sources.datasets import IMAGE_SUFFIXES
+from searchcore.sources.datasets import is_picture
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ class _Changes(FileSystemEventHandler):
 
 def _is_image(path: str | bytes) -> bool:
     name = path.decode(errors="replace") if isinstance(path, bytes) else path
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+    return is_picture(name)
 
 
 class FolderWatcher:
@@ -78,13 +82,16 @@ class FolderWatcher:
     """
 
     def __init__(self, engine: Engine, folder: str | Path, library: str | None = None, *, debounce: float = 2.0,
-                 max_delay: float = 30.0, on_report: Callable[[IngestReport], None] | None = None) -> None:
+                 max_delay: float = 30.0, on_report: Callable[[IngestReport], None] | None = None,
+                 poll: float = 5.0) -> None:
         self.engine = engine
         self.folder = Path(folder).expanduser().resolve()
         self.library = validate_library(library or engine.settings.library)
         self.debounce = debounce
         self.max_delay = max(max_delay, debounce)
         self.on_report = on_report
+        self.poll = poll
+        self.waiting: str | None = None  # why re-scans wait for the folder to come back (None while it is there)
         self.last_report: IngestReport | None = None
         self.last_error: str | None = None
         self.last_change: float | None = None
@@ -100,7 +107,7 @@ class FolderWatcher:
         if not self.folder.is_dir():
             raise DatasetError(f"cannot watch {self.folder}: it is not a folder")
         observer = Observer()
-        observer.schedule(_Changes(self._notice), str(self.folder), recursive=True, event_filter=EVENTS)
+        self._schedule(observer)
         observer.daemon = True
         try:
             observer.start()
@@ -112,6 +119,9 @@ class FolderWatcher:
         self._worker = threading.Thread(target=self._run, name="watch-folder", daemon=True)
         self._worker.start()
         log.info("watching %s for library %s", self.folder, self.library)
+
+    def _schedule(self, observer: BaseObserver) -> None:
+        observer.schedule(_Changes(self._notice), str(self.folder), recursive=True, event_filter=EVENTS)
 
     def stop(self) -> None:
         """Stop watching; a re-scan in progress ends at its next image (what it stored stays)."""
@@ -139,8 +149,17 @@ class FolderWatcher:
         """Wait until the pending changes have settled; False when stopping."""
         with self._wake:
             while not self._stopping:
+                if self.waiting is not None:
+                    self._wake.wait(self.poll)  # no event comes from a folder that is not there: look again
+                    if not self._stopping and self._folder_back():
+                        self._pending_since = None
+                        return True
+                    continue
                 if self._pending_since is None:
-                    self._wake.wait()
+                    # A root moved or unmounted sends no event for itself: its absence is seen by looking.
+                    self._wake.wait(self.poll)
+                    if self._pending_since is None and not self._stopping and not self.folder.is_dir():
+                        self._wait_for_folder()
                     continue
                 now = time.monotonic()
                 due = min(self._latest + self.debounce, self._pending_since + self.max_delay)
@@ -149,6 +168,26 @@ class FolderWatcher:
                     return True
                 self._wake.wait(due - now)
             return False
+
+    def _wait_for_folder(self) -> None:
+        self.waiting = self.last_error = (f"{self.folder} is gone, empty or holds none of its pictures "
+                                          "(is the drive mounted?); nothing was removed; waiting for it")
+        log.warning("watch %s", self.waiting)
+
+    def _folder_back(self) -> bool:
+        """Whether the folder is there again; if so, watch it afresh (the old watch ended with the folder)."""
+        try:
+            back = self.folder.is_dir() and any(self.folder.iterdir())
+        except OSError:
+            return False
+        if back and self._observer is not None:
+            try:
+                self._observer.unschedule_all()
+                self._schedule(self._observer)
+            except OSError as exc:
+                log.warning("watch %s: cannot watch it again yet (%s)", self.folder, exc)
+                return False
+        return back
 
     def _run(self) -> None:
         while self._settled():
@@ -160,15 +199,26 @@ class FolderWatcher:
                 raise _Stopped
 
         try:
-            report = self.engine.ingest(self.folder, library=self.library, progress=progress, sync=True)
+            # Deletions are followed whatever their number; only a vanished or empty root is refused (below).
+            report = self.engine.ingest(self.folder, library=self.library, progress=progress, sync=True,
+                                        removal_share=1.0)
         except _Stopped:
+            return
+        except (MassRemovalError, DatasetError) as exc:
+            if isinstance(exc, MassRemovalError) or not self.folder.is_dir():
+                self._wait_for_folder()
+                return
+            self.last_error = str(exc)
+            log.warning("watch %s: re-scan failed (%s); trying again at the next change", self.folder, exc)
             return
         except Exception as exc:  # noqa: BLE001 - a failing re-scan must not end the watcher
             self.last_error = str(exc)
             log.warning("watch %s: re-scan failed (%s); trying again at the next change", self.folder, exc,
                         exc_info=not isinstance(exc, SearchcoreError))
             return
-        self.last_report, self.last_error = report, None
+        if self.waiting is not None:
+            log.info("watch %s: the folder is back; watching it again", self.folder)
+        self.last_report, self.last_error, self.waiting = report, None, None
         log.debug("watch %s: %s", self.folder, report.summary())  # ingest logs the summary itself
         if self.on_report is not None:
             try:

@@ -102,7 +102,7 @@ def resolve_backend(backend: str, device: str) -> str:
     if backend == "auto":
         if device != "cpu":
             return "torch"
-        # find_spec, not import: openvino_backend must be the first to import openvino (telemetry opt-out).
+        # find_spec, not import: openvino/compiled.py must be the first to import openvino (telemetry opt-out).
         return "openvino" if importlib.util.find_spec("openvino") is not None else "torch"
     if backend == "openvino" and device != "cpu":
         raise ConfigError("the openvino backend runs on the CPU; use --backend torch with CUDA")

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from searchcore.config import default_model_dir
 from searchcore.errors import ConfigError
-from searchcore.models.openvino.towers import ov  # openvino via the backend: telemetry opt-out first
+from searchcore.models.openvino.compiled import compile_cached, hints, native_bf16, ov, user_precision
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ REC_MIN_WIDTH = 320
 REC_BATCH = 6
 _DET_FILE = "ch_PP-OCRv4_det_infer.onnx"
 _REC_FILE = "ch_PP-OCRv4_rec_infer.onnx"
-_BLOB_CACHE = "ov-compiled-blobs"
 _PROBE_LINES = ("OCR-probe-2026", "searchcore:42")
 PROBE_MAX_DRIFT = 0.05  # largest change of a line's confidence bf16 may make against f32
 
@@ -86,7 +85,7 @@ class OcrReader:
         self._local = threading.local()  # each thread's inference requests
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ocr")  # for read_many
         self._compiled = self._serve(precision)
-        self.precision = _precision_of(self._compiled["det"])
+        self.precision = user_precision(self._compiled["det"])
         logger.info("OCR ready: PP-OCRv4 on OpenVINO in %s, %d thread(s)", self.precision, threads)
 
     def read(self, image: Image.Image) -> OcrText:
@@ -186,28 +185,19 @@ class OcrReader:
         return requests
 
     def _compile(self, name: str, precision: ov.Type) -> ov.CompiledModel:
-        """One network compiled for CPU at the given precision, `threads` one-thread streams, with a blob cache.
-
-        Each precision gets a blob folder of its own: the CPU plugin leaves the inference precision out of
-        its cache key (see openvino_backend._compile). Pinning is off so that OCR and the image encoder,
-        each with streams of its own, do not pin to the same cores.
-        """
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": self.threads,
+        """One network compiled for CPU at the given precision, `threads` one-thread streams, with a blob cache
+        per precision. Pinning is off so that OCR and the image encoder, each with streams of its own, do not pin
+        to the same cores."""
+        config: dict[Any, Any] = {hints.inference_precision: precision, "NUM_STREAMS": self.threads,
                                   "INFERENCE_NUM_THREADS": self.threads, "ENABLE_CPU_PINNING": False}
-        blob_dir = self.cache_dir / _BLOB_CACHE / precision.get_type_name()
-        try:
-            blob_dir.mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(blob_dir)
-        except OSError as exc:
-            logger.warning("OCR compiled-blob cache disabled: %s", exc)
-        return self._core.compile_model(self._models[name], "CPU", config)
+        return compile_cached(self._core, self._models[name], config, self.cache_dir, what="OCR")
 
     def _serve(self, precision: str) -> dict[str, ov.CompiledModel]:
         """Both networks at the asked precision; f32 when bf16 is not native or reads the probe differently."""
-        native_bf16 = "BF16" in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if precision == "fp32" or (precision == "auto" and not native_bf16):
+        native = native_bf16(self._core)
+        if precision == "fp32" or (precision == "auto" and not native):
             return {name: self._compile(name, ov.Type.f32) for name in self._models}
-        if not native_bf16:
+        if not native:
             logger.warning("OCR in bf16 was asked for, but this CPU lacks native BF16; reading in f32")
             return {name: self._compile(name, ov.Type.f32) for name in self._models}
         reduced = {name: self._compile(name, ov.Type.bf16) for name in self._models}
@@ -252,12 +242,6 @@ def _rapidocr_parts() -> tuple[Any, Any, Path]:
     if missing:
         raise ConfigError(f"rapidocr-onnxruntime at {models.parent} lacks {', '.join(missing)}; reinstall it")
     return cv2, DBPostProcess, models
-
-
-def _precision_of(compiled: ov.CompiledModel) -> str:
-    """'fp32' or 'bf16': the precision a compiled network really runs at."""
-    name = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
-    return {"f32": "fp32"}.get(name, name)
 
 
 def _bgr(image: Image.Image) -> np.ndarray:

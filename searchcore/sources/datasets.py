@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +23,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".h
 
 
 Known = Callable[[str], dict[str, FileState]]  # a folder's absolute path -> its files as last ingested
+
+
+def is_picture(name: str) -> bool:
+    """True for a file name that ingest reads as a picture (by its suffix, in any case)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None,
@@ -45,6 +52,47 @@ def open_source(path: str | Path, split: str | None = None, features: str | Path
     return split_source(*resolve_split(path, split), workers=workers)
 
 
+def printable_path(path: str) -> str:
+    """A file path as it is stored and shown: valid, printable UTF-8 that says exactly which file it is.
+
+    Linux hands Python a name that is not UTF-8 (GBK or Big5 bytes from a Windows zip) with each bad byte as a
+    surrogate escape, which no store, JSON or terminal accepts. Such a byte becomes "\\xNN", a control
+    character (a newline in a name) "\\xNN" or "\\uNNNN", and a backslash "\\\\"; every other name is
+    left as it is. file_path() turns it back."""
+    if all(c != "\\" and c.isprintable() for c in path):
+        return path
+    out = []
+    for c in path:
+        code = ord(c)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif c == "\\":
+            out.append("\\\\")
+        elif code < 0x80 and not c.isprintable():
+            out.append(f"\\x{code:02x}")
+        elif unicodedata.category(c) in UNPRINTABLE:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+UNPRINTABLE = ("Cc", "Cs", "Zl", "Zp")  # control characters, stray surrogates, line and paragraph separators
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def file_path(printable: str) -> str:
+    """The name the file system knows, from printable_path()'s form (bytes it cannot decode as surrogates)."""
+    def original(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code == "\\":
+            return "\\"
+        value = int(code[1:], 16)
+        return chr(0xDC00 + value) if code[0] == "x" and value >= 0x80 else chr(value)
+
+    return _ESCAPE.sub(original, printable) if "\\" in printable else printable
+
+
 def folder_image_id(data: bytes) -> int:
     """A stable 60-bit id from an image file's content, so one file is stored once."""
     return _digest_id(hashlib.sha256(data).hexdigest())
@@ -57,10 +105,12 @@ def _digest_id(digest: str) -> int:
 def _folder_source(root: Path, known: Known | None) -> Source:
     root = root.resolve()
     found = scan_folder(root)
-    recorded = known(str(root)) if known is not None else {}
+    recorded = known(printable_path(str(root))) if known is not None else {}
     if not found and not recorded:
-        raise DatasetError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no Chinese-CLIP split")
-    scan = FolderScan(str(root), gone={p: f.image_id for p, f in recorded.items() if p not in found})
+        raise DatasetError(f"{printable_path(str(root))} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no "
+                           "Chinese-CLIP split")
+    gone = {p: f.image_id for p, f in recorded.items() if p not in found}
+    scan = FolderScan(printable_path(str(root)), len(found), len(recorded), gone=gone)
     to_read: list[FileStat] = []
     for stat in found.values():
         before = recorded.get(stat.path)
@@ -74,7 +124,7 @@ def _folder_source(root: Path, known: Known | None) -> Source:
     def records() -> Iterator[Record]:
         for number, stat in enumerate(to_read, 1):
             try:
-                data = (root / stat.path).read_bytes()
+                data = (root / file_path(stat.path)).read_bytes()
             except OSError as exc:
                 yield Record(number, stat.path, error=f"cannot read file ({exc.strerror})")
                 continue
@@ -88,8 +138,8 @@ def _folder_source(root: Path, known: Known | None) -> Source:
 
 
 def scan_folder(root: Path) -> dict[str, FileStat]:
-    """Every image file under a folder by relative path, from directory entries and stat alone (nothing read);
-    hidden files and folders (".thumbnails", "._IMG_1.JPG") are left out."""
+    """Every image file under a folder by relative path (its printable_path form), from directory entries and
+    stat alone (nothing read); hidden files and folders (".thumbnails", "._IMG_1.JPG") are left out."""
     found: dict[str, FileStat] = {}
     stack = [root]
     while stack:
@@ -104,9 +154,9 @@ def scan_folder(root: Path) -> dict[str, FileStat]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                elif is_picture(entry.name) and entry.is_file():
                     info = entry.stat()
-                    rel = Path(entry.path).relative_to(root).as_posix()
+                    rel = printable_path(Path(entry.path).relative_to(root).as_posix())
                     found[rel] = FileStat(rel, info.st_size, info.st_mtime_ns)
             except OSError:
                 continue

@@ -25,6 +25,8 @@ DATE_TIME, EXIF_IFD, DATE_TIME_ORIGINAL = 0x0132, 0x8769, 0x9003
 # A JPEG whose shorter side is at least BIG times the model's input is decoded by libjpeg at 1/2, 1/4 or 1/8 scale
 # (no smaller than twice the input) for the model; encoder.preprocess does the rest. Smaller ones decode exactly.
 BIG = 4
+THUMBNAIL_SIDE = 512  # a folder picture's stored thumbnail: its long side at most this many pixels
+THUMBNAIL_QUALITY = 85
 
 
 class ImageDecodeError(ValueError):
@@ -45,12 +47,14 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None,
-                 sha256: str | None = None) -> DecodedImage:
+                 sha256: str | None = None, *, thumbnail: bool = False) -> DecodedImage:
     """Decode, check and normalise one image; raise ImageDecodeError with a reason.
 
     With a target (the model's input resolution), a picture much larger than it is decoded at reduced scale
-    for the model; the stored bytes, width and height are still the full picture's. sha256 is the digest of
-    data when the caller has it already.
+    for the model; the width and height are still the full picture's. The bytes to store are the original's
+    (browser-ready), or with thumbnail a JPEG of the upright picture at most THUMBNAIL_SIDE pixels long (a
+    folder picture, whose original stays in its file). sha256 is the digest of data when the caller has it
+    already.
     """
     _register_formats()
     if not data:
@@ -70,9 +74,10 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         image.seek(0)  # the first frame of an animation
         drafted = False
         if (target is not None and fmt == "JPEG" and min(width, height) >= BIG * target
-                and image.getexif().get(ORIENTATION, 1) == 1):
+                and (thumbnail or image.getexif().get(ORIENTATION, 1) == 1)):
             # Only when the original bytes are stored as they are: a re-encoded picture needs every pixel.
-            image.draft("RGB", (2 * target, 2 * target))
+            side = max(2 * target, THUMBNAIL_SIDE) if thumbnail else 2 * target
+            image.draft("RGB", (side, side))
             drafted = True
         image.load()
         exif = image.getexif()
@@ -80,7 +85,8 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         taken = exif_taken(exif)
         upright = ImageOps.exif_transpose(image) if orientation != 1 else image
         rgb = to_rgb(upright)
-        full_size = (width, height) if drafted else rgb.size
+        turned = orientation in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+        full_size = ((height, width) if turned else (width, height)) if drafted else rgb.size
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -89,6 +95,13 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         raise ImageDecodeError("data is not an image of a known format") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(f"image is corrupt or truncated ({exc})") from None
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    if thumbnail:
+        small = rgb.copy()
+        small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        buffer = io.BytesIO()
+        small.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
+        return DecodedImage(rgb, buffer.getvalue(), "JPEG", *full_size, digest, taken)
     stored, stored_format = data, fmt
     if orientation != 1 or fmt not in BROWSER_FORMATS:
         buffer = io.BytesIO()
@@ -97,8 +110,7 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         if max_bytes is not None and len(stored) > max_bytes:
             raise ImageDecodeError(f"image is {len(stored) / 2**20:.1f} MB once made upright and browser-ready, over "
                                    f"the store's limit of {max_bytes / 2**20:.1f} MB")
-    return DecodedImage(rgb, stored, stored_format, *full_size, sha256 or hashlib.sha256(data).hexdigest(),
-                        taken)
+    return DecodedImage(rgb, stored, stored_format, *full_size, digest, taken)
 
 
 def exif_taken(exif: Image.Exif) -> int:
@@ -144,6 +156,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def stored_picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
+    """A stored image's bytes (decoded and checked once at ingest) as an RGB picture to show; a thumbnail of at
+    most size when given."""
+    _register_formats()
+    image = Image.open(io.BytesIO(data))
+    if size is not None:
+        image.draft("RGB", size)  # JPEG decodes at a reduced scale: much faster for big photos
+    picture = to_rgb(image)
+    if size is not None:
+        picture.thumbnail(size)
+    return picture
 
 
 def mime_type(fmt: str) -> str:

@@ -35,7 +35,7 @@ class ExactCopy:
     summed in the same order: OpenBLAS picks its kernel by CPU (Zen, SkylakeX, Haswell ...) and by the
     shape of the batch, so a score can differ in its last bits between Lite and the copy, or between a
     query alone and the same query in a batch (by up to 1.8e-7 on a Zen 5 EPYC). Hits whose scores lie
-    within SCORE_TOLERANCE of each other (near ties; two of a 1,500-deep ranking agreed to 1.5e-8) may
+    within SCORE_TOLERANCE of each other (near ties; two of a 1,500-deep ranking agreed to 2e-8) may
     therefore come in another order than Lite's. Exact ties (equal scores: duplicate vectors) go to the row
     written earlier, as Lite orders them across its segments and memtable; within one segment Lite leaves
     tied rows in no particular order.

@@ -116,5 +116,10 @@ def naive_seconds(moment: dt.datetime) -> int:
     return max(1, int((moment.replace(tzinfo=None) - _EPOCH).total_seconds()))
 
 
+def wall_clock(seconds: int) -> dt.datetime:
+    """The naive wall-clock time that naive_seconds stored as seconds."""
+    return _EPOCH + dt.timedelta(seconds=seconds)
+
+
 def _day(seconds: int | None, shift: int = 0) -> str | None:
-    return None if seconds is None else (_EPOCH + dt.timedelta(seconds=seconds + shift)).date().isoformat()
+    return None if seconds is None else wall_clock(seconds + shift).date().isoformat()

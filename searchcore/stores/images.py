@@ -1,4 +1,7 @@
-"""The relational image store: image bytes, ids and captions, in SQLite or MySQL."""
+"""The relational image store: image bytes, ids and captions, in SQLite or MySQL.
+
+A dataset or uploaded image is kept whole. A folder picture is kept as a small thumbnail (thumb = 1): its
+original stays in its file, which the files table records by folder, path, size and mtime."""
 
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ FILES = "searchcore_files"  # the files of folder libraries: path, size and mtim
 STATE = "searchcore_library_state"  # when each library last changed
 ID_BATCH = 500
 # Columns added after the first release; an older table gains them when a store opens it.
-ADDED_COLUMNS = {"path": "TEXT", "taken": "BIGINT", "ocr_text": "TEXT", "ocr_confidence": "REAL"}
+ADDED_COLUMNS = {"path": "TEXT", "taken": "BIGINT", "ocr_text": "TEXT", "ocr_confidence": "REAL",
+                 "thumb": "INTEGER"}
 
 
 @dataclass
@@ -44,6 +48,16 @@ class StoredImage:
     path: str = ""  # a folder image's path relative to its folder; "" for dataset images
     taken: int = 0  # when it was taken: EXIF DateTimeOriginal, else the file's mtime (naive seconds); 0 unknown
     text: str | None = None  # the words OCR read in it; None when OCR has not run on it
+    thumbnail: bool = False  # data is a thumbnail; the original is the folder file recorded for it
+
+
+class RecordedFile(NamedTuple):
+    """A folder file that holds an image, as last ingested."""
+
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
 
 
 class ImageMeta(NamedTuple):
@@ -86,6 +100,12 @@ class ImageStore(Protocol):
     def put_files(self, library: str, root: str, files: dict[str, FileState]) -> None: ...
     def delete_files(self, library: str, root: str, paths: Sequence[str]) -> None: ...
     def file_owners(self, library: str, ids: Sequence[int]) -> dict[int, set[tuple[str, str]]]: ...
+    def recorded_files(self, library: str, ids: Sequence[int]) -> dict[int, list[RecordedFile]]: ...
+    def roots(self, library: str) -> dict[str, int]: ...
+    def move_root(self, library: str, old: str, new: str) -> int: ...
+    def with_originals(self, library: str, after: int, limit: int) -> list[int]: ...
+    def set_thumbnails(self, library: str, thumbnails: dict[int, tuple[bytes, str]]) -> None: ...
+    def compact(self) -> None: ...
     def updated(self, library: str) -> float | None: ...
     def count(self, library: str) -> int: ...
     def drop(self, library: str) -> None: ...
@@ -114,9 +134,10 @@ class _SqlImageStore:
             return
         p = self.placeholder
         sql = (f"{self.insert_ignore} INTO {TABLE} (library, image_id, data, format, width, height, sha256,"
-               f" source, captions, path, taken, ocr_text, ocr_confidence) VALUES ({', '.join([p] * 13)})")
+               f" source, captions, path, taken, ocr_text, ocr_confidence, thumb) VALUES ({', '.join([p] * 14)})")
         rows = [(library, int(i.image_id), i.data, i.format, i.width, i.height, i.sha256, i.source[:1000],
-                 json.dumps(i.captions, ensure_ascii=False), i.path, int(i.taken), i.text, None) for i in images]
+                 json.dumps(i.captions, ensure_ascii=False), i.path, int(i.taken), i.text, None, int(i.thumbnail))
+                for i in images]
         with self._cursor() as cur:
             cur.executemany(sql, rows)
             self._touch(cur, library)
@@ -179,6 +200,60 @@ class _SqlImageStore:
                     found.setdefault(int(r[0]), set()).add((r[1], r[2]))
         return found
 
+    def recorded_files(self, library: str, ids: Sequence[int]) -> dict[int, list[RecordedFile]]:
+        """The recorded files that hold each of these images, with their size and mtime as last ingested."""
+        found: dict[int, list[RecordedFile]] = {}
+        for chunk in id_chunks(ids, ID_BATCH):
+            with self._cursor() as cur:
+                cur.execute(f"SELECT image_id, root, path, size, mtime_ns FROM {FILES} WHERE library ="
+                            f" {self.placeholder} AND image_id IN ({self._marks(chunk)})", (library, *chunk))
+                for r in cur.fetchall():
+                    found.setdefault(int(r[0]), []).append(RecordedFile(r[1], r[2], int(r[3]), int(r[4])))
+        return found
+
+    def roots(self, library: str) -> dict[str, int]:
+        """The folders a library's files were ingested from, with how many files each."""
+        with self._cursor() as cur:
+            cur.execute(f"SELECT root, COUNT(*) FROM {FILES} WHERE library = {self.placeholder} GROUP BY root",
+                        (library,))
+            return {r[0]: int(r[1]) for r in cur.fetchall()}
+
+    def move_root(self, library: str, old: str, new: str) -> int:
+        """Record that a folder's files now live under another folder (one transaction); how many moved."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.execute(f"SELECT path, size, mtime_ns, image_id FROM {FILES} WHERE library = {p} AND root = {p}",
+                        (library, old))
+            rows = cur.fetchall()
+            cur.execute(f"DELETE FROM {FILES} WHERE library = {p} AND root = {p}", (library, old))
+            cur.executemany(f"REPLACE INTO {FILES} (library, file_key, root, path, size, mtime_ns, image_id)"
+                            f" VALUES ({', '.join([p] * 7)})",
+                            [(library, _file_key(new, r[0]), new, r[0], r[1], r[2], r[3]) for r in rows])
+            self._touch(cur, library)
+        return len(rows)
+
+    def with_originals(self, library: str, after: int, limit: int) -> list[int]:
+        """Up to limit ids above `after` of folder pictures still stored whole (made before thumbnails)."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.execute(f"SELECT t.image_id FROM {TABLE} t WHERE t.library = {p} AND t.image_id > {p}"
+                        f" AND (t.thumb IS NULL OR t.thumb = 0) AND EXISTS (SELECT 1 FROM {FILES} f"
+                        f" WHERE f.library = t.library AND f.image_id = t.image_id) ORDER BY t.image_id LIMIT {p}",
+                        (library, after, limit))
+            return [int(r[0]) for r in cur.fetchall()]
+
+    def set_thumbnails(self, library: str, thumbnails: dict[int, tuple[bytes, str]]) -> None:
+        """Replace stored originals by thumbnails (bytes, format), in one transaction."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.executemany(f"UPDATE {TABLE} SET data = {p}, format = {p}, thumb = 1 WHERE library = {p}"
+                            f" AND image_id = {p}", [(d, f, library, int(i)) for i, (d, f) in thumbnails.items()])
+            self._touch(cur, library)
+
+    def compact(self) -> None:
+        """Give the space of deleted bytes back to the file system."""
+        raise NotImplementedError
+
     def updated(self, library: str) -> float | None:
         """When the library's images last changed (Unix time), or None when never recorded."""
         with self._cursor() as cur:
@@ -193,9 +268,9 @@ class _SqlImageStore:
     def get_many(self, library: str, ids: Sequence[int]) -> dict[int, StoredImage]:
         """Stored images by id; ids not stored are absent from the result."""
         rows = self._rows(library, "image_id, data, format, width, height, sha256, source, captions, path, taken, "
-                                   "ocr_text", ids)
+                                   "ocr_text, thumb", ids)
         return {int(r[0]): StoredImage(int(r[0]), bytes(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6] or "",
-                                       json.loads(r[7] or "[]"), r[8] or "", int(r[9] or 0), r[10])
+                                       json.loads(r[7] or "[]"), r[8] or "", int(r[9] or 0), r[10], bool(r[11]))
                 for r in rows}
 
     def get_meta_many(self, library: str, ids: Sequence[int]) -> dict[int, ImageMeta]:
@@ -281,7 +356,8 @@ class SQLiteImageStore(_SqlImageStore):
     schema = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         library TEXT NOT NULL, image_id INTEGER NOT NULL, data BLOB NOT NULL, format TEXT NOT NULL,
         width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL, source TEXT,
-        captions TEXT, path TEXT, taken BIGINT, ocr_text TEXT, ocr_confidence REAL, PRIMARY KEY (library, image_id));
+        captions TEXT, path TEXT, taken BIGINT, ocr_text TEXT, ocr_confidence REAL, thumb INTEGER,
+        PRIMARY KEY (library, image_id));
     CREATE TABLE IF NOT EXISTS {FILES} (
         library TEXT NOT NULL, file_key TEXT NOT NULL, root TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
         mtime_ns INTEGER NOT NULL, image_id INTEGER NOT NULL, PRIMARY KEY (library, file_key));
@@ -319,6 +395,16 @@ class SQLiteImageStore(_SqlImageStore):
             finally:
                 cur.close()
 
+    def compact(self) -> None:
+        """VACUUM: rewrite the file without the pages deleted bytes held, so that it shrinks."""
+        with self._lock:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise BackendUnavailableError(f"image database {self.path} failed: {exc}") from exc
+
     def close(self) -> None:
         """Close the file."""
         self._conn.close()
@@ -334,7 +420,7 @@ class MySQLImageStore(_SqlImageStore):
         library VARCHAR(64) NOT NULL, image_id BIGINT NOT NULL, data LONGBLOB NOT NULL,
         format VARCHAR(16) NOT NULL, width INT NOT NULL, height INT NOT NULL, sha256 CHAR(64) NOT NULL,
         source VARCHAR(1000), captions MEDIUMTEXT, path TEXT, taken BIGINT, ocr_text MEDIUMTEXT, ocr_confidence REAL,
-        PRIMARY KEY (library, image_id)
+        thumb INTEGER, PRIMARY KEY (library, image_id)
     ) CHARACTER SET utf8mb4"""
     extra_tables = (
         f"""CREATE TABLE IF NOT EXISTS {FILES} (
@@ -410,6 +496,12 @@ class MySQLImageStore(_SqlImageStore):
                 self._pool.put_nowait(conn)
             except queue.Full:
                 conn.close()
+
+    def compact(self) -> None:
+        """OPTIMIZE TABLE: InnoDB rebuilds the table, freeing the space of deleted bytes."""
+        with self._cursor() as cur:
+            cur.execute(f"OPTIMIZE TABLE {TABLE}")
+            cur.fetchall()
 
     def close(self) -> None:
         """Close pooled connections."""

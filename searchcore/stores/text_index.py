@@ -11,33 +11,49 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from searchcore.errors import UnsupportedError
 from searchcore.ids import id_chunks
 from searchcore.stores.filters import Filters
-from searchcore.stores.vectors import ID_BATCH, PREFIX, TEXT_SUFFIX, Attrs, Hit, MilvusVectorStore
+from searchcore.stores.vectors import ID_BATCH, MAX_PATH_CHARS, Attrs, Hit, fit_path
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 MAX_TEXT_BYTES = 8192  # the text field's length: captions plus what OCR read, cut to fit
 MIN_SERVER = (2, 5)  # the first Milvus server release with BM25 full-text search
 
 
+class MilvusHost(Protocol):
+    """What the text index needs of a vector store: the Milvus it talks to, and the name of a library's text
+    collection there (MilvusVectorStore is one)."""
+
+    server: bool
+    uri: str
+
+    def run(self, what: str, action: Callable[[Any], R]) -> R: ...
+    def text_collection(self, library: str) -> str: ...
+
+
 class TextIndex:
     """BM25 over each library's captions and OCR text, in the Milvus its vector store talks to."""
 
-    def __init__(self, vectors: MilvusVectorStore) -> None:
+    def __init__(self, vectors: MilvusHost) -> None:
         self._store = vectors
         self._exists: dict[str, bool] = {}
         self._unsupported: str | None | bool = False  # False: not asked yet; None: supported; str: why not
+
+    def _name(self, library: str) -> str:
+        return self._store.text_collection(library)
 
     def unsupported(self) -> str | None:
         """Why this Milvus cannot keep a text index (names the version needed), or None when it can."""
         if self._unsupported is False:
             self._unsupported = None
             if self._store.server:
-                version = self._store.call("get the server version", self._store.client.get_server_version)
+                version = self._store.run("get the server version", lambda client: client.get_server_version())
                 numbers = tuple(int(n) for n in re.findall(r"\d+", str(version))[:2])
                 if numbers < MIN_SERVER:
                     self._unsupported = (f"keyword and hybrid search need Milvus {MIN_SERVER[0]}.{MIN_SERVER[1]} or "
@@ -52,19 +68,19 @@ class TextIndex:
                 return False
             if not self._store.server:
                 _quiet_jieba()  # before Lite loads an index, which imports jieba
-            name = _name(library)
-            self._exists[library] = bool(self._store.call("list collections",
-                                                          lambda: self._store.client.has_collection(name)))
+            name = self._name(library)
+            self._exists[library] = bool(self._store.run("list collections",
+                                                          lambda client: client.has_collection(name)))
             if self._exists[library]:
-                self._store.call("load the text index", lambda: self._store.client.load_collection(name))
+                self._store.run("load the text index", lambda client: client.load_collection(name))
         return self._exists[library]
 
     def count(self, library: str) -> int:
         """How many images of the library have text indexed."""
         if not self.exists(library):
             return 0
-        rows = self._store.call("count texts", lambda: self._store.client.query(
-            _name(library), filter="", output_fields=["count(*)"]))
+        rows = self._store.run("count texts", lambda client: client.query(
+            self._name(library), filter="", output_fields=["count(*)"]))
         return int(rows[0]["count(*)"])
 
     def create(self, library: str) -> None:
@@ -81,25 +97,25 @@ class TextIndex:
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True,
                          analyzer_params={"tokenizer": "jieba"})
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field("path", DataType.VARCHAR, max_length=1024)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS)
         schema.add_field("taken", DataType.INT64)
         schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
                                      output_field_names=["sparse"]))
-        index = self._store.client.prepare_index_params()
+        index = MilvusClient.prepare_index_params()
         index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        self._store.call("create the text index", lambda: self._store.client.create_collection(
-            _name(library), schema=schema, index_params=index, consistency_level="Strong"))
+        self._store.run("create the text index", lambda client: client.create_collection(
+            self._name(library), schema=schema, index_params=index, consistency_level="Strong"))
         self._exists[library] = True
         log.info("created the text index of library %s", library)
 
     def upsert(self, library: str, ids: Sequence[int], texts: Sequence[str], attrs: Sequence[Attrs]) -> None:
         """Index (or replace) the text of images; an image whose text is empty is removed from the index."""
-        rows = [{"id": int(i), "text": _fit(t), "path": p, "taken": int(taken)}
+        rows = [{"id": int(i), "text": _fit(t), "path": fit_path(p), "taken": int(taken)}
                 for i, t, (p, taken) in zip(ids, texts, attrs) if t.strip()]
         empty = [int(i) for i, t in zip(ids, texts) if not t.strip()]
         if rows:
             self.create(library)
-            self._store.call("index texts", lambda: self._store.client.upsert(_name(library), rows))
+            self._store.run("index texts", lambda client: client.upsert(self._name(library), rows))
         if empty:
             self.delete(library, empty)
 
@@ -108,15 +124,15 @@ class TextIndex:
         if not self.exists(library):
             return
         for chunk in id_chunks(ids, ID_BATCH):
-            self._store.call("delete texts", lambda c=chunk: self._store.client.delete(  # type: ignore[misc]
-                _name(library), ids=c))
+            self._store.run("delete texts", lambda client, c=chunk: client.delete(  # type: ignore[misc]
+                self._name(library), ids=c))
 
     def texts(self, library: str, ids: Sequence[int]) -> dict[int, str]:
         """The indexed text of images, by id."""
         found: dict[int, str] = {}
         for chunk in id_chunks(ids, ID_BATCH) if self.exists(library) else []:
-            rows = self._store.call("fetch texts", lambda c=chunk: self._store.client.get(  # type: ignore[misc]
-                _name(library), ids=c, output_fields=["id", "text"]))
+            rows = self._store.run("fetch texts", lambda client, c=chunk: client.get(  # type: ignore[misc]
+                self._name(library), ids=c, output_fields=["id", "text"]))
             found.update((int(r["id"]), r["text"]) for r in rows)
         return found
 
@@ -128,24 +144,24 @@ class TextIndex:
         if not self.exists(library):
             return []
         expression = filters.expression() if filters else ""
-        result = self._store.call("search texts", lambda: self._store.client.search(
-            _name(library), data=[query], anns_field="sparse", limit=top_k, search_params={"metric_type": "BM25"},
+        result = self._store.run("search texts", lambda client: client.search(
+            self._name(library), data=[query], anns_field="sparse", limit=top_k, search_params={"metric_type": "BM25"},
             output_fields=["id"], filter=expression, consistency_level="Strong"))
         return [Hit(int(h["id"]), abs(float(h["distance"]))) for h in result[0]]
 
     def flush(self, library: str) -> None:
         """Seal fresh rows."""
         if self.exists(library):
-            self._store.call("flush texts", lambda: self._store.client.flush(_name(library)))
+            self._store.run("flush texts", lambda client: client.flush(self._name(library)))
 
     def drop(self, library: str) -> None:
         """Remove the library's text index."""
         self._exists.pop(library, None)
         if self.unsupported():
             return
-        name = _name(library)
-        if self._store.call("list collections", lambda: self._store.client.has_collection(name)):
-            self._store.call("drop the text index", lambda: self._store.client.drop_collection(name))
+        name = self._name(library)
+        if self._store.run("list collections", lambda client: client.has_collection(name)):
+            self._store.run("drop the text index", lambda client: client.drop_collection(name))
 
 
 def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = 60) -> list[Hit]:
@@ -174,10 +190,6 @@ def _quiet_jieba() -> None:
     except ImportError:  # Lite says what is missing when it needs it
         return
     jieba.setLogLevel(logging.WARNING)
-
-
-def _name(library: str) -> str:
-    return PREFIX + library + TEXT_SUFFIX
 
 
 def _fit(text: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from searchcore.config import is_server_uri, validate_library
+from searchcore.config import TEXT_INDEX_SUFFIX, is_server_uri, validate_library
 from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
 from searchcore.ids import id_chunks
 from searchcore.stores.exact_copy import ExactCopy, LiteCopies
@@ -29,10 +29,9 @@ HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 HNSW_EF = 128
 IVF_NPROBE = 32  # Milvus's default of 10 gave recall@10 of 0.75 with nlist=1024
 ID_BATCH = 1000
-MAX_TOP_K = 16384  # Milvus's limit on a search's k
+MILVUS_MAX_K = 16384  # Milvus's own limit on a search's k (search.MAX_TOP_K is far below it)
 MAX_PATH_CHARS = 1024  # the `path` field's VARCHAR length (Milvus counts bytes: paths are cut to fit)
 ATTR_FIELDS = ("path", "taken")  # the scalar fields searches filter on
-TEXT_SUFFIX = "__text"  # a library's text index (text_index.py) lives in PREFIX + library + TEXT_SUFFIX
 Attrs = tuple[str, int]  # (relative path, taken) of one image; ("", 0) for dataset images
 NO_ATTRS: Attrs = ("", 0)
 COPY_CHECK_ALL = 10_000  # `check_copy` compares every vector of a library up to this size...
@@ -106,11 +105,12 @@ def vector_rows(ids: Sequence[int], vectors: np.ndarray, attrs: Sequence[Attrs] 
     rows: list[dict[str, Any]] = [{"id": int(i), "vector": v} for i, v in zip(ids, array.tolist())]
     if filterable:
         for row, (path, taken) in zip(rows, attrs if attrs is not None else [NO_ATTRS] * len(rows)):
-            row["path"], row["taken"] = _fit_path(path), int(taken)
+            row["path"], row["taken"] = fit_path(path), int(taken)
     return rows
 
 
-def _fit_path(path: str) -> str:
+def fit_path(path: str) -> str:
+    """A relative path cut to the `path` field's length (in bytes, as Milvus counts it)."""
     data = path.encode()
     return path if len(data) <= MAX_PATH_CHARS else data[:MAX_PATH_CHARS].decode(errors="ignore")
 
@@ -118,7 +118,7 @@ def _fit_path(path: str) -> str:
 class MilvusVectorStore:
     """Milvus through pymilvus MilvusClient; the same code serves Lite and servers.
 
-    On Lite, FLAT libraries are searched from an exact in-process copy of their vectors (searchcore/exact_copy.py)
+    On Lite, FLAT libraries are searched from an exact in-process copy of their vectors (stores/exact_copy.py)
     once it is loaded, in the background, on the library's first open or search; until then, and with
     exact_copy=False, searches go to Milvus. Every write updates the copy, and `check_copy` verifies it.
     """
@@ -174,14 +174,14 @@ class MilvusVectorStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 8)
 
-    @property
-    def client(self) -> Any:
-        """The pymilvus client (the text index keeps its collections in the same Milvus)."""
-        return self._client
+    def run(self, what: str, action: Callable[[Any], R]) -> R:
+        """Run action(pymilvus client) on this store's Milvus, its failure a BackendUnavailableError naming what
+        failed (the text index keeps its collections in the same Milvus)."""
+        return self._call(what, lambda: action(self._client))
 
-    def call(self, what: str, fn: Callable[[], R]) -> R:
-        """Run a Milvus call, turning its failure into BackendUnavailableError naming what failed."""
-        return self._call(what, fn)
+    def text_collection(self, library: str) -> str:
+        """The name of the collection kept beside a library's vectors for its keyword index (never a library)."""
+        return PREFIX + library + TEXT_INDEX_SUFFIX
 
     def _call(self, what: str, fn: Callable[[], R]) -> R:
         try:
@@ -260,7 +260,7 @@ class MilvusVectorStore:
         names = self._call("list collections", self._client.list_collections)
         metas = []
         for name in sorted(names):
-            if name.startswith(PREFIX) and not name.endswith(TEXT_SUFFIX):
+            if name.startswith(PREFIX) and not name.endswith(TEXT_INDEX_SUFFIX):
                 meta = self.meta(name[len(PREFIX):])
                 if meta is not None:
                     metas.append(meta)
@@ -296,7 +296,7 @@ class MilvusVectorStore:
         copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
         # anything Milvus would refuse (a wrong dimension, a k out of range) goes to Milvus, which says why
         if copy is not None and meta.index == "FLAT" and queries.ndim == 2 and queries.shape[1] == meta.dim \
-                and 0 < top_k <= MAX_TOP_K:
+                and 0 < top_k <= MILVUS_MAX_K:
             found = copy.search(queries, top_k, filters.mask if filters else None)
             return [[Hit(i, s) for i, s in hits] for hits in found]
         self._load_copy(library, meta)

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import gradio as gr
 import uvicorn
@@ -27,9 +27,16 @@ from pydantic import BaseModel, Field
 from searchcore import __version__
 from searchcore.config import validate_library
 from searchcore.engine import Engine
-from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLockedError, QueryError, SearchcoreError
-from searchcore.ids import MAX_ID
-from searchcore.search import MAX_TOP_K
+from searchcore.errors import (
+    BackendUnavailableError,
+    LibraryError,
+    LibraryLockedError,
+    MassRemovalError,
+    OriginalUnavailableError,
+    QueryError,
+    SearchcoreError,
+)
+from searchcore.search import MAX_TOP_K, Mode, parse_query_id
 from searchcore.sources.imaging import mime_type
 from searchcore.stores.filters import Filters
 from searchcore.web.auth import Access
@@ -39,7 +46,6 @@ from searchcore.web.seed_api import install as install_seed_routes
 log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GIVEN_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-IMAGE_ID = re.compile(r"^[0-9]{1,19}$")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 GRACE_SECONDS = 5
 # Shared without --auth, uploads are only for search by image: one small query image, a few a minute.
@@ -59,7 +65,7 @@ class SearchRequest(BaseModel):
     folder: str | None = Field(None, description="only images under this folder of the ingested folder")
     since: str | None = Field(None, description="only images taken on or after this date, YYYY-MM-DD")
     until: str | None = Field(None, description="only images taken on or before this date, YYYY-MM-DD")
-    mode: Literal["semantic", "keyword", "hybrid"] | None = Field(
+    mode: Mode | None = Field(
         None, description="semantic, keyword or hybrid (default: hybrid when the library has text)")
 
 
@@ -83,6 +89,7 @@ class IngestRequest(BaseModel):
     split: str | None = None
     library: str | None = None
     sync: bool = False
+    allow_mass_removal: bool = False
     ocr: bool = False
 
 
@@ -129,13 +136,18 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
              response_class=Response, responses={200: {"content": {"image/*": {}}}})
     def image(library: str, image_id: str) -> Response:
-        """The stored bytes of one image, with its content type."""
+        """One image's original bytes, with its content type; a folder picture's are read from its file, after
+        checking that it is still the picture indexed (404 when it is gone, 410 when it changed)."""
         name = _library(library)
-        if not IMAGE_ID.match(image_id) or int(image_id) > MAX_ID:
-            raise HTTPException(400, "image id must be a whole number from 0 to 2^63-1")
+        try:
+            ident = parse_query_id(image_id)
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from None
         try:
             with metrics.backend("get image"):
-                stored = engine.get_image(int(image_id), name)
+                stored = engine.original(ident, name)
+        except OriginalUnavailableError as exc:
+            raise HTTPException(410 if exc.changed else 404, str(exc)) from None
         except QueryError as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(stored.data, media_type=mime_type(stored.format),
@@ -153,7 +165,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         library = _library(body.library or engine.settings.library)
         with metrics.backend("ingest"):
             report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync,
-                                   ocr=body.ocr)
+                                   ocr=body.ocr, allow_mass_removal=body.allow_mass_removal)
         metrics.ingested(report)
         return report.to_json()
 
@@ -307,6 +319,8 @@ class RequestIdFilter(logging.Filter):
 def _status(exc: SearchcoreError) -> int:
     if isinstance(exc, (BackendUnavailableError, LibraryLockedError)):
         return 503
+    if isinstance(exc, MassRemovalError):
+        return 409  # the folder's state conflicts with the library's: the drive may not be mounted
     if isinstance(exc, LibraryError):
         return 404  # names are validated up front, so what is left is a missing (or other-model) library
     return 400

@@ -27,13 +27,13 @@ from pydantic import BaseModel, Field
 from searchcore.config import validate_library
 from searchcore.engine import Engine, SplitIngest
 from searchcore.errors import SearchcoreError
+from searchcore.ids import DIGITS
 from searchcore.sources.imaging import mime_type
 from searchcore.web.metrics import Metrics
 
 TAG = "seed-compatible"
 SEED_PATHS = re.compile(r"^/(img/(load|search|count|drop|upload)|data|progress)/?$")
-SEARCH_URL = re.compile(r"^(?:https?://[^/?#]+)?/api/images/([^/?#]+)/([0-9]{1,19})$")
-IMAGE_ID = re.compile(r"^[0-9]{1,19}$")
+SEARCH_URL = re.compile(rf"^(?:https?://[^/?#]+)?/api/images/([^/?#]+)/({DIGITS.pattern})$")
 DEFAULT_TOP_K = 10  # the bootcamp's TOP_K
 FETCH_SECONDS = 10
 
@@ -161,7 +161,7 @@ def seed_router(engine: Engine, metrics: Metrics, *, reader: Check, writer: Chec
         found = SEARCH_URL.match(image_path)
         if found:
             name, image_id = library(found.group(1)), int(found.group(2))
-        elif IMAGE_ID.match(image_path):
+        elif DIGITS.fullmatch(image_path):
             name, image_id = library(table_name), int(image_path)
         else:
             raise SeedError("image_path must be a url an /img/search answer gave (/api/images/LIBRARY/ID) or an "

@@ -10,11 +10,9 @@ app.py only parses flags and launches.
 
 from __future__ import annotations
 
-import datetime as dt
-import io
+import functools
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,35 +23,31 @@ import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
 
+from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from searchcore.engine import Engine
-from searchcore.errors import SearchcoreError
+from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
-from searchcore.records import BadRecord
-from searchcore.search import MAX_TOP_K, MODES, SearchResult
+from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, read_upload
+from searchcore.records import SHOWN_BAD_RECORDS
+from searchcore.search import FALLBACK_EXAMPLES, MAX_TOP_K, MODES, SearchResult
 from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
-from searchcore.sources.imaging import to_rgb
-from searchcore.stores.filters import Filters
+from searchcore.sources.imaging import stored_picture
+from searchcore.stores.filters import Filters, wall_clock
 from searchcore.web.auth import Access
 from searchcore.web.metrics import Metrics
-from searchcore.web.ui_text import I18N, error_text, language, translate
+from searchcore.web.ui_text import I18N, PAGE_SIZE, error_text, language, translate
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 20 * 2**20
-MAX_UPLOAD_FILES = 200
-PAGE_SIZE = 24
 DEFAULT_TOP_K = min(96, MAX_TOP_K)
 SEARCH_CONCURRENCY = 4
 THUMBNAIL = (384, 384)
-SHOWN_BAD_RECORDS = 50
+DETAIL = (2048, 2048)  # a 12-megapixel original is shown at most this large: enough for a screen, and quick
 SHOWN_DUPLICATE_GROUPS = 50
 SHOWN_PER_GROUP = 8
-DEFAULT_THRESHOLD = 0.95
 MAX_HIT_TEXT = 2000  # OCR characters kept per hit and highlighted in the detail view
 MAX_QUERY_WORD = 64  # characters of a query word looked for in the OCR text
-# The fallback when a library cannot suggest its own examples: the demo's shapes.
-EXAMPLES = ["红色的圆形", "蓝色的正方形", "绿色的三角形", "黄色的圆形", "紫色的三角形", "黑色的正方形"]
 SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD = "Chinese-CLIP dataset", "Folder on the server", "Uploaded images"
 MODE_DEFAULT = "default"  # the library's own: hybrid when it has text (captions, OCR), else semantic
 LIBRARY_COLUMNS = ["column_library", "column_images", "column_model", "column_dim", "column_backend"]
@@ -86,49 +80,47 @@ class SearchApp:
     def search(self, text: str, top_k: float, library: str | None, folder: str = "", since: str = "",
                until: str = "", mode: str | None = MODE_DEFAULT, request: gr.Request | None = None) -> Shown:
         """Images for a description, best first, within the folder and date filters."""
-        lang = language(request)
-        try:
-            filters = Filters.parse(folder=folder, since=since, until=until)
-            with self.metrics.search("text"):
-                results = self.engine.search_text(text, top_k, library or None, filters=filters or None,
-                                                  mode=None if mode in (None, "", MODE_DEFAULT) else mode)
-        except SearchcoreError as exc:
-            return _nothing(exc, lang)
-        what = translate(lang, "what_text", text=text.strip())
-        return self._shown(results, library, what, lang, filtered=bool(filters), query=text.strip())
+        lang, query = language(request), text.strip() if isinstance(text, str) else ""  # the engine says why not
+        chosen = None if mode in (None, "", MODE_DEFAULT) else mode
+        what = translate(lang, "what_text", text=query)
+        return self._searched("text", (folder, since, until), library, lang, what, lambda filters: (
+            self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen)), query=query)
 
     def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
                      since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
         """Images that look like an uploaded one."""
         lang = language(request)
         if not path:
-            _warn(lang, "upload_first")
-            return [], None, ""
+            return _nothing_asked(request, "upload_first")
         try:
-            filters = Filters.parse(folder=folder, since=since, until=until)
-            data = _read_upload(Path(path), lang)
-            with self.metrics.search("image"):
-                results = self.engine.search_image(data, top_k, library or None, filters=filters or None)
+            data = read_upload(Path(path))
         except SearchcoreError as exc:
             return _nothing(exc, lang)
-        return self._shown(results, library, translate(lang, "what_upload"), lang, filtered=bool(filters))
+        return self._searched("image", (folder, since, until), library, lang, translate(lang, "what_upload"),
+                              lambda filters: self.engine.search_image(data, top_k, library or None,
+                                                                       filters=filters))
 
     def more_like_this(self, image_id: str | None, top_k: float, library: str | None, folder: str = "",
                        since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
         """Images like one already in the library."""
-        lang = language(request)
         if not image_id:
-            _warn(lang, "click_first")
-            return [], None, ""
+            return _nothing_asked(request, "click_first")
+        lang = language(request)
+        return self._searched("similar", (folder, since, until), library, lang,
+                              translate(lang, "what_image", id=image_id),
+                              lambda filters: self.engine.search_similar(str(image_id).strip(), top_k,
+                                                                         library or None, filters=filters))
+
+    def _searched(self, kind: str, filter_fields: tuple[str, str, str], library: str | None, lang: str, what: str,
+                  run: Callable[[Filters | None], list[SearchResult]], query: str | None = None) -> Shown:
+        """The first page of a search run within the folder and date filters; a SearchcoreError is a warning."""
         try:
-            filters = Filters.parse(folder=folder, since=since, until=until)
-            with self.metrics.search("similar"):
-                results = self.engine.search_similar(str(image_id).strip(), top_k, library or None,
-                                                     filters=filters or None)
+            filters = Filters.parse(*filter_fields)
+            with self.metrics.search(kind):
+                results = run(filters or None)
         except SearchcoreError as exc:
             return _nothing(exc, lang)
-        what = translate(lang, "what_image", id=image_id)
-        return self._shown(results, library, what, lang, filtered=bool(filters))
+        return self._shown(results, library, what, lang, filtered=bool(filters), query=query)
 
     def next_page(self, state: dict[str, Any] | None, request: gr.Request | None = None) -> Shown:
         """The next PAGE_SIZE results of the last search."""
@@ -149,7 +141,11 @@ class SearchApp:
         hit = state["hits"][shown[index]]
         try:
             with self.metrics.backend("get image"):
-                stored = self.engine.get_image(hit["image_id"], state["library"])
+                try:  # the original: a folder picture's is read from its file
+                    stored = self.engine.original(hit["image_id"], state["library"])
+                except OriginalUnavailableError as exc:  # gone or changed: its thumbnail, and why
+                    _warn(lang, "failed", reason=exc)
+                    stored = self.engine.get_image(hit["image_id"], state["library"])
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return None, "", "", gr.Row(visible=False)
@@ -159,13 +155,13 @@ class SearchApp:
         if stored.path:
             lines.append(f"- {translate(lang, 'detail_path')}{_escape(stored.path)}")
         if stored.taken:
-            lines.append(f"- {translate(lang, 'detail_taken')}{wall_clock(stored.taken)}")
+            lines.append(f"- {translate(lang, 'detail_taken')}{taken_text(stored.taken)}")
         if stored.source:
             lines.append(f"- {translate(lang, 'detail_source')}{_escape(stored.source)}")
         lines += [f"- {_escape(c)}" for c in stored.captions[:10]]
         if stored.text:
             lines += ["", translate(lang, "detail_text"), "", highlight(stored.text, state.get("query") or "")]
-        return _picture(stored.data), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
+        return stored_picture(stored.data, DETAIL), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
 
     def library_view(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         """The library line and the example queries, for the library now chosen."""
@@ -187,14 +183,14 @@ class SearchApp:
         return line
 
     def example_queries(self, library: str | None) -> list[str]:
-        """Queries that suit the library (frequent captions and words read in its pictures), else EXAMPLES."""
+        """Queries that suit the library (frequent captions and words read in its pictures), else FALLBACK_EXAMPLES."""
         try:
             with self.metrics.backend("examples"):
                 found = self.engine.example_queries(library or None)
         except SearchcoreError as exc:
             log.info("no example queries for library %s: %s", library, exc)
             found = []
-        return found or EXAMPLES
+        return found or FALLBACK_EXAMPLES
 
     def use_example(self, sample: list[str] | None) -> str:
         """The clicked example, for the query box."""
@@ -230,7 +226,7 @@ class SearchApp:
             return _nothing(exc, lang)
         # An image deleted since the search is left out.
         shown = [first + n for n, h in enumerate(on_page) if h["image_id"] in stored]
-        gallery = [(_picture(stored[hits[i]["image_id"]].data, THUMBNAIL), caption(hits[i])) for i in shown]
+        gallery = [(stored_picture(stored[hits[i]["image_id"]].data, THUMBNAIL), caption(hits[i])) for i in shown]
         status = translate(lang, "results_line", n=len(hits), what=_escape(state["what"]),
                            library=_escape(state["library"]))
         if pages > 1:
@@ -243,8 +239,6 @@ class SearchApp:
     def duplicates(self, library: str | None, threshold: float, request: gr.Request | None = None,
                    progress: gr.Progress = gr.Progress()) -> tuple[Gallery, str]:
         """Groups of near-identical images, each image captioned "group N · id · score"."""
-        from searchcore.duplicates import find_duplicates  # the exact all-pairs scan: loaded when first asked for
-
         lang = language(request)
         name = library or self.engine.settings.library
         try:
@@ -259,7 +253,7 @@ class SearchApp:
         level = f"{float(threshold):.2f}"
         if not groups:
             return [], translate(lang, "no_duplicates", library=_escape(name), threshold=level)
-        gallery = [(_picture(stored[i].data, THUMBNAIL),
+        gallery = [(stored_picture(stored[i].data, THUMBNAIL),
                     translate(lang, "duplicate_caption", group=n, id=i, score=f"{group.min_score:.3f}"))
                    for n, group in enumerate(shown, 1) for i in group.images[:SHOWN_PER_GROUP] if i in stored]
         status = translate(lang, "duplicates_line", groups=len(groups), library=_escape(name), threshold=level)
@@ -285,51 +279,23 @@ class SearchApp:
         lang = language(request)
         self._require_write("action_ingest", lang)
         report_progress = _throttled(progress, lang, "ingesting", "images_unit")
+        name, ocr = library.strip() or None, bool(ocr)
         try:
             if source == SOURCE_UPLOAD:
-                report = self._ingest_uploads(uploads or [], library, report_progress, lang, ocr=ocr)
+                run = functools.partial(self.engine.ingest_uploads, uploads or [], name, ocr=ocr)
             elif source == SOURCE_FOLDER:
-                report = self._ingest(_path(image_folder, "what_image_folder", lang), None, library, report_progress,
-                                      sync=bool(sync), ocr=ocr)
+                run = functools.partial(self.engine.ingest, _path(image_folder, "what_image_folder", lang),
+                                        library=name, sync=bool(sync), ocr=ocr)
             else:
-                report = self._ingest(_path(dataset_folder, "what_dataset_folder", lang), split or None, library,
-                                      report_progress, ocr=ocr)
+                run = functools.partial(self.engine.ingest, _path(dataset_folder, "what_dataset_folder", lang),
+                                        split=split or None, library=name, ocr=ocr)
+            with self.metrics.backend("ingest"):
+                report = run(progress=report_progress)
+            self.metrics.ingested(report)
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return translate(lang, "ingest_failed", reason=_escape(error_text(lang, exc))), self.libraries(request)
         return summary(report, lang), self.libraries(request)
-
-    def _ingest(self, path: Path, split: str | None, library: str, progress: Callable[[int, int | None], None],
-                *, sync: bool = False, ocr: bool = False, remember: bool = True) -> IngestReport:
-        with self.metrics.backend("ingest"):
-            report = self.engine.ingest(path, split=split, library=library.strip() or None, progress=progress,
-                                        sync=sync, ocr=bool(ocr), remember=remember)
-        self.metrics.ingested(report)
-        return report
-
-    def _ingest_uploads(self, uploads: list[str], library: str, progress: Callable[[int, int | None], None],
-                        lang: str, *, ocr: bool = False) -> IngestReport:
-        if not uploads:
-            raise SearchcoreError(translate(lang, "choose_images"))
-        if len(uploads) > MAX_UPLOAD_FILES:
-            raise SearchcoreError(translate(lang, "too_many_files", n=len(uploads), limit=MAX_UPLOAD_FILES))
-        # A folder of its own per request, so concurrent uploads never see each other's files.
-        with tempfile.TemporaryDirectory(prefix="searchcore-upload-") as tmp:
-            names = {}
-            for number, upload in enumerate(uploads, 1):
-                original = Path(upload)
-                suffix = original.suffix.lower() if original.suffix.lower() in IMAGE_SUFFIXES else ".img"
-                copy = f"{number:04d}{suffix}"
-                (Path(tmp) / copy).write_bytes(_read_upload(original, lang))
-                names[copy] = original.name
-            report = self._ingest(Path(tmp), None, library, progress, ocr=ocr, remember=False)
-        skipped = [name for copy, name in names.items() if copy.endswith(".img")]
-        for bad in report.bad:
-            bad.file = names.get(bad.file, bad.file)
-        if skipped:
-            reason = translate(lang, "not_image_name", suffixes=", ".join(IMAGE_SUFFIXES))
-            report.bad += [BadRecord(0, reason, name) for name in skipped]
-        return report
 
     def libraries(self, request: gr.Request | None = None) -> list[list[Any]]:
         """The library table: name, image count, model, dimension, backends."""
@@ -426,8 +392,8 @@ def _search_tab(app: SearchApp) -> _Chosen:
                                scale=1, elem_id="since")
             until = gr.Textbox("", label=I18N("until_label"), placeholder="2024-12-31", info=I18N("date_info"),
                                scale=1, elem_id="until")
-        examples = gr.Dataset(components=[query], samples=[[q] for q in EXAMPLES], label=I18N("examples_label"),
-                              elem_id="examples")
+        examples = gr.Dataset(components=[query], samples=[[q] for q in FALLBACK_EXAMPLES],
+                              label=I18N("examples_label"), elem_id="examples")
         library_view = (app.library_view, library, [library_info, examples])
         library.change(*library_view, api_visibility="private")
         with gr.Accordion(I18N("image_accordion"), open=False):
@@ -549,7 +515,7 @@ def caption(hit: dict[str, Any]) -> str:
     if hit["path"]:
         parts.append(hit["path"])
     if hit["taken"]:
-        parts.append(wall_clock(hit["taken"]))
+        parts.append(taken_text(hit["taken"]))
     if hit["caption"]:
         parts.append(hit["caption"])
     return " · ".join(parts)
@@ -560,7 +526,9 @@ def summary(report: IngestReport, lang: str = "en") -> str:
     lines = [_escape(_report_line(report, lang))]
     for bad in report.bad[:SHOWN_BAD_RECORDS]:
         where = f"{bad.file}:{bad.line}" if bad.line else bad.file
-        lines.append(f"- {_escape(where)}: {_escape(bad.reason)}")
+        reason = bad.reason if bad.reason != NOT_PICTURE else translate(lang, "not_image_name",
+                                                                         suffixes=", ".join(IMAGE_SUFFIXES))
+        lines.append(f"- {_escape(where)}: {_escape(reason)}")
     if len(report.bad) > SHOWN_BAD_RECORDS:
         lines.append("- " + translate(lang, "more_bad", n=len(report.bad) - SHOWN_BAD_RECORDS))
     return "\n".join(lines)
@@ -610,9 +578,9 @@ def highlight(text: str, query: str) -> str:
     return "".join(out)
 
 
-def wall_clock(seconds: int) -> str:
-    """Naive wall-clock seconds (as EXIF gives them, no time zone) as YYYY-MM-DD HH:MM."""
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M")
+def taken_text(seconds: int) -> str:
+    """When a picture was taken (naive wall-clock seconds, as EXIF gives them) as YYYY-MM-DD HH:MM."""
+    return wall_clock(seconds).strftime("%Y-%m-%d %H:%M")
 
 
 def _hit(result: SearchResult) -> dict[str, Any]:
@@ -638,24 +606,10 @@ def _nothing(exc: SearchcoreError, lang: str) -> Shown:
     return [], None, ""
 
 
-def _picture(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
-    """Stored bytes → an RGB picture in memory (a thumbnail when size is given)."""
-    image = Image.open(io.BytesIO(data))
-    if size is not None:
-        image.draft("RGB", size)  # JPEG decodes at a reduced scale: much faster for big photos
-    picture = to_rgb(image)
-    if size is not None:
-        picture.thumbnail(size)
-    return picture
-
-
-def _read_upload(path: Path, lang: str = "en") -> bytes:
-    try:
-        if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise SearchcoreError(translate(lang, "too_big", name=path.name, mb=MAX_UPLOAD_BYTES // 2**20))
-        return path.read_bytes()
-    except OSError as exc:
-        raise SearchcoreError(translate(lang, "unreadable", name=path.name, reason=exc.strerror)) from None
+def _nothing_asked(request: gr.Request | None, key: str) -> Shown:
+    """No results, and a warning that says what to give first."""
+    _warn(language(request), key)
+    return [], None, ""
 
 
 def _path(text: str | None, what: str, lang: str) -> Path:

@@ -7,152 +7,25 @@ read the same table, so one key holds a string's two versions side by side.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-LANGUAGES = ("en", "zh")
+from searchcore.indexing.uploads import UploadRefused
 
-# key: (English, Chinese). Keys must not be one of Gradio's own top-level keys ("status", "label", "image",
-# "common", ...): the browser merges both tables, and a clash shows "[object Object]".
+LANGUAGES = ("en", "zh")
+PAGE_SIZE = 24  # results on one gallery page (the top-k slider's info names it)
+
+# The UI's words in ui_text.json beside this module: {section: {key: [English, Chinese]}}, {page_size} filled in
+# here and other {fields} at run time by translate(). Keys must not be one of Gradio's own top-level keys
+# ("status", "label", "image", "common", ...): the browser merges both tables, and a clash shows "[object Object]".
 TEXT: dict[str, tuple[str, str]] = {
-    # Page and tabs
-    "title": ("# 以文搜图 · Chinese text-to-image search", "# 以文搜图 · 中文图片搜索"),
-    "tab_search": ("Search", "搜索"),
-    "tab_duplicates": ("Duplicates", "重复图片"),
-    "tab_build": ("Build", "建库"),
-    # Search tab
-    "query_label": ("Describe the picture", "描述图片"),
-    "query_placeholder": ("e.g. 海边的日落 (a sunset by the sea)", "例如：海边的日落"),
-    "library_label": ("Library", "图库"),
-    "top_k_label": ("Results in all", "结果总数"),
-    "top_k_info": ("Shown 24 a page", "每页显示 24 张"),
-    "search_button": ("Search", "搜索"),
-    "examples_label": ("Examples", "示例"),
-    "filters_accordion": ("Filters", "筛选"),
-    "folder_label": ("Folder", "文件夹"),
-    "folder_placeholder": ("e.g. 2024/旅行", "例如：2024/旅行"),
-    "folder_info": ("Only images under this folder of the ingested folder", "只搜索所导入文件夹中这个子文件夹下的图片"),
-    "since_label": ("Taken on or after (YYYY-MM-DD)", "拍摄日期不早于（YYYY-MM-DD）"),
-    "until_label": ("Taken on or before (YYYY-MM-DD)", "拍摄日期不晚于（YYYY-MM-DD）"),
-    "date_info": ("From the photo's EXIF, else the file's time", "取自照片的 EXIF，没有则用文件时间"),
-    "mode_label": ("Match by", "检索方式"),
-    "mode_info": ("Keyword and hybrid also match the words read in the pictures",
-                  "关键词和混合检索还会匹配图片中识别出的文字"),
-    "mode_default": ("Library default", "图库默认"),
-    "mode_semantic": ("Meaning", "语义"),
-    "mode_keyword": ("Keywords", "关键词"),
-    "mode_hybrid": ("Hybrid", "混合"),
-    "image_accordion": ("Search by image", "以图搜图"),
-    "query_image_label": ("Query image", "查询图片"),
-    "image_button": ("Search by image", "以图搜图"),
-    "status_label": ("Status", "状态"),
-    "results_label": ("Results", "结果"),
-    "previous_button": ("← Previous page", "← 上一页"),
-    "next_button": ("Next page →", "下一页 →"),
-    "selected_label": ("Selected image", "所选图片"),
-    "image_id_label": ("Image id", "图片 ID"),
-    "more_button": ("More like this", "找相似图片"),
-    # Duplicates tab
-    "threshold_label": ("Similarity threshold", "相似度阈值"),
-    "threshold_info": ("1.00: identical; lower also groups looser copies", "1.00 表示完全相同；越低越宽松"),
-    "duplicates_button": ("Find duplicates", "查找重复图片"),
-    "duplicates_gallery_label": ("Groups of duplicates", "重复图片组"),
-    # Build tab
-    "writes_disabled": ("**Ingest and drop are disabled:**", "**导入和删除已停用：**"),
-    "source_label": ("Source", "来源"),
-    "source_dataset": ("Chinese-CLIP dataset", "Chinese-CLIP 数据集"),
-    "source_folder": ("Folder on the server", "服务器上的文件夹"),
-    "source_upload": ("Uploaded images", "上传的图片"),
-    "dataset_folder_label": ("Dataset folder on the server ({split}_imgs.tsv or lmdb/)",
-                             "服务器上的数据集文件夹（{split}_imgs.tsv 或 lmdb/）"),
-    "split_label": ("Split", "数据划分"),
-    "image_folder_label": ("Folder of images on the server", "服务器上的图片文件夹"),
-    "uploads_label": ("Images", "图片"),
-    "library_name_label": ("Library name", "图库名称"),
-    "ingest_button": ("Ingest", "导入"),
-    "sync_label": ("Remove pictures deleted from the folder (--sync)", "同步删除：移除文件夹中已删除的图片（--sync）"),
-    "ocr_label": ("Read the words in the pictures (OCR, for keyword search)",
-                  "识别图片中的文字（OCR，用于关键词搜索）"),
-    "summary_label": ("Summary", "摘要"),
-    "libraries_label": ("Libraries", "图库列表"),
-    "refresh_button": ("Refresh the list", "刷新列表"),
-    "drop_name_label": ("Library to drop", "要删除的图库"),
-    "drop_button": ("Drop library…", "删除图库…"),
-    "confirm_button": ("Yes, delete it", "确认删除"),
-    "cancel_button": ("Cancel", "取消"),
-    "column_library": ("library", "图库"),
-    "column_images": ("images", "图片数"),
-    "column_model": ("model", "模型"),
-    "column_dim": ("dim", "维度"),
-    "column_backend": ("backend", "后端"),
-    # Made at run time: str.format fields in braces
-    "warning_title": ("Warning", "注意"),
-    "info_title": ("Info", "提示"),
-    "error_title": ("Error", "错误"),
-    "results_line": ("{n} results for {what} in library **{library}**",
-                     "在图库 **{library}** 中找到{what}的 {n} 个结果"),
-    "page_line": (" · page {page} of {pages} · results {first}–{last}",
-                  " · 第 {page}/{pages} 页 · 第 {first}–{last} 个"),
-    "no_results_line": ("No results in library **{library}**.", "图库 **{library}** 中没有结果。"),
-    "empty_library": ("Library {library} has no images yet; ingest some in the Build tab.",
-                      "图库 {library} 还没有图片，请先在“建库”页导入。"),
-    "no_match": ("No image in library {library} matches the filters.", "图库 {library} 中没有符合筛选条件的图片。"),
-    "what_text": ("“{text}”", "“{text}”"),
-    "what_upload": ("the uploaded image", "与上传图片相似"),
-    "what_image": ("image {id}", "与图片 {id} 相似"),
-    "upload_first": ("Upload an image to search with first.", "请先上传一张用来搜索的图片。"),
-    "click_first": ("Click a result first, then ask for more like it.", "请先点击一个结果，再找相似图片。"),
-    "failed": ("{reason}", "出错了：{reason}"),
-    "detail_score": ("score", "相似度"),
-    "detail_id": ("id: ", "ID："),
-    "detail_size": ("size: ", "尺寸："),
-    "detail_source": ("source: ", "来源："),
-    "detail_path": ("path: ", "路径："),
-    "detail_taken": ("taken: ", "拍摄时间："),
-    "detail_text": ("**Words in the picture**", "**图中文字**"),
-    "library_line": ("Library **{library}** · {count} images", "图库 **{library}** · {count} 张图片"),
-    "updated_line": (" · updated {when}", " · 最近更新 {when}"),
-    "duplicates_line": ("{groups} groups of near-identical images in library **{library}** (threshold {threshold})",
-                        "图库 **{library}** 中有 {groups} 组几乎相同的图片（阈值 {threshold}）"),
-    "duplicates_shown": (" · showing the first {shown}", " · 显示前 {shown} 组"),
-    "no_duplicates": ("No near-identical images in library **{library}** at threshold {threshold}.",
-                      "阈值 {threshold} 下，图库 **{library}** 中没有几乎相同的图片。"),
-    "duplicate_caption": ("group {group} · {id} · {score}", "第 {group} 组 · {id} · {score}"),
-    "ingesting": ("Ingesting", "正在导入"),
-    "images_unit": ("images", "张"),
-    "comparing": ("Comparing every pair of images", "正在两两比较图片"),
-    "pairs_unit": ("pairs", "对"),
-    "ingest_failed": ("Ingest failed: {reason}", "导入失败：{reason}"),
-    "dataset_summary": ("library {library}: {added} added, {present} already present, {bad} bad ({seconds}s)",
-                        "图库 {library}：新增 {added} 张，已有 {present} 张，出错 {bad} 个（{seconds} 秒）"),
-    "folder_summary": ("library {library}: {added} added, {changed} changed, {unchanged} unchanged, {moved} moved, "
-                       "{removed} removed, {bad} bad",
-                       "图库 {library}：新增 {added} 张，更新 {changed} 张，未变 {unchanged} 张，移动 {moved} 张，"
-                       "移除 {removed} 张，出错 {bad} 个"),
-    "folder_copies": (", {present} copies of images already stored", "，另有 {present} 张与已存图片相同"),
-    "folder_missing": ("; {missing} files missing from the folder (kept; --sync removes them)",
-                       "；文件夹中缺少 {missing} 个文件（已保留；--sync 会移除）"),
-    "seconds": (" ({seconds}s)", "（{seconds} 秒）"),
-    "more_bad": ("… and {n} more (the CLI's --json lists all)", "…… 另有 {n} 个（命令行的 --json 会全部列出）"),
-    "choose_images": ("choose some images to upload first", "请先选择要上传的图片"),
-    "too_many_files": ("{n} files is over the limit of {limit} per upload",
-                       "{n} 个文件超过了每次上传 {limit} 个的上限"),
-    "too_big": ("{name} is over the upload limit of {mb} MB", "{name} 超过了 {mb} MB 的上传上限"),
-    "unreadable": ("cannot read the upload {name}: {reason}", "无法读取上传的文件 {name}：{reason}"),
-    "not_image_name": ("not an image file name ({suffixes})", "不是图片文件名（{suffixes}）"),
-    "path_first": ("enter the {what}'s path first", "请先填写{what}的路径"),
-    "what_image_folder": ("image folder", "图片文件夹"),
-    "what_dataset_folder": ("dataset folder", "数据集文件夹"),
-    "action_ingest": ("ingest", "导入"),
-    "action_drop": ("drop", "删除"),
-    "disabled": ("{action} is disabled: {reason}.", "{action}已停用：{reason}。"),
-    "choose_drop": ("Choose a library to drop.", "请选择要删除的图库。"),
-    "confirm_drop": ("Delete library **{library}** from both stores? This cannot be undone.",
-                     "要从两个存储中删除图库 **{library}** 吗？此操作无法撤销。"),
-    "dropped": ("Dropped library **{library}**.", "已删除图库 **{library}**。"),
-    "drop_failed": ("Drop failed: {reason}", "删除失败：{reason}"),
+    key: (english.replace("{page_size}", str(PAGE_SIZE)), chinese.replace("{page_size}", str(PAGE_SIZE)))
+    for section in json.loads((Path(__file__).parent / "ui_text.json").read_text("utf-8")).values()
+    for key, (english, chinese) in section.items()
 }
 
 I18N = gr.I18n(**{lang: {key: pair[n] for key, pair in TEXT.items()} for n, lang in enumerate(LANGUAGES)})
@@ -217,6 +90,16 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
      r"关键词和混合搜索需要支持 BM25 全文检索的 Milvus \1 或更新版本；当前服务器版本为 \2。语义搜索不受影响"),
     (r"^the query image cannot be used: (.*)$", r"无法使用这张查询图片：\1"),
     (r"^image (\d+) is not in library '(.*)'", r"图片 \1 不在图库 \2 中"),
+    (r"^refusing to remove (\d+) of the (\d+) pictures recorded in (.*?): the folder is empty",
+     r"拒绝删除：\3 中记录的 \2 张图片有 \1 张不见了，而文件夹是空的：硬盘或网络盘是否已挂载？没有删除任何图片。"
+     r"如果它们确实已被删除，请加上 --allow-mass-removal 再运行"),
+    (r"^refusing to remove (\d+) of the (\d+) pictures recorded in (.*?): ",
+     r"拒绝删除：\3 中记录的 \2 张图片有 \1 张不见了，一次删除太多（全部或超过一半）。没有删除任何图片。"
+     r"如果它们确实已被删除，请加上 --allow-mass-removal 再运行"),
+    (r"^the file of image (\d+) \((.*)\) has changed since it was indexed",
+     r"图片 \1 的文件（\2）在建库后被改动过：请重新导入它所在的文件夹"),
+    (r"^the file of image (\d+) \((.*)\) is not in its folder any more",
+     r"图片 \1 的文件（\2）已不在文件夹中；如果文件夹移到了别的硬盘，请运行 searchcore relocate"),
     (r"^(\S+) does not exist$", r"\1 不存在"),
     (r"^(.*) holds no images", r"\1 中没有图片"),
     (r"^threshold must be", "相似度阈值必须是大于 0、不超过 1 的数"),
@@ -226,6 +109,8 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
 
 def error_text(lang: str, exc: BaseException) -> str:
     """An engine error's message in the request's language."""
+    if isinstance(exc, UploadRefused):
+        return translate(lang, exc.problem, **exc.fields)
     message = str(exc)
     if lang == "zh":
         for pattern, chinese in ERRORS:

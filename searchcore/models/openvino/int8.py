@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from searchcore.models import cache_entries
+from searchcore.models.openvino.compiled import verified_files
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -238,22 +239,7 @@ def load_entry(core: ov.Core, entry: Path) -> ov.Model:
 
 def _read_entry(core: ov.Core, entry: Path, meta: dict[str, Any]) -> ov.Model:
     """Verify an entry's manifest (metadata, sizes, sha256) and read its model."""
-    try:
-        manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise Int8CacheError(f"unreadable manifest: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("meta") != json.loads(json.dumps(meta)):
-        raise Int8CacheError("manifest metadata mismatch")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != set(_FILES):
-        raise Int8CacheError("manifest file list mismatch")
-    for name, info in files.items():
-        try:
-            path = entry / name
-            if path.stat().st_size != info["size"] or cache_entries.sha256(path) != info["sha256"]:
-                raise Int8CacheError(f"{name} does not match its manifest")
-        except (OSError, KeyError, TypeError) as exc:
-            raise Int8CacheError(f"{name}: {exc}") from exc
+    verified_files(entry, meta, set(_FILES), Int8CacheError)
     return core.read_model(entry / "image.xml", entry / "image.bin")
 
 

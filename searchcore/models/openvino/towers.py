@@ -19,52 +19,23 @@ from typing import Any, TypeVar
 import numpy as np
 
 from searchcore.models import cache_entries
+from searchcore.models.openvino.compiled import (
+    BLOB_CACHE,
+    compile_cached,
+    hints,
+    native_bf16,
+    ov,
+    precision_of,
+    props,
+    user_precision,
+    verified_files,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def _disable_openvino_telemetry() -> str:
-    """Opt out of OpenVINO telemetry without touching the network; returns how it was done."""
-    try:
-        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
-    except ImportError:  # openvino's model converter then uses its built-in no-op stub
-        return "not-installed"
-    # Same consent file `opt_in_out --opt_out` writes ($HOME/intel/openvino_telemetry = "0"), but written
-    # directly: the CLI would also try to *send* an opt-out event. The telemetry library re-reads this file
-    # whenever it (re)initialises: on `import openvino` and when `convert_model` switches its app name.
-    checker = OptInChecker()
-    how = "consent-file"
-    try:
-        declined = checker.check(enable_opt_in_dialog=False) == ConsentCheckResult.DECLINED
-        if not declined and not checker.update_result(ConsentCheckResult.DECLINED):
-            raise OSError(f"cannot write {checker.consent_file()}")
-    except Exception:  # noqa: BLE001 - read-only/odd home: make every consent check in-process say "declined"
-        logger.debug("could not write the OpenVINO telemetry consent file", exc_info=True)
-        OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED  # type: ignore[method-assign]
-        how = "in-process"
-    try:  # openvino imported before this module: its live singleton may already have consented
-        from openvino_telemetry.main import Telemetry
-
-        live = getattr(Telemetry, "_SingletonMetaClass__single_instance", None)
-        if live is not None:
-            live.consent = False
-    except Exception:  # noqa: BLE001
-        logger.debug("could not reach the live OpenVINO telemetry instance", exc_info=True)
-    logger.debug("OpenVINO telemetry disabled (%s)", how)
-    return how
-
-
-TELEMETRY_OPT_OUT = _disable_openvino_telemetry()  # must run before `import openvino` sends its import event
-
-import openvino as ov  # noqa: E402
-import openvino.properties as props  # noqa: E402
-import openvino.properties.hint as hints  # noqa: E402
-
 T = TypeVar("T")
 
 _FORMAT_VERSION = 1
 _TOWERS = ("image", "text")
-_BLOB_CACHE = "ov-compiled-blobs"
 
 
 class CacheError(RuntimeError):
@@ -84,7 +55,6 @@ def _safe_name(key: str) -> str:
     return safe
 
 
-_USER_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 _MIN_CALIBRATION = 32  # fewer images than this make a poor int8 calibration: keep the float tower
 _PROBE_COSINE = {"bf16": 0.999, "f16": 0.999, "i8": 0.99, "u8": 0.99}
 _PROBE_TOKENS = (
@@ -92,11 +62,6 @@ _PROBE_TOKENS = (
     (101, 3862, 6804, 4638, 3189, 5862, 102),  # 海边的日落
     (101, 9276, 10875, 5273, 5682, 3749, 6756, 102),  # red car 红色汽车
 )
-
-
-def _precision_of(compiled: ov.CompiledModel) -> str:
-    """The inference precision a compiled model actually runs at: 'f32', 'bf16', ..."""
-    return str(compiled.get_property(hints.inference_precision).get_type_name())
 
 
 def _probe_input(tower: str, resolution: int, context_length: int) -> np.ndarray:
@@ -164,7 +129,7 @@ class OpenVINOTowers:
         self._image = self._serve("image", image_model, hints.PerformanceMode.THROUGHPUT)
         self._text = self._serve("text", text_model, hints.PerformanceMode.LATENCY)
         self.tower_precision = {  # in SEARCHCORE_PRECISION's words
-            tower: _USER_PRECISION.get(_precision_of(compiled), _precision_of(compiled))
+            tower: user_precision(compiled)
             for tower, compiled in (("image", self._image), ("text", self._text))
         }
         self.dim = int(self._image.output(0).get_partial_shape()[1].get_length())
@@ -275,27 +240,15 @@ class OpenVINOTowers:
     def _wanted_precision(self) -> ov.Type:
         """The inference precision to ask the CPU plugin for (int8 runs its text tower in bf16)."""
         if self.precision in ("bf16", "int8"):
-            if "BF16" in self._core.get_property("CPU", props.device.capabilities):
+            if native_bf16(self._core):
                 return ov.Type.bf16
             logger.warning("CPU lacks native BF16; compiling in f32")
         return ov.Type.f32
 
     def _compile(self, model: ov.Model, mode: hints.PerformanceMode, precision: ov.Type) -> ov.CompiledModel:
-        """Compile for CPU with the performance hint, precision hint and compiled-blob cache.
-
-        OpenVINO's CPU plugin leaves the inference precision out of its blob-cache key, and both
-        precisions compile the same IR, so one shared blob folder hands a bf16 compile the f32 blob (and
-        the reverse). On AMX that mixed blob gives NaN or random features. Each precision and mode
-        therefore gets a blob folder of its own.
-        """
+        """Compile for CPU with the performance hint and precision hint; blobs cached per precision and mode."""
         config: dict[Any, Any] = {hints.performance_mode: mode, hints.inference_precision: precision}
-        blob_dir = self.cache_dir / _BLOB_CACHE / f"{precision.get_type_name()}-{str(mode).rsplit('.', 1)[-1].lower()}"
-        try:
-            blob_dir.mkdir(parents=True, exist_ok=True)
-            config[props.cache_dir] = str(blob_dir)
-        except OSError as exc:
-            logger.warning("OpenVINO compiled-blob cache disabled: %s", exc)
-        return self._core.compile_model(model, "CPU", config)
+        return compile_cached(self._core, model, config, self.cache_dir, str(mode).rsplit(".", 1)[-1].lower())
 
     # ---------------------------------------------------------------------- int8
 
@@ -383,7 +336,7 @@ class OpenVINOTowers:
         """
         wanted = ov.Type.f32 if tower == "text" and self.text_precision == "fp32" else self._wanted_precision()
         compiled = self._compile(model, mode, wanted)
-        actual = _precision_of(compiled)
+        actual = precision_of(compiled)
         if actual == "f32":
             return compiled
         verdict = self._verdicts().get(tower, {}).get(actual)
@@ -405,7 +358,7 @@ class OpenVINOTowers:
         reference = self._infer(self._compile(model, mode, ov.Type.f32).create_infer_request(), probe)
         reduced = self._infer(compiled.create_infer_request(), probe)
         if threshold is None:
-            threshold = _PROBE_COSINE.get(_precision_of(compiled), 0.999)
+            threshold = _PROBE_COSINE.get(precision_of(compiled), 0.999)
         return judge_probe(reduced, reference, threshold)
 
     def _manifest(self) -> dict[str, Any]:
@@ -432,7 +385,7 @@ class OpenVINOTowers:
 
     def _remove_legacy_blobs(self) -> None:
         """Delete blobs an older version left in the shared folder (they may hold the wrong precision)."""
-        for blob in (self.cache_dir / _BLOB_CACHE).glob("*.blob"):
+        for blob in (self.cache_dir / BLOB_CACHE).glob("*.blob"):
             with contextlib.suppress(OSError):  # a read-only cache keeps them; its entries are checked anyway
                 blob.unlink()
 
@@ -466,30 +419,8 @@ class OpenVINOTowers:
 
     def _read_entry(self, entry: Path) -> tuple[ov.Model, ov.Model]:
         """Verify an entry's manifest (metadata, sizes, sha256) and read both IR models."""
-        try:
-            manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CacheError(f"unreadable manifest: {exc}") from exc
-        if not isinstance(manifest, dict) or manifest.get("meta") != self._manifest_meta():
-            raise CacheError("manifest metadata mismatch")
-        files = manifest.get("files")
         expected = {f"{tower}.{ext}" for tower in _TOWERS for ext in ("xml", "bin")}
-        if not isinstance(files, dict) or set(files) != expected:
-            raise CacheError("manifest file list mismatch")
-        stamps = manifest.get("verified")
-        stamps = stamps if isinstance(stamps, dict) else {}
-        fresh: dict[str, list[int]] = {}
-        for name, info in files.items():
-            path = entry / name
-            try:
-                stamp = cache_entries.stamp(path)
-                if stamp == stamps.get(name) and stamp[0] == info["size"]:
-                    continue  # unchanged since its sha256 was last checked
-                if stamp[0] != info["size"] or cache_entries.sha256(path) != info["sha256"]:
-                    raise CacheError(f"{name} does not match its manifest")
-                fresh[name] = stamp
-            except (OSError, KeyError, TypeError) as exc:
-                raise CacheError(f"{name}: {exc}") from exc
+        fresh = verified_files(entry, self._manifest_meta(), expected, CacheError, known=True)
         if fresh:
             self._update_manifest(lambda data: data.setdefault("verified", {}).update(fresh))
         image = self._core.read_model(entry / "image.xml", entry / "image.bin")
