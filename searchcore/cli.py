@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from searchcore.config import Settings, add_arguments
 from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates, parse_threshold
@@ -29,6 +29,7 @@ from searchcore.sources.chinese_clip import choose_split
 from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
 AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
@@ -52,6 +53,13 @@ def _engine(settings: Settings, *, one_query: bool = False) -> Engine:
     # One query in a fresh process: load the model while the stores open, and skip Lite's in-process copy
     # (loading it would take longer than the query and compete with it for the CPU).
     return build_engine(settings, preload_encoder=one_query, exact_copy=not one_query)
+
+
+def _on_split(args: argparse.Namespace, settings: Settings, run: Callable[[Engine, str], T]) -> tuple[str, T]:
+    """The dataset's split (args.split, or the one it has), and what run gives for it with the engine open."""
+    split = choose_split(args.dataset, args.split)
+    with _engine(settings) as engine:
+        return split, run(engine, split)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -125,10 +133,18 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                 raise SearchcoreError(f"cannot read {args.image}: {exc.strerror}") from None
             results = engine.search_image(data, args.top_k, **page)
         else:
-            results = engine.search_text(args.text, args.top_k, mode=args.mode, **page)
-    text = "\n".join(f"{r.rank:3d}  {r.score:.4f}  {r.image_id}  {' / '.join(r.captions[:2])}" for r in results)
-    _emit(args, [r.to_json() for r in results], text or "no results")
+            results = engine.search_text(args.text, args.top_k, mode=args.mode, min_similarity=args.min_similarity,
+                                         exclude=args.exclude, **page)
+    lines = [f"{r.rank:3d}  similarity {_score(r.similarity)}  keyword {_score(r.keyword_score)}  {r.image_id}  "
+             f"{' / '.join(r.captions[:2])}" for r in results]
+    if args.min_similarity not in (None, ""):
+        lines.append(f"{len(results)} results with similarity ≥ {args.min_similarity}")
+    _emit(args, [r.to_json() for r in results], "\n".join(lines) or "no results")
     return 0
+
+
+def _score(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:.4f}"
 
 
 @command("info")
@@ -270,9 +286,8 @@ def cmd_relocate(args: argparse.Namespace, settings: Settings) -> int:
 @command("predict")
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     """Write cn_clip-format top-k predictions for every text of a split."""
-    split = choose_split(args.dataset, args.split)
-    with _engine(settings) as engine:
-        predictions = predict(engine, args.dataset, split, args.top_k)
+    split, predictions = _on_split(args, settings, lambda engine, split: predict(engine, args.dataset, split,
+                                                                                 args.top_k))
     path = write_predictions(predictions, args.output or Path(args.dataset) / f"{split}_predictions.jsonl")
     _emit(args, {"output": str(path), "texts": len(predictions), "top_k": parse_top_k(args.top_k)},
           f"wrote {len(predictions)} predictions to {path}")
@@ -282,9 +297,8 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     """Print text→image and image→text recall; with --exact, Milvus's agreement with brute force."""
-    split = choose_split(args.dataset, args.split)
-    with _engine(settings) as engine:
-        result = evaluate(engine, args.dataset, split, exact=args.exact)
+    split, result = _on_split(args, settings, lambda engine, split: evaluate(engine, args.dataset, split,
+                                                                             exact=args.exact))
     t, i = result.text_to_image, result.image_to_text
     lines = [f"library {result.library}, split {split}: {result.texts} texts, {result.images} images, "
              f"index {result.index}",
@@ -341,7 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="only images taken on or after this date (YYYY-MM-DD; EXIF, else file time)")
     p.add_argument("--until", help="only images taken on or before this date (YYYY-MM-DD)")
     p.add_argument("--mode", choices=MODES, help="semantic (by meaning), keyword (by the words in captions and "
-                   "pictures) or hybrid (both, fused); default: hybrid when the library has text, else semantic")
+                   "pictures) or hybrid (pictures whose words hold the query first, then by meaning); default: "
+                   "hybrid when the library has text, else semantic")
+    p.add_argument("--min-similarity", help="leave out images whose similarity (cosine) to the query is below "
+                   "this, from -1 to 1 (see the README for values that suit the model)")
+    p.add_argument("--exclude", help="leave out images whose captions or words hold one of these words and push "
+                   "down those that look like them (space- or comma-separated); `-词` in the query does the same")
     add("info", "show a library's counts, model and backends")
     add("libraries", "list every library")
     add("drop", "delete a library")

@@ -192,13 +192,16 @@ class Engine:
                           progress=progress)
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
-                    filters: Filters | None = None, mode: str | None = None) -> list[SearchResult]:
+                    filters: Filters | None = None, mode: str | None = None, min_similarity: Any = None,
+                    exclude: Any = None) -> list[SearchResult]:
         """Top-k images for a Chinese (or any) description (ids, scores and captions; no image bytes); offset
         skips the first results (paging), filters keep a folder and a date range; mode is semantic, keyword
-        or hybrid (None: hybrid when the library has text, else semantic)."""
+        or hybrid (None: hybrid when the library has text, else semantic); min_similarity drops images less
+        similar; exclude drops images whose words hold an excluded word and pushes down those that look like it."""
         return search_mod.search_text(text, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
                                       images=self.images, library=self._library(library), offset=offset,
-                                      filters=filters, mode=mode, texts=self.texts)
+                                      filters=filters, mode=mode, texts=self.texts, min_similarity=min_similarity,
+                                      exclude=exclude)
 
     def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                      filters: Filters | None = None) -> list[SearchResult]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import ImageDecodeError, decode_image
 from searchcore.stores.filters import Filters, wall_clock
 from searchcore.stores.images import ImageStore
-from searchcore.stores.text_index import TextIndex, rrf
+from searchcore.stores.text_index import TextHit, TextIndex, contains_all, normalise, rrf
 from searchcore.stores.vectors import Hit, VectorStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example quer
 FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: they suit photos
     "海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
+EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (measured: README)
+EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
 
 
 @dataclass
@@ -47,6 +51,8 @@ class SearchResult:
     path: str = ""  # a folder image's relative path
     taken: int | None = None  # when it was taken (naive seconds), when known
     text: str | None = None  # the words OCR read in it, when OCR ran
+    similarity: float | None = None  # cosine of the image and the query (by meaning), for every query
+    keyword_score: float | None = None  # BM25 of its words against the query's, when its words matched
 
     @property
     def data(self) -> bytes:
@@ -60,7 +66,12 @@ class SearchResult:
         return {"rank": self.rank, "image_id": self.image_id, "score": round(self.score, 6),
                 "captions": self.captions, "path": self.path or None,
                 "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
-                "text": self.text}
+                "text": self.text, "similarity": _rounded(self.similarity),
+                "keyword_score": _rounded(self.keyword_score)}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _whole_number(value: Any) -> int:
@@ -143,34 +154,109 @@ def parse_mode(value: Any) -> str | None:
     return str(value)
 
 
+def parse_min_similarity(value: Any) -> float | None:
+    """A similarity threshold from -1 to 1 (None or "" for none), or a QueryError."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise QueryError(f"min_similarity must be a number from -1 to 1, got {str(value)[:40]!r}") from None
+    if not -1.0 <= threshold <= 1.0:  # NaN fails this too
+        raise QueryError(f"min_similarity must be from -1 to 1, got {threshold}")
+    return threshold
+
+
+def split_exclusions(query: str, exclude: Any) -> tuple[str, list[str]]:
+    """The query without its `-word` terms, and every excluded word (those and the exclude text's)."""
+    if exclude is not None and not isinstance(exclude, str):
+        raise QueryError("exclude must be text")
+    kept, excluded = [], [w for w in EXCLUDE_SEPARATORS.split(exclude or "") if w.isprintable() and w]
+    for word in query.split():
+        if len(word) > 1 and word[0] in "-－":
+            excluded.append(word[1:])
+        else:
+            kept.append(word)
+    if not kept:
+        raise QueryError("the query only excludes: say what to find as well, e.g. 红色 -圆形")
+    return " ".join(kept), excluded
+
+
 def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
                 images: ImageStore, library: str, offset: Any = None, filters: Filters | None = None,
-                mode: Any = None, texts: TextIndex | None = None) -> list[SearchResult]:
-    """Top-k images for a text query: by meaning (CLIP), by the words in captions and pictures (BM25), or
-    both fused by reciprocal rank (hybrid, the default when the library has text)."""
-    query = clean_query(text)
+                mode: Any = None, texts: TextIndex | None = None, min_similarity: Any = None,
+                exclude: Any = None) -> list[SearchResult]:
+    """Top-k images for a text query: by meaning (CLIP), by the words in captions and pictures (BM25), or both
+    (hybrid, the default when the library has text: pictures whose words contain the query first, then by
+    meaning). min_similarity drops images whose cosine with the query is below it; exclude (and `-word` in the
+    query) drops images whose words contain an excluded word and pushes down those that look like it."""
+    query, excluded = split_exclusions(clean_query(text), exclude)
     page = Page.parse(top_k, offset, filters)
+    threshold = parse_min_similarity(min_similarity)
     chosen = parse_mode(mode) or ("hybrid" if texts is not None and texts.exists(library) else "semantic")
     if chosen != "semantic" and texts is None:
         raise QueryError(f"{chosen} search needs Milvus's full-text index, which this vector store lacks")
     if chosen != "semantic" and texts is not None and (why := texts.unsupported()):
         raise UnsupportedError(why)
-    if chosen == "keyword":
-        if vectors.meta(library) is None:
-            raise LibraryError(f"library {library!r} does not exist or is empty; ingest images into it first")
-        assert texts is not None
-        hits = texts.search(library, query, page.offset + page.top_k, filters)
-        return hits_to_results(hits, page, images=images, library=library)
+    if chosen == "keyword" and vectors.meta(library) is None:
+        raise LibraryError(f"library {library!r} does not exist or is empty; ingest images into it first")
     model = encoder()
     _require_library(vectors, library, model)
-    vector = model.encode_texts([query])[0]
-    if chosen == "semantic":
-        return search_vector(vector, page, vectors=vectors, images=images, library=library)
-    assert texts is not None
-    depth = max(FUSION_DEPTH, page.offset + page.top_k)
-    semantic = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], depth, filters)[0]
-    fused = rrf([semantic, texts.search(library, query, depth, filters)], page.offset + page.top_k)
-    return hits_to_results(fused, page, images=images, library=library)
+    vector, *unwanted = model.encode_texts([query, *([" ".join(excluded)] if excluded else [])])
+    vector = np.asarray(vector, dtype=np.float32)
+    probe = vector if not unwanted else _without(vector, np.asarray(unwanted[0], dtype=np.float32))
+    depth = page.offset + page.top_k
+    if chosen != "semantic" or excluded:
+        depth = max(FUSION_DEPTH, depth)
+    semantic = [] if chosen == "keyword" else vectors.search(library, probe[None, :], depth, filters)[0]
+    keyword: list[TextHit] = [] if chosen == "semantic" or texts is None else texts.search(library, query, depth,
+                                                                                             filters)
+    ranking: list[Hit] = list(semantic) if chosen == "semantic" else list(keyword) if chosen == "keyword" \
+        else fuse(semantic, keyword)
+    if excluded:
+        ranking = _drop_words(ranking, excluded, images=images, library=library)
+    similarity = {h.image_id: h.score for h in semantic} if probe is vector else {}
+    # a threshold needs every candidate's similarity; without one, the page's will do
+    shown = ranking if threshold is not None else ranking[page.offset:page.offset + page.top_k]
+    missing = [h.image_id for h in shown if h.image_id not in similarity]
+    for image_id, stored in (vectors.vectors(library, missing) if missing else {}).items():
+        similarity[image_id] = float(np.dot(stored, vector))
+    if threshold is not None:
+        ranking = [h for h in ranking if similarity.get(h.image_id, -math.inf) >= threshold]
+    scores = {h.image_id: h.score for h in keyword}
+    return hits_to_results(ranking, page, images=images, library=library, similarity=similarity, keyword=scores,
+                           by_keyword=chosen == "keyword")
+
+
+def fuse(semantic: list[Hit], keyword: list[TextHit]) -> list[Hit]:
+    """Hybrid ranking: the images whose words contain the query (or each of its words) first, in reciprocal rank
+    fusion of their two rankings; then the rest by meaning alone, so a query no text holds ranks as semantic."""
+    full = [h for h in keyword if h.full]
+    held = {h.image_id for h in full}
+    first = rrf([[h for h in semantic if h.image_id in held], full], len(full))
+    return [*first, *(h for h in semantic if h.image_id not in held)]
+
+
+def _without(vector: np.ndarray, unwanted: np.ndarray) -> np.ndarray:
+    """The query's embedding less an excluded description's, normalised again."""
+    probe = vector - EXCLUDE_WEIGHT * unwanted
+    norm = float(np.linalg.norm(probe))
+    return probe / norm if norm > 0 else vector
+
+
+def _drop_words(ranking: list[Hit], excluded: list[str], *, images: ImageStore, library: str) -> list[Hit]:
+    """The ranking less images whose captions or OCR text contain an excluded word."""
+    words = [normalise(w) for w in excluded]
+    stored = images.get_meta_many(library, [h.image_id for h in ranking])
+    kept = []
+    for hit in ranking:
+        meta = stored.get(hit.image_id)
+        text = "\n".join([*meta.captions, meta.text or ""]) if meta is not None else ""
+        if not any(contains_all(text, [w]) for w in words):
+            kept.append(hit)
+    return kept
 
 
 def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
@@ -208,8 +294,12 @@ def search_vector(vector: np.ndarray, page: Page, *, vectors: VectorStore, image
     return hits_to_results(hits, page, images=images, library=library)
 
 
-def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library: str) -> list[SearchResult]:
-    """The page's results from a ranking of hits (ranks count from 1 at its best), without image bytes."""
+def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library: str,
+                    similarity: dict[int, float] | None = None, keyword: dict[int, float] | None = None,
+                    by_keyword: bool = False) -> list[SearchResult]:
+    """The page's results from a ranking of hits (ranks count from 1 at its best), without image bytes. Each
+    carries its similarity (the hit's own score when none is given) and its keyword score when it has one; its
+    score is the keyword score in a keyword search and its similarity otherwise."""
     hits = hits[page.offset:page.offset + page.top_k]
     stored = images.get_meta_many(library, [h.image_id for h in hits])
     results: list[SearchResult] = []
@@ -219,9 +309,12 @@ def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library:
             log.warning("library %s: vector %d has no stored image; run `searchcore check --repair`",
                         library, hit.image_id)
             continue
-        results.append(SearchResult(page.offset + len(results) + 1, hit.image_id, hit.score, meta.format,
+        cosine = hit.score if similarity is None else similarity.get(hit.image_id)
+        bm25 = (keyword or {}).get(hit.image_id)
+        score = (bm25 if by_keyword else cosine) or 0.0
+        results.append(SearchResult(page.offset + len(results) + 1, hit.image_id, score, meta.format,
                                     meta.width, meta.height, meta.captions, _fetcher(images, library, hit.image_id),
-                                    meta.path, meta.taken or None, meta.text))
+                                    meta.path, meta.taken or None, meta.text, cosine, bm25))
     return results
 
 

@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from demo.shapes import CLASSES, draw
@@ -44,4 +45,9 @@ def test_a_chinese_browser_finds_a_picture_by_its_words(text_app: App, tmp_path:
         page.get_by_role("button", name="Thumbnail 1 of", exact=False).first.click()
         expect(page.locator("#detail mark").first).to_contain_text("北京烤鸭")
         expect(page.locator("#detail")).to_contain_text("欢迎光临北京烤鸭店")
+        # 相似度 is the picture's cosine with the query, as the API reports it, not a fused rank value
+        hit = httpx.post(f"{text_app.url}/api/search", json={"text": "北京烤鸭", "top_k": 1}).json()[0]
+        assert hit["path"] == "烤鸭店.png" and -1 <= hit["similarity"] <= 1 and hit["keyword_score"] > 1
+        expect(page.locator("#detail")).to_contain_text(f"相似度 {hit['similarity']:.4f}")
+        expect(page.locator("#detail")).to_contain_text(f"关键词得分 {hit['keyword_score']:.4f}")
         page.screenshot(path=str(tmp_path / "text-zh-CN.png"), full_page=True)

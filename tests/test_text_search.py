@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -155,3 +156,44 @@ def test_the_keyword_index_keeps_the_command_line_quiet(settings: Settings, data
         done = run_cli(*args, env=env)
         assert done.returncode == 0, done.stderr
         assert done.stderr == "", f"jieba (imported by Milvus Lite) printed: {done.stderr[:300]}"
+
+
+def test_a_text_index_made_before_fragment_search_is_rebuilt_when_opened(settings: Settings, torch_encoder: Encoder,
+                                                                         pictures: Path) -> None:
+    from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+    engine = Engine(settings, encoder=torch_encoder)
+    try:
+        engine.ingest(pictures, ocr=True)
+        assert by_path(engine.search_text("京烤", 3, mode="keyword")) == ["signs/烤鸭.png"]
+        store = engine.vectors
+        name = store.text_collection(settings.library)  # type: ignore[attr-defined]
+
+        def make_old_index(client: Any) -> None:
+            """The first text index's schema: its text analysed by jieba, no terms field."""
+            rows = client.query(name, filter="id >= 0", output_fields=["id", "text", "path", "taken"])
+            client.drop_collection(name)
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            schema.add_field("text", DataType.VARCHAR, max_length=8192, enable_analyzer=True,
+                             analyzer_params={"tokenizer": "jieba"})
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_field("path", DataType.VARCHAR, max_length=1024)
+            schema.add_field("taken", DataType.INT64)
+            schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
+                                         output_field_names=["sparse"]))
+            index = MilvusClient.prepare_index_params()
+            index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+            client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+            client.insert(name, rows)
+
+        store.run("make an old text index", make_old_index)  # type: ignore[attr-defined]
+    finally:
+        engine.close()
+
+    engine = Engine(settings, encoder=torch_encoder)
+    try:
+        assert by_path(engine.search_text("京烤", 3, mode="keyword")) == ["signs/烤鸭.png"], "jieba cut 北京/烤鸭"
+        assert engine.texts is not None and engine.texts.count(settings.library) == 3
+    finally:
+        engine.close()

@@ -13,7 +13,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlparse
@@ -142,25 +142,26 @@ class _SqlImageStore:
             cur.executemany(sql, rows)
             self._touch(cur, library)
 
+    def _update(self, library: str, columns: Sequence[str], rows: Mapping[int, Sequence[Any]]) -> None:
+        """Set these columns (names from this module, never from input) of images by id, in one transaction."""
+        p = self.placeholder
+        assignments = ", ".join(f"{column} = {p}" for column in columns)
+        with self._cursor() as cur:
+            cur.executemany(f"UPDATE {TABLE} SET {assignments} WHERE library = {p} AND image_id = {p}",
+                            [(*values, library, int(i)) for i, values in rows.items()])
+            self._touch(cur, library)
+
     def _touch(self, cur: Any, library: str) -> None:
         cur.execute(f"REPLACE INTO {STATE} (library, updated) VALUES ({self.placeholder}, {self.placeholder})",
                     (library, time.time()))
 
     def set_paths(self, library: str, paths: dict[int, str]) -> None:
         """Record where moved folder images are now."""
-        p = self.placeholder
-        with self._cursor() as cur:
-            cur.executemany(f"UPDATE {TABLE} SET path = {p} WHERE library = {p} AND image_id = {p}",
-                            [(path, library, int(i)) for i, path in paths.items()])
-            self._touch(cur, library)
+        self._update(library, ("path",), {i: (path,) for i, path in paths.items()})
 
     def set_texts(self, library: str, texts: dict[int, tuple[str, float]]) -> None:
         """Store the OCR text and its confidence of images."""
-        p = self.placeholder
-        with self._cursor() as cur:
-            cur.executemany(f"UPDATE {TABLE} SET ocr_text = {p}, ocr_confidence = {p} WHERE library = {p}"
-                            f" AND image_id = {p}", [(t, c, library, int(i)) for i, (t, c) in texts.items()])
-            self._touch(cur, library)
+        self._update(library, ("ocr_text", "ocr_confidence"), texts)
 
     def files(self, library: str, root: str) -> dict[str, FileState]:
         """The files of a folder as last ingested, by relative path."""
@@ -244,11 +245,7 @@ class _SqlImageStore:
 
     def set_thumbnails(self, library: str, thumbnails: dict[int, tuple[bytes, str]]) -> None:
         """Replace stored originals by thumbnails (bytes, format), in one transaction."""
-        p = self.placeholder
-        with self._cursor() as cur:
-            cur.executemany(f"UPDATE {TABLE} SET data = {p}, format = {p}, thumb = 1 WHERE library = {p}"
-                            f" AND image_id = {p}", [(d, f, library, int(i)) for i, (d, f) in thumbnails.items()])
-            self._touch(cur, library)
+        self._update(library, ("data", "format", "thumb"), {i: (d, f, 1) for i, (d, f) in thumbnails.items()})
 
     def compact(self) -> None:
         """Give the space of deleted bytes back to the file system."""

@@ -1,9 +1,17 @@
 """The words of a library, for keyword search: captions and OCR text in Milvus's own full-text (BM25) index.
 
 Each library's text lives in a collection of its own beside its vectors (`searchcore_{library}__text`: id, the
-text analysed by jieba, its BM25 sparse vector, and the path and taken fields the filters use). Kept apart, a
+text as read, its terms, their BM25 sparse vector, and the path and taken fields the filters use). Kept apart, a
 library made before it (or on a server without BM25) gains it without touching its vectors, and the vector
 collection keeps one schema on every Milvus. Milvus servers support BM25 from 2.5; Milvus Lite 3 does too.
+
+People remember a fragment of what a picture says, not the words a segmenter cuts, so the terms are cut here, the
+same way for the text and the query: after NFKC (full-width forms become half-width) and lower case, every Chinese
+character and every pair of neighbouring ones, every run of Latin letters or digits and every pair of neighbouring
+pieces ("3楼", "iphone 15"). Any fragment of two pieces or more then shares all its pairs with the text it comes
+from. So that this does not depend on which tokenizers a Milvus release has (jieba would cut the pairs again),
+each term goes to Milvus as the hex of its UTF-8 bytes, which the standard analyser of every version from 2.5
+keeps whole. An index made before the terms field is rebuilt from its own stored text when first opened.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from searchcore.errors import UnsupportedError
@@ -23,6 +33,9 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 MAX_TEXT_BYTES = 8192  # the text field's length: captions plus what OCR read, cut to fit
+MAX_TERMS_BYTES = 65535  # the terms field's length (Milvus's largest VARCHAR): about 20 bytes per character
+PIECE = re.compile(r"[^\W_]+")  # letters and digits; Chinese characters are split from it one by one below
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f\u3040-\u30ff\uac00-\ud7af]")
 MIN_SERVER = (2, 5)  # the first Milvus server release with BM25 full-text search
 
 
@@ -73,7 +86,30 @@ class TextIndex:
                                                           lambda client: client.has_collection(name)))
             if self._exists[library]:
                 self._store.run("load the text index", lambda client: client.load_collection(name))
+                self._rebuild_without_terms(library)
         return self._exists[library]
+
+    def _rebuild_without_terms(self, library: str) -> None:
+        """An index made before fragment search (its text analysed by jieba) is made again from its own text."""
+        name = self._name(library)
+        described = self._store.run("describe the text index", lambda client: client.describe_collection(name))
+        if any(f.get("name") == "terms" for f in described.get("fields", [])):
+            return
+        rows: list[dict] = []
+        iterator = self._store.run("read texts", lambda client: client.query_iterator(
+            name, batch_size=ID_BATCH, filter="id >= -9223372036854775807",
+            output_fields=["id", "text", "path", "taken"]))
+        while page := self._store.run("read texts", lambda client: iterator.next()):
+            rows.extend(page)
+        iterator.close()
+        log.info("library %s: rebuilding its text index for fragment search (%d texts)", library, len(rows))
+        self._store.run("drop the text index", lambda client: client.drop_collection(name))
+        self._exists[library] = False
+        self.create(library)
+        for start in range(0, len(rows), ID_BATCH):
+            chunk = rows[start:start + ID_BATCH]
+            self.upsert(library, [r["id"] for r in chunk], [r["text"] for r in chunk],
+                        [(r["path"], r["taken"]) for r in chunk])
 
     def count(self, library: str) -> int:
         """How many images of the library have text indexed."""
@@ -94,12 +130,13 @@ class TextIndex:
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True,
-                         analyzer_params={"tokenizer": "jieba"})
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        schema.add_field("terms", DataType.VARCHAR, max_length=MAX_TERMS_BYTES, enable_analyzer=True,
+                         analyzer_params={"type": "standard"})
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS)
         schema.add_field("taken", DataType.INT64)
-        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
+        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
                                      output_field_names=["sparse"]))
         index = MilvusClient.prepare_index_params()
         index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
@@ -110,7 +147,8 @@ class TextIndex:
 
     def upsert(self, library: str, ids: Sequence[int], texts: Sequence[str], attrs: Sequence[Attrs]) -> None:
         """Index (or replace) the text of images; an image whose text is empty is removed from the index."""
-        rows = [{"id": int(i), "text": _fit(t), "path": fit_path(p), "taken": int(taken)}
+        rows = [{"id": int(i), "text": _fit(t), "terms": _encoded(index_terms(t)), "path": fit_path(p),
+                 "taken": int(taken)}
                 for i, t, (p, taken) in zip(ids, texts, attrs) if t.strip()]
         empty = [int(i) for i, t in zip(ids, texts) if not t.strip()]
         if rows:
@@ -136,18 +174,24 @@ class TextIndex:
             found.update((int(r["id"]), r["text"]) for r in rows)
         return found
 
-    def search(self, library: str, query: str, top_k: int, filters: Filters | None = None) -> list[Hit]:
-        """The images whose text best matches the query's words (BM25, jieba's segmentation), best first."""
+    def search(self, library: str, query: str, top_k: int, filters: Filters | None = None) -> list[TextHit]:
+        """The images whose text best matches the query (BM25 over its pieces and pairs of pieces), best first:
+        those whose text contains the whole query, or each of its space-separated words, come before the rest."""
         why = self.unsupported()
         if why:
             raise UnsupportedError(why)
-        if not self.exists(library):
+        terms = query_terms(query)
+        if not terms or not self.exists(library):
             return []
         expression = filters.expression() if filters else ""
         result = self._store.run("search texts", lambda client: client.search(
-            self._name(library), data=[query], anns_field="sparse", limit=top_k, search_params={"metric_type": "BM25"},
-            output_fields=["id"], filter=expression, consistency_level="Strong"))
-        return [Hit(int(h["id"]), abs(float(h["distance"]))) for h in result[0]]
+            self._name(library), data=[_encoded(terms)], anns_field="sparse", limit=top_k,
+            search_params={"metric_type": "BM25"}, output_fields=["id", "text"], filter=expression,
+            consistency_level="Strong"))
+        words = normalise(query).split()
+        hits = [TextHit(int(h["id"]), abs(float(h["distance"])), contains_all(h["entity"]["text"], words))
+                for h in result[0]]
+        return sorted(hits, key=lambda h: not h.full)  # a stable sort: BM25's order within each group
 
     def flush(self, library: str) -> None:
         """Seal fresh rows."""
@@ -174,6 +218,70 @@ def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = 60) -> list[Hit]
     order = {image_id: n for n, image_id in enumerate(scores)}
     best = sorted(scores.items(), key=lambda item: (-item[1], order[item[0]]))[:top_k]
     return [Hit(image_id, score) for image_id, score in best]
+
+
+@dataclass(frozen=True)
+class TextHit(Hit):
+    """A keyword search result: its BM25 score, and whether its text contains the whole query (or all its words)."""
+
+    full: bool = False
+
+
+def normalise(text: str) -> str:
+    """Text as it is compared: NFKC (full-width letters, digits and punctuation become half-width) and lower case."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def contains_all(text: str, words: Sequence[str]) -> bool:
+    """True when the normalised text holds each of the (normalised) words, spaces inside it ignored."""
+    flat = "".join(normalise(text).split())
+    return bool(words) and all("".join(w.split()) in flat for w in words)
+
+
+def _pieces(text: str) -> list[list[str]]:
+    """Each line's pieces: every Chinese (or kana, hangul) character alone, every run of Latin letters or digits."""
+    lines = []
+    for line in normalise(text).splitlines():
+        pieces: list[str] = []
+        for run in PIECE.findall(line):
+            pieces.extend(p for p in re.split(f"({CJK.pattern})", run) if p)
+        lines.append(pieces)
+    return lines
+
+
+def index_terms(text: str) -> list[str]:
+    """What the index holds for a text: each piece, and each pair of neighbouring pieces within a line."""
+    terms: list[str] = []
+    for pieces in _pieces(text):
+        terms.extend(pieces)
+        terms.extend(_pairs(pieces))
+    return terms
+
+
+def query_terms(query: str) -> list[str]:
+    """What a query looks for: its pairs of pieces (so a fragment matches across word boundaries), plus its Latin
+    and digit runs, which are words of their own; a single character looks for itself."""
+    lines = _pieces(" ".join(query.split()))
+    pieces = [p for line in lines for p in line]
+    if len(pieces) == 1:
+        return pieces
+    return [*_pairs(pieces), *(p for p in pieces if not CJK.fullmatch(p))]
+
+
+def _pairs(pieces: Sequence[str]) -> list[str]:
+    return [a + ("" if CJK.fullmatch(a) or CJK.fullmatch(b) else " ") + b for a, b in zip(pieces, pieces[1:])]
+
+
+def _encoded(terms: Sequence[str]) -> str:
+    """Terms as hex words, which every Milvus analyser keeps whole; cut at a term to fit the field."""
+    out, size = [], 0
+    for term in terms:
+        word = term.encode()[:32].hex()
+        size += len(word) + 1
+        if size > MAX_TERMS_BYTES:
+            break
+        out.append(word)
+    return " ".join(out)
 
 
 def image_text(captions: Sequence[str], ocr: str | None) -> str:

@@ -67,6 +67,10 @@ class SearchRequest(BaseModel):
     until: str | None = Field(None, description="only images taken on or before this date, YYYY-MM-DD")
     mode: Mode | None = Field(
         None, description="semantic, keyword or hybrid (default: hybrid when the library has text)")
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="leave out images whose similarity "
+                                         "(cosine) to the query is below this")
+    exclude: str | None = Field(None, description="leave out images whose words hold one of these words "
+                                "(space- or comma-separated) and push down those that look like them")
 
 
 class Hit(BaseModel):
@@ -80,6 +84,8 @@ class Hit(BaseModel):
     path: str | None = None
     taken: str | None = None
     text: str | None = None
+    similarity: float | None = Field(None, description="cosine of the image and the query (by meaning)")
+    keyword_score: float | None = Field(None, description="BM25 of the image's words, when they matched")
 
 
 class IngestRequest(BaseModel):
@@ -130,7 +136,8 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         filters = Filters.parse(body.folder, body.since, body.until)
         with metrics.search("text"):
             results = engine.search_text(body.text, body.top_k, library, offset=body.offset,
-                                         filters=filters or None, mode=body.mode)
+                                         filters=filters or None, mode=body.mode,
+                                         min_similarity=body.min_similarity, exclude=body.exclude)
         return [Hit(url=f"/api/images/{library}/{r.image_id}", **r.to_json()) for r in results]
 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],

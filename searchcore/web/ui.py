@@ -50,6 +50,8 @@ MAX_HIT_TEXT = 2000  # OCR characters kept per hit and highlighted in the detail
 MAX_QUERY_WORD = 64  # characters of a query word looked for in the OCR text
 SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD = "Chinese-CLIP dataset", "Folder on the server", "Uploaded images"
 MODE_DEFAULT = "default"  # the library's own: hybrid when it has text (captions, OCR), else semantic
+# The detail view shows the cosine as 相似度 and BM25 as 关键词得分, never a fused rank score.
+DETAIL_SCORES = [("detail_similarity", "similarity"), ("detail_keyword", "keyword_score")]
 LIBRARY_COLUMNS = ["column_library", "column_images", "column_model", "column_dim", "column_backend"]
 # Gallery captions ("#rank · score · id · path · date · caption") wrap inside the thumbnail instead of being cut off.
 CSS = "#results .caption-label, #duplicates .caption-label { white-space: normal; max-width: 96%; }"
@@ -78,13 +80,18 @@ class SearchApp:
     # Search tab
 
     def search(self, text: str, top_k: float, library: str | None, folder: str = "", since: str = "",
-               until: str = "", mode: str | None = MODE_DEFAULT, request: gr.Request | None = None) -> Shown:
-        """Images for a description, best first, within the folder and date filters."""
+               until: str = "", mode: str | None = MODE_DEFAULT, exclude: str = "", min_similarity: float = 0.0,
+               request: gr.Request | None = None) -> Shown:
+        """Images for a description, best first, within the folder and date filters, less excluded words, at
+        least as similar as min_similarity (0: no threshold)."""
         lang, query = language(request), text.strip() if isinstance(text, str) else ""  # the engine says why not
         chosen = None if mode in (None, "", MODE_DEFAULT) else mode
         what = translate(lang, "what_text", text=query)
+        if min_similarity:
+            what += translate(lang, "what_threshold", threshold=f"{float(min_similarity):.2f}")
         return self._searched("text", (folder, since, until), library, lang, what, lambda filters: (
-            self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen)), query=query)
+            self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen,
+                                    exclude=exclude or None, min_similarity=min_similarity or None)), query=query)
 
     def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
                      since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
@@ -149,7 +156,9 @@ class SearchApp:
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return None, "", "", gr.Row(visible=False)
-        lines = [f"**#{hit['rank']}** · {translate(lang, 'detail_score')} {hit['score']:.4f}",
+        scores = [f"{translate(lang, key)} {hit[field]:.4f}" for key, field in DETAIL_SCORES
+                  if hit.get(field) is not None]
+        lines = [" · ".join([f"**#{hit['rank']}**", *scores]),
                  f"- {translate(lang, 'detail_id')}`{stored.image_id}`",
                  f"- {translate(lang, 'detail_size')}{stored.width} × {stored.height} {stored.format}"]
         if stored.path:
@@ -383,6 +392,11 @@ def _search_tab(app: SearchApp) -> _Chosen:
             mode = gr.Radio([(I18N(f"mode_{m}"), m) for m in (MODE_DEFAULT, *MODES)], value=MODE_DEFAULT,
                             label=I18N("mode_label"), info=I18N("mode_info"), scale=2, elem_id="mode")
             search_btn = gr.Button(I18N("search_button"), variant="primary", scale=1, elem_id="search-button")
+        with gr.Row():
+            exclude = gr.Textbox("", label=I18N("exclude_label"), placeholder=I18N("exclude_placeholder"),
+                                 info=I18N("exclude_info"), scale=3, elem_id="exclude")
+            min_similarity = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label=I18N("min_similarity_label"),
+                                       info=I18N("min_similarity_info"), scale=2, elem_id="min-similarity")
         library_info = gr.Markdown(elem_id="library-info")
         # Each filter starts as "", which makes it optional for gradio_client callers of /search.
         with gr.Accordion(I18N("filters_accordion"), open=False, elem_id="filters"), gr.Row():
@@ -420,7 +434,7 @@ def _search_tab(app: SearchApp) -> _Chosen:
 
         filters = [folder, since, until]
         hide_detail = (lambda: gr.Row(visible=False), None, detail)
-        search = (app.search, [query, top_k, library, *filters, mode], shown)
+        search = (app.search, [query, top_k, library, *filters, mode, exclude, min_similarity], shown)
         gr.on([search_btn.click, query.submit], *search, api_name="search", concurrency_id="search").then(
             *hide_detail, api_visibility="private")
         examples.click(app.use_example, examples, query, api_visibility="private").then(  # fill the box, then search
@@ -511,7 +525,8 @@ def _build_tab(app: SearchApp, chosen: _Chosen, demo: gr.Blocks) -> None:
 
 def caption(hit: dict[str, Any]) -> str:
     """A gallery caption: #rank · score · id, then the file's path and date and the first caption, when known."""
-    parts = [f"#{hit['rank']}", f"{hit['score']:.3f}", str(hit["image_id"])]
+    score = hit["similarity"] if hit.get("similarity") is not None else hit["score"]
+    parts = [f"#{hit['rank']}", f"{score:.3f}", str(hit["image_id"])]
     if hit["path"]:
         parts.append(hit["path"])
     if hit["taken"]:
@@ -587,6 +602,7 @@ def _hit(result: SearchResult) -> dict[str, Any]:
     """What the session keeps of a result: enough for its caption and detail view, never its bytes."""
     text = getattr(result, "text", None)
     return {"rank": result.rank, "image_id": result.image_id, "score": result.score,
+            "similarity": result.similarity, "keyword_score": result.keyword_score,
             "caption": result.captions[0] if result.captions else "", "path": getattr(result, "path", ""),
             "taken": getattr(result, "taken", None), "text": text[:MAX_HIT_TEXT] if text else None}
 

@@ -86,6 +86,8 @@ ERRORS: list[tuple[re.Pattern[str], str]] = [(re.compile(p, re.S), t) for p, t i
     (r"^library '(.*)' was made before folder and date filters",
      r"图库 \1 创建于筛选功能之前：请运行一次 searchcore migrate --library \1（图片和向量保持不变）"),
     (r"^mode must be one of", "搜索方式必须是 semantic（语义）、keyword（关键词）或 hybrid（混合）"),
+    (r"^min_similarity must be", "最低相似度必须是 -1 到 1 之间的数"),
+    (r"^the query only excludes", "描述里只有要排除的词：请同时写上要找的内容，例如 红色 -圆形"),
     (r"^keyword and hybrid search need Milvus (\S+) or newer .*? runs (\S+)\.",
      r"关键词和混合搜索需要支持 BM25 全文检索的 Milvus \1 或更新版本；当前服务器版本为 \2。语义搜索不受影响"),
     (r"^the query image cannot be used: (.*)$", r"无法使用这张查询图片：\1"),
