@@ -174,3 +174,17 @@ def test_info_json_reports_each_towers_precision(tmp_path: Path, model_cache: Pa
     assert code == 0
     data = json.loads(out)
     assert data["encoder"] == {"backend": "openvino", "device": "cpu", "precision": {"image": "fp32", "text": "fp32"}}
+
+
+@pytest.mark.parametrize("backend", ["openvino", "torch"])
+def test_auto_keeps_the_text_tower_in_f32_and_bf16_asked_keeps_both(tmp_path: Path, backend: str) -> None:
+    """auto: the image tower in bf16 where the CPU has it (avx512_bf16 or AMX alike), the text tower in f32;
+    bf16 asked for runs both towers in bf16, on either runtime."""
+    cache = tmp_path / "models"
+    auto = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="auto"))
+    assert auto.runtime()["precision"] == {"image": "bf16" if HAS_BF16 else "fp32", "text": "fp32"}
+    if HAS_BF16:
+        bf16 = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="bf16"))
+        assert bf16.runtime()["precision"] == {"image": "bf16", "text": "bf16"}
+        texts = ["红色的圆形", "蓝色的正方形"]
+        assert not np.array_equal(auto.encode_texts(texts), bf16.encode_texts(texts))
