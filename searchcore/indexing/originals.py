@@ -99,7 +99,7 @@ def make_thumbnails(images: ImageStore, library: str, on_batch: Callable[[int], 
                 log.warning("library %s: image %d cannot be made a thumbnail (%s); kept as it is", library,
                             image_id, exc)
                 continue
-            thumbnails[image_id] = (small.data, small.format)
+            thumbnails[image_id] = (small.data, stored.format)  # the original's format; the bytes are JPEG
         images.set_thumbnails(library, thumbnails)
         done += len(thumbnails)
         last = ids[-1]

@@ -100,7 +100,9 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
         buffer = io.BytesIO()
         small.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
-        return DecodedImage(rgb, buffer.getvalue(), "JPEG", *full_size, digest, taken)
+        # format stays what the whole picture is stored or shown as (below), the thumbnail is always a JPEG.
+        shown = fmt if orientation == 1 and fmt in BROWSER_FORMATS else "JPEG"
+        return DecodedImage(rgb, buffer.getvalue(), shown, *full_size, digest, taken)
     stored, stored_format = data, fmt
     if orientation != 1 or fmt not in BROWSER_FORMATS:
         buffer = io.BytesIO()

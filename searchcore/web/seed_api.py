@@ -168,7 +168,7 @@ def seed_router(engine: Engine, metrics: Metrics, *, reader: Check, writer: Chec
                             "image id; no other file is served")
         with _seed_errors(), metrics.backend("get image"):
             stored = engine.get_image(image_id, name)
-        return Response(stored.data, media_type=mime_type(stored.format),
+        return Response(stored.data, media_type=mime_type("JPEG" if stored.thumbnail else stored.format),
                         headers={"X-Content-Type-Options": "nosniff"})
 
     @router.get("/progress", dependencies=[read])
