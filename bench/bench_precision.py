@@ -31,7 +31,7 @@ from searchcore.models.encoder import Encoder, load_encoder
 
 TINY_MODEL = Path(__file__).resolve().parents[1] / "demo" / "tiny_clip.pt"
 PATHS = [("fp32 (torch reference)", "torch", "fp32"), ("auto (openvino)", "openvino", "auto"),
-         ("bf16 (openvino)", "openvino", "bf16")]
+         ("fp32 (openvino)", "openvino", "fp32"), ("bf16 (openvino)", "openvino", "bf16")]
 
 
 def held_out(root: Path, images: int) -> tuple[list[int], list[Image.Image], list[str], dict[int, list[int]]]:
