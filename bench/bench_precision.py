@@ -2,8 +2,9 @@
 
 Rankings: the tiny model (demo/tiny_clip.pt) on a held-out shapes split (`--images`, five paraphrases per
 class), brute-force top 10 per text: the share of texts whose ten images are the fp32 ten, and R@1/5/10.
-Query time: one short text through the text tower of RN50 (random weights), median of `--runs`, for each
-precision the text tower can run at.
+Speed: one short text through the text tower of RN50 (random weights), median of `--runs`, and RN50's image
+tower in images/s on batches of 32, for each precision asked (the precisions take turns, so a busy spell on
+a shared machine hits each alike).
 
     python -m bench.bench_precision [--images 600] [--runs 60] [--only rankings|query]
 """
@@ -88,8 +89,16 @@ def query_latency(work: Path, runs: int) -> list[dict[str, Any]]:
             taken = time_ms(lambda e=encoder, q=QUERIES[n % len(QUERIES)]: e.encode_texts([q]), 1, warmup=0)
             if n >= 3:  # the first queries warm each tower up
                 samples[precision] += taken
+    pixels = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
+    batch_ms: dict[str, list[float]] = {p: [] for p in precisions}
+    for n in range(max(3, runs // 10) + 1):
+        for precision, encoder in encoders.items():
+            taken = time_ms(lambda e=encoder: e.encode_pixels(pixels), 1, warmup=0)
+            if n >= 1:
+                batch_ms[precision] += taken
     return [{"precision": p, "towers": encoders[p].runtime()["precision"],
-             "text_encode_p50_ms": statistics.median(samples[p]), "runs": runs} for p in precisions]
+             "text_encode_p50_ms": statistics.median(samples[p]), "runs": runs,
+             "image_img_s": len(pixels) * 1000 / statistics.median(batch_ms[p])} for p in precisions]
 
 
 def main() -> None:
@@ -106,9 +115,9 @@ def main() -> None:
     print(table(["path", "image", "text", "same top-10", "R@1", "R@5", "R@10"],
                 [[r["path"], r["towers"]["image"], r["towers"]["text"], r["same_top10"], r["r1"], r["r5"], r["r10"]]
                  for r in ranks]))
-    print(table(["asked", "image", "text", "RN50 text encode p50 ms"],
-                [[r["precision"], r["towers"]["image"], r["towers"]["text"], r["text_encode_p50_ms"]]
-                 for r in latency]))
+    print(table(["asked", "image", "text", "RN50 text encode p50 ms", "RN50 image img/s"],
+                [[r["precision"], r["towers"]["image"], r["towers"]["text"], r["text_encode_p50_ms"],
+                  r["image_img_s"]] for r in latency]))
     name = f"precision_{args.only}" if args.only else "precision"
     print(write_result(name, {"rankings": ranks, "query": latency, "machine": started}))
 
