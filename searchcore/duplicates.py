@@ -112,17 +112,36 @@ def parse_threshold(value: Any) -> float:
 
 def find_duplicates(engine: Engine, library: str | None = None, threshold: Any = DEFAULT_THRESHOLD, *,
                     progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
-    """Groups of near-identical images in a library (cosine of stored vectors >= threshold), largest
-    first, then the closest first. A threshold that is not in (0, 1] raises a QueryError, a library
-    that does not exist a LibraryError. progress(done, total) is called as the scan goes, in pairs."""
+    """Groups of near-identical images, and of videos that are copies of each other, in a library (cosine of
+    stored vectors >= threshold), largest first, then the closest first. A threshold that is not in (0, 1]
+    raises a QueryError, a library that does not exist a LibraryError. progress(done, total) is called as
+    the scan goes, in pairs (of pictures, and of videos of about the same length)."""
     threshold = parse_threshold(threshold)
     name = validate_library(library or engine.settings.library)
     meta = engine.library_meta(name)
     if meta is None:
         raise LibraryError("library_missing", library=name)
     ids, vectors = _load_vectors(engine, name, meta.dim)
-    log.info("library %s: comparing %d vectors at threshold %g", name, len(ids), threshold)
-    return duplicate_groups(ids, vectors, threshold, progress=progress)
+    videos, pictures = _frame_sequences(engine, name, ids, vectors)
+    log.info("library %s: comparing %d pictures and %d videos at threshold %g", name, len(pictures), len(videos),
+             threshold)
+    picture_pairs = len(pictures) * (len(pictures) - 1) // 2
+    video_pairs = 0
+
+    def videos_done(done: int, total: int) -> None:
+        nonlocal video_pairs
+        video_pairs = total
+        if progress is not None:
+            progress(done, total + picture_pairs)
+
+    def pictures_done(done: int, total: int) -> None:
+        if progress is not None:
+            progress(video_pairs + done, video_pairs + total)
+
+    groups = video_duplicate_groups(videos, threshold, progress=videos_done)
+    groups += duplicate_groups([ids[row] for row in pictures], vectors[pictures], threshold, progress=pictures_done)
+    groups.sort(key=lambda g: (-len(g.images), -g.min_score, g.images[0] if g.images else 0))
+    return groups
 
 
 def duplicate_groups(ids: Sequence[int], vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
@@ -268,6 +287,31 @@ def _load_vectors(engine: Engine, library: str, dim: int) -> tuple[list[int], np
                 matrix[len(found)] = stored[image_id]
                 found.append(image_id)
     return found, matrix[:len(found)]
+
+
+def _frame_sequences(engine: Engine, library: str, ids: list[int], vectors: np.ndarray
+                     ) -> tuple[list[FrameSequence], list[int]]:
+    """The library's videos as frame sequences, and the rows of `vectors` that are pictures."""
+    if not engine.images.has_videos(library):
+        return [], list(range(len(ids)))
+    owners: dict[int, int] = {}  # frame id -> its video
+    for start in range(0, len(ids), FETCH_IDS):
+        for image_id, meta in engine.images.get_meta_many(library, ids[start:start + FETCH_IDS]).items():
+            if meta.video_id:
+                owners[image_id] = meta.video_id
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    video_ids = sorted(set(owners.values()))
+    stored = engine.images.get_videos(library, video_ids)
+    sequences = []
+    for video_id, frames in engine.images.video_frames(library, video_ids).items():
+        if video_id not in stored:
+            continue
+        kept = [(frame_id, time) for frame_id, time in frames if frame_id in row_of]  # frames with a vector
+        video = stored[video_id]
+        sequences.append(FrameSequence(video_id, np.array([time for _, time in kept]),
+                                       vectors[[row_of[frame_id] for frame_id, _ in kept]], video.duration,
+                                       video.frame_interval, video.path, tuple(frame_id for frame_id, _ in kept)))
+    return sequences, [row for row, image_id in enumerate(ids) if image_id not in owners]
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
