@@ -188,8 +188,12 @@ def video_duplicate_groups(videos: Sequence[FrameSequence], threshold: float = D
     threshold = parse_threshold(threshold)
     ordered = sorted((v for v in videos if len(v.times)), key=lambda v: v.length)
     widest = max((v.interval for v in ordered), default=0.0)
-    candidates = [(i, j) for i in range(len(ordered)) for j in range(i + 1, len(ordered))
-                  if ordered[j].length - ordered[i].length <= widest]  # the pairs close enough in length to check
+    candidates = []  # the pairs close enough in length to check
+    for i, video in enumerate(ordered):
+        for j in range(i + 1, len(ordered)):
+            if ordered[j].length - video.length > widest:
+                break
+            candidates.append((i, j))
     parent = list(range(len(ordered)))
     linked: list[tuple[int, int, float]] = []
     for done, (i, j) in enumerate(candidates, 1):
