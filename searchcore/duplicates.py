@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -186,23 +186,27 @@ def video_duplicate_groups(videos: Sequence[FrameSequence], threshold: float = D
     counts those pairs.
     """
     threshold = parse_threshold(threshold)
-    ordered = sorted((v for v in videos if len(v.times)), key=lambda v: v.length)
+    ordered = sorted((replace(v, vectors=_normalised(v.vectors)) for v in videos if len(v.times)),
+                     key=lambda v: v.length)
+    lengths = np.array([v.length for v in ordered])
     widest = max((v.interval for v in ordered), default=0.0)
-    candidates = []  # the pairs close enough in length to check
-    for i, video in enumerate(ordered):
-        for j in range(i + 1, len(ordered)):
-            if ordered[j].length - video.length > widest:
-                break
-            candidates.append((i, j))
+    # Video i is compared with the longer ones up to ends[i] (exclusive): those at most `widest` longer.
+    ends = np.searchsorted(lengths, lengths + widest, side="right")
+    total, done = int(sum(int(end) - i - 1 for i, end in enumerate(ends))), 0
     parent = list(range(len(ordered)))
     linked: list[tuple[int, int, float]] = []
-    for done, (i, j) in enumerate(candidates, 1):
+
+    def advance(pairs: int) -> None:
+        nonlocal done
+        done += pairs
+        if progress is not None and pairs:
+            progress(done, total)
+
+    for i, j in _screened_pairs(ordered, ends, threshold, advance):
         score = same_video(ordered[i], ordered[j], threshold)
         if score is not None:
             linked.append((i, j, score))
             parent[_find(parent, i)] = _find(parent, j)
-        if progress is not None and (done % 1000 == 0 or done == len(candidates)):
-            progress(done, len(candidates))
     members: dict[int, list[int]] = {}
     lowest: dict[int, float] = {}
     for i, _, score in linked:
@@ -218,6 +222,54 @@ def video_duplicate_groups(videos: Sequence[FrameSequence], threshold: float = D
                                      [VideoCopy(v.video_id, v.path, v.length) for v in group]))
     groups.sort(key=lambda g: (-len(g.videos), -g.min_score, g.videos[0].video_id))
     return groups
+
+
+def _runs(sizes: np.ndarray, start: int, end: int, frames: int) -> Iterator[range]:
+    """Videos start..end-1 in runs of consecutive ones with at most `frames` frames in all (at least one each)."""
+    while start < end:
+        stop, held = start + 1, int(sizes[start])
+        while stop < end and held + sizes[stop] <= frames:
+            held += int(sizes[stop])
+            stop += 1
+        yield range(start, stop)
+        start = stop
+
+
+def _screened_pairs(videos: list[FrameSequence], ends: np.ndarray, threshold: float,
+                    advance: Callable[[int], None]) -> Iterator[tuple[int, int]]:
+    """The pairs (i, j), i < j < ends[i], in which enough frames of each video have a partner in the other
+    (at about the same time, at the threshold, in any order) for them to be copies; aligned after.
+
+    Frames of videos sorted by length are scored a tile at a time, like the pictures, and only the tiles near
+    the diagonal, where the lengths are close. advance(pairs) is told the pairs screened as it goes.
+    """
+    sizes = np.array([len(v.times) for v in videos])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    frames = np.concatenate([v.vectors for v in videos]).astype(np.float32, copy=False)
+    times = np.concatenate([v.times for v in videos]).astype(np.float32)
+    slack = np.repeat(np.array([TIME_TOLERANCE * v.interval for v in videos], dtype=np.float32), sizes)
+    for rows in _runs(sizes, 0, len(videos), BLOCK):
+        for columns in _runs(sizes, rows.start + 1, int(ends[rows.stop - 1]), BLOCK):
+            r0, r1, c0, c1 = (int(offsets[k]) for k in (rows.start, rows.stop, columns.start, columns.stop))
+            if (r1 - r0) * (c1 - c0) > 4 * BLOCK * BLOCK:  # long videos: aligned without a screen, in parts
+                for i in rows:
+                    others = range(max(i + 1, columns.start), min(int(ends[i]), columns.stop))
+                    yield from ((i, j) for j in others)
+                    advance(len(others))
+                continue
+            pairs = (frames[r0:r1] @ frames[c0:c1].T >= threshold) & (
+                np.abs(times[r0:r1, None] - times[c0:c1]) <= np.maximum(slack[r0:r1, None], slack[c0:c1]))
+            for i in rows:
+                first, last = max(i + 1, columns.start), min(int(ends[i]), columns.stop)
+                if first >= last:
+                    continue
+                block = pairs[offsets[i] - r0:offsets[i + 1] - r0, offsets[first] - c0:offsets[last] - c0]
+                starts = offsets[first:last] - offsets[first]
+                partnered = np.logical_or.reduceat(block, starts, axis=1).sum(axis=0)  # i's frames, per video
+                partners = np.add.reduceat(block.any(axis=0), starts)  # each video's frames with one in i
+                needed = np.ceil(VIDEO_COVERAGE * np.minimum(sizes[i], sizes[first:last]) - 1e-9)
+                yield from ((i, first + int(j)) for j in np.flatnonzero((partnered >= needed) & (partners >= needed)))
+                advance(last - first)
 
 
 def same_video(a: FrameSequence, b: FrameSequence, threshold: float = DEFAULT_THRESHOLD,
