@@ -19,10 +19,14 @@ import numpy as np
 import pytest
 
 from demo.shapes import draw
+from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import QueryError, VideoUnavailableError
+from searchcore.models.encoder import Encoder
 from searchcore.sources import videos as video_source
+from searchcore.stores import vectors as vector_store
 from searchcore.stores.filters import Filters
+from tests.support import CJK_FONT, CliRun, cjk_font
 from tests.test_photos import picture, write
 from tests.test_videos import write_video
 
@@ -178,3 +182,126 @@ def test_bad_videos_are_reported_and_the_rest_ingested(engine: Engine, media: Pa
     assert stored == set(engine.vectors.ids(library)), "no frame of a bad video is left in either store"
     assert json.loads(json.dumps(report.to_json()))["bad"]
     shutil.rmtree(bad)
+
+
+def test_a_moved_video_keeps_its_frames_and_is_not_sampled(engine: Engine, media: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    engine.ingest(media)
+    walk_id = video_id_of(engine, media, "videos/walk.mp4")
+    frames = frame_ids(engine, walk_id)
+    (media / "2023").mkdir()
+    (media / "videos" / "walk.mp4").rename(media / "2023" / "walk.mp4")
+    monkeypatch.setattr(video_source.FrameSampler, "__iter__", lambda self: pytest.fail("a move samples nothing"))
+    report = engine.ingest(media, sync=True)
+    assert (report.moved, report.removed, report.added) == (1, 0, 0)
+    assert frame_ids(engine, walk_id) == frames
+    best = engine.search_text("绿色的三角形", 1, filters=Filters.parse(folder="2023"))[0]
+    assert best.video is not None and best.video.path == "2023/walk.mp4"
+    assert engine.video(walk_id).path == "2023/walk.mp4"
+    assert engine.video_file(walk_id) == media / "2023" / "walk.mp4"
+
+
+def test_a_smaller_copy_finds_the_same_moment(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "copies"
+    shapes_video(root / "walk.mp4", WALK, 24)
+    shapes_video(root / "walk_small.mp4", WALK, 24, size=(64, 64))
+    assert engine.ingest(root).videos == 2
+    moments = engine.search_text("蓝色的正方形", 10, filters=Filters.parse(media="video"))
+    best = {}
+    for result in moments:
+        assert result.video is not None
+        best.setdefault(result.video.path, result.video)
+    assert set(best) == {"walk.mp4", "walk_small.mp4"}
+    assert all(m.start < 16 and m.end > 8 for m in best.values())
+
+
+def test_taken_is_the_container_creation_time_else_the_file_time(engine: Engine, media: Path) -> None:
+    os.utime(media / "videos" / "park.mov", (1_600_000_000, 1_600_000_000))
+    engine.ingest(media)
+    walk = engine.video(video_id_of(engine, media, "videos/walk.mp4"))
+    park = engine.video(video_id_of(engine, media, "videos/park.mov"))
+    assert walk.taken and park.taken
+    in_2023 = engine.search_text("红色的圆形", 10, filters=Filters.parse(since="2023-05-31", until="2023-06-02"))
+    assert {r.path for r in in_2023} == {"videos/walk.mp4"}
+    in_2020 = engine.search_text("紫色的圆形", 10, filters=Filters.parse(since="2020-09-12", until="2020-09-14"))
+    assert {r.path for r in in_2020} == {"videos/park.mov"}
+
+
+def test_cli_search_json_and_media(settings: Settings, media: Path, cli_in_process: CliRun) -> None:
+    code, out, err = cli_in_process(settings, "ingest", str(media), "--frame-interval", "4", "--json")
+    assert code == 0, err
+    assert json.loads(out)["frames"] == 6 + 5
+    code, out, err = cli_in_process(settings, "search", "绿色的三角形", "--media", "video", "--json")
+    assert code == 0, err
+    items = json.loads(out)
+    assert items and all(i["media"] == "video" and set(i["video"]) == {"path", "start", "end"} for i in items)
+    assert items[0]["video"]["path"] == "videos/walk.mp4"
+    code, out, err = cli_in_process(settings, "search", "绿色的三角形", "--media", "image", "--json")
+    assert code == 0, err
+    assert all(i["media"] == "image" and i["video"] is None for i in json.loads(out))
+
+
+SUBTITLE = "我们明天去海边看日出"
+
+
+def subtitled_video(path: Path) -> Path:
+    """14 s of a grey street; the subtitle line is burned in from 6 s to 10 s (Noto Sans CJK)."""
+    from PIL import Image, ImageDraw
+
+    plain = Image.new("RGB", (480, 270), (90, 110, 130))
+    titled = plain.copy()
+    pen = ImageDraw.Draw(titled)
+    font = cjk_font(30)
+    width = pen.textlength(SUBTITLE, font=font)
+    pen.rectangle(((480 - width) / 2 - 8, 205, (480 + width) / 2 + 8, 250), fill=(0, 0, 0))
+    pen.text(((480 - width) / 2, 210), SUBTITLE, font=font, fill=(255, 255, 255))
+    frames = [(i / FPS, np.asarray(titled if 6 <= i / FPS < 10 else plain)) for i in range(14 * FPS)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_video(path, frames, gop=FPS)
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_a_subtitle_fragment_finds_its_moment(engine: Engine, tmp_path: Path, mode: str) -> None:
+    if not CJK_FONT.is_file():
+        pytest.skip("no Noto CJK font to burn the subtitle in (apt-get install fonts-noto-cjk)")
+    root = tmp_path / "subtitled"
+    subtitled_video(root / "talk.mp4")
+    shapes_video(root / "walk.mp4", WALK, 24)
+    report = engine.ingest(root, ocr=True)
+    assert report.bad == [] and report.videos == 2
+    for query in (SUBTITLE, "去海边"):
+        results = engine.search_text(query, 5, mode=mode)
+        best = results[0]
+        assert best.video is not None and best.video.path == "talk.mp4", query
+        assert best.video.start < 10 and best.video.end > 6, query
+        assert best.text is not None and "海边" in best.text
+    moments = engine.search_text("去海边", 5, mode=mode, filters=Filters.parse(media="image"))
+    assert all(r.video is None for r in moments)
+
+
+def test_a_library_from_before_videos_says_to_migrate_then_takes_them(
+        settings: Settings, torch_encoder: Encoder, media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    current = vector_store.collection_schema
+
+    def before_videos(dim: int) -> object:
+        schema = current(dim)
+        schema._fields = [f for f in schema.fields if f.name not in vector_store.VIDEO_FIELDS]
+        return schema
+
+    with monkeypatch.context() as patch:
+        patch.setattr(vector_store, "collection_schema", before_videos)
+        engine = Engine(settings, encoder=torch_encoder)
+        report = engine.ingest(media)
+        engine.close()
+    assert report.added == 2
+    assert sorted(b.file for b in report.bad) == ["videos/park.mov", "videos/walk.mp4"]
+    assert all("searchcore migrate" in b.reason for b in report.bad)
+
+    with Engine(settings, encoder=torch_encoder) as engine:
+        assert engine.search_text("蓝色的正方形", 5, filters=Filters.parse(media="video")) == []
+        assert len(engine.search_text("蓝色的正方形", 5, filters=Filters.parse(media="image"))) == 2
+        assert engine.migrate() is True
+        again = engine.ingest(media)
+        assert (again.added, again.unchanged, again.videos, again.bad) == (2, 2, 2, [])
+        best = engine.search_text("绿色的三角形", 1, filters=Filters.parse(media="video"))[0]
+        assert best.video is not None and best.video.path == "videos/walk.mp4"
