@@ -243,6 +243,8 @@ def _screened_pairs(videos: list[FrameSequence], ends: np.ndarray, threshold: fl
     Frames of videos sorted by length are scored a tile at a time, like the pictures, and only the tiles near
     the diagonal, where the lengths are close. advance(pairs) is told the pairs screened as it goes.
     """
+    if not videos:
+        return
     sizes = np.array([len(v.times) for v in videos])
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     frames = np.concatenate([v.vectors for v in videos]).astype(np.float32, copy=False)

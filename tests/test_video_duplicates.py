@@ -126,6 +126,7 @@ def test_only_videos_of_about_the_same_length_are_compared() -> None:
     videos = [sequence(i, scenes(i, seed=i), per_shot=1) for i in range(1, 9)]  # 2, 4, ... 16 s long
     assert video_duplicate_groups(videos, progress=lambda done, total: steps.append((done, total))) == []
     assert steps[-1] == (7, 7)  # neighbours only: the others' lengths differ by more than the 2 s interval
+    assert video_duplicate_groups([]) == video_duplicate_groups(videos[:1]) == []
 
 
 # Real videos, ingested with the tiny model (it tells 18 colour-shape classes apart; see test_duplicates.py)
