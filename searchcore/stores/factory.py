@@ -17,6 +17,7 @@ from searchcore.stores.vectors import (
     MILVUS_MAX_K,
     PREFIX,
     Attrs,
+    Frame,
     Hit,
     LibraryMeta,
     MilvusVectorStore,
@@ -92,7 +93,7 @@ class SnapshotFirst:
         meta = self._meta
         if self._answers(library) and self.snapshot is not None and meta is not None \
                 and queries.ndim == 2 and queries.shape[1] == meta.dim and 0 < top_k <= MILVUS_MAX_K \
-                and (not filters or meta.filterable):
+                and (not filters or meta.filterable and (filters.media is None or meta.videos)):
             found = self.snapshot.copy.search(queries, top_k, filters.mask if filters else None)
             return [[Hit(i, s) for i, s in hits] for hits in found]
         return self.lite().search(library, vectors, top_k, filters)
@@ -115,9 +116,9 @@ class SnapshotFirst:
         return self.lite().libraries()
 
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
-               attrs: Sequence[Attrs] | None = None) -> None:
+               attrs: Sequence[Attrs] | None = None, frames: Sequence[Frame] | None = None) -> None:
         self._meta = None  # this process writes: the snapshot no longer answers
-        self.lite().upsert(library, ids, vectors, attrs)
+        self.lite().upsert(library, ids, vectors, attrs, frames)
 
     def flush(self, library: str) -> None:
         self.lite().flush(library)
@@ -125,9 +126,10 @@ class SnapshotFirst:
     def attrs(self, library: str, ids: Sequence[int]) -> dict[int, Attrs]:
         return self.lite().attrs(library, ids)
 
-    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path) -> None:
+    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path,
+                frames: Callable[[list[int]], dict[int, Frame]] | None = None) -> None:
         self._meta = None  # this process writes: the snapshot no longer answers
-        self.lite().rebuild(library, attrs, staging)
+        self.lite().rebuild(library, attrs, staging, frames)
 
     def check_copy(self, library: str) -> str | None:
         return self.lite().check_copy(library)
@@ -175,14 +177,14 @@ class BulkRows:
         return getattr(self._store, name)
 
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
-               attrs: Sequence[Attrs] | None = None) -> None:
+               attrs: Sequence[Attrs] | None = None, frames: Sequence[Frame] | None = None) -> None:
         """Append rows to the current import files."""
         meta = self._store.meta(library)
         assert meta is not None
         if self._writer is None:
             self._writer = self._writer_factory(self._folder, meta.dim)
         array = np.asarray(vectors, dtype=np.float32)
-        for row, vector in zip(vector_rows(ids, array, attrs, meta.filterable), array):
+        for row, vector in zip(vector_rows(ids, array, attrs, meta.filterable, frames, meta.videos), array):
             row["vector"] = vector
             self._writer.append_row(row)
 
