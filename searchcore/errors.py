@@ -206,6 +206,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                          "to another disk, run searchcore relocate --library LIBRARY NEW_FOLDER",
                          "图片 {image_id} 的文件（{path}）已不在原文件夹中；如果文件夹移到了另一个磁盘，请运行 "
                          "searchcore relocate --library LIBRARY NEW_FOLDER"),
+    "range_unsatisfiable": ("the byte range {range!r} cannot be served from a file of {size} bytes",
+                            "无法从 {size} 字节的文件中提供字节范围 {range!r}"),
     "sync_needs_folder": ("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file",
                           "--sync 只适用于图片文件夹，不适用于 Chinese-CLIP 数据划分或特征文件"),
     "watch_not_folder": ("cannot watch {path}: it is not a folder",
