@@ -125,6 +125,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "exclude_not_text": ("exclude must be text", "要排除的词必须是文字"),
     "query_only_excludes": ("the query only excludes: say what to find as well, e.g. 红色 -圆形",
                             "描述里只有要排除的词：请同时写上要找的内容，例如 红色 -圆形"),
+    "range_unsatisfiable": ("the byte range {range!r} cannot be served from a file of {size} bytes",
+                            "无法从 {size} 字节的文件中提供字节范围 {range!r}"),
     "query_image_unusable": ("the query image cannot be used: {reason}",
                              "无法使用这张查询图片：{reason}"),
     "threshold_invalid": ("threshold must be a number greater than 0 and at most 1, got {value!r}",
@@ -206,8 +208,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
                          "to another disk, run searchcore relocate --library LIBRARY NEW_FOLDER",
                          "图片 {image_id} 的文件（{path}）已不在原文件夹中；如果文件夹移到了另一个磁盘，请运行 "
                          "searchcore relocate --library LIBRARY NEW_FOLDER"),
-    "range_unsatisfiable": ("the byte range {range!r} cannot be served from a file of {size} bytes",
-                            "无法从 {size} 字节的文件中提供字节范围 {range!r}"),
     "sync_needs_folder": ("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file",
                           "--sync 只适用于图片文件夹，不适用于 Chinese-CLIP 数据划分或特征文件"),
     "watch_not_folder": ("cannot watch {path}: it is not a folder",
