@@ -77,7 +77,8 @@ def test_a_page_of_moments_shows_thumbnails_and_the_detail_view_plays_one_from_i
         assert page.locator("#player video").get_attribute("preload") == "metadata"
         expect(page.locator("#detail")).to_contain_text("late.mp4")
 
-        page.wait_for_function(f"{VIDEO}.readyState >= 1")  # the media fragment has sought to the start
+        page.wait_for_function(f"{VIDEO}.readyState >= 1")
+        assert page.evaluate(f"{VIDEO}.currentTime") >= start, "the media fragment seeks to the start before play"
         page.evaluate(f"async () => {{ const v = {VIDEO}; v.muted = true; await v.play(); }}")
         page.wait_for_function(f"{VIDEO}.currentTime > {start} + 0.2 || {VIDEO}.ended")
         playing = page.evaluate(f"({{time: {VIDEO}.currentTime, error: {VIDEO}.error}})")
