@@ -177,9 +177,10 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         return Response(stored.data, media_type=mime_type(stored.format),
                         headers={"X-Content-Type-Options": "nosniff"})
 
-    @api.api_route("/api/videos/{video_id}", methods=["GET", "HEAD"], tags=["search"], response_class=Response,
-                   responses={200: {"content": {"video/*": {}}}, 206: {"description": "the byte range asked for"},
-                              416: {"description": "a byte range the file does not have"}})
+    @api.head("/api/videos/{video_id}", include_in_schema=False)  # the GET's headers: one operation in the docs
+    @api.get("/api/videos/{video_id}", tags=["search"], response_class=Response,
+             responses={200: {"content": {"video/*": {}}}, 206: {"description": "the byte range asked for"},
+                        416: {"description": "a byte range the file does not have"}})
     def video(video_id: str, request: Request, library: str | None = None, token: str | None = None,
               credentials: HTTPBasicCredentials | None = Depends(basic)) -> Response:
         """A video file, read from its folder after checking it is the file indexed (404 when it is gone, 410 when
