@@ -240,6 +240,7 @@ def test_unknown_videos_are_404_and_bad_ids_400(served: Served) -> None:
         assert http.get("/api/videos/1?library=nosuch").status_code == 404
         picture = http.post("/api/search", json={"text": "红色的圆形", "media": "image", "top_k": 1}).json()[0]
         assert http.get(f"/api/videos/{picture['image_id']}?library=clips").status_code == 404, "a picture's id"
+        assert list(http.get("/openapi.json").json()["paths"]["/api/videos/{video_id}"]) == ["get"]
 
 
 def test_a_moved_or_changed_video_file_is_404_or_410(engine: Engine, tmp_path: Path) -> None:
