@@ -163,13 +163,6 @@ def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, torch_en
     eng.close()
 
 
-@pytest.fixture(scope="module")
-def served(engine: Engine) -> Iterator[Served]:
-    s = Served(engine, Access())
-    yield s
-    s.stop()
-
-
 def moment(http: httpx.Client, query: str = "蓝色的正方形", **body: object) -> dict:
     hits = http.post("/api/search", json={"text": query, "top_k": 5, "media": "video", **body}).json()
     assert hits and hits[0]["media"] == "video", hits
