@@ -421,11 +421,11 @@ def _search_tab(app: SearchApp) -> _Chosen:
                                   scale=1, elem_id="library")
         with gr.Row():
             top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label=I18N("top_k_label"),
-                              info=I18N("top_k_info"), scale=3)
+                              info=I18N("top_k_info"), scale=2)
             mode = gr.Radio([(I18N(f"mode_{m}"), m) for m in (MODE_DEFAULT, *MODES)], value=MODE_DEFAULT,
                             label=I18N("mode_label"), info=I18N("mode_info"), scale=2, elem_id="mode")
             media = gr.Radio([(I18N(f"media_{m}"), m) for m in MEDIA], value=MEDIA[0], label=I18N("media_label"),
-                             info=I18N("media_info"), scale=1, elem_id="media")
+                             info=I18N("media_info"), scale=2, elem_id="media")
             search_btn = gr.Button(I18N("search_button"), variant="primary", scale=1, elem_id="search-button")
         with gr.Row():
             exclude = gr.Textbox("", label=I18N("exclude_label"), placeholder=I18N("exclude_placeholder"),
