@@ -183,7 +183,7 @@ class SearchApp:
         not when the file is gone or changed."""
         library, span = state["library"], moment_text(moment["start"], moment["end"])
         lines = [_score_line(hit, lang), f"- {translate(lang, 'detail_moment')}▶ {span} / "
-                 f"{clock(moment['duration'], up=True)}", f"- {translate(lang, 'detail_id')}`{frame.image_id}`"]
+                 f"{clock(moment['duration'])}", f"- {translate(lang, 'detail_id')}`{frame.image_id}`"]
         try:
             video = self.engine.video(moment["video_id"], library)
             self.engine.video_file(moment["video_id"], library)  # gone or changed: the frame, and why
