@@ -8,6 +8,7 @@ stretch of time, so a shape query has one true interval in one video.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -17,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from demo.shapes import draw
 from searchcore.config import Settings
@@ -246,7 +248,7 @@ SUBTITLE = "我们明天去海边看日出"
 
 def subtitled_video(path: Path) -> Path:
     """14 s of a grey street; the subtitle line is burned in from 6 s to 10 s (Noto Sans CJK)."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     plain = Image.new("RGB", (480, 270), (90, 110, 130))
     titled = plain.copy()
@@ -350,3 +352,18 @@ def test_more_like_this_and_search_by_image_find_moments(engine: Engine, media: 
     similar = engine.search_similar(blue.image_id, 5, filters=Filters.parse(media="video"))
     assert similar[0].video is not None and similar[0].video.path == "videos/walk.mp4"
     assert similar[0].video.start < 16 and similar[0].video.end > 8
+
+
+def test_a_portrait_phone_video_is_stored_upright(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "phone"
+    upright = np.asarray(draw(*RED_CIRCLE, random.Random(3), (54, 96)))  # 54 wide, 96 high, as held
+    sensor = np.ascontiguousarray(np.rot90(upright, k=1))  # as the sensor records it: 96 wide, 54 high
+    root.mkdir()
+    write_video(root / "IMG_0001.MOV", [(i / FPS, sensor) for i in range(4 * FPS)], gop=FPS, rotation=-90)
+    assert engine.ingest(root).videos == 1
+    video = engine.video(video_id_of(engine, root, "IMG_0001.MOV"))
+    assert (video.width, video.height) == (54, 96)
+    frames = engine.get_images(frame_ids(engine, video.video_id))
+    assert frames and all((f.width, f.height) == (54, 96) for f in frames.values())
+    thumbnail = Image.open(io.BytesIO(next(iter(frames.values())).data))
+    assert thumbnail.size == (54, 96), "the stored frame is upright"
