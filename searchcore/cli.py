@@ -210,15 +210,18 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("duplicates")
 def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
-    """List groups of near-identical images (resized, recompressed or lightly cropped copies)."""
+    """List groups of near-identical images (resized, recompressed or lightly cropped copies), and of videos."""
     threshold = parse_threshold(args.threshold)  # a bad value fails before the stores open
     # It reads every vector itself; Lite's in-process copy would only compete.
     with build_engine(settings, exact_copy=False) as engine:
         groups = find_duplicates(engine, threshold=threshold)
-    images = sum(len(g.images) for g in groups)
-    lines = [f"library {settings.library}: {len(groups)} groups of near-duplicates ({images} images) at threshold "
-             f"{threshold:g}"]
-    lines += [f"  {len(g.images)} images, lowest score {g.min_score:.4f}: {' '.join(map(str, g.images))}"
+    images = sum(len(g.images) for g in groups if not g.videos)
+    videos = sum(len(g.videos) for g in groups)
+    lines = [f"library {settings.library}: {len(groups)} groups of near-duplicates ({images} images"
+             f"{f', {videos} videos' if videos else ''}) at threshold {threshold:g}"]
+    lines += [f"  {len(g.videos)} videos, lowest score {g.min_score:.4f}: "
+              + "  ".join(f"{v.path} ({v.video_id})" for v in g.videos) if g.videos else
+              f"  {len(g.images)} images, lowest score {g.min_score:.4f}: {' '.join(map(str, g.images))}"
               for g in groups]
     _emit(args, [g.to_json() for g in groups], "\n".join(lines))
     return 0
@@ -388,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="old_root", help="the old folder, when the library has files from several")
     p = add("check", "report (and with --repair fix) mismatches between the image store and the vectors")
     p.add_argument("--repair", action="store_true", help="re-encode missing vectors and remove orphans")
-    p = add("duplicates", "list groups of near-identical images: resized, recompressed or lightly cropped copies")
+    p = add("duplicates", "list groups of near-identical images (resized, recompressed or cropped copies) and of "
+                          "videos (copies of one video, compared by their frame sequences)")
     p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
                    help=f"link two images whose vectors' cosine is at least this, in (0, 1] (default "
                         f"{DEFAULT_THRESHOLD})")

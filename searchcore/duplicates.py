@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,17 +112,36 @@ def parse_threshold(value: Any) -> float:
 
 def find_duplicates(engine: Engine, library: str | None = None, threshold: Any = DEFAULT_THRESHOLD, *,
                     progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
-    """Groups of near-identical images in a library (cosine of stored vectors >= threshold), largest
-    first, then the closest first. A threshold that is not in (0, 1] raises a QueryError, a library
-    that does not exist a LibraryError. progress(done, total) is called as the scan goes, in pairs."""
+    """Groups of near-identical images, and of videos that are copies of each other, in a library (cosine of
+    stored vectors >= threshold), largest first, then the closest first. A threshold that is not in (0, 1]
+    raises a QueryError, a library that does not exist a LibraryError. progress(done, total) is called as
+    the scan goes, in pairs (of pictures, and of videos of about the same length)."""
     threshold = parse_threshold(threshold)
     name = validate_library(library or engine.settings.library)
     meta = engine.library_meta(name)
     if meta is None:
         raise LibraryError("library_missing", library=name)
     ids, vectors = _load_vectors(engine, name, meta.dim)
-    log.info("library %s: comparing %d vectors at threshold %g", name, len(ids), threshold)
-    return duplicate_groups(ids, vectors, threshold, progress=progress)
+    videos, pictures = _frame_sequences(engine, name, ids, vectors)
+    log.info("library %s: comparing %d pictures and %d videos at threshold %g", name, len(pictures), len(videos),
+             threshold)
+    picture_pairs = len(pictures) * (len(pictures) - 1) // 2
+    video_pairs = 0
+
+    def videos_done(done: int, total: int) -> None:
+        nonlocal video_pairs
+        video_pairs = total
+        if progress is not None:
+            progress(done, total + picture_pairs)
+
+    def pictures_done(done: int, total: int) -> None:
+        if progress is not None:
+            progress(video_pairs + done, video_pairs + total)
+
+    groups = video_duplicate_groups(videos, threshold, progress=videos_done)
+    groups += duplicate_groups([ids[row] for row in pictures], vectors[pictures], threshold, progress=pictures_done)
+    groups.sort(key=lambda g: (-len(g.images), -g.min_score, g.images[0] if g.images else 0))
+    return groups
 
 
 def duplicate_groups(ids: Sequence[int], vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
@@ -167,19 +186,27 @@ def video_duplicate_groups(videos: Sequence[FrameSequence], threshold: float = D
     counts those pairs.
     """
     threshold = parse_threshold(threshold)
-    ordered = sorted((v for v in videos if len(v.times)), key=lambda v: v.length)
+    ordered = sorted((replace(v, vectors=_normalised(v.vectors)) for v in videos if len(v.times)),
+                     key=lambda v: v.length)
+    lengths = np.array([v.length for v in ordered])
     widest = max((v.interval for v in ordered), default=0.0)
-    candidates = [(i, j) for i in range(len(ordered)) for j in range(i + 1, len(ordered))
-                  if ordered[j].length - ordered[i].length <= widest]  # the pairs close enough in length to check
+    # Video i is compared with the longer ones up to ends[i] (exclusive): those at most `widest` longer.
+    ends = np.searchsorted(lengths, lengths + widest, side="right")
+    total, done = int(sum(int(end) - i - 1 for i, end in enumerate(ends))), 0
     parent = list(range(len(ordered)))
     linked: list[tuple[int, int, float]] = []
-    for done, (i, j) in enumerate(candidates, 1):
+
+    def advance(pairs: int) -> None:
+        nonlocal done
+        done += pairs
+        if progress is not None and pairs:
+            progress(done, total)
+
+    for i, j in _screened_pairs(ordered, ends, threshold, advance):
         score = same_video(ordered[i], ordered[j], threshold)
         if score is not None:
             linked.append((i, j, score))
             parent[_find(parent, i)] = _find(parent, j)
-        if progress is not None and (done % 1000 == 0 or done == len(candidates)):
-            progress(done, len(candidates))
     members: dict[int, list[int]] = {}
     lowest: dict[int, float] = {}
     for i, _, score in linked:
@@ -195,6 +222,56 @@ def video_duplicate_groups(videos: Sequence[FrameSequence], threshold: float = D
                                      [VideoCopy(v.video_id, v.path, v.length) for v in group]))
     groups.sort(key=lambda g: (-len(g.videos), -g.min_score, g.videos[0].video_id))
     return groups
+
+
+def _runs(sizes: np.ndarray, start: int, end: int, frames: int) -> Iterator[range]:
+    """Videos start..end-1 in runs of consecutive ones with at most `frames` frames in all (at least one each)."""
+    while start < end:
+        stop, held = start + 1, int(sizes[start])
+        while stop < end and held + sizes[stop] <= frames:
+            held += int(sizes[stop])
+            stop += 1
+        yield range(start, stop)
+        start = stop
+
+
+def _screened_pairs(videos: list[FrameSequence], ends: np.ndarray, threshold: float,
+                    advance: Callable[[int], None]) -> Iterator[tuple[int, int]]:
+    """The pairs (i, j), i < j < ends[i], in which enough frames of each video have a partner in the other
+    (at about the same time, at the threshold, in any order) for them to be copies; aligned after.
+
+    Frames of videos sorted by length are scored a tile at a time, like the pictures, and only the tiles near
+    the diagonal, where the lengths are close. advance(pairs) is told the pairs screened as it goes.
+    """
+    if not videos:
+        return
+    sizes = np.array([len(v.times) for v in videos])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    frames = np.concatenate([v.vectors for v in videos]).astype(np.float32, copy=False)
+    times = np.concatenate([v.times for v in videos]).astype(np.float32)
+    slack = np.repeat(np.array([TIME_TOLERANCE * v.interval for v in videos], dtype=np.float32), sizes)
+    for rows in _runs(sizes, 0, len(videos), BLOCK):
+        for columns in _runs(sizes, rows.start + 1, int(ends[rows.stop - 1]), BLOCK):
+            r0, r1, c0, c1 = (int(offsets[k]) for k in (rows.start, rows.stop, columns.start, columns.stop))
+            if (r1 - r0) * (c1 - c0) > 4 * BLOCK * BLOCK:  # long videos: aligned without a screen, in parts
+                for i in rows:
+                    others = range(max(i + 1, columns.start), min(int(ends[i]), columns.stop))
+                    yield from ((i, j) for j in others)
+                    advance(len(others))
+                continue
+            pairs = (frames[r0:r1] @ frames[c0:c1].T >= threshold) & (
+                np.abs(times[r0:r1, None] - times[c0:c1]) <= np.maximum(slack[r0:r1, None], slack[c0:c1]))
+            for i in rows:
+                first, last = max(i + 1, columns.start), min(int(ends[i]), columns.stop)
+                if first >= last:
+                    continue
+                block = pairs[offsets[i] - r0:offsets[i + 1] - r0, offsets[first] - c0:offsets[last] - c0]
+                starts = offsets[first:last] - offsets[first]
+                partnered = np.logical_or.reduceat(block, starts, axis=1).sum(axis=0)  # i's frames, per video
+                partners = np.add.reduceat(block.any(axis=0), starts)  # each video's frames with one in i
+                needed = np.ceil(VIDEO_COVERAGE * np.minimum(sizes[i], sizes[first:last]) - 1e-9)
+                yield from ((i, first + int(j)) for j in np.flatnonzero((partnered >= needed) & (partners >= needed)))
+                advance(last - first)
 
 
 def same_video(a: FrameSequence, b: FrameSequence, threshold: float = DEFAULT_THRESHOLD,
@@ -268,6 +345,31 @@ def _load_vectors(engine: Engine, library: str, dim: int) -> tuple[list[int], np
                 matrix[len(found)] = stored[image_id]
                 found.append(image_id)
     return found, matrix[:len(found)]
+
+
+def _frame_sequences(engine: Engine, library: str, ids: list[int], vectors: np.ndarray
+                     ) -> tuple[list[FrameSequence], list[int]]:
+    """The library's videos as frame sequences, and the rows of `vectors` that are pictures."""
+    if not engine.images.has_videos(library):
+        return [], list(range(len(ids)))
+    owners: dict[int, int] = {}  # frame id -> its video
+    for start in range(0, len(ids), FETCH_IDS):
+        for image_id, meta in engine.images.get_meta_many(library, ids[start:start + FETCH_IDS]).items():
+            if meta.video_id:
+                owners[image_id] = meta.video_id
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    video_ids = sorted(set(owners.values()))
+    stored = engine.images.get_videos(library, video_ids)
+    sequences = []
+    for video_id, frames in engine.images.video_frames(library, video_ids).items():
+        if video_id not in stored:
+            continue
+        kept = [(frame_id, time) for frame_id, time in frames if frame_id in row_of]  # frames with a vector
+        video = stored[video_id]
+        sequences.append(FrameSequence(video_id, np.array([time for _, time in kept]),
+                                       vectors[[row_of[frame_id] for frame_id, _ in kept]], video.duration,
+                                       video.frame_interval, video.path, tuple(frame_id for frame_id, _ in kept)))
+    return sequences, [row for row, image_id in enumerate(ids) if image_id not in owners]
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:

@@ -7,10 +7,30 @@ sampled at slightly different times. The last ones ingest real videos written he
 
 from __future__ import annotations
 
+import io
+import json
+import random
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
+from PIL import Image
 
-from searchcore.duplicates import FrameSequence, align_frames, same_video, video_duplicate_groups
+from demo.shapes import CLASSES, draw
+from searchcore.config import Settings
+from searchcore.duplicates import (
+    FrameSequence,
+    align_frames,
+    find_duplicates,
+    same_video,
+    video_duplicate_groups,
+)
+from searchcore.engine import Engine
+from searchcore.models.encoder import Encoder
+from searchcore.sources.datasets import folder_image_id
+from tests.support import CliRun
+from tests.test_videos import write_video
 
 DIM = 64
 INTERVAL = 2.0
@@ -106,3 +126,90 @@ def test_only_videos_of_about_the_same_length_are_compared() -> None:
     videos = [sequence(i, scenes(i, seed=i), per_shot=1) for i in range(1, 9)]  # 2, 4, ... 16 s long
     assert video_duplicate_groups(videos, progress=lambda done, total: steps.append((done, total))) == []
     assert steps[-1] == (7, 7)  # neighbours only: the others' lengths differ by more than the 2 s interval
+    assert video_duplicate_groups([]) == video_duplicate_groups(videos[:1]) == []
+
+
+# Real videos, ingested with the tiny model (it tells 18 colour-shape classes apart; see test_duplicates.py)
+
+LIBRARY = "clips"
+SIZE = (192, 160)
+FPS = 10
+
+
+def shots(classes: list[int], ends: list[float], seed: int) -> list[tuple[float, np.ndarray]]:
+    """Frames at FPS showing one drawn shape per shot; shot k shows CLASSES[classes[k]] until ends[k] seconds.
+
+    The cuts fall between the 2 s samples, so a copy's sampling jitter cannot move a sample across one.
+    """
+    rng = random.Random(seed)
+    pictures = [np.asarray(draw(*CLASSES[c], rng, size=SIZE)) for c in classes]
+    frames = []
+    for n in range(round(ends[-1] * FPS)):
+        time = n / FPS
+        frames.append((time, pictures[next(k for k, end in enumerate(ends) if time < end)]))
+    return frames
+
+
+def smaller_copy(original: Path, path: Path) -> Path:
+    """The original decoded, every other frame kept (5 fps), halved in size and encoded again."""
+    with av.open(str(original)) as container:
+        frames = [(frame.time, frame.reformat(width=SIZE[0] // 2, height=SIZE[1] // 2, format="rgb24").to_ndarray())
+                  for n, frame in enumerate(container.decode(video=0)) if n % 2 == 0]
+    return write_video(path, frames)
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three 14 s videos (7 samples each) and two pictures.
+
+    original.mp4: shots of classes 0, 4, 8, 12; copy.mp4: it re-encoded at half size and half the frame rate;
+    opening.mp4: the same first two shots (7 s, 4 of its 7 samples), then classes 15 and 2. still.png is
+    the original's first shot as a picture, still_half.png that picture at half size.
+    """
+    folder = tmp_path_factory.mktemp("clips")
+    ends = [3.0, 7.0, 11.0, 14.0]
+    original = write_video(folder / "original.mp4", shots([0, 4, 8, 12], ends, seed=1))
+    smaller_copy(original, folder / "copy.mp4")
+    write_video(folder / "opening.mp4", shots([0, 4, 15, 2], ends, seed=1))
+    still = draw(*CLASSES[0], random.Random(1), size=SIZE)
+    (folder / "still.png").write_bytes(png(still))
+    (folder / "still_half.png").write_bytes(png(still.resize((SIZE[0] // 2, SIZE[1] // 2))))
+    return folder
+
+
+def test_a_smaller_copy_pairs_and_a_shared_opening_does_not(settings: Settings, torch_encoder: Encoder, clips: Path,
+                                                            cli_in_process: CliRun) -> None:
+    engine = Engine(settings, encoder=torch_encoder)
+    try:
+        report = engine.ingest(clips, library=LIBRARY)
+        assert report.bad == []
+        groups = find_duplicates(engine, LIBRARY)
+        frames = engine.images.video_frames(LIBRARY, [v.video_id for g in groups for v in g.videos])
+    finally:
+        engine.close()
+    pictures = {folder_image_id((clips / name).read_bytes()) for name in ("still.png", "still_half.png")}
+    [videos] = [g for g in groups if g.videos]
+    assert sorted(v.path for v in videos.videos) == ["copy.mp4", "original.mp4"]  # not opening.mp4
+    assert [v.video_id for v in videos.videos] == sorted(v.video_id for v in videos.videos)
+    assert videos.images == [frames[v.video_id][0][0] for v in videos.videos]  # each one's first frame
+    assert all(len(frames[v.video_id]) == 7 for v in videos.videos)
+    assert videos.min_score > 0.95
+    # The picture pairs with its resized copy and with no frame, though it is the videos' first shot.
+    assert [set(g.images) for g in groups if not g.videos] == [pictures]
+
+    code, out, err = cli_in_process(settings, "duplicates", "--library", LIBRARY, "--json")
+    assert code == 0, err
+    assert json.loads(out) == [g.to_json() for g in groups]
+    assert sorted(v["path"] for g in json.loads(out) for v in g.get("videos", [])) == ["copy.mp4", "original.mp4"]
+    code, out, err = cli_in_process(settings, "duplicates", "--library", LIBRARY)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"library {LIBRARY}: 2 groups of near-duplicates (2 images, 2 videos) at threshold 0.95"
+    [video_line] = [line for line in lines if "videos" in line and line.startswith("  ")]
+    assert "copy.mp4" in video_line and "original.mp4" in video_line and "opening.mp4" not in video_line
