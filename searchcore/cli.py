@@ -140,7 +140,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             results = engine.search_text(args.text, args.top_k, mode=args.mode, min_similarity=args.min_similarity,
                                          exclude=args.exclude, **page)
     lines = [f"{r.rank:3d}  similarity {_score(r.similarity)}  keyword {_score(r.keyword_score)}  {r.image_id}  "
-             f"{_moment(r.video) if r.video is not None else ' / '.join(r.captions[:2])}" for r in results]
+             f"{_moment(r.video) if r.video is not None else ' / '.join(r.captions[:2]) or r.path}" for r in results]
     if args.min_similarity not in (None, ""):
         lines.append(f"{len(results)} results with similarity ≥ {args.min_similarity}")
     _emit(args, [r.to_json() for r in results], "\n".join(lines) or "no results")
