@@ -96,6 +96,15 @@ def test_sync_refuses_to_empty_a_library_when_the_drive_is_not_mounted(settings:
                                                                        tmp_path: Path) -> None:
     env = settings_env(settings)
     assert run_cli("ingest", str(strange), env=env).returncode == 0
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for n, path in enumerate([p for p in strange.rglob("*") if p.is_file()]):  # every file moved out of the root
+        path.rename(moved / f"{n}.jpg")
+    assert any(strange.iterdir())  # its sub-folders are left
+    refused = run_cli("ingest", str(strange), "--sync", env=env)
+    assert refused.returncode != 0 and "Nothing was removed" in refused.stderr, refused.stderr
+    assert json.loads(run_cli("info", "--json", env=env).stdout)["count"] == len(STRANGE_NAMES) + 1
+
     shutil.move(strange, tmp_path / "elsewhere")
     strange.mkdir()  # the empty mount point left when the drive is not mounted
 
@@ -126,6 +135,23 @@ def test_sync_refuses_to_remove_more_than_half_at_once(engine: Engine, tmp_path:
     assert engine.info().count == 6
     assert engine.ingest(root, sync=True, allow_mass_removal=True).removed == 4
     assert engine.info().count == 2
+
+
+def test_sync_refuses_when_none_of_the_recorded_files_is_there(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "nas"
+    root.mkdir()
+    for n in range(3):
+        (root / f"{n}.jpg").write_bytes(jpeg(n))
+    engine.ingest(root)
+    for n in range(3):
+        (root / f"{n}.jpg").unlink()
+    (root / "other.jpg").write_bytes(jpeg(50))  # another folder mounted at the same place
+
+    with pytest.raises(MassRemovalError, match="is this the right folder"):
+        engine.ingest(root, sync=True)
+    assert engine.info().count == 4  # nothing removed; the new picture is added all the same
+    done = engine.ingest(root, sync=True, allow_mass_removal=True)
+    assert (done.removed, done.added, engine.info().count) == (3, 0, 1)
 
 
 def test_build_tab_sync_shows_the_refusal_and_removes_nothing(engine: Engine, tmp_path: Path) -> None:
