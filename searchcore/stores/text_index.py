@@ -183,7 +183,7 @@ class TextIndex:
         terms = query_terms(query)
         if not terms or not self.exists(library):
             return []
-        expression = filters.expression() if filters else ""
+        expression = filters.expression(media=False) if filters else ""  # no video_id here: search.py filters it
         result = self._store.run("search texts", lambda client: client.search(
             self._name(library), data=[_encoded(terms)], anns_field="sparse", limit=top_k,
             search_params={"metric_type": "BM25"}, output_fields=["id", "text"], filter=expression,
