@@ -3,20 +3,25 @@
 The previous release is commit 0d0395d (2026-11-28), the last before folder pictures kept thumbnails. Its
 image store kept every folder picture whole: the file's bytes as they are, or, for a picture turned by its
 EXIF orientation or in a format browsers do not show (TIFF, HEIC), the upright picture re-encoded as a JPEG;
-its images table had no `thumb` column. Its vectors (id, vector, path, taken) and its file records are what
-this version writes.
+its images table had no `thumb` (nor video) column, and there was no videos table. Its Milvus collection had
+four fields (id, vector, path, taken), none for video frames. Its file records are what this version writes.
 
 `as_previous_release` rewrites a library this version ingested into that layout: the tables made by the
 previous release's own statements (copied below as that release had them) and every row copied over, the
 picture's bytes and format as that release stored them (`decode_image` without a thumbnail still stores
-what it stored then). Checked by hand against the previous release's code itself (`git archive 0d0395d`,
-its `searchcore ingest` of a folder of JPEGs in sub-folders, an EXIF-turned JPEG, a PNG and a TIFF, on
-SQLite and on MariaDB): the same table definitions and the same rows, byte for byte, apart from the time
-in the library-state table.
+what it stored then); `vectors_as_previous_release` makes the collection again with that release's
+four fields, index and properties, holding the same vectors.
+
+Both were checked by hand against the previous release's code itself (`git archive 0d0395d`, its `searchcore
+ingest` of a folder of JPEGs in sub-folders, an EXIF-turned JPEG, a PNG and a TIFF, on SQLite and on
+MariaDB): the same table definitions and the same rows, byte for byte, apart from the time in the
+library-state table; the same collection fields, index and properties, and the same ids, vectors, paths and
+dates.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -30,6 +35,7 @@ from searchcore.sources.imaging import decode_image
 
 PREVIOUS_RELEASE = "0d0395d"
 TABLE, FILES, STATE = "searchcore_images", "searchcore_files", "searchcore_library_state"
+LATER_TABLES = ("searchcore_videos",)  # tables this version has and the previous release had not
 IMAGE_COLUMNS = ("library", "image_id", "data", "format", "width", "height", "sha256", "source", "captions", "path",
                  "taken", "ocr_text", "ocr_confidence")
 COLUMNS = {TABLE: IMAGE_COLUMNS, FILES: ("library", "file_key", "root", "path", "size", "mtime_ns", "image_id"),
@@ -107,7 +113,7 @@ def as_previous_release(db_url: str) -> None:
     if is_mysql(db_url):
         with connect(db_url) as conn:
             cur = conn.cursor()
-            for table in COLUMNS:
+            for table in (*COLUMNS, *LATER_TABLES):
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in MYSQL_SCHEMA:
                 cur.execute(statement)
@@ -126,3 +132,33 @@ def _insert(cur: Any, mark: str, kept: dict[str, Sequence[tuple[Any, ...]]]) -> 
     for table, columns in COLUMNS.items():
         cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})",
                         kept[table])
+
+
+def vectors_as_previous_release(milvus_uri: str, library: str) -> None:
+    """Make a library's collection again (no store may have it open) as the previous release created it:
+    fields id, vector, path and taken, the same index and properties, and the same vectors and fields."""
+    from pymilvus import DataType, MilvusClient
+
+    client = MilvusClient(milvus_uri)
+    name = "searchcore_" + library
+    try:
+        properties = {k: v for k, v in client.describe_collection(name)["properties"].items()
+                      if k.startswith("searchcore.")}
+        client.load_collection(name)
+        kept = client.query(name, filter="id >= 0", output_fields=["id", "vector", "path", "taken"], limit=16384)
+        index = json.loads(properties["searchcore.index"])
+        client.drop_collection(name)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(properties["searchcore.dim"]))
+        schema.add_field("path", DataType.VARCHAR, max_length=1024)
+        schema.add_field("taken", DataType.INT64)
+        index_params = client.prepare_index_params()
+        index_params.add_index(field_name="vector", index_type=index["type"], metric_type="IP",
+                               params=index["params"])
+        client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong",
+                                 properties=properties)
+        client.insert(name, [{k: row[k] for k in ("id", "vector", "path", "taken")} for row in kept])
+        client.flush(name)
+    finally:
+        client.close()

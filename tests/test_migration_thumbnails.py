@@ -1,5 +1,6 @@
 """`searchcore migrate` on a folder library built by the previous release, which kept every folder picture's
-original in the image store (tests/previous_release.py writes that release's own layout): the originals go,
+original in the image store and had no video fields (tests/previous_release.py writes that release's own layout
+of both stores): the originals go,
 thumbnails take their place, the store shrinks, every search answers as before, and a SIGKILL part-way is
 finished by running it again. On SQLite and on MariaDB."""
 
@@ -24,7 +25,7 @@ from searchcore.models.encoder import Encoder
 from searchcore.search import SearchResult
 from searchcore.sources.imaging import decode_image
 from searchcore.stores.filters import Filters
-from tests.previous_release import TABLE, as_previous_release, connect, is_mysql, rows
+from tests.previous_release import TABLE, as_previous_release, connect, is_mysql, rows, vectors_as_previous_release
 from tests.support import run_cli, settings_env
 from tests.test_exact_copy import assert_same_hits
 
@@ -125,6 +126,7 @@ def test_migration_of_a_library_built_by_the_previous_release(store_settings: Se
     with Engine(settings, encoder=torch_encoder) as engine:
         assert engine.ingest(root).added == PLAIN + 3
     as_previous_release(db)
+    vectors_as_previous_release(settings.milvus_uri, settings.library)
 
     # The previous release's layout: no thumb column, and every folder picture whole.
     assert "thumb" not in columns(db)
@@ -146,7 +148,7 @@ def test_migration_of_a_library_built_by_the_previous_release(store_settings: Se
 
     done = run_cli("migrate", "--json", env=settings_env(settings))
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["thumbnails"] == PLAIN + 3 - 32
+    assert json.loads(done.stdout) == {"library": settings.library, "migrated": True, "thumbnails": PLAIN + 3 - 32}
 
     # Thumbnails present, originals dropped, the store smaller.
     after_rows = {r[9]: r for r in rows(db, TABLE)}
