@@ -131,6 +131,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "exclude_not_text": ("exclude must be text", "要排除的词必须是文字"),
     "query_only_excludes": ("the query only excludes: say what to find as well, e.g. 红色 -圆形",
                             "描述里只有要排除的词：请同时写上要找的内容，例如 红色 -圆形"),
+    "range_unsatisfiable": ("the byte range {range!r} cannot be served from a file of {size} bytes",
+                            "无法从 {size} 字节的文件中提供字节范围 {range!r}"),
     "query_image_unusable": ("the query image cannot be used: {reason}",
                              "无法使用这张查询图片：{reason}"),
     "threshold_invalid": ("threshold must be a number greater than 0 and at most 1, got {value!r}",

@@ -169,6 +169,6 @@ def test_gallery_reads_the_bytes_of_exactly_the_results_it_shows(engine: Engine)
     assert watched.byte_reads == [shown], "one read, of the ids in the gallery"
     assert [text.split(" · ")[2] for _, text in gallery] == [str(i) for i in shown]
 
-    picture, _, image_id, _ = app.select(state, gr.SelectData(None, {"index": 2, "value": None}))
+    picture, _, image_id, _, _ = app.select(state, gr.SelectData(None, {"index": 2, "value": None}))
     assert picture is not None and image_id == str(shown[2])
     assert watched.byte_reads == [shown, [shown[2]]], "the detail view reads the one image it shows"

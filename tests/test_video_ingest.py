@@ -8,6 +8,7 @@ stretch of time, so a shape query has one true interval in one video.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -17,11 +18,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
-from searchcore.errors import QueryError, VideoUnavailableError
+from searchcore.errors import MassRemovalError, QueryError, VideoUnavailableError
 from searchcore.models.encoder import Encoder
 from searchcore.sources import videos as video_source
 from searchcore.stores import vectors as vector_store
@@ -246,7 +248,7 @@ SUBTITLE = "我们明天去海边看日出"
 
 def subtitled_video(path: Path) -> Path:
     """14 s of a grey street; the subtitle line is burned in from 6 s to 10 s (Noto Sans CJK)."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     plain = Image.new("RGB", (480, 270), (90, 110, 130))
     titled = plain.copy()
@@ -305,3 +307,63 @@ def test_a_library_from_before_videos_says_to_migrate_then_takes_them(
         assert (again.added, again.unchanged, again.videos, again.bad) == (2, 2, 2, [])
         best = engine.search_text("绿色的三角形", 1, filters=Filters.parse(media="video"))[0]
         assert best.video is not None and best.video.path == "videos/walk.mp4"
+
+
+def test_a_video_cut_short_leaves_no_frame_behind(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "cut"
+    whole = shapes_video(root / "whole.mp4", WALK, 24)
+    faststart = tmp_path / "faststart.mp4"  # the index first, as phones and web videos have it
+    write_video(faststart, [(i / FPS, np.asarray(draw(*RED_CIRCLE, random.Random(i), SIZE))) for i in range(24 * FPS)],
+                gop=FPS, options={"movflags": "faststart"})
+    data = faststart.read_bytes()
+    (root / "cut.mp4").write_bytes(data[:len(data) * 2 // 3])
+    report = engine.ingest(root)
+    assert [b.file for b in report.bad] == ["cut.mp4"]
+    assert "truncated" in report.bad[0].reason or "corrupt" in report.bad[0].reason
+    library = engine.settings.library
+    assert set(engine.images.ids(library)) == set(engine.vectors.ids(library)) == \
+        set(frame_ids(engine, video_id_of(engine, root, whole.name)))
+    assert "cut.mp4" not in engine.images.files(library, str(root.resolve()))
+
+
+def test_check_and_the_mass_removal_guard_count_a_video_as_one_file(engine: Engine, media: Path) -> None:
+    engine.ingest(media)
+    assert engine.check().consistent
+    (media / "videos" / "walk.mp4").unlink()
+    assert engine.check().missing_files == [f"{media.resolve()}/videos/walk.mp4"]
+    (media / "videos" / "park.mov").unlink()
+    (media / "photos" / "black.jpg").unlink()
+    with pytest.raises(MassRemovalError):  # 3 of 4 files
+        engine.ingest(media, sync=True)
+    assert engine.ingest(media, sync=True, allow_mass_removal=True).removed == 3
+    library = engine.settings.library
+    assert set(engine.images.ids(library)) == set(engine.vectors.ids(library))
+    assert len(set(engine.images.ids(library))) == 1, "the blue picture is all that is left"
+
+
+def test_more_like_this_and_search_by_image_find_moments(engine: Engine, media: Path) -> None:
+    engine.ingest(media)
+    by_image = engine.search_image(picture(GREEN_TRIANGLE, 5), 3)
+    assert by_image[0].video is not None and by_image[0].video.path == "videos/walk.mp4"
+    assert by_image[0].video.start < 24 and by_image[0].video.end > 16
+    walk = [r for r in by_image if r.video is not None and r.video.path == "videos/walk.mp4"]
+    assert walk[0] is by_image[0]
+    blue = next(r for r in engine.search_text("蓝色的正方形", 5, filters=Filters.parse(media="image")))
+    similar = engine.search_similar(blue.image_id, 5, filters=Filters.parse(media="video"))
+    assert similar[0].video is not None and similar[0].video.path == "videos/walk.mp4"
+    assert similar[0].video.start < 16 and similar[0].video.end > 8
+
+
+def test_a_portrait_phone_video_is_stored_upright(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "phone"
+    upright = np.asarray(draw(*RED_CIRCLE, random.Random(3), (54, 96)))  # 54 wide, 96 high, as held
+    sensor = np.ascontiguousarray(np.rot90(upright, k=1))  # as the sensor records it: 96 wide, 54 high
+    root.mkdir()
+    write_video(root / "IMG_0001.MOV", [(i / FPS, sensor) for i in range(4 * FPS)], gop=FPS, rotation=-90)
+    assert engine.ingest(root).videos == 1
+    video = engine.video(video_id_of(engine, root, "IMG_0001.MOV"))
+    assert (video.width, video.height) == (54, 96)
+    frames = engine.get_images(frame_ids(engine, video.video_id))
+    assert frames and all((f.width, f.height) == (54, 96) for f in frames.values())
+    thumbnail = Image.open(io.BytesIO(next(iter(frames.values())).data))
+    assert thumbnail.size == (54, 96), "the stored frame is upright"

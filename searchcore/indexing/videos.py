@@ -94,8 +94,9 @@ def sample(job: VideoJob) -> Iterator[SampledFrame]:
     except VideoDecodeError as exc:
         job.error = str(exc)
         return
-    except (OSError, MemoryError) as exc:  # a file that vanished or broke mid-read
-        job.error = f"video cannot be read ({exc})"
+    except Exception as exc:  # noqa: BLE001 - whatever FFmpeg or a vanished file raise, one bad video never ends an ingest
+        job.error = f"video cannot be read ({type(exc).__name__}: {exc})"
+        log.warning("video %s: %s", job.record.file, job.error)
         return
     if held is None:
         job.error = "video has no frame that decodes"
