@@ -13,6 +13,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -30,7 +32,7 @@ from searchcore.stores import vectors as vector_store
 from searchcore.stores.filters import Filters
 from tests.support import CJK_FONT, CliRun, cjk_font
 from tests.test_photos import picture, write
-from tests.test_videos import write_video
+from tests.test_videos import long_video, write_video
 
 RED_CIRCLE, BLUE_SQUARE, GREEN_TRIANGLE = ("红色", "圆形"), ("蓝色", "正方形"), ("绿色", "三角形")
 YELLOW_SQUARE, PURPLE_CIRCLE, BLACK_TRIANGLE = ("黄色", "正方形"), ("紫色", "圆形"), ("黑色", "三角形")
@@ -367,3 +369,38 @@ def test_a_portrait_phone_video_is_stored_upright(engine: Engine, tmp_path: Path
     assert frames and all((f.width, f.height) == (54, 96) for f in frames.values())
     thumbnail = Image.open(io.BytesIO(next(iter(frames.values())).data))
     assert thumbnail.size == (54, 96), "the stored frame is upright"
+
+
+INGEST_IN_A_FRESH_PROCESS = """
+import json, re, sys
+from pathlib import Path
+from searchcore.engine import Engine
+from tests.support import tiny_settings
+
+def peak_mb():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
+
+work, cache, warm, folder = (Path(a) for a in sys.argv[1:5])
+with Engine(tiny_settings(work, cache, backend="torch", precision="fp32")) as engine:
+    engine.ingest(warm)  # the model, the stores and the pipeline's threads, before the measurement
+    before = peak_mb()
+    report = engine.ingest(folder)
+    print(json.dumps({"report": report.to_json(), "growth_mb": peak_mb() - before}))
+"""
+
+
+@pytest.mark.slow
+def test_an_hour_of_video_is_ingested_in_bounded_memory(tmp_path: Path, model_cache: Path) -> None:
+    warm = tmp_path / "warm"
+    shapes_video(warm / "short.mp4", WALK, 4)
+    folder = tmp_path / "long"
+    folder.mkdir()
+    long_video(folder / "hour.mp4", 1, 10, size=(640, 360))
+    run = subprocess.run([sys.executable, "-c", INGEST_IN_A_FRESH_PROCESS, str(tmp_path / "work"), str(model_cache),
+                          str(warm), str(folder)], capture_output=True, text=True, timeout=900,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert (result["report"]["videos"], result["report"]["frames"], result["report"]["bad"]) == (1, 1800, [])
+    # Held at once, its 1,800 sampled frames (448x252 RGB) would take 610 MB.
+    assert result["growth_mb"] < 200, result["growth_mb"]
