@@ -137,6 +137,28 @@ class ExactCopy:
             out.append([(int(ids[j]), float(row[j])) for j in best])
         return out
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every per-row array, cut to the rows held (a copy): what stores/snapshot.py saves."""
+        with self._lock:
+            n = len(self._rows)
+            return {name: value[:n].copy() for name, value in vars(self).items() if isinstance(value, np.ndarray)}
+
+    @classmethod
+    def from_columns(cls, dim: int, columns: dict[str, np.ndarray]) -> ExactCopy:
+        """A copy holding the rows `columns()` gave (read-only use: later writes continue its order)."""
+        copy = cls(dim)
+        if set(columns) != {name for name, value in vars(copy).items() if isinstance(value, np.ndarray)}:
+            raise ValueError(f"columns {sorted(columns)} are not this copy's")
+        for name, value in columns.items():
+            setattr(copy, name, value)
+        if copy._matrix.shape[1:] != (dim,) or len({len(v) for v in columns.values()}) > 1:
+            raise ValueError("columns of different lengths or another dimension")
+        copy._rows = {int(image_id): row for row, image_id in enumerate(copy._ids)}
+        if len(copy._rows) != len(copy._ids):
+            raise ValueError("an id appears twice")
+        copy._next_seq = int(copy._seqs.max()) + 1 if len(copy._seqs) else 0
+        return copy
+
     def reserve(self, capacity: int) -> None:
         """Make room for this many rows in one allocation."""
         with self._lock:
@@ -182,6 +204,10 @@ class LiteCopies:
         """The library's copy, when complete."""
         state = self._states.get(library)
         return state.copy if state is not None and state.ready else None
+
+    def libraries(self) -> list[str]:
+        """The libraries with a copy, complete or loading."""
+        return list(self._states)
 
     def status(self, library: str) -> str:
         """'ready', 'loading' or 'absent'."""
