@@ -26,11 +26,12 @@ from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import MassRemovalError, QueryError, VideoUnavailableError
+from searchcore.indexing.watch import FolderWatcher
 from searchcore.models.encoder import Encoder
 from searchcore.sources import videos as video_source
 from searchcore.stores import vectors as vector_store
 from searchcore.stores.filters import Filters
-from tests.support import CJK_FONT, CliRun, cjk_font
+from tests.support import CJK_FONT, CliRun, cjk_font, wait_until
 from tests.test_photos import picture, write
 from tests.test_videos import long_video, write_video
 
@@ -404,3 +405,24 @@ def test_an_hour_of_video_is_ingested_in_bounded_memory(tmp_path: Path, model_ca
     assert (result["report"]["videos"], result["report"]["frames"], result["report"]["bad"]) == (1, 1800, [])
     # Held at once, its 1,800 sampled frames (448x252 RGB) would take 610 MB.
     assert result["growth_mb"] < 200, result["growth_mb"]
+
+
+def test_a_watched_folder_takes_a_new_video_and_lets_a_deleted_one_go(engine: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "watched"
+    write(folder / "blue.jpg", picture(BLUE_SQUARE, 2))
+    library = engine.settings.library
+    watcher = FolderWatcher(engine, folder, library, debounce=0.3)
+    try:
+        watcher.start()
+        wait_until(lambda: len(set(engine.images.ids(library))) == 1, "the first re-scan", timeout=60)
+        made = shapes_video(tmp_path / "walk.mp4", WALK, 24)
+        made.rename(folder / "walk.mp4")  # arrives whole, as a finished copy does
+        wait_until(lambda: engine.images.has_videos(library), "the new video to be ingested", timeout=120)
+        walk_id = video_id_of(engine, folder, "walk.mp4")
+        assert len(frame_ids(engine, walk_id)) == 12
+        (folder / "walk.mp4").unlink()
+        wait_until(lambda: not engine.images.has_videos(library), "the deleted video to leave", timeout=120)
+        ids = set(engine.images.ids(library))
+        assert len(ids) == 1 and set(engine.vectors.ids(library)) == ids, "every frame left both stores"
+    finally:
+        watcher.stop()
