@@ -25,6 +25,7 @@ Mask = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # How far the copy's score of a unit vector may stray from Milvus Lite's: each float32 product may round
 # differently (a few ulps of 1.0), and hits closer than this may come in either order.
 SCORE_TOLERANCE = 1e-6
+GATHER_SHARE = 8  # a filter keeping under 1/8 of the rows scores a copy of those rows; else every row is scored
 
 
 class ExactCopy:
@@ -115,9 +116,14 @@ class ExactCopy:
         with self._lock:  # writes move rows in place; a search must not see half a move
             n = len(self._rows)
             keep = None if mask is None else np.flatnonzero(mask(self._paths[:n], self._taken[:n], self._videos[:n]))
-            if keep is not None and len(keep) < n:
+            if keep is not None and len(keep) * GATHER_SHARE < n:
                 # the same product on the kept rows only: filtering costs no more than an unfiltered search
                 scores = queries @ self._matrix[keep].T
+                ids, seqs = self._ids[keep], self._seqs[keep]
+            elif keep is not None and len(keep) < n:
+                # most rows kept (a media filter keeps all pictures or all frames): copying them would cost more
+                # than scoring every row, so every row is scored and the kept rows' scores taken
+                scores = (queries @ self._matrix[:n].T)[:, keep]
                 ids, seqs = self._ids[keep], self._seqs[keep]
             else:
                 scores = queries @ self._matrix[:n].T  # the very product Lite's brute force takes
