@@ -177,3 +177,16 @@ def test_the_cli_search_answers_from_the_snapshot_as_from_lite(settings: Setting
             assert [r["image_id"] for r in mine] == [r["image_id"] for r in theirs]
             assert [r["similarity"] for r in mine] == pytest.approx([r["similarity"] for r in theirs],
                                                                     abs=SCORE_TOLERANCE)
+
+
+def test_a_snapshot_of_another_layout_is_replaced_at_the_next_close(uri: str) -> None:
+    """A snapshot whose columns this version does not read (an older copy's layout) is not used, and the next
+    close with a complete copy saves a readable one, though Lite has not changed."""
+    path = snapshot.folder_of(uri) / f"{LIB}.snap"
+    path.write_bytes(path.read_bytes().replace(b'"_taken"', b'"_taker"', 1))  # a column this version lacks
+    assert snapshot.load(uri, LIB) is None
+    store = MilvusVectorStore(uri)
+    store.open_library(LIB, "m", DIM, create=False)
+    assert store.wait_for_copy(LIB)
+    store.close()
+    assert snapshot.load(uri, LIB) is not None

@@ -89,7 +89,8 @@ def save(uri: str, library: str, meta: dict[str, Any], text_index: bool, copy: E
     columns = copy.columns()
     with contextlib.suppress(OSError, ValueError), target.open("rb") as source:
         held, _ = _read(source, body=False)
-        if held.get("stamp") == now and held.get("rows") == len(copy):
+        if held.get("stamp") == now and held.get("rows") == len(copy) and held.get("format") == FORMAT \
+                and set(held.get("columns", {})) == set(columns):  # the same rows, readable by this version
             return False
     header: dict[str, Any] = {"format": FORMAT, "library": library, "meta": meta, "text_index": text_index,
                               "stamp": now, "rows": len(copy), "dim": copy.dim, "columns": {}}
