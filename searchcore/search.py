@@ -8,6 +8,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -35,6 +36,7 @@ FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least 
 EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (measured: README)
 BATCH = 256  # queries encoded and searched together by rank_texts
 EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
+_KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 
 
 @dataclass
@@ -203,17 +205,19 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
         raise why
     if chosen == "keyword" and vectors.meta(library) is None:
         raise LibraryError("library_empty", library=library)
+    depth = page.offset + page.top_k
+    if chosen != "semantic" or excluded:
+        depth = max(FUSION_DEPTH, depth)
+    # the keyword search runs in Milvus (Lite's own process, or a server) while this process encodes the query
+    words: Future[list[TextHit]] | None = None if chosen == "semantic" or texts is None else \
+        _KEYWORD_SEARCHES.submit(texts.search, library, query, depth, filters)
     model = encoder()
     _require_library(vectors, library, model)
     vector, *unwanted = model.encode_texts([query, *([" ".join(excluded)] if excluded else [])])
     vector = np.asarray(vector, dtype=np.float32)
     probe = vector if not unwanted else _without(vector, np.asarray(unwanted[0], dtype=np.float32))
-    depth = page.offset + page.top_k
-    if chosen != "semantic" or excluded:
-        depth = max(FUSION_DEPTH, depth)
     semantic = [] if chosen == "keyword" else vectors.search(library, probe[None, :], depth, filters)[0]
-    keyword: list[TextHit] = [] if chosen == "semantic" or texts is None else texts.search(library, query, depth,
-                                                                                             filters)
+    keyword = [] if words is None else words.result()
     ranking = rank(chosen, semantic, keyword)
     if excluded:
         ranking = _drop_words(ranking, excluded, images=images, library=library)
