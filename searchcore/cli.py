@@ -24,8 +24,9 @@ from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
 from searchcore.indexing.ingest import IngestReport, Progress
 from searchcore.models.encoder import load_encoder
 from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
-from searchcore.search import MAX_TOP_K, MODES, parse_top_k
+from searchcore.search import MAX_TOP_K, MODES, VideoMoment, parse_top_k
 from searchcore.sources.chinese_clip import choose_split
+from searchcore.sources.videos import DEFAULT_INTERVAL
 from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Ingest a Chinese-CLIP split, a feature file or an image folder."""
     with _engine(settings) as engine, _progress_bar() as progress:
         report = engine.ingest(args.path, split=args.split, features=args.features, progress=progress,
-                               sync=args.sync, ocr=args.ocr, allow_mass_removal=args.allow_mass_removal)
+                               sync=args.sync, ocr=args.ocr, allow_mass_removal=args.allow_mass_removal,
+                               frame_interval=args.frame_interval)
     return _ingested(args, report)
 
 
@@ -123,7 +125,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("usage_query_or_image")
     if args.image is not None and args.mode not in (None, "semantic"):
         raise UsageError("usage_image_semantic_only")
-    filters = Filters.parse(args.folder, args.since, args.until)
+    filters = Filters.parse(args.folder, args.since, args.until, args.media)
     page = {"offset": args.offset, "filters": filters or None}
     with _engine(settings, one_query=True) as engine:
         if args.image is not None:
@@ -136,11 +138,22 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             results = engine.search_text(args.text, args.top_k, mode=args.mode, min_similarity=args.min_similarity,
                                          exclude=args.exclude, **page)
     lines = [f"{r.rank:3d}  similarity {_score(r.similarity)}  keyword {_score(r.keyword_score)}  {r.image_id}  "
-             f"{' / '.join(r.captions[:2])}" for r in results]
+             f"{_moment(r.video) if r.video is not None else ' / '.join(r.captions[:2]) or r.path}" for r in results]
     if args.min_similarity not in (None, ""):
         lines.append(f"{len(results)} results with similarity ≥ {args.min_similarity}")
     _emit(args, [r.to_json() for r in results], "\n".join(lines) or "no results")
     return 0
+
+
+def _moment(video: VideoMoment) -> str:
+    return f"▶ {video.path} {_clock(video.start)}–{_clock(video.end)}"
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def _score(value: float | None) -> str:
@@ -197,15 +210,18 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("duplicates")
 def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
-    """List groups of near-identical images (resized, recompressed or lightly cropped copies)."""
+    """List groups of near-identical images (resized, recompressed or lightly cropped copies), and of videos."""
     threshold = parse_threshold(args.threshold)  # a bad value fails before the stores open
     # It reads every vector itself; Lite's in-process copy would only compete.
     with build_engine(settings, exact_copy=False) as engine:
         groups = find_duplicates(engine, threshold=threshold)
-    images = sum(len(g.images) for g in groups)
-    lines = [f"library {settings.library}: {len(groups)} groups of near-duplicates ({images} images) at threshold "
-             f"{threshold:g}"]
-    lines += [f"  {len(g.images)} images, lowest score {g.min_score:.4f}: {' '.join(map(str, g.images))}"
+    images = sum(len(g.images) for g in groups if not g.videos)
+    videos = sum(len(g.videos) for g in groups)
+    lines = [f"library {settings.library}: {len(groups)} groups of near-duplicates ({images} images"
+             f"{f', {videos} videos' if videos else ''}) at threshold {threshold:g}"]
+    lines += [f"  {len(g.videos)} videos, lowest score {g.min_score:.4f}: "
+              + "  ".join(f"{v.path} ({v.video_id})" for v in g.videos) if g.videos else
+              f"  {len(g.images)} images, lowest score {g.min_score:.4f}: {' '.join(map(str, g.images))}"
               for g in groups]
     _emit(args, [g.to_json() for g in groups], "\n".join(lines))
     return 0
@@ -258,7 +274,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     with _engine(settings) as engine:
         done = engine.migrate()
         thumbnails = engine.migrate_originals()
-    lines = [f"library {settings.library} migrated: folder and date filters now work on it"] if done else []
+    lines = [f"library {settings.library} migrated: folder, date and media filters and videos now work on it"] \
+        if done else []
     if thumbnails:
         lines.append(f"library {settings.library}: {thumbnails} stored originals of folder pictures replaced by "
                      "thumbnails (the originals stay in their files); the image store gave the space back")
@@ -343,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "all of the folder's pictures or more than half (check that the drive is mounted first)")
     p.add_argument("--ocr", action="store_true", help="also read the words in each picture (shop signs, "
                    "screenshots, slides) for keyword search; about 15 pictures/s on 2 cores")
+    p.add_argument("--frame-interval", type=float, default=DEFAULT_INTERVAL, help="for a folder's videos: "
+                   f"seconds between sampled frames (default {DEFAULT_INTERVAL:g})")
     p = add("search", "search a library by text or by image")
     p.add_argument("text", nargs="?", help="the description to search for")
     p.add_argument("--image", help="search by this image file instead")
@@ -352,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="only images under this folder of the ingested folder, e.g. 2024/旅行")
     p.add_argument("--since", help="only images taken on or after this date (YYYY-MM-DD; EXIF, else file time)")
     p.add_argument("--until", help="only images taken on or before this date (YYYY-MM-DD)")
+    p.add_argument("--media", choices=("image", "video", "all"), default="all", help="only pictures, only moments "
+                   "of videos, or both (default)")
     p.add_argument("--mode", choices=MODES, help="semantic (by meaning), keyword (by the words in captions and "
                    "pictures) or hybrid (pictures whose words hold the query first, then by meaning); default: "
                    "hybrid when the library has text, else semantic")
@@ -370,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="old_root", help="the old folder, when the library has files from several")
     p = add("check", "report (and with --repair fix) mismatches between the image store and the vectors")
     p.add_argument("--repair", action="store_true", help="re-encode missing vectors and remove orphans")
-    p = add("duplicates", "list groups of near-identical images: resized, recompressed or lightly cropped copies")
+    p = add("duplicates", "list groups of near-identical images (resized, recompressed or cropped copies) and of "
+                          "videos (copies of one video, compared by their frame sequences)")
     p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
                    help=f"link two images whose vectors' cosine is at least this, in (0, 1] (default "
                         f"{DEFAULT_THRESHOLD})")

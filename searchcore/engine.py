@@ -23,15 +23,16 @@ from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
 from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestReport, Progress, ingest
 from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
-from searchcore.indexing.originals import make_thumbnails, read_original
+from searchcore.indexing.originals import make_thumbnails, read_original, video_file
 from searchcore.indexing.uploads import ingest_uploads
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
 from searchcore.sources.datasets import file_path, folder_image_id, is_picture, open_source, printable_path
+from searchcore.sources.videos import DEFAULT_INTERVAL
 from searchcore.stores.factory import open_vector_store
 from searchcore.stores.filters import Filters
-from searchcore.stores.images import ImageStore, StoredImage, open_image_store
+from searchcore.stores.images import ImageStore, StoredImage, StoredVideo, open_image_store
 from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
 
@@ -39,6 +40,20 @@ if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader
 
 log = logging.getLogger(__name__)
+MAX_FRAME_INTERVAL = 3600.0
+
+
+def parse_frame_interval(value: Any) -> float:
+    """Seconds between a video's sampled frames (0.1 to an hour), or a QueryError."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise QueryError("frame_interval_invalid", low=0.1, high=MAX_FRAME_INTERVAL, value=value) from None
+    if not 0.1 <= seconds <= MAX_FRAME_INTERVAL:  # NaN fails this too
+        raise QueryError("frame_interval_invalid", low=0.1, high=MAX_FRAME_INTERVAL, value=value)
+    return seconds
 
 @dataclass
 class LibraryInfo:
@@ -117,14 +132,15 @@ class Engine:
     def ingest(self, path: str | Path, *, split: str | None = None, features: str | Path | None = None,
                library: str | None = None, progress: Progress | None = None, sync: bool = False,
                ocr: bool = False, remember: bool = True, allow_mass_removal: bool = False,
-               removal_share: float = MASS_REMOVAL_SHARE) -> IngestReport:
+               removal_share: float = MASS_REMOVAL_SHARE, frame_interval: Any = DEFAULT_INTERVAL) -> IngestReport:
         """Ingest a dataset split, feature file or image folder into a library. A folder is re-scanned
         incrementally (unchanged files are not read); sync also removes the images of files that are gone;
         ocr reads the words in each new picture for keyword search. remember=False ingests a folder without
         recording its files (a temporary folder of uploads, which no re-scan will ever see again). A sync that
         would remove all of a folder's files or more than removal_share of them raises MassRemovalError, unless
-        allow_mass_removal."""
+        allow_mass_removal. A folder's videos are sampled every frame_interval seconds."""
         name = self._library(library)
+        interval = parse_frame_interval(frame_interval)
         source = open_source(path, split, features, known=lambda root: self.images.files(name, root),
                              workers=self.settings.workers or os.cpu_count() or 1)
         if not remember:
@@ -134,7 +150,8 @@ class Engine:
         reader = self.ocr_reader() if ocr else None
         return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
-                      ocr=reader, allow_mass_removal=allow_mass_removal, removal_share=removal_share)
+                      ocr=reader, allow_mass_removal=allow_mass_removal, removal_share=removal_share,
+                      frame_interval=interval)
 
     def ingest_uploads(self, uploads: Sequence[str | Path], library: str | None = None, *,
                        progress: Progress | None = None, ocr: bool = False) -> IngestReport:
@@ -237,13 +254,16 @@ class Engine:
         meta = self.vectors.meta(name)
         if meta is None and not staging.exists():
             raise LibraryError("library_missing", library=name)
-        if meta is not None and meta.filterable and not staging.exists():
+        if meta is not None and meta.filterable and meta.videos and not staging.exists():
             return False
 
         def attrs(ids: list[int]) -> dict[int, tuple[str, int]]:
             return {i: (m.path, m.taken) for i, m in self.images.get_meta_many(name, ids).items()}
 
-        self.vectors.rebuild(name, attrs, staging)
+        def frames(ids: list[int]) -> dict[int, tuple[int, float]]:
+            return {i: (m.video_id, m.time_s) for i, m in self.images.get_meta_many(name, ids).items()}
+
+        self.vectors.rebuild(name, attrs, staging, frames)
         return True
 
     def migrate_originals(self, library: str | None = None) -> int:
@@ -260,6 +280,22 @@ class Engine:
         the picture indexed (OriginalUnavailableError when it is gone or changed)."""
         name = self._library(library)
         return read_original(self.images, name, self.get_image(image_id, name))
+
+    def video(self, video_id: Any, library: str | None = None) -> StoredVideo:
+        """One video of a library by id (QueryError video_not_in_library when it has none such)."""
+        name = self._library(library)
+        ident = search_mod.parse_query_id(video_id)
+        found = self.images.get_videos(name, [ident])
+        if ident not in found:
+            raise QueryError("video_not_in_library", video_id=ident, library=name)
+        return found[ident]
+
+    def video_file(self, video_id: Any, library: str | None = None) -> Path:
+        """The file of a video, to serve as it is: a recorded file of it whose size and mtime are still those
+        ingested (VideoUnavailableError: missing when no file of it is there, changed when they differ)."""
+        name = self._library(library)
+        video = self.video(video_id, name)
+        return video_file(self.images, name, video)
 
     def relocate(self, new_root: str | Path, library: str | None = None, old_root: str | None = None) -> int:
         """Record that a library's folder now lives elsewhere (another disk, another mount point); the number of

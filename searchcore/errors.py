@@ -89,12 +89,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
                               "--library {library}` once to add them (its images stay as they are)",
                               "图库 {library} 创建于筛选功能之前：请运行一次 searchcore migrate --library {library}（"
                               "图片和向量保持不变）"),
+    "library_needs_migrate_videos": ("library {library!r} was made before videos; run `searchcore migrate --library "
+                                     "{library}` once to add the video fields (its images stay as they are)",
+                                     "图库 {library} 创建于视频功能之前：请运行一次 searchcore migrate --library "
+                                     "{library}（图片和向量保持不变）"),
     "library_locked": ("library file {path} is open in another process; stop it or use a Milvus server URI",
                        "图库文件 {path} 已被另一个进程打开；请停止该进程，或使用 Milvus 服务器地址"),
     "collection_foreign": ("collection {collection} was not made by searchcore; refusing to use it",
                            "集合 {collection} 不是 searchcore 创建的，拒绝使用"),
     "image_not_in_library": ("image {image_id} is not in library {library!r}",
                              "图片 {image_id} 不在图库 {library} 中"),
+    "video_not_in_library": ("video {video_id} is not in library {library!r}",
+                             "视频 {video_id} 不在图库 {library} 中"),
     # Queries
     "query_not_text": ("the query must be text",
                        "搜索内容必须是文字"),
@@ -125,6 +131,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "exclude_not_text": ("exclude must be text", "要排除的词必须是文字"),
     "query_only_excludes": ("the query only excludes: say what to find as well, e.g. 红色 -圆形",
                             "描述里只有要排除的词：请同时写上要找的内容，例如 红色 -圆形"),
+    "range_unsatisfiable": ("the byte range {range!r} cannot be served from a file of {size} bytes",
+                            "无法从 {size} 字节的文件中提供字节范围 {range!r}"),
     "query_image_unusable": ("the query image cannot be used: {reason}",
                              "无法使用这张查询图片：{reason}"),
     "threshold_invalid": ("threshold must be a number greater than 0 and at most 1, got {value!r}",
@@ -135,6 +143,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                       "截止日期必须写成 YYYY-MM-DD，收到 {value!r}"),
     "dates_reversed": ("since ({since}) is after until ({until})",
                        "起始日期（{since}）晚于截止日期（{until}）"),
+    "frame_interval_invalid": ("the frame interval must be a number of seconds from {low} to {high}, not {value!r}",
+                               "抽帧间隔必须是 {low} 到 {high} 之间的秒数，收到 {value!r}"),
+    "media_invalid": ("media must be image, video or all, not {value!r}",
+                      "媒体类型必须是 image（图片）、video（视频）或 all（全部），收到 {value!r}"),
     "folder_not_text": ("folder must be text, e.g. 2024/旅行",
                         "文件夹必须是文字，例如 2024/旅行"),
     "folder_too_long": ("folder is longer than {limit} characters",
@@ -206,6 +218,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                          "to another disk, run searchcore relocate --library LIBRARY NEW_FOLDER",
                          "图片 {image_id} 的文件（{path}）已不在原文件夹中；如果文件夹移到了另一个磁盘，请运行 "
                          "searchcore relocate --library LIBRARY NEW_FOLDER"),
+    "video_file_changed": ("the file of video {video_id} ({path}) has changed since it was indexed; ingest its folder "
+                           "again to index the new video",
+                           "视频 {video_id} 的文件（{path}）在建立索引后已被修改；请重新导入它所在的文件夹"),
+    "video_file_missing": ("the file of video {video_id} ({path}) is not in its folder any more; if the folder moved "
+                           "to another disk, run searchcore relocate --library LIBRARY NEW_FOLDER",
+                           "视频 {video_id} 的文件（{path}）已不在原文件夹中；如果文件夹移到了另一个磁盘，请运行 "
+                           "searchcore relocate --library LIBRARY NEW_FOLDER"),
     "sync_needs_folder": ("--sync applies to a folder of images, not to a Chinese-CLIP split or feature file",
                           "--sync 只适用于图片文件夹，不适用于 Chinese-CLIP 数据划分或特征文件"),
     "watch_not_folder": ("cannot watch {path}: it is not a folder",
@@ -424,3 +443,11 @@ class OriginalUnavailableError(QueryError):
     def __init__(self, image_id: int, path: str, changed: bool) -> None:
         self.image_id, self.path, self.changed = image_id, path, changed
         super().__init__("original_changed" if changed else "original_missing", image_id=image_id, path=path)
+
+
+class VideoUnavailableError(QueryError):
+    """A video's file is gone (changed=False) or no longer the video indexed (changed=True)."""
+
+    def __init__(self, video_id: int, path: str, changed: bool) -> None:
+        self.video_id, self.path, self.changed = video_id, path, changed
+        super().__init__("video_file_changed" if changed else "video_file_missing", video_id=video_id, path=path)

@@ -24,6 +24,7 @@ class Record:
     vector: np.ndarray | None = None
     stat: FileStat | None = None  # a folder file's path, size and mtime
     sha256: str | None = None  # the digest of data, when the reader has hashed it
+    video: bool = False  # a folder's video file: data stays None (it is hashed and sampled from its file)
 
 
 @dataclass(frozen=True)

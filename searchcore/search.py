@@ -37,6 +37,23 @@ EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the quer
 BATCH = 256  # queries encoded and searched together by rank_texts
 EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
 _KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
+VIDEO_DEPTH = 4  # in a library with videos, searches fetch this many times deeper: merged frames leave room
+SEGMENT_GAP = 1.5  # hits of one video this many frame intervals apart or closer join one segment
+
+
+@dataclass(frozen=True)
+class VideoMoment:
+    """Where in a video a result is: the segment of neighbouring matching frames, in seconds."""
+
+    video_id: int
+    path: str  # the video file's path, relative to its folder
+    start: float
+    end: float
+    duration: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The result's "video" item."""
+        return {"path": self.path, "start": round(self.start, 3), "end": round(self.end, 3)}
 
 
 @dataclass
@@ -56,6 +73,7 @@ class SearchResult:
     text: str | None = None  # the words OCR read in it, when OCR ran
     similarity: float | None = None  # cosine of the image and the query (by meaning), for every query
     keyword_score: float | None = None  # BM25 of its words against the query's, when its words matched
+    video: VideoMoment | None = None  # a moment of a video (image_id is its best frame), None for a picture
 
     @property
     def data(self) -> bytes:
@@ -70,7 +88,8 @@ class SearchResult:
                 "captions": self.captions, "path": self.path or None,
                 "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
                 "text": self.text, "similarity": _rounded(self.similarity),
-                "keyword_score": _rounded(self.keyword_score)}
+                "keyword_score": _rounded(self.keyword_score), "media": "image" if self.video is None else "video",
+                "video": None if self.video is None else self.video.to_json()}
 
 
 def _rounded(value: float | None) -> float | None:
@@ -208,7 +227,8 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
     depth = page.offset + page.top_k
     if chosen != "semantic" or excluded:
         depth = max(FUSION_DEPTH, depth)
-    # the keyword search runs in Milvus (Lite's own process, or a server) while this process encodes the query
+    depth = _deeper(depth, images, library)
+    # the keyword search runs in Milvus (a server, or Milvus Lite's threads here) while the query is encoded
     words: Future[list[TextHit]] | None = None if chosen == "semantic" or texts is None else \
         _KEYWORD_SEARCHES.submit(texts.search, library, query, depth, filters)
     model = encoder()
@@ -242,9 +262,9 @@ def rank(mode: str, semantic: list[Hit], keyword: list[TextHit]) -> list[Hit]:
 def rank_texts(queries: Sequence[str], top_k: Any, mode: Any, *, encoder: Callable[[], Encoder],
                vectors: VectorStore, library: str, texts: TextIndex | None = None) -> list[list[Hit]]:
     """The top-k ranking of each of many queries, as search_text ranks one (no threshold, exclusion, filter or
-    page), in batches: one encoding, one vector search and one BM25 search per BATCH queries. For measuring
-    thousands of queries (the fragment tests and bench); a search of the app or the CLI goes through
-    search_text."""
+    page, and a video's frames are not merged into moments), in batches: one encoding, one vector search and one
+    BM25 search per BATCH queries. For measuring thousands of queries (the fragment tests and bench); a search of
+    the app or the CLI goes through search_text."""
     k = parse_top_k(top_k)
     chosen = parse_mode(mode) or "semantic"
     if chosen != "semantic" and texts is None:
@@ -323,8 +343,8 @@ def search_vector(vector: np.ndarray, page: Page, *, vectors: VectorStore, image
                   library: str) -> list[SearchResult]:
     """A page of the top images for a query vector, read without their bytes; ids without a stored image are
     left out. The filters apply inside the vector search; ranks count from 1 at the best match."""
-    hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :], page.offset + page.top_k,
-                          page.filters)[0]
+    hits = vectors.search(library, np.asarray(vector, dtype=np.float32)[None, :],
+                          _deeper(page.offset + page.top_k, images, library), page.filters)[0]
     return hits_to_results(hits, page, images=images, library=library)
 
 
@@ -333,7 +353,10 @@ def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library:
                     by_keyword: bool = False) -> list[SearchResult]:
     """The page's results from a ranking of hits (ranks count from 1 at its best), without image bytes. Each
     carries its similarity (the hit's own score when none is given) and its keyword score when it has one; its
-    score is the keyword score in a keyword search and its similarity otherwise."""
+    score is the keyword score in a keyword search and its similarity otherwise. A video's matching frames
+    merge into moments (see moments)."""
+    hits, found = moments(hits, images=images, library=library,
+                          media=page.filters.media if page.filters is not None else None)
     hits = hits[page.offset:page.offset + page.top_k]
     stored = images.get_meta_many(library, [h.image_id for h in hits])
     results: list[SearchResult] = []
@@ -348,8 +371,62 @@ def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library:
         score = (bm25 if by_keyword else cosine) or 0.0
         results.append(SearchResult(page.offset + len(results) + 1, hit.image_id, score, meta.format,
                                     meta.width, meta.height, meta.captions, _fetcher(images, library, hit.image_id),
-                                    meta.path, meta.taken or None, meta.text, cosine, bm25))
+                                    meta.path, meta.taken or None, meta.text, cosine, bm25, found.get(hit.image_id)))
     return results
+
+
+def _deeper(depth: int, images: ImageStore, library: str) -> int:
+    """How deep to search so that a page is still full once a video's frames merge into moments."""
+    return depth * VIDEO_DEPTH if images.has_videos(library) else depth
+
+
+def moments(ranking: list[Hit], *, images: ImageStore, library: str,
+            media: str | None = None) -> tuple[list[Hit], dict[int, VideoMoment]]:
+    """The ranking with each video's matching frames merged into segments, and each segment's moment by the id of
+    its best frame, which keeps its place (a video appears once per segment). Frames of one video within
+    SEGMENT_GAP x its frame interval of each other join one segment, from its earliest frame's time to its
+    latest's plus the interval (at most the video's end). media drops hits of the other kind (the keyword index
+    cannot filter by it)."""
+    if not images.has_videos(library):
+        return ([] if media == "video" else ranking), {}
+    metas = images.get_meta_many(library, [h.image_id for h in ranking])
+    frames: dict[int, list[tuple[float, int]]] = {}
+    for hit in ranking:
+        meta = metas.get(hit.image_id)
+        if meta is not None and meta.video_id:
+            frames.setdefault(meta.video_id, []).append((meta.time_s, hit.image_id))
+    videos = images.get_videos(library, list(frames))
+    segment: dict[int, VideoMoment] = {}  # frame id -> its segment
+    for video_id, times in frames.items():
+        video = videos.get(video_id)
+        if video is None:
+            continue
+        times.sort()
+        group: list[tuple[float, int]] = []
+        for time_s, frame in [*times, (math.inf, 0)]:
+            if group and time_s - group[-1][0] > SEGMENT_GAP * video.frame_interval:
+                end = group[-1][0] + video.frame_interval
+                moment = VideoMoment(video_id, video.path, group[0][0], min(end, video.duration) if video.duration
+                                     else end, video.duration)
+                segment.update((f, moment) for _, f in group)
+                group = []
+            group.append((time_s, frame))
+    merged: list[Hit] = []
+    found: dict[int, VideoMoment] = {}
+    shown: set[VideoMoment] = set()
+    for hit in ranking:
+        meta = metas.get(hit.image_id)
+        is_frame = meta is not None and meta.video_id != 0
+        if media is not None and is_frame != (media == "video"):
+            continue
+        joined = segment.get(hit.image_id)
+        if joined is not None:
+            if joined in shown:
+                continue
+            shown.add(joined)
+            found[hit.image_id] = joined
+        merged.append(hit)
+    return merged, found
 
 
 def _fetcher(images: ImageStore, library: str, image_id: int) -> Callable[[], bytes]:

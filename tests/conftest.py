@@ -25,6 +25,7 @@ import pytest
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.web.auth import Access
 from tests.support import (
     MARIADB_PORT,
     TINY_MODEL,
@@ -32,6 +33,7 @@ from tests.support import (
     MariaDBServer,
     PrivateMariaDB,
     PrivateMilvus,
+    Served,
     scratch_database,
     settings_env,
     tiny_settings,
@@ -86,6 +88,14 @@ def engine(settings: Settings, torch_encoder: Encoder) -> Iterator[Engine]:
     eng = Engine(settings, encoder=torch_encoder)
     yield eng
     eng.close()
+
+
+@pytest.fixture(scope="module")
+def served(engine: Engine) -> Iterator[Served]:
+    """The app over the module's engine (a module that uses this defines a module-scoped `engine`), writes open."""
+    s = Served(engine, Access())
+    yield s
+    s.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
     from searchcore.engine import Engine
+    from searchcore.models.encoder import Encoder
     from searchcore.web.auth import Access
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,13 @@ def tiny_settings(tmp: Path, model_cache: Path, **changes: object) -> Settings:
     base = Settings(model=str(TINY_MODEL), model_dir=str(model_cache), milvus_uri=str(tmp / "milvus.db"),
                     db_url=str(tmp / "images.db"), device="cpu")
     return base.replace(**changes)
+
+
+def torch_engine(tmp: Path, model_cache: Path, encoder: Encoder) -> Engine:
+    """An engine on the tiny model's fp32 PyTorch path with embedded stores under tmp (a context manager)."""
+    from searchcore.engine import Engine
+
+    return Engine(tiny_settings(tmp, model_cache, backend="torch", precision="fp32"), encoder=encoder)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

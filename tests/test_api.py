@@ -21,7 +21,7 @@ from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.stores.images import MySQLImageStore
 from searchcore.web.auth import Access
-from tests.support import MariaDBServer, Served, tiny_settings
+from tests.support import MariaDBServer, Served, tiny_settings, torch_engine
 
 USERS = (("alice", "wonderland"),)
 
@@ -30,19 +30,9 @@ USERS = (("alice", "wonderland"),)
 def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, torch_encoder: Encoder,
            dataset: Path) -> Iterator[Engine]:
     """One engine for the module, holding the valid split in library `default`."""
-    settings = tiny_settings(tmp_path_factory.mktemp("api"), model_cache, backend="torch", precision="fp32")
-    eng = Engine(settings, encoder=torch_encoder)
-    eng.ingest(dataset, split="valid")
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="module")
-def served(engine: Engine) -> Iterator[Served]:
-    """The app with writes open (local, no auth)."""
-    s = Served(engine, Access())
-    yield s
-    s.stop()
+    with torch_engine(tmp_path_factory.mktemp("api"), model_cache, torch_encoder) as eng:
+        eng.ingest(dataset, split="valid")
+        yield eng
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,8 @@ def test_cli_search_json_reads_no_image_bytes(settings: Settings, dataset: Path,
     assert [(w.byte_reads, w.data_column_reads) for w in watched] == [([], 0)]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert all(set(r) == {"rank", "image_id", "score", "captions", "path", "taken", "text",
-                              "similarity", "keyword_score"} for r in results)
+                              "similarity", "keyword_score", "media", "video"} for r in results)
+    assert all(r["media"] == "image" and r["video"] is None for r in results)
     classes = image_classes(dataset, "valid")
     assert all(classes[r["image_id"]] == ("红色", "圆形") for r in results)
     truth = stored(settings, [r["image_id"] for r in results])
@@ -168,6 +169,6 @@ def test_gallery_reads_the_bytes_of_exactly_the_results_it_shows(engine: Engine)
     assert watched.byte_reads == [shown], "one read, of the ids in the gallery"
     assert [text.split(" · ")[2] for _, text in gallery] == [str(i) for i in shown]
 
-    picture, _, image_id, _ = app.select(state, gr.SelectData(None, {"index": 2, "value": None}))
+    picture, _, image_id, _, _ = app.select(state, gr.SelectData(None, {"index": 2, "value": None}))
     assert picture is not None and image_id == str(shown[2])
     assert watched.byte_reads == [shown, [shown[2]]], "the detail view reads the one image it shows"

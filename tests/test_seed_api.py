@@ -26,7 +26,7 @@ from searchcore.engine import Engine
 from searchcore.evaluate import extract
 from searchcore.models.encoder import Encoder
 from searchcore.web.auth import Access
-from tests.support import Served, tiny_settings
+from tests.support import Served, tiny_settings, torch_engine
 
 USERS = (("alice", "wonderland"),)
 TIMEOUT = 300  # a load encodes on two shared cores
@@ -44,17 +44,9 @@ def features_folder(tmp_path_factory: pytest.TempPathFactory, dataset: Path, tor
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, torch_encoder: Encoder) -> Iterator[Engine]:
-    settings = tiny_settings(tmp_path_factory.mktemp("seed"), model_cache, backend="torch", precision="fp32")
-    eng = Engine(settings, encoder=torch_encoder)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="module")
-def served(engine: Engine) -> Iterator[Served]:
-    s = Served(engine, Access())
-    yield s
-    s.stop()
+    """An empty engine for the module (conftest's `served` serves it)."""
+    with torch_engine(tmp_path_factory.mktemp("seed"), model_cache, torch_encoder) as eng:
+        yield eng
 
 
 def captioned(folder: Path, caption: str) -> set[int]:

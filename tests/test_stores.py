@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from searchcore.errors import LibraryError
-from searchcore.stores.images import ImageStore, StoredImage, open_image_store
+from searchcore.stores.images import ImageStore, StoredImage, StoredVideo, open_image_store
 from searchcore.stores.vectors import MilvusVectorStore
 
 
@@ -160,3 +161,21 @@ def test_folder_pictures_become_thumbnails_and_their_files_move_with_their_folde
     assert image_store.roots("lib") == {"/media/新盘": 2}
     assert image_store.recorded_files("lib", [1]) == {1: [RecordedFile("/media/新盘", "a/1.jpg", 80, 111)]}
     assert image_store.files("lib", "/mnt/old") == {}
+
+
+def test_the_image_store_keeps_videos_and_their_frames(image_store: ImageStore) -> None:
+    video = StoredVideo(7, "a/clip.mp4", 1234, 5678, "ab" * 32, 24.5, 1920, 1080, 1_700_000_000, 2.0)
+    image_store.put_videos("lib", [video])
+    frames = [StoredImage(100 + i, b"jpeg", "JPEG", 1920, 1080, f"{i:064x}", "a/clip.mp4", [], "a/clip.mp4",
+                          1_700_000_000, thumbnail=True, video_id=7, time_s=t) for i, t in enumerate([4.0, 0.0, 2.0])]
+    image_store.put_many("lib", [*frames, StoredImage(1, b"png", "PNG", 9, 9, "cd" * 32)])
+    assert image_store.get_videos("lib", [7, 8]) == {7: video}
+    assert image_store.has_videos("lib") and not image_store.has_videos("other")
+    assert image_store.video_frames("lib", [7]) == {7: [(101, 0.0), (102, 2.0), (100, 4.0)]}
+    meta = image_store.get_meta_many("lib", [100, 1])
+    assert (meta[100].video_id, meta[100].time_s, meta[1].video_id) == (7, 4.0, 0)
+    assert image_store.get_many("lib", [102])[102].time_s == 2.0
+    image_store.put_videos("lib", [dataclasses.replace(video, path="b/clip.mp4")])
+    assert image_store.get_videos("lib", [7])[7].path == "b/clip.mp4"
+    image_store.delete_videos("lib", [7])
+    assert image_store.get_videos("lib", [7]) == {} and not image_store.has_videos("lib")

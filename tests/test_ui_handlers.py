@@ -71,7 +71,7 @@ def test_missing_library_is_a_friendly_warning(app: SearchApp) -> None:
 
 def test_clicking_a_result_shows_it_and_more_like_this_finds_it_first(app: SearchApp) -> None:
     _, state, _ = app.search("蓝色的正方形", 5, None)
-    picture, meta, image_id, _ = app.select(state, gr.SelectData(None, {"index": 1, "value": None}))
+    picture, meta, image_id, _, _ = app.select(state, gr.SelectData(None, {"index": 1, "value": None}))
     assert image_id == str(state["hits"][1]["image_id"])
     assert isinstance(picture, Image.Image) and picture.size == (96, 96)
     assert "蓝色的正方形" in meta
@@ -224,7 +224,7 @@ def test_results_come_24_a_page(engine: Engine, dataset: Path) -> None:
     assert state is not None and [h["rank"] for h in shown_hits(state)] == list(range(25, 49))
     assert [text.split(" · ")[0] for text in captions(gallery)] == [f"#{r}" for r in range(25, 49)]
     assert "page 2 of 4 · results 25–48" in status
-    _, _, image_id, _ = app.select(state, gr.SelectData(None, {"index": 0, "value": None}))
+    _, _, image_id, _, _ = app.select(state, gr.SelectData(None, {"index": 0, "value": None}))
     assert image_id == str(state["hits"][24]["image_id"]), "a click on page 2 opens that page's result"
 
     for _ in range(3):  # past the last page it stays there

@@ -9,6 +9,7 @@ interrupted ingest completes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -24,12 +25,14 @@ import numpy as np
 from searchcore.errors import MassRemovalError
 from searchcore.ids import chunks
 from searchcore.indexing.pipeline import Prepared, prepared_batches
+from searchcore.indexing.videos import NEEDS_MIGRATE, SampledFrame, VideoJob, frame_image, sample
 from searchcore.models.encoder import Encoder, normalise
 from searchcore.records import BadRecord, FolderScan, Record, Source
+from searchcore.sources.videos import DEFAULT_INTERVAL
 from searchcore.stores.filters import naive_seconds
-from searchcore.stores.images import FileState, ImageStore, StoredImage
+from searchcore.stores.images import FileState, ImageStore, StoredImage, StoredVideo
 from searchcore.stores.text_index import TextIndex, image_text
-from searchcore.stores.vectors import NO_ATTRS, VectorStore
+from searchcore.stores.vectors import NO_ATTRS, NO_FRAME, VectorStore
 
 if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader, OcrText
@@ -63,6 +66,8 @@ class IngestReport:
     moved: int = 0
     removed: int = 0
     missing: int = 0
+    videos: int = 0  # videos added or changed (each counted once in added or changed too)
+    frames: int = 0  # their sampled frames, now searchable
 
     def summary(self) -> str:
         """One line: "library L: N added, M already present, K bad (T s)", with a folder's re-scan counts."""
@@ -71,6 +76,8 @@ class IngestReport:
                     f"{len(self.bad)} bad ({self.seconds:.1f}s)")
         line = (f"library {self.library}: {self.added} added, {self.changed} changed, {self.unchanged} unchanged, "
                 f"{self.moved} moved, {self.removed} removed, {len(self.bad)} bad")
+        if self.videos:
+            line += f" ({self.videos} videos: {self.frames} frames)"
         if self.present:
             line += f", {self.present} copies of images already stored"
         if self.missing:
@@ -83,7 +90,7 @@ class IngestReport:
                                 "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
         if self.folder:
             data.update(changed=self.changed, unchanged=self.unchanged, moved=self.moved, removed=self.removed,
-                        missing=self.missing)
+                        missing=self.missing, videos=self.videos, frames=self.frames)
         return data
 
 
@@ -95,13 +102,19 @@ class _Work:
     stored: StoredImage | None = None
     changed: bool = False  # a known file with new content, not a new file
     picture: Any = None  # the decoded picture, kept for OCR only
+    frame: SampledFrame | None = None  # a video's sampled frame (record is the video's)
+
+    @property
+    def unit(self) -> bool:
+        """Whether writing this item completes a file: a picture, or a video's last frame (a video is one file)."""
+        return self.frame is None or (self.frame.last and self.frame.job.error is None)
 
 
 def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageStore, library: str, *,
            batch_size: int = 8, workers: int = 0, progress: Progress | None = None,
            flush: bool = True, sync: bool = False, texts: TextIndex | None = None,
            ocr: OcrReader | None = None, allow_mass_removal: bool = False,
-           removal_share: float = MASS_REMOVAL_SHARE) -> IngestReport:
+           removal_share: float = MASS_REMOVAL_SHARE, frame_interval: float = DEFAULT_INTERVAL) -> IngestReport:
     """Ingest every record of a source into a library; bad records are reported and skipped.
 
     For a folder, files unchanged since the last ingest are skipped unread; with sync, images whose files are
@@ -109,7 +122,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
     removal_share of them, raises MassRemovalError and removes nothing, unless allow_mass_removal.
     flush=False leaves the final flush to the caller (Ray's driver flushes once for all its workers). With
     texts, captions (and with ocr, the words read in each picture, on a thread of their own beside the
-    encoder) go into the library's keyword index.
+    encoder) go into the library's keyword index. A folder's videos are sampled every frame_interval seconds,
+    each frame one image of the library (see indexing/videos.py).
     """
     started = time.perf_counter()
     meta = vectors.open_library(library, encoder.name, encoder.dim, create=True)
@@ -123,9 +137,13 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         if progress is not None:
             progress(done, source.total)
 
-    work = _plan(source.records, vectors, images, library, report, tick, book)
+    videos = _Videos(book, frame_interval, meta.videos, library, report, tick)
+    work = videos.expand(_plan(source.records, vectors, images, library, report, tick, book))
 
     def bad(item: _Work, reason: str) -> None:
+        if item.frame is not None:
+            videos.fail(item.frame.job, reason)
+            return
         report.bad.append(BadRecord(item.record.line, reason, item.record.file))
         tick(1)
 
@@ -135,7 +153,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
     prepared = prepared_batches(work, lambda w: w.record.data or b"", None if features else encoder, on_bad=bad,
                                 batch_size=batch_size, workers=workers,
                                 max_bytes=None if folder else images.max_blob_bytes, thumbnails=folder,
-                                digest=lambda w: w.sha256)
+                                digest=lambda w: w.sha256,
+                                picture=lambda w: frame_image(w.frame) if w.frame is not None else None)
     batches = (([_to_store(p, keep_picture=ocr is not None, thumbnail=folder) for p in batch], pixels)
                for batch, pixels in prepared)
     words = _Words(texts, ocr, images, library) if texts is not None or ocr is not None else None
@@ -150,15 +169,23 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
         _write(batch, vecs, vectors, images, library)
         if words is not None:
             words.add(batch)
+        done = [w.frame.job.stored() for w in batch if w.frame is not None and w.unit]
+        images.put_videos(library, done)  # once its last frame is in both stores, then its file
         if book is not None:
-            book.stored([w.record for w in batch])
+            book.stored([w.record for w in batch if w.unit])
 
     def written(batch: list[_Work], future: Future[None]) -> None:
         future.result()  # a failed write ends the ingest with its error
-        changed = sum(w.changed for w in batch)
+        units = [w for w in batch if w.unit]
+        changed = sum(w.changed for w in units)
         report.changed += changed
-        report.added += len(batch) - changed
-        tick(len(batch))
+        report.added += len(units) - changed
+        for w in batch:
+            if w.frame is not None:
+                w.frame.job.written += 1
+                report.frames += 1
+        report.videos += sum(w.frame is not None for w in units)
+        tick(len(units))
 
     writes: deque[tuple[list[_Work], Future[None]]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
@@ -176,6 +203,7 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
                 future.cancel()
     if words is not None:
         words.finish()
+    videos.remove_failed(vectors, images, texts)
     try:
         if book is not None:
             book.finish(sync, allow_mass_removal, removal_share)
@@ -227,7 +255,12 @@ class _Folder:
         self.stored([record])
 
     def _move(self, image_id: int, path: str) -> None:
-        """Point the image at its new path in both stores, keeping its vector (nothing is encoded)."""
+        """Point the image (a video: each of its frames) at its new path in both stores, keeping its vector
+        (nothing is encoded)."""
+        video = self.images.get_videos(self.library, [image_id]).get(image_id)
+        if video is not None:
+            self._move_video(video, path)
+            return
         self.images.set_paths(self.library, {image_id: path})
         vector = self.vectors.vectors(self.library, [image_id]).get(image_id)
         if vector is not None:
@@ -237,10 +270,25 @@ class _Folder:
             if text:  # its words move with it, so a folder filter on a keyword search finds it there too
                 self.texts.upsert(self.library, [image_id], [text], [(path, taken)])  # type: ignore[union-attr]
 
+    def _move_video(self, video: StoredVideo, path: str) -> None:
+        frames = self.images.video_frames(self.library, [video.video_id]).get(video.video_id, [])
+        ids = [f for f, _ in frames]
+        self.images.set_paths(self.library, dict.fromkeys(ids, path))
+        found = self.vectors.vectors(self.library, ids)
+        kept = [(f, t) for f, t in frames if f in found]
+        if kept:
+            self.vectors.upsert(self.library, [f for f, _ in kept], np.stack([found[f] for f, _ in kept]),
+                                [(path, video.taken)] * len(kept), [(video.video_id, t) for _, t in kept])
+        if self.texts is not None:
+            texts = self.texts.texts(self.library, ids)
+            self.texts.upsert(self.library, list(texts), list(texts.values()), [(path, video.taken)] * len(texts))
+        self.images.put_videos(self.library, [dataclasses.replace(video, path=path)])
+
     def finish(self, sync: bool, allow_mass_removal: bool = False, share: float = MASS_REMOVAL_SHARE) -> None:
         """Record copies of files stored in this run; without sync, count what is gone; with it, remove the
         images no remaining file holds (MassRemovalError, and nothing removed, when that is too many)."""
-        stored = self.vectors.existing(self.library, [r.image_id for r in self.copies if r.image_id is not None])
+        ids = [r.image_id for r in self.copies if r.image_id is not None]
+        stored = self.vectors.existing(self.library, ids) | set(self.images.get_videos(self.library, ids))
         for record in self.copies:
             if record.image_id in stored:
                 self.present(record)
@@ -262,13 +310,64 @@ class _Folder:
         remove = sorted(i for i in candidates if not owners.get(i, set()) - leaving)
         # Vectors first, then images, then the file records: a crash at any point leaves the gone files
         # recorded, so the next sync run removes what is left (`check` never sees a vector without an image).
-        self.vectors.delete(self.library, remove)
+        # a video goes with every one of its frames
+        frames = [f for found in self.images.video_frames(self.library, remove).values() for f, _ in found]
+        self.vectors.delete(self.library, [*remove, *frames])
         self.vectors.flush(self.library)
         if self.texts is not None:
-            self.texts.delete(self.library, remove)
-        self.images.delete_many(self.library, remove)
+            self.texts.delete(self.library, [*remove, *frames])
+        self.images.delete_many(self.library, [*remove, *frames])
+        self.images.delete_videos(self.library, remove)
         self.images.delete_files(self.library, self.scan.root, sorted(gone))
         self.report.removed = len(gone) + len(replaced.intersection(remove))
+
+
+class _Videos:
+    """A run's videos: each video's work item becomes its sampled frames; a video that fails part-way is reported
+    once, and the frames of it already written are removed at the end."""
+
+    def __init__(self, book: _Folder | None, interval: float, supported: bool, library: str, report: IngestReport,
+                 tick: Callable[[int], None]) -> None:
+        self.book, self.interval, self.supported = book, interval, supported
+        self.library, self.report, self.tick = library, report, tick
+        self.failed: list[VideoJob] = []
+
+    def expand(self, work: Iterator[_Work]) -> Iterator[_Work]:
+        """Pictures as they come; each video as its frames, sampled as the pipeline takes them."""
+        for item in work:
+            if not item.record.video:
+                yield item
+                continue
+            if self.book is None or not self.supported:
+                reason = NEEDS_MIGRATE.format(library=self.library) if self.book is not None else "not a folder"
+                self.report.bad.append(BadRecord(item.record.line, reason, item.record.file))
+                self.tick(1)
+                continue
+            job = VideoJob(item.record, item.sha256, self.interval, self.book.scan.root, item.changed)
+            for frame in sample(job):
+                yield _Work(item.record, item.sha256, True, changed=item.changed, frame=frame)
+            if job.error is not None:
+                self.fail(job, job.error)
+
+    def fail(self, job: VideoJob, reason: str) -> None:
+        """Report a video bad (once), whatever failed: its file or one of its frames."""
+        if job in self.failed:
+            return
+        job.error = job.error or reason
+        self.failed.append(job)
+        self.report.bad.append(BadRecord(job.record.line, reason, job.record.file))
+        self.tick(1)
+
+    def remove_failed(self, vectors: VectorStore, images: ImageStore, texts: TextIndex | None) -> None:
+        """Remove from every store the frames written of videos that failed part-way (vectors first)."""
+        ids = [i for job in self.failed for i in job.frame_ids]
+        self.report.frames -= sum(job.written for job in self.failed)
+        if not ids:
+            return
+        vectors.delete(self.library, ids)
+        if texts is not None:
+            texts.delete(self.library, ids)
+        images.delete_many(self.library, ids)
 
 
 def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, library: str,
@@ -283,12 +382,12 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                 report.bad.append(BadRecord(record.line, record.error or "no image id", record.file))
                 tick(1)
                 continue
-            if record.data is None:
+            if record.data is None and not record.video:
                 report.bad.append(BadRecord(record.line, f"no image data for image id {record.image_id}",
                                             record.file))
                 tick(1)
                 continue
-            sha = record.sha256 or hashlib.sha256(record.data).hexdigest()
+            sha = record.sha256 or hashlib.sha256(record.data or b"").hexdigest()
             first = seen.get(record.image_id)
             if first is not None:
                 if first[0] != bytes.fromhex(sha[:16]):
@@ -302,9 +401,14 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
                 continue
             seen[record.image_id] = (bytes.fromhex(sha[:16]), record.line)
             candidates.append((record, sha))
-        ids = [r.image_id for r, _ in candidates]
+        ids = [r.image_id for r, _ in candidates if not r.video]
         stored = images.hashes(library, ids)  # type: ignore[arg-type]
         with_vector = vectors.existing(library, [i for i in ids if i in stored])  # type: ignore[misc]
+        # a video is present once recorded (after its last frame was written)
+        video_ids = [r.image_id for r, _ in candidates if r.video and r.image_id is not None]
+        videos = {i: v.sha256 for i, v in images.get_videos(library, video_ids).items()}
+        stored.update(videos)
+        with_vector.update(videos)
         for record, sha in candidates:
             image_id = record.image_id
             assert image_id is not None
@@ -384,6 +488,13 @@ def _to_store(prepared: Prepared[_Work], keep_picture: bool = False, thumbnail: 
         path = record.stat.path
         taken = taken or naive_seconds(dt.datetime.fromtimestamp(record.stat.mtime_ns / 1e9))
     source = path or f"{record.file}:{record.line}"
+    if work.frame is not None:
+        frame = work.frame
+        work.stored = StoredImage(frame.image_id, decoded.data, decoded.format, decoded.width, decoded.height,
+                                  decoded.sha256, source, [], path, frame.job.taken, thumbnail=True,
+                                  video_id=frame.job.video_id, time_s=frame.time)
+        frame.picture = None
+        return work
     work.stored = StoredImage(record.image_id, decoded.data, decoded.format, decoded.width, decoded.height,
                               work.sha256, source, record.captions, path, taken, thumbnail=thumbnail)
     record.data = None
@@ -406,4 +517,6 @@ def _write(batch: list[_Work], vecs: np.ndarray, vectors: VectorStore, images: I
         return
     images.put_many(library, [w.stored for w in batch if w.store_image and w.stored is not None])
     attrs = [(w.stored.path, w.stored.taken) if w.stored is not None else NO_ATTRS for w in batch]
-    vectors.upsert(library, [w.record.image_id for w in batch], vecs, attrs)  # type: ignore[misc]
+    frames = [(w.frame.job.video_id, w.frame.time) if w.frame is not None else NO_FRAME for w in batch]
+    vectors.upsert(library, [w.stored.image_id if w.stored is not None else w.record.image_id  # type: ignore[misc]
+                             for w in batch], vecs, attrs, frames)

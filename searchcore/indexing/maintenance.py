@@ -146,6 +146,7 @@ def repair_vectors(report: CheckReport, images: ImageStore, vectors: VectorStore
                                    batch_size=batch_size, workers=workers)
         for batch, found in encoder.encode_pixel_batches(batches):
             vectors.upsert(library, [prepared.item.image_id for prepared in batch], found,
-                           [(prepared.item.path, prepared.item.taken) for prepared in batch])
+                           [(prepared.item.path, prepared.item.taken) for prepared in batch],
+                           [(prepared.item.video_id, prepared.item.time_s) for prepared in batch])
     vectors.flush(library)
     report.repaired = True

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from searchcore.errors import OriginalUnavailableError
+from searchcore.errors import OriginalUnavailableError, VideoUnavailableError
 from searchcore.sources.datasets import file_path
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from searchcore.stores.images import ImageStore, StoredImage
+from searchcore.stores.images import ImageStore, StoredImage, StoredVideo
 
 log = logging.getLogger(__name__)
 THUMBNAIL_BATCH = 32  # pictures turned into thumbnails per transaction while migrating
@@ -25,8 +25,9 @@ THUMBNAIL_BATCH = 32  # pictures turned into thumbnails per transaction while mi
 
 def read_original(images: ImageStore, library: str, stored: StoredImage) -> StoredImage:
     """The picture with its original bytes: a stored original as it is, or a folder picture read from its file
-    after checking it is the content indexed (OriginalUnavailableError when it is gone or changed)."""
-    if not stored.thumbnail:
+    after checking it is the content indexed (OriginalUnavailableError when it is gone or changed). A video
+    frame's original is its stored picture (the video file is served whole: video_file)."""
+    if not stored.thumbnail or stored.video_id:
         return stored
     recorded = images.recorded_files(library, [stored.image_id]).get(stored.image_id, [])
     changed = False
@@ -44,6 +45,23 @@ def read_original(images: ImageStore, library: str, stored: StoredImage) -> Stor
                                stored.captions, stored.path, stored.taken, stored.text)
         changed = True
     raise OriginalUnavailableError(stored.image_id, recorded[0].path if recorded else stored.path, changed)
+
+
+def video_file(images: ImageStore, library: str, video: StoredVideo) -> Path:
+    """A video's file, checked by stat to be the one ingested (its size and mtime as recorded; a video is too
+    big to hash on every request): VideoUnavailableError when no file of it is there or each one changed."""
+    recorded = images.recorded_files(library, [video.video_id]).get(video.video_id, [])
+    changed = False
+    for file in recorded:
+        path = Path(file_path(file.root), file_path(file.path))
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if (info.st_size, info.st_mtime_ns) == (file.size, file.mtime_ns):
+            return path
+        changed = True
+    raise VideoUnavailableError(video.video_id, recorded[0].path if recorded else video.path, changed)
 
 
 def whole(images: ImageStore, library: str, stored: StoredImage) -> StoredImage:

@@ -33,22 +33,26 @@ class Prepared(Generic[P]):
 def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: Encoder | None, *,
                      on_bad: Callable[[P, str], None], batch_size: int = 8, workers: int = 0,
                      max_bytes: int | None = None, thumbnails: bool = False,
-                     digest: Callable[[P], str | None] | None = None
+                     digest: Callable[[P], str | None] | None = None,
+                     picture: Callable[[P], DecodedImage | None] | None = None
                      ) -> Iterator[tuple[list[Prepared[P]], np.ndarray]]:
     """Decode and preprocess items in a pool; yield (batch, stacked pixels) in input order.
 
     An image that cannot be decoded goes to on_bad(item, reason) and is left out. With no encoder, nothing is
     preprocessed and the pixels are an empty [n,0] array (feature files bring their own vectors). With
     thumbnails, each decoded image carries a thumbnail to store instead of its bytes; digest gives an item's
-    sha256 when it is known already.
+    sha256 when it is known already; picture gives an item that is decoded already (a video's sampled frame)
+    its decoded image, which passes straight through.
     """
 
     target = encoder.resolution if encoder is not None else None
 
     def prepare(item: P) -> Prepared[P] | str:
         try:
-            decoded = decode_image(data(item), max_bytes, target, digest(item) if digest is not None else None,
-                                   thumbnail=thumbnails)
+            decoded = picture(item) if picture is not None else None
+            if decoded is None:
+                decoded = decode_image(data(item), max_bytes, target, digest(item) if digest is not None else None,
+                                       thumbnail=thumbnails)
         except ImageDecodeError as exc:
             return str(exc)
         return Prepared(item, decoded, encoder.preprocess(decoded.image) if encoder is not None else None)

@@ -37,7 +37,7 @@ from searchcore.config import validate_library
 from searchcore.engine import Engine
 from searchcore.errors import DatasetError, MassRemovalError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
-from searchcore.sources.datasets import is_picture
+from searchcore.sources.datasets import is_picture, is_video
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class _Changes(FileSystemEventHandler):
 
 def _is_image(path: str | bytes) -> bool:
     name = path.decode(errors="replace") if isinstance(path, bytes) else path
-    return is_picture(name)
+    return is_picture(name) or is_video(name)
 
 
 class FolderWatcher:

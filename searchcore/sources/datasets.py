@@ -17,10 +17,13 @@ from pathlib import Path
 from searchcore.errors import DatasetError
 from searchcore.records import FileStat, FolderScan, Record, Source
 from searchcore.sources.chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split, split_source
+from searchcore.sources.videos import VIDEO_SUFFIXES
 from searchcore.stores.images import FileState
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif", ".tif", ".tiff")
 
+
+HASH_CHUNK = 1 << 20  # a video is hashed a MiB at a time, never read whole
 
 Known = Callable[[str], dict[str, FileState]]  # a folder's absolute path -> its files as last ingested
 
@@ -28,6 +31,30 @@ Known = Callable[[str], dict[str, FileState]]  # a folder's absolute path -> its
 def is_picture(name: str) -> bool:
     """True for a file name that ingest reads as a picture (by its suffix, in any case)."""
     return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def is_video(name: str) -> bool:
+    """True for a file name that ingest reads as a video (by its suffix, in any case)."""
+    return os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES
+
+
+def video_id(sha256: str) -> int:
+    """A video's id: the same digest rule as a folder picture's, applied to the video file's sha256."""
+    return _digest_id(sha256)
+
+
+def frame_id(video_sha256: str, time_s: float) -> int:
+    """A sampled frame's id, from its video's digest and its time to the millisecond."""
+    return _digest_id(hashlib.sha256(f"{video_sha256}:{round(time_s * 1000)}".encode()).hexdigest())
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def open_source(path: str | Path, split: str | None = None, features: str | Path | None = None,
@@ -106,7 +133,8 @@ def _folder_source(root: Path, known: Known | None) -> Source:
     found = scan_folder(root)
     recorded = known(printable_path(str(root))) if known is not None else {}
     if not found and not recorded:
-        raise DatasetError("folder_no_images", path=printable_path(str(root)), suffixes=", ".join(IMAGE_SUFFIXES))
+        raise DatasetError("folder_no_images", path=printable_path(str(root)),
+                           suffixes=", ".join((*IMAGE_SUFFIXES, *sorted(VIDEO_SUFFIXES))))
     gone = {p: f.image_id for p, f in recorded.items() if p not in found}
     scan = FolderScan(printable_path(str(root)), len(found), len(recorded), gone=gone)
     to_read: list[FileStat] = []
@@ -121,6 +149,9 @@ def _folder_source(root: Path, known: Known | None) -> Source:
 
     def records() -> Iterator[Record]:
         for number, stat in enumerate(to_read, 1):
+            if is_video(stat.path):
+                yield _video_record(root, number, stat)
+                continue
             try:
                 data = (root / file_path(stat.path)).read_bytes()
             except OSError as exc:
@@ -135,8 +166,19 @@ def _folder_source(root: Path, known: Known | None) -> Source:
     return Source("folder", root, None, len(to_read), records(), scan=scan)
 
 
+def _video_record(root: Path, number: int, stat: FileStat) -> Record:
+    """A video file as a record: hashed (in chunks), not read into memory; ingest samples its frames."""
+    if stat.size == 0:
+        return Record(number, stat.path, error="video file is empty (0 bytes)")
+    try:
+        digest = file_sha256(root / file_path(stat.path))
+    except OSError as exc:
+        return Record(number, stat.path, error=f"cannot read file ({exc.strerror})")
+    return Record(number, stat.path, video_id(digest), stat=stat, sha256=digest, video=True)
+
+
 def scan_folder(root: Path) -> dict[str, FileStat]:
-    """Every image file under a folder by relative path (its printable_path form), from directory entries and
+    """Every image and video file under a folder by relative path (its printable_path form), from directory entries and
     stat alone (nothing read); hidden files and folders (".thumbnails", "._IMG_1.JPG") are left out."""
     found: dict[str, FileStat] = {}
     stack = [root]
@@ -152,7 +194,7 @@ def scan_folder(root: Path) -> dict[str, FileStat]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif is_picture(entry.name) and entry.is_file():
+                elif (is_picture(entry.name) or is_video(entry.name)) and entry.is_file():
                     info = entry.stat()
                     rel = printable_path(Path(entry.path).relative_to(root).as_posix())
                     found[rel] = FileStat(rel, info.st_size, info.st_mtime_ns)

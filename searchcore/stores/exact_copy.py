@@ -18,9 +18,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Pages of (ids, vectors, attrs) read from Milvus; the loader checks the event between pages and stops when set.
-Loader = Callable[[threading.Event], Iterator[tuple[list[int], np.ndarray, list[tuple[str, int]]]]]
-# A filter over the copy's rows: (paths, taken) -> the rows that pass (the same rule Milvus applies).
-Mask = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Loader = Callable[[threading.Event], Iterator[tuple[list[int], np.ndarray, list[tuple[str, int]], list[int]]]]
+# A filter over the copy's rows: (paths, taken, video ids) -> the rows that pass (the same rule Milvus applies).
+Mask = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 # How far the copy's score of a unit vector may stray from Milvus Lite's: each float32 product may round
 # differently (a few ulps of 1.0), and hits closer than this may come in either order.
@@ -47,6 +47,7 @@ class ExactCopy:
         self._seqs = np.empty(capacity, dtype=np.int64)  # when each row was written: ties go to the older
         self._paths = np.empty(capacity, dtype=object)  # each row's relative path and taken time, for filters
         self._taken = np.zeros(capacity, dtype=np.int64)
+        self._videos = np.zeros(capacity, dtype=np.int64)  # each row's video (0: a picture), for the media filter
         self._matrix = np.empty((capacity, dim), dtype=np.float32)
         self._rows: dict[int, int] = {}  # id -> row
         self._next_seq = 0
@@ -57,12 +58,14 @@ class ExactCopy:
         return len(self._rows)
 
     def upsert(self, ids: Sequence[int], vectors: np.ndarray, skip: set[int] | None = None,
-               loaded: bool = False, attrs: Sequence[tuple[str, int]] | None = None) -> None:
+               loaded: bool = False, attrs: Sequence[tuple[str, int]] | None = None,
+               videos: Sequence[int] | None = None) -> None:
         """Insert or replace rows by id (ids in skip are left alone); loaded: rows read back from Milvus."""
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         attrs = attrs if attrs is not None else [("", 0)] * len(ids)
+        videos = videos if videos is not None else [0] * len(ids)
         with self._lock:
-            for image_id, vector, (path, taken) in zip(ids, vectors, attrs):
+            for image_id, vector, (path, taken), video in zip(ids, vectors, attrs, videos):
                 image_id = int(image_id)
                 if skip is not None and image_id in skip:
                     continue
@@ -74,7 +77,7 @@ class ExactCopy:
                     self._rows[image_id] = row
                     self._ids[row] = image_id
                 self._matrix[row] = vector
-                self._paths[row], self._taken[row] = path, taken
+                self._paths[row], self._taken[row], self._videos[row] = path, taken, video
                 if loaded:
                     self._seqs[row], self._next_loaded = self._next_loaded, self._next_loaded + 1
                 else:
@@ -92,6 +95,7 @@ class ExactCopy:
                     self._ids[row] = self._ids[last]
                     self._seqs[row] = self._seqs[last]
                     self._paths[row], self._taken[row] = self._paths[last], self._taken[last]
+                    self._videos[row] = self._videos[last]
                     self._matrix[row] = self._matrix[last]
                     self._rows[int(self._ids[row])] = row
 
@@ -110,7 +114,7 @@ class ExactCopy:
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with self._lock:  # writes move rows in place; a search must not see half a move
             n = len(self._rows)
-            keep = None if mask is None else np.flatnonzero(mask(self._paths[:n], self._taken[:n]))
+            keep = None if mask is None else np.flatnonzero(mask(self._paths[:n], self._taken[:n], self._videos[:n]))
             if keep is not None and len(keep) < n:
                 # the same product on the kept rows only: filtering costs no more than an unfiltered search
                 scores = queries @ self._matrix[keep].T
@@ -147,6 +151,7 @@ class ExactCopy:
         self._seqs = np.resize(self._seqs, capacity)
         self._paths = np.resize(self._paths, capacity)
         self._taken = np.resize(self._taken, capacity)
+        self._videos = np.resize(self._videos, capacity)
         matrix = np.empty((capacity, self.dim), dtype=np.float32)
         matrix[:len(self._rows)] = self._matrix[:len(self._rows)]
         self._matrix = matrix
@@ -190,13 +195,13 @@ class LiteCopies:
             self._states[library] = _State(ExactCopy(dim), True, owner)
 
     def upserted(self, library: str, ids: Sequence[int], vectors: np.ndarray,
-                 attrs: Sequence[tuple[str, int]] | None = None) -> None:
+                 attrs: Sequence[tuple[str, int]] | None = None, videos: Sequence[int] | None = None) -> None:
         """Apply an upsert Milvus has taken."""
         state = self._states.get(library)
         if state is not None:
             if not state.ready:
                 state.touched.update(int(i) for i in ids)
-            state.copy.upsert(ids, vectors, attrs=attrs)
+            state.copy.upsert(ids, vectors, attrs=attrs, videos=videos)
 
     def deleted(self, library: str, ids: Sequence[int]) -> None:
         """Apply a delete Milvus has taken."""
@@ -246,11 +251,11 @@ class LiteCopies:
     def _load(self, library: str, state: _State, load: Loader, size: Callable[[], int]) -> bool:
         try:
             state.copy.reserve(size())
-            for ids, vectors, attrs in load(state.cancel):
+            for ids, vectors, attrs, videos in load(state.cancel):
                 with self.write_lock:
                     if state.cancel.is_set():
                         return False
-                    state.copy.upsert(ids, vectors, skip=state.touched, loaded=True, attrs=attrs)
+                    state.copy.upsert(ids, vectors, skip=state.touched, loaded=True, attrs=attrs, videos=videos)
             with self.write_lock:
                 if state.cancel.is_set() or self._states.get(library) is not state:
                     return False

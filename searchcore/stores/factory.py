@@ -9,7 +9,7 @@ import numpy as np
 
 from searchcore.config import Settings
 from searchcore.stores.images import ImageStore, open_image_store
-from searchcore.stores.vectors import Attrs, MilvusVectorStore, VectorStore, vector_rows
+from searchcore.stores.vectors import Attrs, Frame, MilvusVectorStore, VectorStore, vector_rows
 
 
 def open_vector_store(settings: Settings, *, exact_copy: bool = True) -> MilvusVectorStore:
@@ -41,14 +41,14 @@ class BulkRows:
         return getattr(self._store, name)
 
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
-               attrs: Sequence[Attrs] | None = None) -> None:
+               attrs: Sequence[Attrs] | None = None, frames: Sequence[Frame] | None = None) -> None:
         """Append rows to the current import files."""
         meta = self._store.meta(library)
         assert meta is not None
         if self._writer is None:
             self._writer = self._writer_factory(self._folder, meta.dim)
         array = np.asarray(vectors, dtype=np.float32)
-        for row, vector in zip(vector_rows(ids, array, attrs, meta.filterable), array):
+        for row, vector in zip(vector_rows(ids, array, attrs, meta.filterable, frames, meta.videos), array):
             row["vector"] = vector
             self._writer.append_row(row)
 

@@ -1,4 +1,4 @@
-"""Search filters: a folder prefix and a date range, validated before they reach a Milvus expression.
+"""Search filters: a folder prefix, a date range and a media kind, validated before they reach a Milvus expression.
 
 A filter is built from parsed values only: the folder is checked character by character and the dates
 become whole numbers, so no text a user typed is ever pasted into an expression. The folder prefix is
@@ -18,18 +18,20 @@ from searchcore.errors import QueryError
 
 MAX_FOLDER_CHARS = 512
 _EPOCH = dt.datetime(1970, 1, 1)
+MEDIA = ("image", "video")  # what --media narrows results to ("all", or none, keeps both)
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Which images a search may return: under a folder, and taken within [since, until)."""
+    """Which images a search may return: under a folder, taken within [since, until), pictures or video frames."""
 
     folder: str | None = None  # a relative folder, normalised to end in "/"
     since: int | None = None  # Unix seconds (local calendar day at 00:00, as stored), inclusive
     until: int | None = None  # Unix seconds, exclusive: the day after the given until-date
+    media: str | None = None  # "image" (pictures only), "video" (video frames only) or None (both)
 
     @classmethod
-    def parse(cls, folder: Any = None, since: Any = None, until: Any = None) -> Filters:
+    def parse(cls, folder: Any = None, since: Any = None, until: Any = None, media: Any = None) -> Filters:
         """Filters from user values (None or "" means no such filter), or a QueryError saying what is wrong."""
         start = parse_day(since, "since")
         end = parse_day(until, "until")
@@ -37,14 +39,17 @@ class Filters:
             end += 86400  # until is inclusive: the whole of that day
         if start is not None and end is not None and start >= end:
             raise QueryError("dates_reversed", since=since, until=until)
-        return cls(parse_folder(folder), start, end)
+        return cls(parse_folder(folder), start, end, parse_media(media))
 
     def __bool__(self) -> bool:
-        return self.folder is not None or self.since is not None or self.until is not None
+        return self.folder is not None or self.since is not None or self.until is not None or self.media is not None
 
-    def expression(self) -> str:
-        """The Milvus filter expression ("" for none), over the `path` and `taken` fields."""
+    def expression(self, media: bool = True) -> str:
+        """The Milvus filter expression ("" for none), over the `path`, `taken` and (with media) `video_id`
+        fields; the keyword index, which has no `video_id`, asks without media and filters it afterwards."""
         parts = []
+        if media and self.media is not None:
+            parts.append("video_id == 0" if self.media == "image" else "video_id != 0")
         if self.folder is not None:
             parts.append(f'path >= "{self.folder}" and path < "{self.folder[:-1]}0"')  # "0" follows "/"
         if self.since is not None:
@@ -55,9 +60,12 @@ class Filters:
             parts.append("taken > 0")  # 0: no known time (a dataset image)
         return " and ".join(parts)
 
-    def mask(self, paths: np.ndarray, taken: np.ndarray) -> np.ndarray:
-        """The rows that pass, for an in-process copy holding the same path and taken values as Milvus."""
+    def mask(self, paths: np.ndarray, taken: np.ndarray, videos: np.ndarray | None = None) -> np.ndarray:
+        """The rows that pass, for an in-process copy holding the same path, taken and video_id values as Milvus."""
         keep = np.ones(len(taken), dtype=bool)
+        if self.media is not None:
+            is_frame = videos != 0 if videos is not None else np.zeros(len(taken), dtype=bool)
+            keep &= is_frame if self.media == "video" else ~is_frame
         if self.folder is not None:
             keep &= np.fromiter((p.startswith(self.folder) for p in paths), dtype=bool, count=len(paths))
         if self.since is not None:
@@ -70,7 +78,17 @@ class Filters:
 
     def to_json(self) -> dict[str, Any]:
         """The filters as given back to a caller (dates as YYYY-MM-DD)."""
-        return {"folder": self.folder, "since": _day(self.since), "until": _day(self.until, -86400)}
+        return {"folder": self.folder, "since": _day(self.since), "until": _day(self.until, -86400),
+                "media": self.media or "all"}
+
+
+def parse_media(value: Any) -> str | None:
+    """"image" or "video"; None for "all", None or "" (both), or a QueryError."""
+    if value is None or value == "" or value == "all":
+        return None
+    if value not in MEDIA:
+        raise QueryError("media_invalid", value=str(value)[:40])
+    return str(value)
 
 
 def parse_folder(value: Any) -> str | None:

@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 TABLE = "searchcore_images"
 FILES = "searchcore_files"  # the files of folder libraries: path, size and mtime, for stat-only re-scans
+VIDEOS = "searchcore_videos"  # the videos of folder libraries (their frames are rows of TABLE)
 STATE = "searchcore_library_state"  # when each library last changed
 ID_BATCH = 500
 # Columns added after the first release; an older table gains them when a store opens it.
 ADDED_COLUMNS = {"path": "TEXT", "taken": "BIGINT", "ocr_text": "TEXT", "ocr_confidence": "REAL",
-                 "thumb": "INTEGER"}
+                 "thumb": "INTEGER", "video_id": "BIGINT", "time_s": "REAL"}
 
 
 @dataclass
@@ -49,6 +50,24 @@ class StoredImage:
     taken: int = 0  # when it was taken: EXIF DateTimeOriginal, else the file's mtime (naive seconds); 0 unknown
     text: str | None = None  # the words OCR read in it; None when OCR has not run on it
     thumbnail: bool = False  # data is a thumbnail; the original is the folder file recorded for it
+    video_id: int = 0  # a video frame's video (0 for a picture)
+    time_s: float = 0.0  # a video frame's time from the video's start, in seconds
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """A video of a folder library: its file (which stays where it is), as ingested; its frames are images."""
+
+    video_id: int
+    path: str  # relative to its folder
+    size: int
+    mtime_ns: int
+    sha256: str
+    duration: float  # seconds
+    width: int  # as displayed (upright)
+    height: int
+    taken: int  # the container's creation time, else the file's mtime (naive seconds)
+    frame_interval: float  # seconds between sampled frames
 
 
 class RecordedFile(NamedTuple):
@@ -72,6 +91,8 @@ class ImageMeta(NamedTuple):
     path: str = ""
     taken: int = 0
     text: str | None = None
+    video_id: int = 0
+    time_s: float = 0.0
 
 
 class FileState(NamedTuple):
@@ -96,6 +117,11 @@ class ImageStore(Protocol):
     def delete_many(self, library: str, ids: Sequence[int]) -> None: ...
     def set_paths(self, library: str, paths: dict[int, str]) -> None: ...
     def set_texts(self, library: str, texts: dict[int, tuple[str, float]]) -> None: ...
+    def put_videos(self, library: str, videos: Sequence[StoredVideo]) -> None: ...
+    def get_videos(self, library: str, ids: Sequence[int]) -> dict[int, StoredVideo]: ...
+    def video_frames(self, library: str, video_ids: Sequence[int]) -> dict[int, list[tuple[int, float]]]: ...
+    def delete_videos(self, library: str, ids: Sequence[int]) -> None: ...
+    def has_videos(self, library: str) -> bool: ...
     def files(self, library: str, root: str) -> dict[str, FileState]: ...
     def put_files(self, library: str, root: str, files: dict[str, FileState]) -> None: ...
     def delete_files(self, library: str, root: str, paths: Sequence[str]) -> None: ...
@@ -134,10 +160,11 @@ class _SqlImageStore:
             return
         p = self.placeholder
         sql = (f"{self.insert_ignore} INTO {TABLE} (library, image_id, data, format, width, height, sha256,"
-               f" source, captions, path, taken, ocr_text, ocr_confidence, thumb) VALUES ({', '.join([p] * 14)})")
+               f" source, captions, path, taken, ocr_text, ocr_confidence, thumb, video_id, time_s)"
+               f" VALUES ({', '.join([p] * 16)})")
         rows = [(library, int(i.image_id), i.data, i.format, i.width, i.height, i.sha256, i.source[:1000],
-                 json.dumps(i.captions, ensure_ascii=False), i.path, int(i.taken), i.text, None, int(i.thumbnail))
-                for i in images]
+                 json.dumps(i.captions, ensure_ascii=False), i.path, int(i.taken), i.text, None, int(i.thumbnail),
+                 int(i.video_id), float(i.time_s)) for i in images]
         with self._cursor() as cur:
             cur.executemany(sql, rows)
             self._touch(cur, library)
@@ -162,6 +189,56 @@ class _SqlImageStore:
     def set_texts(self, library: str, texts: dict[int, tuple[str, float]]) -> None:
         """Store the OCR text and its confidence of images."""
         self._update(library, ("ocr_text", "ocr_confidence"), texts)
+
+    def put_videos(self, library: str, videos: Sequence[StoredVideo]) -> None:
+        """Record ingested videos (replacing what was recorded for the same ids)."""
+        if not videos:
+            return
+        p = self.placeholder
+        sql = (f"REPLACE INTO {VIDEOS} (library, video_id, path, size, mtime_ns, sha256, duration, width, height,"
+               f" taken, frame_interval) VALUES ({', '.join([p] * 11)})")
+        with self._cursor() as cur:
+            cur.executemany(sql, [(library, int(v.video_id), v.path, v.size, v.mtime_ns, v.sha256, v.duration,
+                                   v.width, v.height, int(v.taken), v.frame_interval) for v in videos])
+            self._touch(cur, library)
+
+    def get_videos(self, library: str, ids: Sequence[int]) -> dict[int, StoredVideo]:
+        """Recorded videos by id; ids not recorded are absent."""
+        found: dict[int, StoredVideo] = {}
+        for chunk in id_chunks(ids, ID_BATCH):
+            with self._cursor() as cur:
+                cur.execute(f"SELECT video_id, path, size, mtime_ns, sha256, duration, width, height, taken,"
+                            f" frame_interval FROM {VIDEOS} WHERE library = {self.placeholder}"
+                            f" AND video_id IN ({self._marks(chunk)})", (library, *chunk))
+                for r in cur.fetchall():
+                    found[int(r[0])] = StoredVideo(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], float(r[5]),
+                                                   int(r[6]), int(r[7]), int(r[8]), float(r[9]))
+        return found
+
+    def video_frames(self, library: str, video_ids: Sequence[int]) -> dict[int, list[tuple[int, float]]]:
+        """Each video's stored frames as (frame id, time in seconds), by time."""
+        found: dict[int, list[tuple[int, float]]] = {}
+        for chunk in id_chunks(video_ids, ID_BATCH):
+            with self._cursor() as cur:
+                cur.execute(f"SELECT video_id, image_id, time_s FROM {TABLE} WHERE library = {self.placeholder}"
+                            f" AND video_id IN ({self._marks(chunk)})", (library, *chunk))
+                for r in cur.fetchall():
+                    found.setdefault(int(r[0]), []).append((int(r[1]), float(r[2] or 0.0)))
+        return {v: sorted(frames, key=lambda f: f[1]) for v, frames in found.items()}
+
+    def delete_videos(self, library: str, ids: Sequence[int]) -> None:
+        """Forget videos by id (their frames are images: delete_many removes those)."""
+        for chunk in id_chunks(ids, ID_BATCH):
+            with self._cursor() as cur:
+                cur.execute(f"DELETE FROM {VIDEOS} WHERE library = {self.placeholder}"
+                            f" AND video_id IN ({self._marks(chunk)})", (library, *chunk))
+                self._touch(cur, library)
+
+    def has_videos(self, library: str) -> bool:
+        """Whether a library holds any video."""
+        with self._cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {VIDEOS} WHERE library = {self.placeholder} LIMIT 1", (library,))
+            return cur.fetchone() is not None
 
     def files(self, library: str, root: str) -> dict[str, FileState]:
         """The files of a folder as last ingested, by relative path."""
@@ -265,16 +342,19 @@ class _SqlImageStore:
     def get_many(self, library: str, ids: Sequence[int]) -> dict[int, StoredImage]:
         """Stored images by id; ids not stored are absent from the result."""
         rows = self._rows(library, "image_id, data, format, width, height, sha256, source, captions, path, taken, "
-                                   "ocr_text, thumb", ids)
+                                   "ocr_text, thumb, video_id, time_s", ids)
         return {int(r[0]): StoredImage(int(r[0]), bytes(r[1]), r[2], int(r[3]), int(r[4]), r[5], r[6] or "",
-                                       json.loads(r[7] or "[]"), r[8] or "", int(r[9] or 0), r[10], bool(r[11]))
+                                       json.loads(r[7] or "[]"), r[8] or "", int(r[9] or 0), r[10], bool(r[11]),
+                                       int(r[12] or 0), float(r[13] or 0.0))
                 for r in rows}
 
     def get_meta_many(self, library: str, ids: Sequence[int]) -> dict[int, ImageMeta]:
         """Stored images' metadata and captions by id, without reading their bytes; ids not stored are absent."""
-        rows = self._rows(library, "image_id, format, width, height, source, captions, path, taken, ocr_text", ids)
+        rows = self._rows(library, "image_id, format, width, height, source, captions, path, taken, ocr_text, "
+                                   "video_id, time_s", ids)
         return {int(r[0]): ImageMeta(int(r[0]), r[1], int(r[2]), int(r[3]), r[4] or "", json.loads(r[5] or "[]"),
-                                     r[6] or "", int(r[7] or 0), r[8]) for r in rows}
+                                     r[6] or "", int(r[7] or 0), r[8], int(r[9] or 0), float(r[10] or 0.0))
+                for r in rows}
 
     def _rows(self, library: str, columns: str, ids: Sequence[int]) -> Iterator[Any]:
         """Rows of the given columns for the ids that are stored, read in chunks."""
@@ -321,7 +401,7 @@ class _SqlImageStore:
         """Remove every image of a library."""
         validate_library(library)
         with self._cursor() as cur:
-            for table in (TABLE, FILES, STATE):
+            for table in (TABLE, FILES, VIDEOS, STATE):
                 cur.execute(f"DELETE FROM {table} WHERE library = {self.placeholder}", (library,))
 
     def libraries(self) -> dict[str, int]:
@@ -339,6 +419,11 @@ class _SqlImageStore:
             if name not in columns:
                 cur.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
                 log.info("image store: added column %s to %s", name, TABLE)
+        self._index_videos(cur, "video_id" not in columns)
+
+    def _index_videos(self, cur: Any, added: bool) -> None:
+        """Index frames by their video (video_frames reads them so), once the column exists."""
+        cur.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_video ON {TABLE} (library, video_id)")
 
 
 def _file_key(root: str, path: str) -> str:
@@ -354,11 +439,15 @@ class SQLiteImageStore(_SqlImageStore):
         library TEXT NOT NULL, image_id INTEGER NOT NULL, data BLOB NOT NULL, format TEXT NOT NULL,
         width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL, source TEXT,
         captions TEXT, path TEXT, taken BIGINT, ocr_text TEXT, ocr_confidence REAL, thumb INTEGER,
-        PRIMARY KEY (library, image_id));
+        video_id BIGINT, time_s REAL, PRIMARY KEY (library, image_id));
     CREATE TABLE IF NOT EXISTS {FILES} (
         library TEXT NOT NULL, file_key TEXT NOT NULL, root TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
         mtime_ns INTEGER NOT NULL, image_id INTEGER NOT NULL, PRIMARY KEY (library, file_key));
     CREATE INDEX IF NOT EXISTS {FILES}_image ON {FILES} (library, image_id);
+    CREATE TABLE IF NOT EXISTS {VIDEOS} (
+        library TEXT NOT NULL, video_id INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, duration REAL NOT NULL, width INTEGER NOT NULL,
+        height INTEGER NOT NULL, taken BIGINT NOT NULL, frame_interval REAL NOT NULL, PRIMARY KEY (library, video_id));
     CREATE TABLE IF NOT EXISTS {STATE} (library TEXT PRIMARY KEY, updated REAL NOT NULL)"""
 
     def __init__(self, path: str) -> None:
@@ -417,14 +506,19 @@ class MySQLImageStore(_SqlImageStore):
         library VARCHAR(64) NOT NULL, image_id BIGINT NOT NULL, data LONGBLOB NOT NULL,
         format VARCHAR(16) NOT NULL, width INT NOT NULL, height INT NOT NULL, sha256 CHAR(64) NOT NULL,
         source VARCHAR(1000), captions MEDIUMTEXT, path TEXT, taken BIGINT, ocr_text MEDIUMTEXT, ocr_confidence REAL,
-        thumb INTEGER, PRIMARY KEY (library, image_id)
+        thumb INTEGER, video_id BIGINT, time_s REAL, PRIMARY KEY (library, image_id), KEY video (library, video_id)
     ) CHARACTER SET utf8mb4"""
     extra_tables = (
         f"""CREATE TABLE IF NOT EXISTS {FILES} (
         library VARCHAR(64) NOT NULL, file_key CHAR(40) NOT NULL, root TEXT NOT NULL, path TEXT NOT NULL,
         size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, image_id BIGINT NOT NULL, PRIMARY KEY (library, file_key),
         KEY image (library, image_id)) CHARACTER SET utf8mb4""",
-        f"""CREATE TABLE IF NOT EXISTS {STATE} (library VARCHAR(64) PRIMARY KEY, updated DOUBLE NOT NULL)""")
+        f"""CREATE TABLE IF NOT EXISTS {STATE} (library VARCHAR(64) PRIMARY KEY, updated DOUBLE NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS {VIDEOS} (
+        library VARCHAR(64) NOT NULL, video_id BIGINT NOT NULL, path TEXT NOT NULL, size BIGINT NOT NULL,
+        mtime_ns BIGINT NOT NULL, sha256 CHAR(64) NOT NULL, duration DOUBLE NOT NULL, width INT NOT NULL,
+        height INT NOT NULL, taken BIGINT NOT NULL, frame_interval DOUBLE NOT NULL, PRIMARY KEY (library, video_id)
+        ) CHARACTER SET utf8mb4""")
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
         parsed = urlparse(url)
@@ -493,6 +587,10 @@ class MySQLImageStore(_SqlImageStore):
                 self._pool.put_nowait(conn)
             except queue.Full:
                 conn.close()
+
+    def _index_videos(self, cur: Any, added: bool) -> None:
+        if added:  # a table made before videos: the new table has the key from its CREATE
+            cur.execute(f"ALTER TABLE {TABLE} ADD KEY video (library, video_id)")
 
     def compact(self) -> None:
         """OPTIMIZE TABLE: InnoDB rebuilds the table, freeing the space of deleted bytes."""

@@ -194,7 +194,7 @@ class TextIndex:
         asked = [(n, terms) for n, q in enumerate(queries) if (terms := query_terms(q))]
         if not asked or not self.exists(library):
             return found
-        expression = filters.expression() if filters else ""
+        expression = filters.expression(media=False) if filters else ""  # no video_id here: search.py filters it
         for start in range(0, len(asked), MAX_NQ):
             chunk = asked[start:start + MAX_NQ]
             result = self._store.run("search texts", lambda client, c=chunk: client.search(  # type: ignore[misc]

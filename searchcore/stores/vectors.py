@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -32,8 +33,11 @@ ID_BATCH = 1000
 MILVUS_MAX_K = 16384  # Milvus's own limit on a search's k (search.MAX_TOP_K is far below it)
 MAX_PATH_CHARS = 1024  # the `path` field's VARCHAR length (Milvus counts bytes: paths are cut to fit)
 ATTR_FIELDS = ("path", "taken")  # the scalar fields searches filter on
+VIDEO_FIELDS = ("video_id", "time_s")  # a video frame's video and time (0 and 0.0 for a picture)
 Attrs = tuple[str, int]  # (relative path, taken) of one image; ("", 0) for dataset images
 NO_ATTRS: Attrs = ("", 0)
+Frame = tuple[int, float]  # (video id, time in seconds) of a video frame; (0, 0.0) for a picture
+NO_FRAME: Frame = (0, 0.0)
 COPY_CHECK_ALL = 10_000  # `check_copy` compares every vector of a library up to this size...
 COPY_SAMPLE = 1000  # ...and this many random ones beyond it
 _LITE_STORES: dict[str, int] = {}  # Milvus Lite file -> stores open on it in this process
@@ -50,6 +54,7 @@ class LibraryMeta:
     index: str
     index_params: dict[str, Any]
     filterable: bool = True  # has the path and taken fields (libraries made before them lack them)
+    videos: bool = True  # has the video_id and time_s fields (libraries made before videos lack them)
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,13 @@ class VectorStore(Protocol):
     def meta(self, library: str) -> LibraryMeta | None: ...
     def libraries(self) -> list[LibraryMeta]: ...
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
-               attrs: Sequence[Attrs] | None = None) -> None: ...
+               attrs: Sequence[Attrs] | None = None, frames: Sequence[Frame] | None = None) -> None: ...
     def flush(self, library: str) -> None: ...
     def search(self, library: str, vectors: np.ndarray, top_k: int,
                filters: Filters | None = None) -> list[list[Hit]]: ...
     def attrs(self, library: str, ids: Sequence[int]) -> dict[int, Attrs]: ...
-    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path) -> None: ...
+    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path,
+                frames: Callable[[list[int]], dict[int, Frame]] | None = None) -> None: ...
     def check_copy(self, library: str) -> str | None: ...
     def existing(self, library: str, ids: Sequence[int]) -> set[int]: ...
     def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
@@ -87,7 +93,8 @@ class VectorStore(Protocol):
 
 def collection_schema(dim: int) -> Any:
     """A library's Milvus schema (bulk-insert files use it too): an INT64 image id, its FLOAT_VECTOR, and the
-    scalar fields searches filter on inside Milvus: the relative path and when it was taken."""
+    scalar fields searches filter on inside Milvus: the relative path, when it was taken, and for a video frame
+    its video and time."""
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -95,17 +102,23 @@ def collection_schema(dim: int) -> Any:
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS)
     schema.add_field("taken", DataType.INT64)
+    schema.add_field("video_id", DataType.INT64)
+    schema.add_field("time_s", DataType.FLOAT)
     return schema
 
 
 def vector_rows(ids: Sequence[int], vectors: np.ndarray, attrs: Sequence[Attrs] | None,
-                filterable: bool = True) -> list[dict[str, Any]]:
-    """Milvus rows for an upsert or an import file."""
+                filterable: bool = True, frames: Sequence[Frame] | None = None,
+                videos: bool = False) -> list[dict[str, Any]]:
+    """Milvus rows for an upsert or an import file (with videos, each with its video fields)."""
     array = np.asarray(vectors, dtype=np.float32)
     rows: list[dict[str, Any]] = [{"id": int(i), "vector": v} for i, v in zip(ids, array.tolist())]
     if filterable:
         for row, (path, taken) in zip(rows, attrs if attrs is not None else [NO_ATTRS] * len(rows)):
             row["path"], row["taken"] = fit_path(path), int(taken)
+    if videos:
+        for row, (video_id, time_s) in zip(rows, frames if frames is not None else [NO_FRAME] * len(rows)):
+            row["video_id"], row["time_s"] = int(video_id), float(time_s)
     return rows
 
 
@@ -262,17 +275,22 @@ class MilvusVectorStore:
         return metas
 
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
-               attrs: Sequence[Attrs] | None = None) -> None:
-        """Insert or replace vectors by image id, with each image's (path, taken) for filters."""
+               attrs: Sequence[Attrs] | None = None, frames: Sequence[Frame] | None = None) -> None:
+        """Insert or replace vectors by image id, with each image's (path, taken) and a video frame's (video id,
+        time) for filters; a library made before videos refuses frames (LibraryError naming migrate)."""
         meta = self.meta(library)
+        videos = meta is None or meta.videos
+        if frames is not None and not videos and any(video for video, _ in frames):
+            raise LibraryError("library_needs_migrate_videos", library=library)
         array = np.asarray(vectors, dtype=np.float32)
-        rows = vector_rows(ids, array, attrs, meta is None or meta.filterable)
+        rows = vector_rows(ids, array, attrs, meta is None or meta.filterable, frames, videos)
         if rows:
             with self._writing(library):
                 self._call("upsert vectors", lambda: self._client.upsert(PREFIX + library, rows))
                 if self._copies is not None:
                     self._copies.upserted(library, [r["id"] for r in rows], array[:len(rows)],
-                                          [(r.get("path", ""), r.get("taken", 0)) for r in rows])
+                                          [(r.get("path", ""), r.get("taken", 0)) for r in rows],
+                                          [r.get("video_id", 0) for r in rows])
 
     def flush(self, library: str) -> None:
         """Seal fresh vectors so searches over them are fast and durable."""
@@ -287,6 +305,11 @@ class MilvusVectorStore:
         if filters and not meta.filterable:
             raise LibraryError("library_needs_migrate", library=library)
         queries = np.asarray(vectors, dtype=np.float32)
+        if filters and filters.media is not None and not meta.videos:
+            # made before videos: every row is a picture
+            if filters.media == "video":
+                return [[] for _ in range(len(queries))]
+            filters = dataclasses.replace(filters, media=None)
         copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
         # anything Milvus would refuse (a wrong dimension, a k out of range) goes to Milvus, which says why
         if copy is not None and meta.index == "FLAT" and queries.ndim == 2 and queries.shape[1] == meta.dim \
@@ -370,11 +393,12 @@ class MilvusVectorStore:
                             size=lambda: self.count(library))
 
     def _copy_pages(self, library: str, cancel: threading.Event
-                    ) -> Iterator[tuple[list[int], np.ndarray, list[Attrs]]]:
+                    ) -> Iterator[tuple[list[int], np.ndarray, list[Attrs], list[int]]]:
         """Every (id, vector, attrs) of a library, in pages, for its exact copy."""
         name = PREFIX + library
         meta = self.meta(library)
-        fields = ["id", "vector", *(ATTR_FIELDS if meta is not None and meta.filterable else ())]
+        fields = ["id", "vector", *(ATTR_FIELDS if meta is not None and meta.filterable else ()),
+                  *(VIDEO_FIELDS[:1] if meta is not None and meta.videos else ())]
         iterator = self._call("read vectors", lambda: self._client.query_iterator(
             name, batch_size=ID_BATCH, filter="id >= -9223372036854775807", output_fields=fields))
         try:
@@ -383,7 +407,8 @@ class MilvusVectorStore:
                 if not page:
                     return
                 yield ([int(r["id"]) for r in page], np.asarray([r["vector"] for r in page], dtype=np.float32),
-                       [(r.get("path", ""), int(r.get("taken", 0))) for r in page])
+                       [(r.get("path", ""), int(r.get("taken", 0))) for r in page],
+                       [int(r.get("video_id", 0)) for r in page])
         finally:
             with contextlib.suppress(Exception):  # a dropped collection's iterator may fail to close
                 iterator.close()
@@ -431,8 +456,10 @@ class MilvusVectorStore:
                 found[int(r["id"])] = (r["path"], int(r["taken"]))
         return found
 
-    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path) -> None:
-        """Re-create a library's collection with the current schema, keeping its vectors and settings.
+    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path,
+                frames: Callable[[list[int]], dict[int, Frame]] | None = None) -> None:
+        """Re-create a library's collection with the current schema, keeping its vectors and settings (each
+        image's attrs, and a video frame's video and time, come from the callbacks).
 
         The vectors are first saved to a staging file (written whole, then renamed), then the collection is
         dropped, made anew and refilled from the file with each image's attrs; the file goes last. A crash at
@@ -461,7 +488,9 @@ class MilvusVectorStore:
         for start in range(0, len(ids_saved), ID_BATCH):
             chunk = ids_saved[start:start + ID_BATCH]
             known = attrs(chunk)
-            self.upsert(library, chunk, vectors[start:start + ID_BATCH], [known.get(i, NO_ATTRS) for i in chunk])
+            video = frames(chunk) if frames is not None else {}
+            self.upsert(library, chunk, vectors[start:start + ID_BATCH], [known.get(i, NO_ATTRS) for i in chunk],
+                        [video.get(i, NO_FRAME) for i in chunk])
         self.flush(library)
         staging.unlink()
         log.info("library %s rebuilt with the current schema: %d vectors kept", library, len(ids_saved))
@@ -528,7 +557,7 @@ def _meta_from(library: str, desc: dict[str, Any]) -> LibraryMeta:
     index = json.loads(props.get("searchcore.index", '{"type": "FLAT", "params": {}}'))
     fields = {f.get("name") for f in desc.get("fields") or []}
     return LibraryMeta(library, props["searchcore.model"], int(props["searchcore.dim"]), index["type"],
-                       index["params"], all(f in fields for f in ATTR_FIELDS))
+                       index["params"], all(f in fields for f in ATTR_FIELDS), all(f in fields for f in VIDEO_FIELDS))
 
 
 def _release_lite(path: str) -> None:

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import gradio as gr
 import uvicorn
@@ -35,12 +35,14 @@ from searchcore.errors import (
     OriginalUnavailableError,
     QueryError,
     SearchcoreError,
+    VideoUnavailableError,
 )
-from searchcore.search import MAX_TOP_K, Mode, parse_query_id
+from searchcore.search import MAX_TOP_K, Mode, SearchResult, parse_query_id
 from searchcore.sources.imaging import mime_type
 from searchcore.stores.filters import Filters
 from searchcore.web.auth import Access
 from searchcore.web.metrics import CONTENT_TYPE, Metrics
+from searchcore.web.ranges import serve_file, video_type
 from searchcore.web.seed_api import install as install_seed_routes
 
 log = logging.getLogger(__name__)
@@ -71,10 +73,22 @@ class SearchRequest(BaseModel):
                                          "(cosine) to the query is below this")
     exclude: str | None = Field(None, description="leave out images whose words hold one of these words "
                                 "(space- or comma-separated) and push down those that look like them")
+    media: Literal["image", "video", "all"] = Field(
+        "all", description="pictures only, moments of videos only, or both ranked together")
+
+
+class VideoLink(BaseModel):
+    """Where a moment of a video is: its file, the segment in seconds, and the URL that streams the file."""
+
+    path: str
+    start: float
+    end: float
+    url: str = Field(description="the video file, served with HTTP Range requests; a player starts at "
+                                 "url#t=start,end")
 
 
 class Hit(BaseModel):
-    """One result; url fetches the image."""
+    """One result; url fetches the image (for a moment of a video, its best frame's thumbnail)."""
 
     image_id: int
     score: float
@@ -86,6 +100,8 @@ class Hit(BaseModel):
     text: str | None = None
     similarity: float | None = Field(None, description="cosine of the image and the query (by meaning)")
     keyword_score: float | None = Field(None, description="BM25 of the image's words, when they matched")
+    media: Literal["image", "video"] = "image"
+    video: VideoLink | None = Field(None, description="for a moment of a video: the video and the segment")
 
 
 class IngestRequest(BaseModel):
@@ -137,12 +153,12 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     def search(body: SearchRequest) -> list[Hit]:
         """Top-k images for a description."""
         library = _library(body.library or engine.settings.library)
-        filters = Filters.parse(body.folder, body.since, body.until)
+        filters = Filters.parse(body.folder, body.since, body.until, body.media)
         with metrics.search("text"):
             results = engine.search_text(body.text, body.top_k, library, offset=body.offset,
                                          filters=filters or None, mode=body.mode,
                                          min_similarity=body.min_similarity, exclude=body.exclude)
-        return [Hit(url=f"/api/images/{library}/{r.image_id}", **r.to_json()) for r in results]
+        return [_hit(r, library, access) for r in results]
 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
              response_class=Response, responses={200: {"content": {"image/*": {}}}})
@@ -160,6 +176,38 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
             raise _Refusal(404, exc) from None
         return Response(stored.data, media_type=mime_type(stored.format),
                         headers={"X-Content-Type-Options": "nosniff"})
+
+    @api.head("/api/videos/{video_id}", include_in_schema=False)  # the GET's headers: one operation in the docs
+    @api.get("/api/videos/{video_id}", tags=["search"], response_class=Response,
+             responses={200: {"content": {"video/*": {}}}, 206: {"description": "the byte range asked for"},
+                        416: {"description": "a byte range the file does not have"}})
+    def video(video_id: str, request: Request, library: str | None = None, token: str | None = None,
+              credentials: HTTPBasicCredentials | None = Depends(basic)) -> Response:
+        """A video file, read from its folder after checking it is the file indexed (404 when it is gone, 410 when
+        it changed), whole or the byte range a Range header asks for (206), so that a player can seek.
+        With --auth: basic auth, or the token of a link the UI made."""
+        if access.users and token is None:
+            _authenticate(access, credentials)
+        name = _library(library or engine.settings.library)
+        ident = parse_query_id(video_id)  # a QueryError: 400, with its kind
+        if access.users and token is not None and not access.video_token_valid(token, name, ident):
+            raise HTTPException(401, "this video link has expired or is not for this video; search again",
+                                headers={"WWW-Authenticate": 'Basic realm="searchcore"'})
+        try:
+            with metrics.backend("get video"):
+                path = engine.video_file(ident, name)
+            try:
+                return serve_file(path, video_type(path), request.headers, head=request.method == "HEAD")
+            except OSError:  # gone since it was checked a moment ago
+                raise VideoUnavailableError(ident, path.name, changed=False) from None
+        except VideoUnavailableError as exc:
+            raise _Refusal(410 if exc.changed else 404, exc) from None
+        except QueryError as exc:
+            if exc.kind != "range_unsatisfiable":
+                raise _Refusal(404, exc) from None
+            response = _error_response(exc, 416)
+            response.headers["Content-Range"] = f"bytes */{exc.params['size']}"
+            return response
 
     @api.get("/api/libraries", dependencies=[Depends(reader)], tags=["libraries"])
     def libraries() -> list[dict[str, Any]]:
@@ -330,6 +378,15 @@ class _Refusal(Exception):
     def __init__(self, status: int, error: SearchcoreError) -> None:
         super().__init__(str(error))
         self.status, self.error = status, error
+
+
+def _hit(result: SearchResult, library: str, access: Access) -> Hit:
+    """A result as the API gives it: a moment of a video with the URL that streams its file."""
+    fields = result.to_json()
+    video = fields.pop("video", None)
+    if result.video is not None and video is not None:
+        video = VideoLink(**video, url=access.video_url(library, result.video.video_id))
+    return Hit(url=f"/api/images/{library}/{result.image_id}", video=video, **fields)
 
 
 def _error_response(exc: SearchcoreError, status: int) -> JSONResponse:

@@ -11,6 +11,7 @@ app.py only parses flags and launches.
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import math
 import time
@@ -34,6 +35,7 @@ from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.sources.imaging import stored_picture
 from searchcore.stores.filters import Filters, wall_clock
+from searchcore.stores.images import StoredImage
 from searchcore.web.auth import Access
 from searchcore.web.metrics import Metrics
 from searchcore.web.ui_text import I18N, PAGE_SIZE, error_text, language, translate
@@ -50,6 +52,7 @@ MAX_HIT_TEXT = 2000  # OCR characters kept per hit and highlighted in the detail
 MAX_QUERY_WORD = 64  # characters of a query word looked for in the OCR text
 SOURCE_DATASET, SOURCE_FOLDER, SOURCE_UPLOAD = "Chinese-CLIP dataset", "Folder on the server", "Uploaded images"
 MODE_DEFAULT = "default"  # the library's own: hybrid when it has text (captions, OCR), else semantic
+MEDIA = ("all", "image", "video")  # the search tab's media control: pictures and moments of videos, or one kind
 # The detail view shows the cosine as 相似度 and BM25 as 关键词得分, never a fused rank score.
 DETAIL_SCORES = [("detail_similarity", "similarity"), ("detail_keyword", "keyword_score")]
 LIBRARY_COLUMNS = ["column_library", "column_images", "column_model", "column_dim", "column_backend"]
@@ -58,6 +61,7 @@ CSS = "#results .caption-label, #duplicates .caption-label { white-space: normal
 
 Gallery = list[tuple[Image.Image, str]]
 Shown = tuple[Gallery, dict[str, Any] | None, str]
+Detail = tuple[Any, str, str, Any, str]  # the picture, its Markdown, its id, the detail row, the video player
 
 
 class SearchApp:
@@ -81,20 +85,21 @@ class SearchApp:
 
     def search(self, text: str, top_k: float, library: str | None, folder: str = "", since: str = "",
                until: str = "", mode: str | None = MODE_DEFAULT, exclude: str = "", min_similarity: float = 0.0,
-               request: gr.Request | None = None) -> Shown:
-        """Images for a description, best first, within the folder and date filters, less excluded words, at
-        least as similar as min_similarity (0: no threshold)."""
+               media: str = "all", request: gr.Request | None = None) -> Shown:
+        """Images and moments of videos for a description, best first, within the folder, date and media
+        filters, less excluded words, at least as similar as min_similarity (0: no threshold)."""
         lang, query = language(request), text.strip() if isinstance(text, str) else ""  # the engine says why not
         chosen = None if mode in (None, "", MODE_DEFAULT) else mode
         what = translate(lang, "what_text", text=query)
         if min_similarity:
             what += translate(lang, "what_threshold", threshold=f"{float(min_similarity):.2f}")
-        return self._searched("text", (folder, since, until), library, lang, what, lambda filters: (
+        return self._searched("text", (folder, since, until, media), library, lang, what, lambda filters: (
             self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen,
                                     exclude=exclude or None, min_similarity=min_similarity or None)), query=query)
 
     def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
-                     since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
+                     since: str = "", until: str = "", media: str = "all", request: gr.Request | None = None
+                     ) -> Shown:
         """Images that look like an uploaded one."""
         lang = language(request)
         if not path:
@@ -103,24 +108,26 @@ class SearchApp:
             data = read_upload(Path(path))
         except SearchcoreError as exc:
             return _nothing(exc, lang)
-        return self._searched("image", (folder, since, until), library, lang, translate(lang, "what_upload"),
+        return self._searched("image", (folder, since, until, media), library, lang, translate(lang, "what_upload"),
                               lambda filters: self.engine.search_image(data, top_k, library or None,
                                                                        filters=filters))
 
     def more_like_this(self, image_id: str | None, top_k: float, library: str | None, folder: str = "",
-                       since: str = "", until: str = "", request: gr.Request | None = None) -> Shown:
+                       since: str = "", until: str = "", media: str = "all", request: gr.Request | None = None
+                       ) -> Shown:
         """Images like one already in the library."""
         if not image_id:
             return _nothing_asked(request, "click_first")
         lang = language(request)
-        return self._searched("similar", (folder, since, until), library, lang,
+        return self._searched("similar", (folder, since, until, media), library, lang,
                               translate(lang, "what_image", id=image_id),
                               lambda filters: self.engine.search_similar(str(image_id).strip(), top_k,
                                                                          library or None, filters=filters))
 
-    def _searched(self, kind: str, filter_fields: tuple[str, str, str], library: str | None, lang: str, what: str,
-                  run: Callable[[Filters | None], list[SearchResult]], query: str | None = None) -> Shown:
-        """The first page of a search run within the folder and date filters; a SearchcoreError is a warning."""
+    def _searched(self, kind: str, filter_fields: tuple[str, str, str, str], library: str | None, lang: str,
+                  what: str, run: Callable[[Filters | None], list[SearchResult]], query: str | None = None) -> Shown:
+        """The first page of a search run within the folder, date and media filters; a SearchcoreError is a
+        warning."""
         try:
             filters = Filters.parse(*filter_fields)
             with self.metrics.search(kind):
@@ -138,16 +145,21 @@ class SearchApp:
         return self._turn(state, -1, language(request))
 
     def select(self, state: dict[str, Any] | None, evt: gr.SelectData,
-               request: gr.Request | None = None) -> tuple[Any, str, str, Any]:
-        """Show a clicked result large, with its metadata and the words read in it."""
+               request: gr.Request | None = None) -> Detail:
+        """Show a clicked result large, with its metadata and the words read in it; a moment of a video plays in
+        the page's one player, from its start."""
         lang = language(request)
         index = evt.index if isinstance(evt.index, int) else -1
         shown = state["shown"] if state else []
         if state is None or not 0 <= index < len(shown):
-            return None, "", "", gr.Row(visible=False)
+            return None, "", "", gr.Row(visible=False), ""
         hit = state["hits"][shown[index]]
+        moment = hit.get("video")
         try:
             with self.metrics.backend("get image"):
+                if moment is not None:  # the frame, for its words; the file is checked before it is played
+                    stored = self.engine.get_image(hit["image_id"], state["library"])
+                    return self._moment(state, hit, moment, stored, lang)
                 try:  # the original: a folder picture's is read from its file
                     stored = self.engine.original(hit["image_id"], state["library"])
                 except OriginalUnavailableError as exc:  # gone or changed: its thumbnail, and why
@@ -155,22 +167,43 @@ class SearchApp:
                     stored = self.engine.get_image(hit["image_id"], state["library"])
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
-            return None, "", "", gr.Row(visible=False)
-        scores = [f"{translate(lang, key)} {hit[field]:.4f}" for key, field in DETAIL_SCORES
-                  if hit.get(field) is not None]
-        lines = [" · ".join([f"**#{hit['rank']}**", *scores]),
-                 f"- {translate(lang, 'detail_id')}`{stored.image_id}`",
+            return None, "", "", gr.Row(visible=False), ""
+        lines = [_score_line(hit, lang), f"- {translate(lang, 'detail_id')}`{stored.image_id}`",
                  f"- {translate(lang, 'detail_size')}{stored.width} × {stored.height} {stored.format}"]
-        if stored.path:
-            lines.append(f"- {translate(lang, 'detail_path')}{_escape(stored.path)}")
-        if stored.taken:
-            lines.append(f"- {translate(lang, 'detail_taken')}{taken_text(stored.taken)}")
+        lines += self._about(stored.path, stored.taken, lang)
         if stored.source:
             lines.append(f"- {translate(lang, 'detail_source')}{_escape(stored.source)}")
         lines += [f"- {_escape(c)}" for c in stored.captions[:10]]
-        if stored.text:
-            lines += ["", translate(lang, "detail_text"), "", highlight(stored.text, state.get("query") or "")]
-        return stored_picture(stored.data, DETAIL), "\n".join(lines), str(stored.image_id), gr.Row(visible=True)
+        lines += _words(stored.text, state, lang)
+        return stored_picture(stored.data, DETAIL), "\n".join(lines), str(stored.image_id), gr.Row(visible=True), ""
+
+    def _moment(self, state: dict[str, Any], hit: dict[str, Any], moment: dict[str, Any], frame: StoredImage,
+                lang: str) -> Detail:
+        """The detail view of a moment: the player on the video file from the moment's start, or the frame and why
+        not when the file is gone or changed."""
+        library, span = state["library"], moment_text(moment["start"], moment["end"])
+        lines = [_score_line(hit, lang), f"- {translate(lang, 'detail_moment')}▶ {span} / "
+                 f"{clock(moment['duration'])}", f"- {translate(lang, 'detail_id')}`{frame.image_id}`"]
+        try:
+            video = self.engine.video(moment["video_id"], library)
+            self.engine.video_file(moment["video_id"], library)  # gone or changed: the frame, and why
+        except SearchcoreError as exc:
+            _warn(lang, "failed", reason=exc)
+            lines += self._about(frame.path, frame.taken, lang) + _words(frame.text, state, lang)
+            return stored_picture(frame.data, DETAIL), "\n".join(lines), str(frame.image_id), gr.Row(visible=True), ""
+        lines.append(f"- {translate(lang, 'detail_size')}{video.width} × {video.height}")
+        lines += self._about(video.path, video.taken, lang) + _words(frame.text, state, lang)
+        url = self.access.video_url(library, moment["video_id"], signed=True)
+        return None, "\n".join(lines), str(frame.image_id), gr.Row(visible=True), player(url, moment["start"],
+                                                                                         moment["end"])
+
+    @staticmethod
+    def _about(path: str | None, taken: int | None, lang: str) -> list[str]:
+        """The detail lines of a file's path and date, when known."""
+        lines = [f"- {translate(lang, 'detail_path')}{_escape(path)}"] if path else []
+        if taken:
+            lines.append(f"- {translate(lang, 'detail_taken')}{taken_text(taken)}")
+        return lines
 
     def library_view(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         """The library line and the example queries, for the library now chosen."""
@@ -388,9 +421,11 @@ def _search_tab(app: SearchApp) -> _Chosen:
                                   scale=1, elem_id="library")
         with gr.Row():
             top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label=I18N("top_k_label"),
-                              info=I18N("top_k_info"), scale=3)
+                              info=I18N("top_k_info"), scale=2)
             mode = gr.Radio([(I18N(f"mode_{m}"), m) for m in (MODE_DEFAULT, *MODES)], value=MODE_DEFAULT,
                             label=I18N("mode_label"), info=I18N("mode_info"), scale=2, elem_id="mode")
+            media = gr.Radio([(I18N(f"media_{m}"), m) for m in MEDIA], value=MEDIA[0], label=I18N("media_label"),
+                             info=I18N("media_info"), scale=2, elem_id="media")
             search_btn = gr.Button(I18N("search_button"), variant="primary", scale=1, elem_id="search-button")
         with gr.Row():
             exclude = gr.Textbox("", label=I18N("exclude_label"), placeholder=I18N("exclude_placeholder"),
@@ -424,25 +459,30 @@ def _search_tab(app: SearchApp) -> _Chosen:
         results.change(lambda state: gr.Row(visible=bool(state) and len(state["hits"]) > PAGE_SIZE), results, pager,
                        api_visibility="private")
         with gr.Row(visible=False) as detail:
-            big = gr.Image(label=I18N("selected_label"), type="pil", interactive=False, scale=2)
+            with gr.Column(scale=2):
+                big = gr.Image(label=I18N("selected_label"), type="pil", interactive=False)
+                # The page's one <video>: the gallery shows frames only, so a page of moments loads no video.
+                video = gr.HTML(elem_id="player")
             with gr.Column(scale=1):
                 meta = gr.Markdown(elem_id="detail")
                 selected_id = gr.Textbox(label=I18N("image_id_label"), interactive=False)
                 more_btn = gr.Button(I18N("more_button"))
-        gallery.select(app.select, results, [big, meta, selected_id, detail], api_visibility="private",
-                       concurrency_id="search")
+        gallery.select(app.select, results, [big, meta, selected_id, detail, video], api_visibility="private",
+                       concurrency_id="search").then(lambda html: gr.Image(visible=not html), video, big,
+                                                     api_visibility="private")
 
         filters = [folder, since, until]
-        hide_detail = (lambda: gr.Row(visible=False), None, detail)
-        search = (app.search, [query, top_k, library, *filters, mode, exclude, min_similarity], shown)
+        # Hidden, the player is emptied too, so that a video left playing stops.
+        hide_detail = (lambda: (gr.Row(visible=False), ""), None, [detail, video])
+        search = (app.search, [query, top_k, library, *filters, mode, exclude, min_similarity, media], shown)
         gr.on([search_btn.click, query.submit], *search, api_name="search", concurrency_id="search").then(
             *hide_detail, api_visibility="private")
         examples.click(app.use_example, examples, query, api_visibility="private").then(  # fill the box, then search
             *search, api_visibility="private", concurrency_id="search").then(*hide_detail, api_visibility="private")
-        image_btn.click(app.search_image, [query_image, top_k, library, *filters], shown, api_name="search_image",
-                        concurrency_id="search").then(*hide_detail, api_visibility="private")
-        more_btn.click(app.more_like_this, [selected_id, top_k, library, *filters], shown, api_name="more_like_this",
-                       concurrency_id="search")
+        image_btn.click(app.search_image, [query_image, top_k, library, *filters, media], shown,
+                        api_name="search_image", concurrency_id="search").then(*hide_detail, api_visibility="private")
+        more_btn.click(app.more_like_this, [selected_id, top_k, library, *filters, media], shown,
+                       api_name="more_like_this", concurrency_id="search")
         for button, handler in ((previous_btn, app.previous_page), (next_btn, app.next_page)):
             button.click(handler, results, shown, api_visibility="private", concurrency_id="search").then(
                 *hide_detail, api_visibility="private")
@@ -524,9 +564,12 @@ def _build_tab(app: SearchApp, chosen: _Chosen, demo: gr.Blocks) -> None:
 
 
 def caption(hit: dict[str, Any]) -> str:
-    """A gallery caption: #rank · score · id, then the file's path and date and the first caption, when known."""
+    """A gallery caption: #rank · score · id, then the file's path and date and the first caption, when known; a
+    moment of a video starts with ▶ and its time range."""
     score = hit["similarity"] if hit.get("similarity") is not None else hit["score"]
-    parts = [f"#{hit['rank']}", f"{score:.3f}", str(hit["image_id"])]
+    moment = hit.get("video")
+    parts = [f"▶ {moment_text(moment['start'], moment['end'])}"] if moment else []
+    parts += [f"#{hit['rank']}", f"{score:.3f}", str(hit["image_id"])]
     if hit["path"]:
         parts.append(hit["path"])
     if hit["taken"]:
@@ -534,6 +577,26 @@ def caption(hit: dict[str, Any]) -> str:
     if hit["caption"]:
         parts.append(hit["caption"])
     return " · ".join(parts)
+
+
+def clock(seconds: float, up: bool = False) -> str:
+    """A time in a video as m:ss, or h:mm:ss from an hour on; whole seconds, down (or up, for an end)."""
+    whole = max(0, math.ceil(seconds - 1e-6) if up else math.floor(seconds + 1e-6))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def moment_text(start: float, end: float) -> str:
+    """A moment's time range, e.g. 0:12–0:18: its start rounded down and its end up, so it covers the moment."""
+    return f"{clock(start)}–{clock(end, up=True)}"
+
+
+def player(url: str, start: float, end: float) -> str:
+    """The detail view's one <video>: it loads the file's metadata only, then plays from the moment's start
+    (the media fragment #t=start,end seeks there and pauses at the end; play goes on past it)."""
+    source = html.escape(f"{url}#t={start:.3f},{end:.3f}", quote=True)
+    return (f'<video id="moment" src="{source}" controls autoplay preload="metadata" playsinline '
+            'style="width: 100%; max-height: 70vh; background: #000"></video>')
 
 
 def summary(report: IngestReport, lang: str = "en") -> str:
@@ -601,10 +664,26 @@ def taken_text(seconds: int) -> str:
 def _hit(result: SearchResult) -> dict[str, Any]:
     """What the session keeps of a result: enough for its caption and detail view, never its bytes."""
     text = getattr(result, "text", None)
-    return {"rank": result.rank, "image_id": result.image_id, "score": result.score,
+    moment = getattr(result, "video", None)
+    video = None if moment is None else {"video_id": moment.video_id, "start": moment.start, "end": moment.end,
+                                         "duration": moment.duration}
+    return {"rank": result.rank, "image_id": result.image_id, "score": result.score, "video": video,
             "similarity": result.similarity, "keyword_score": result.keyword_score,
             "caption": result.captions[0] if result.captions else "", "path": getattr(result, "path", ""),
             "taken": getattr(result, "taken", None), "text": text[:MAX_HIT_TEXT] if text else None}
+
+
+def _score_line(hit: dict[str, Any], lang: str) -> str:
+    """The detail view's first line: the rank, then the similarity and keyword score when known."""
+    scores = [f"{translate(lang, key)} {hit[field]:.4f}" for key, field in DETAIL_SCORES if hit.get(field) is not None]
+    return " · ".join([f"**#{hit['rank']}**", *scores])
+
+
+def _words(text: str | None, state: dict[str, Any], lang: str) -> list[str]:
+    """The detail lines of the words read in a picture, the query's in <mark>."""
+    if not text:
+        return []
+    return ["", translate(lang, "detail_text"), "", highlight(text, state.get("query") or "")]
 
 
 def _warn(lang: str, key: str, **values: Any) -> None:

@@ -1,0 +1,136 @@
+"""A folder's videos in the ingest pipeline: each video becomes a stream of sampled frames, and each frame one image
+(a JPEG thumbnail in the image store, a vector with its video and time in Milvus).
+
+A video is one unit: it is recorded (the videos table, then its file) only after its last frame is in both stores,
+so a crash part-way leaves it unrecorded and the next run samples it again. A video that fails part-way (a
+truncated file) is reported bad, and the frames of it already written are removed at the end of the ingest.
+Frames are sampled one ahead of the pipeline (to know which is the last), so a video's frames are never held
+in memory together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from searchcore.records import Record
+from searchcore.sources.datasets import file_path, frame_id
+from searchcore.sources.imaging import THUMBNAIL_QUALITY, THUMBNAIL_SIDE, DecodedImage
+from searchcore.sources.videos import DEFAULT_INTERVAL, VideoDecodeError, VideoInfo, sample_frames
+from searchcore.stores.filters import naive_seconds
+from searchcore.stores.images import StoredVideo
+
+log = logging.getLogger(__name__)
+# Frames are sampled at twice the model's usual input (sources/videos.DEFAULT_MAX_SIDE), and their stored
+# thumbnail is that same picture as a JPEG: no frame is decoded or scaled twice.
+FRAME_SIDE = min(THUMBNAIL_SIDE, 448)
+NEEDS_MIGRATE = ("library {library!r} was made before videos; run `searchcore migrate --library {library}` once "
+                 "to add the video fields, then ingest again")
+
+
+@dataclass
+class VideoJob:
+    """One video being ingested: its file, what its container said, the frames issued, and how it ended."""
+
+    record: Record
+    sha256: str
+    interval: float
+    root: str
+    changed: bool = False  # a known file with new content
+    info: VideoInfo | None = None
+    taken: int = 0
+    frame_ids: list[int] = field(default_factory=list)
+    error: str | None = None
+    written: int = 0  # frames in both stores
+
+    @property
+    def video_id(self) -> int:
+        """The video's id (the digest rule of folder pictures, on the video file's sha256)."""
+        assert self.record.image_id is not None
+        return self.record.image_id
+
+    def stored(self) -> StoredVideo:
+        """The videos-table row for this video, once every frame is written."""
+        stat, info = self.record.stat, self.info
+        assert stat is not None and info is not None
+        return StoredVideo(self.video_id, stat.path, stat.size, stat.mtime_ns, self.sha256, info.duration,
+                           info.width, info.height, self.taken, self.interval)
+
+
+@dataclass
+class SampledFrame:
+    """One sampled frame on its way through the pipeline; last: its video's final frame."""
+
+    job: VideoJob
+    image_id: int
+    time: float
+    picture: Image.Image | None  # dropped once the pipeline has it
+    last: bool = False
+
+
+def sample(job: VideoJob) -> Iterator[SampledFrame]:
+    """The video's frames at its interval, one ahead so the last is marked; a bad video sets job.error and
+    yields nothing more (the frames already yielded are the caller's to remove)."""
+    path = Path(file_path(job.root)) / file_path(job.record.file)
+    sampler = sample_frames(path, job.interval, FRAME_SIDE)
+    held: SampledFrame | None = None
+    try:
+        for frame in sampler:
+            if job.info is None:
+                job.info = sampler.info
+                job.taken = video_taken(sampler.info, job.record.stat.mtime_ns if job.record.stat else 0)
+            ident = frame_id(job.sha256, frame.time)
+            if held is not None:
+                yield held
+            job.frame_ids.append(ident)
+            held = SampledFrame(job, ident, frame.time, frame.image)
+    except VideoDecodeError as exc:
+        job.error = str(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - whatever FFmpeg or a vanished file raise, one bad video never ends an ingest
+        job.error = f"video cannot be read ({type(exc).__name__}: {exc})"
+        log.warning("video %s: %s", job.record.file, job.error)
+        return
+    if held is None:
+        job.error = "video has no frame that decodes"
+        return
+    held.last = True
+    yield held
+
+
+def frame_image(frame: SampledFrame) -> DecodedImage:
+    """The frame as the pipeline's decoded image: the picture for the model and its JPEG thumbnail to store
+    (width and height are the video's, as displayed)."""
+    picture = frame.picture
+    assert picture is not None
+    small = picture if max(picture.size) <= THUMBNAIL_SIDE else picture.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
+    data = buffer.getvalue()
+    info = frame.job.info
+    width, height = (info.width, info.height) if info is not None else picture.size
+    return DecodedImage(picture, data, "JPEG", width, height, hashlib.sha256(data).hexdigest(), frame.job.taken)
+
+
+def video_taken(info: VideoInfo | None, mtime_ns: int) -> int:
+    """When a video was made: its container's creation time (in local wall-clock time, as EXIF times are),
+    else the file's mtime; naive seconds."""
+    created = info.created if info is not None else None
+    if created is not None:
+        local = created.astimezone().replace(tzinfo=None) if created.tzinfo is not None else created
+        return naive_seconds(local)
+    return naive_seconds(dt.datetime.fromtimestamp(mtime_ns / 1e9))
+
+
+def job_for(record: Record, sha256: str, root: str, interval: float = DEFAULT_INTERVAL,
+            changed: bool = False) -> VideoJob:
+    """A video record as a job to sample."""
+    return VideoJob(record, sha256, interval, root, changed)
