@@ -2,10 +2,13 @@
 
 Rankings: the tiny model (demo/tiny_clip.pt) on a held-out shapes split (`--images`, five paraphrases per
 class), brute-force top 10 per text: the share of texts whose ten images are the fp32 ten, and R@1/5/10.
-Query time: one short text through the text tower of RN50 (random weights), median of `--runs`, for each
-precision the text tower can run at.
+Speed: one short text through the text tower of RN50 (random weights), median of `--runs`, and RN50's image
+tower in images/s on batches of 32, for each precision asked (the precisions take turns, so a busy spell on
+a shared machine hits each alike).
 
-    python -m bench.bench_precision [--images 600] [--runs 60] [--only rankings|query]
+Mixed: the image tower in bf16 with chosen layer kinds marked to stay f32, against the all-f32 towers.
+
+    python -m bench.bench_precision [--images 600] [--runs 60] [--only rankings|query|mixed]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from searchcore.models.encoder import Encoder, load_encoder
 
 TINY_MODEL = Path(__file__).resolve().parents[1] / "demo" / "tiny_clip.pt"
 PATHS = [("fp32 (torch reference)", "torch", "fp32"), ("auto (openvino)", "openvino", "auto"),
-         ("bf16 (openvino)", "openvino", "bf16")]
+         ("fp32 (openvino)", "openvino", "fp32"), ("bf16 (openvino)", "openvino", "bf16")]
 
 
 def held_out(root: Path, images: int) -> tuple[list[int], list[Image.Image], list[str], dict[int, list[int]]]:
@@ -76,6 +79,42 @@ def rankings(work: Path, images: int) -> list[dict[str, Any]]:
     return rows
 
 
+def mixed(work: Path, images: int) -> list[dict[str, Any]]:
+    """The image tower in bf16 with some layers marked to stay f32 (OpenVINO's `disable_fp16_compression` run-time
+    info), the text tower f32: the share of texts keeping the top 10 of the all-f32 OpenVINO towers."""
+    from searchcore.models.openvino.compiled import hints, ov
+
+    ids, pictures, texts, _ = held_out(work / "mixed", images)
+    encoder = load_encoder(Settings(model=str(TINY_MODEL), model_dir=str(work / "models"), device="cpu",
+                                    backend="openvino", precision="fp32"))
+    pixels = np.stack([encoder.preprocess(p) for p in pictures])
+    words = encoder.encode_texts(texts)
+    core = ov.Core()
+    source = encoder.runtime_impl.entry_dir / "image.xml"  # type: ignore[attr-defined]
+
+    def tops(keep_f32: Any, precision: Any) -> list[set[int]]:
+        model = core.read_model(source)
+        for op in model.get_ordered_ops():
+            if keep_f32(op.get_type_name()):
+                op.get_rt_info()["disable_fp16_compression_0"] = ""
+        request = core.compile_model(model, "CPU", {hints.inference_precision: precision}).create_infer_request()
+        request.infer({0: pixels})
+        features = request.get_output_tensor(0).data.copy()
+        scores = words @ (features / np.linalg.norm(features, axis=1, keepdims=True)).T
+        return [set(np.argsort(-row, kind="stable")[:10].tolist()) for row in scores]
+
+    reference = tops(lambda kind: False, ov.Type.f32)
+    compute = {"MatMul", "Convolution", "MVN", "Add", "Multiply", "ScaledDotProductAttention", "Swish", "Maximum"}
+    marks = {"none": set(), "MatMul + Convolution": {"MatMul", "Convolution"},
+             "attention (SDPA)": {"ScaledDotProductAttention"}, "norms, adds, products": {"MVN", "Add", "Multiply"},
+             "every compute layer": compute}
+    rows = []
+    for label, kinds in marks.items():
+        found = tops(lambda kind, k=kinds: kind in k, ov.Type.bf16)  # type: ignore[misc]
+        rows.append({"kept_f32": label, "same_top10": sum(a == b for a, b in zip(found, reference)) / len(texts)})
+    return rows
+
+
 def query_latency(work: Path, runs: int) -> list[dict[str, Any]]:
     """One short query through RN50's text tower at each precision (random weights: time only), the precisions
     taking turns query by query, so a busy spell on a shared machine hits each alike."""
@@ -88,29 +127,40 @@ def query_latency(work: Path, runs: int) -> list[dict[str, Any]]:
             taken = time_ms(lambda e=encoder, q=QUERIES[n % len(QUERIES)]: e.encode_texts([q]), 1, warmup=0)
             if n >= 3:  # the first queries warm each tower up
                 samples[precision] += taken
+    pixels = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
+    batch_ms: dict[str, list[float]] = {p: [] for p in precisions}
+    for n in range(max(3, runs // 10) + 1):
+        for precision, encoder in encoders.items():
+            taken = time_ms(lambda e=encoder: e.encode_pixels(pixels), 1, warmup=0)
+            if n >= 1:
+                batch_ms[precision] += taken
     return [{"precision": p, "towers": encoders[p].runtime()["precision"],
-             "text_encode_p50_ms": statistics.median(samples[p]), "runs": runs} for p in precisions]
+             "text_encode_p50_ms": statistics.median(samples[p]), "runs": runs,
+             "image_img_s": len(pixels) * 1000 / statistics.median(batch_ms[p])} for p in precisions]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--runs", type=int, default=60)
-    parser.add_argument("--only", choices=("rankings", "query"), help="measure one of the two")
+    parser.add_argument("--only", choices=("rankings", "query", "mixed"), help="measure one of them")
     args = parser.parse_args()
     quiet_logs()
     started = machine()
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
-        ranks = rankings(Path(tmp), args.images) if args.only != "query" else []
-        latency = query_latency(Path(tmp), args.runs) if args.only != "rankings" else []
+        ranks = rankings(Path(tmp), args.images) if args.only in (None, "rankings") else []
+        latency = query_latency(Path(tmp), args.runs) if args.only in (None, "query") else []
+        kept = mixed(Path(tmp), args.images) if args.only in (None, "mixed") else []
     print(table(["path", "image", "text", "same top-10", "R@1", "R@5", "R@10"],
                 [[r["path"], r["towers"]["image"], r["towers"]["text"], r["same_top10"], r["r1"], r["r5"], r["r10"]]
                  for r in ranks]))
-    print(table(["asked", "image", "text", "RN50 text encode p50 ms"],
-                [[r["precision"], r["towers"]["image"], r["towers"]["text"], r["text_encode_p50_ms"]]
-                 for r in latency]))
+    print(table(["asked", "image", "text", "RN50 text encode p50 ms", "RN50 image img/s"],
+                [[r["precision"], r["towers"]["image"], r["towers"]["text"], r["text_encode_p50_ms"],
+                  r["image_img_s"]] for r in latency]))
+    print(table(["image tower bf16, kept in f32", "same top-10 as all-f32"],
+                [[r["kept_f32"], r["same_top10"]] for r in kept]))
     name = f"precision_{args.only}" if args.only else "precision"
-    print(write_result(name, {"rankings": ranks, "query": latency, "machine": started}))
+    print(write_result(name, {"rankings": ranks, "query": latency, "mixed": kept, "machine": started}))
 
 
 if __name__ == "__main__":

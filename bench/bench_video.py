@@ -11,6 +11,9 @@ frames (100 hours sampled every 2 s, 1,000 videos of 6 minutes) beside 180,000 p
 only and pictures only, against a library of the 180,000 pictures alone. Synthetic 1024-d vectors (RN50's
 dimension); neighbouring frames of a video are alike, as real ones are, so hits gather into segments.
 
+duplicates (default): `video_duplicate_groups` on 3,000 synthetic videos of 5 to 60 s with 60 planted copies,
+against the picture rule (the all-pairs scan) run on every one of their frames.
+
 sampling (`--only sampling`): three ways to get one 448 px RGB frame every 2 s, as multiples of real time
 (video seconds per wall second) and core-seconds (the process's CPU time, which other work on a shared
 machine disturbs less):
@@ -23,8 +26,8 @@ machine disturbs less):
 Two files, written once into the bench cache: a keyframe every second (as phones write) and every 250 frames
 (x264's default, 8.3 s at 30 fps). 1080p at 30 fps, x264 `veryfast` at CRF 20 with a grainy textured picture,
 moving squares and a colour that changes each second, so P-frames carry real residuals (about 6 Mbit/s).
-Usage: python -m bench.bench_video [--only indexing,search,sampling] [--minutes 10] [--frames 180000]
-       [--queries 100] [--trials 1] [--gop 30|250] [--ways seek,keyframes] [--all]
+Usage: python -m bench.bench_video [--only indexing,search,duplicates,sampling] [--minutes 10] [--frames 180000]
+       [--queries 100] [--videos 3000] [--no-frame-scan] [--trials 1] [--gop 30|250] [--ways seek,keyframes] [--all]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from PIL import Image
 from bench._common import QUERIES, cache_dir, machine, percentiles, quiet_logs, random_checkpoint, table, write_result
 from bench.bench_query import synthetic_vectors
 from searchcore.config import Settings
+from searchcore.duplicates import FrameSequence, duplicate_groups, video_duplicate_groups
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.sources.videos import DEFAULT_INTERVAL, DEFAULT_MAX_SIDE, probe_video, sample_frames
@@ -410,15 +414,69 @@ def search(args: argparse.Namespace, work: Path) -> tuple[list[str], dict[str, A
     return lines, result
 
 
+# Duplicates: videos compared by their frame sequences
+
+
+def planted_videos(count: int, copies: int, seed: int = 0) -> tuple[list[FrameSequence], set[frozenset[int]]]:
+    """`count` videos of 5 to 60 s (a frame every 2 s, shots of 5 frames) and a re-encoded-like copy of the
+    first `copies` (each frame's vector with a little noise, times 0.05 s later, 0.1 s longer); the pairs."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.uniform(5, 60, count)
+    sizes = (lengths // DEFAULT_INTERVAL).astype(int) + 1
+    vectors = frame_vectors(1, int(sizes.sum()))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    videos = [FrameSequence(v + 1, np.arange(sizes[v]) * DEFAULT_INTERVAL, vectors[starts[v]:starts[v + 1]],
+                            float(lengths[v]), DEFAULT_INTERVAL) for v in range(count)]
+    planted = set()
+    for v in range(copies):
+        noisy = videos[v].vectors + 0.003 * rng.standard_normal(videos[v].vectors.shape, dtype=np.float32)
+        videos.append(FrameSequence(count + v + 1, videos[v].times + 0.05, noisy, videos[v].duration + 0.1,
+                                    DEFAULT_INTERVAL))
+        planted.add(frozenset({v + 1, count + v + 1}))
+    return videos, planted
+
+
+def duplicates(args: argparse.Namespace, work: Path) -> tuple[list[str], dict[str, Any]]:
+    """video_duplicate_groups on planted copies against the picture rule's all-pairs scan of the same frames."""
+    videos, planted = planted_videos(args.videos, args.videos // 50)
+    frames = np.concatenate([v.vectors for v in videos])
+    owner = np.repeat([v.video_id for v in videos], [len(v.times) for v in videos])
+    host = machine()
+    groups, wall, cpu = clocked(lambda: video_duplicate_groups(videos))
+    found = {frozenset(v.video_id for v in g.videos) for g in groups}
+    rows = [{"way": "video_duplicate_groups (sequences)", "wall_s": wall, "cpu_s": cpu,
+             "planted_found": len(found & planted), "other_groups": len(found - planted)}]
+    print(rows[-1], flush=True)
+    if not args.no_frame_scan:
+        frame_groups, wall, cpu = clocked(lambda: duplicate_groups(range(len(frames)), frames))
+        by_video = {frozenset(int(owner[i]) for i in g.images) for g in frame_groups}
+        rows.append({"way": "the picture rule on every frame (duplicate_groups)", "wall_s": wall, "cpu_s": cpu,
+                     "planted_found": len({g for g in by_video if g in planted}),
+                     "other_groups": len([g for g in by_video if g not in planted])})
+        print(rows[-1], flush=True)
+    result = {"videos": len(videos), "frames": len(frames), "planted": len(planted), "dim": DIM, "machine": host,
+              "rows": rows}
+    lines = [f"\nDuplicates among {len(videos):,} videos of 5-60 s ({len(frames):,} frames, {DIM}-d), "
+             f"{len(planted)} planted copies; {host['cpu']}, {host['cores']} cores, "
+             f"load {host['load_avg_1m_start']:.1f} at start",
+             table(["way", "wall s", "core s", "planted pairs found", "other groups"],
+                   [[r["way"], r["wall_s"], r["cpu_s"], f"{r['planted_found']}/{len(planted)}", r["other_groups"]]
+                    for r in rows])]
+    return lines, result
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen parts, print their tables and write their JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="indexing,search", help="comma-separated: indexing,search,sampling")
+    parser.add_argument("--only", default="indexing,search,duplicates",
+                        help="comma-separated: indexing,search,duplicates,sampling")
     parser.add_argument("--minutes", type=int, default=10, help="length of the test file (default 10)")
     parser.add_argument("--batch", type=int, default=8, help="encoder batch size (the engine's default is 8)")
     parser.add_argument("--trials", type=int, default=1, help="runs of each timing; the best is kept (1)")
     parser.add_argument("--frames", type=int, default=180_000, help="video frames for search (default 180,000)")
     parser.add_argument("--queries", type=int, default=100, help="timed text queries per media (default 100)")
+    parser.add_argument("--videos", type=int, default=3000, help="videos for duplicates (default 3,000)")
+    parser.add_argument("--no-frame-scan", action="store_true", help="duplicates: skip the all-frames scan")
     parser.add_argument("--gop", type=int, action="append", choices=sorted(GOPS.values()),
                         help="sampling: only the file with this keyframe spacing (repeatable; default both)")
     parser.add_argument("--ways", default=",".join(WAYS), help=f"sampling: comma-separated, of {', '.join(WAYS)}")
@@ -437,6 +495,10 @@ def main(argv: list[str] | None = None) -> None:
             more, result = search(args, Path(tmp))
             lines += more
             written.append(write_result("video_search", result))
+        if "duplicates" in parts:
+            more, result = duplicates(args, Path(tmp))
+            lines += more
+            written.append(write_result("video_duplicates", result))
     if "sampling" in parts:
         more, files = sampling(args)
         lines += more

@@ -50,10 +50,11 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-def _engine(settings: Settings, *, one_query: bool = False) -> Engine:
+def _engine(settings: Settings, *, one_query: bool = False, snapshot: bool = False) -> Engine:
     # One query in a fresh process: load the model while the stores open, and skip Lite's in-process copy
-    # (loading it would take longer than the query and compete with it for the CPU).
-    return build_engine(settings, preload_encoder=one_query, exact_copy=not one_query)
+    # (loading it would take longer than the query and compete with it for the CPU); snapshot: answer it
+    # from the library's search snapshot when that is current (stores/snapshot.py).
+    return build_engine(settings, preload_encoder=one_query, exact_copy=not one_query, one_question=snapshot)
 
 
 def _on_split(args: argparse.Namespace, settings: Settings, run: Callable[[Engine, str], T]) -> tuple[str, T]:
@@ -127,7 +128,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("usage_image_semantic_only")
     filters = Filters.parse(args.folder, args.since, args.until, args.media)
     page = {"offset": args.offset, "filters": filters or None}
-    with _engine(settings, one_query=True) as engine:
+    # keyword and hybrid asked for read Lite's keyword index: the snapshot serves a semantic (or the default) search
+    with _engine(settings, one_query=True, snapshot=args.mode in (None, "semantic")) as engine:
         if args.image is not None:
             try:
                 data = Path(args.image).read_bytes()

@@ -283,7 +283,7 @@ def same_video(a: FrameSequence, b: FrameSequence, threshold: float = DEFAULT_TH
     """
     if not len(a.times) or not len(b.times) or abs(a.length - b.length) > max(a.interval, b.interval):
         return None
-    needed = math.ceil(coverage * min(len(a.times), len(b.times)))
+    needed = math.ceil(coverage * min(len(a.times), len(b.times)) - 1e-9)  # as the screen counts
     matched, score = align_frames(a, b, threshold, at_least=needed)
     return score if matched >= needed else None
 

@@ -30,7 +30,7 @@ from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
 from searchcore.sources.datasets import file_path, folder_image_id, is_picture, open_source, printable_path
 from searchcore.sources.videos import DEFAULT_INTERVAL
-from searchcore.stores.factory import open_vector_store
+from searchcore.stores.factory import SnapshotFirst, open_vector_store
 from searchcore.stores.filters import Filters
 from searchcore.stores.images import ImageStore, StoredImage, StoredVideo, open_image_store
 from searchcore.stores.text_index import TextIndex
@@ -96,20 +96,24 @@ class Engine:
     """Encoder, vector store and image store, built once and shared by every request."""
 
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None, vectors: VectorStore | None = None,
-                 images: ImageStore | None = None, preload_encoder: bool = False, exact_copy: bool = True) -> None:
+                 images: ImageStore | None = None, preload_encoder: bool = False, exact_copy: bool = True,
+                 one_question: bool = False) -> None:
         """preload_encoder: load the encoder in a background thread while the stores open (a fresh process's
         first query waits for whichever takes longer, not for both). exact_copy=False: no in-process copy of
-        Lite libraries, for a process that asks one question (loading the copy would only compete with it)."""
+        Lite libraries, for a process that asks one question (loading the copy would only compete with it).
+        one_question: that process's question about the settings' library is answered from the library's search
+        snapshot when it is current, without starting Milvus Lite (stores/snapshot.py)."""
         self.settings = settings
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
         if preload_encoder and encoder is None:
             threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
-        self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(settings,
-                                                                                          exact_copy=exact_copy)
+        self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(
+            settings, exact_copy=exact_copy, one_question=one_question)
         self.images: ImageStore = images if images is not None else open_image_store(settings.db_url)
         # keyword search lives in the same Milvus as the vectors (a stand-in vector store has none)
-        self.texts = TextIndex(self.vectors) if isinstance(self.vectors, MilvusVectorStore) else None
+        self.texts = self.vectors.text_index() if isinstance(self.vectors, SnapshotFirst) else \
+            TextIndex(self.vectors) if isinstance(self.vectors, MilvusVectorStore) else None
         self._ocr: OcrReader | None = None
 
     @property
@@ -426,6 +430,7 @@ class Engine:
         self.close()
 
 
-def build_engine(settings: Settings, *, preload_encoder: bool = False, exact_copy: bool = True) -> Engine:
+def build_engine(settings: Settings, *, preload_encoder: bool = False, exact_copy: bool = True,
+                 one_question: bool = False) -> Engine:
     """The real engine the settings describe."""
-    return Engine(settings, preload_encoder=preload_encoder, exact_copy=exact_copy)
+    return Engine(settings, preload_encoder=preload_encoder, exact_copy=exact_copy, one_question=one_question)

@@ -71,7 +71,7 @@ def torch_encoder(tiny_model: Path, model_cache: Path, tmp_path_factory: pytest.
 
 @pytest.fixture(scope="session")
 def ov_encoder(tiny_model: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Encoder:
-    """The tiny model on the default CPU path (OpenVINO, bf16 where the CPU has it)."""
+    """The tiny model on the default CPU path (OpenVINO at precision auto: f32)."""
     settings = tiny_settings(tmp_path_factory.mktemp("enc"), model_cache, backend="openvino", precision="auto")
     return load_encoder(settings)
 

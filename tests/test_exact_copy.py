@@ -17,6 +17,7 @@ import pytest
 from searchcore.engine import Engine
 from searchcore.errors import LibraryError
 from searchcore.stores.exact_copy import SCORE_TOLERANCE
+from searchcore.stores.filters import Filters
 from searchcore.stores.images import StoredImage
 from searchcore.stores.vectors import Hit, MilvusVectorStore
 from tests.support import tiny_settings
@@ -274,3 +275,24 @@ def test_copy_can_be_turned_off(tmp_path: Path) -> None:
         assert store.check_copy(LIB) is None
     finally:
         store.close()
+
+
+def test_filtered_searches_match_lite_whatever_share_they_keep(
+        stores: tuple[MilvusVectorStore, MilvusVectorStore]) -> None:
+    """A media filter keeps half the rows (every row is scored, the kept ones' scores taken); a folder keeps a
+    few (only those rows are scored): both answer what Lite answers."""
+    store, lite = stores
+    store.open_library(LIB, "tiny", DIM, create=True)
+    ids = list(range(1, 401))
+    attrs = [(f"{'a' if i % 20 == 0 else 'b'}/{i}.jpg", 1_600_000_000 + i) for i in ids]
+    frames = [(i % 7 + 1 if i % 2 else 0, float(i)) for i in ids]  # odd ids are frames of 7 videos
+    store.upsert(LIB, ids, unit(400, 3), attrs, frames)
+    store.flush(LIB)
+    assert store.wait_for_copy(LIB, timeout=60)
+    queries = unit(20, 4)
+    for filters in (Filters.parse(media="video"), Filters.parse(media="image"), Filters.parse(folder="a")):
+        found = store.search(LIB, queries, 10, filters)
+        assert_same_hits(found, lite.search(LIB, queries, 10, filters), 10)
+        kept = {i for i, (path, _), (video, _) in zip(ids, attrs, frames)
+                if filters.mask(np.array([path], dtype=object), np.array([1]), np.array([video]))[0]}
+        assert all(h.image_id in kept for hits in found for h in hits)

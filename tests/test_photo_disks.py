@@ -1,5 +1,6 @@
 """Photo folders as they are on real disks: names in any encoding, drives that are not mounted, and originals
-left where they are (a folder library keeps a thumbnail and the file's path, size, mtime and hash)."""
+left where they are (a folder library keeps a thumbnail and the file's path, size, mtime and hash). The migration
+of a library built by the previous release is in test_migration_thumbnails.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,6 @@ from searchcore.errors import MassRemovalError
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import file_path, printable_path
 from tests.support import run_cli, settings_env
-
-KILLED = Path(__file__).with_name("ingest_killed_at.py")
 
 
 def jpeg(seed: int, size: tuple[int, int] = (96, 96)) -> bytes:
@@ -100,6 +96,15 @@ def test_sync_refuses_to_empty_a_library_when_the_drive_is_not_mounted(settings:
                                                                        tmp_path: Path) -> None:
     env = settings_env(settings)
     assert run_cli("ingest", str(strange), env=env).returncode == 0
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for n, path in enumerate([p for p in strange.rglob("*") if p.is_file()]):  # every file moved out of the root
+        path.rename(moved / f"{n}.jpg")
+    assert any(strange.iterdir())  # its sub-folders are left
+    refused = run_cli("ingest", str(strange), "--sync", env=env)
+    assert refused.returncode != 0 and "Nothing was removed" in refused.stderr, refused.stderr
+    assert json.loads(run_cli("info", "--json", env=env).stdout)["count"] == len(STRANGE_NAMES) + 1
+
     shutil.move(strange, tmp_path / "elsewhere")
     strange.mkdir()  # the empty mount point left when the drive is not mounted
 
@@ -130,6 +135,23 @@ def test_sync_refuses_to_remove_more_than_half_at_once(engine: Engine, tmp_path:
     assert engine.info().count == 6
     assert engine.ingest(root, sync=True, allow_mass_removal=True).removed == 4
     assert engine.info().count == 2
+
+
+def test_sync_refuses_when_none_of_the_recorded_files_is_there(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "nas"
+    root.mkdir()
+    for n in range(3):
+        (root / f"{n}.jpg").write_bytes(jpeg(n))
+    engine.ingest(root)
+    for n in range(3):
+        (root / f"{n}.jpg").unlink()
+    (root / "other.jpg").write_bytes(jpeg(50))  # another folder mounted at the same place
+
+    with pytest.raises(MassRemovalError, match="is this the right folder"):
+        engine.ingest(root, sync=True)
+    assert engine.info().count == 4  # nothing removed; the new picture is added all the same
+    done = engine.ingest(root, sync=True, allow_mass_removal=True)
+    assert (done.removed, done.added, engine.info().count) == (3, 0, 1)
 
 
 def test_build_tab_sync_shows_the_refusal_and_removes_nothing(engine: Engine, tmp_path: Path) -> None:
@@ -212,56 +234,6 @@ def test_a_folder_library_keeps_thumbnails_and_serves_originals_from_disk(settin
         assert engine.check("camera").changed_files == []
     store_bytes = sum(p.stat().st_size for p in tmp_path.glob("images.db*"))
     assert store_bytes < 0.05 * folder_bytes, (store_bytes, folder_bytes)
-
-
-def as_the_previous_release_stored_it(database: Path, root: Path) -> None:
-    """Put each folder picture's original back into the image store, as releases before thumbnails kept it."""
-    with sqlite3.connect(database) as db:
-        rows = db.execute("SELECT image_id, path FROM searchcore_files").fetchall()
-        db.executemany("UPDATE searchcore_images SET data = ?, format = 'JPEG', thumb = NULL WHERE image_id = ?",
-                       [((root / path).read_bytes(), image_id) for image_id, path in rows])
-    with sqlite3.connect(database) as db:
-        db.execute("VACUUM")
-
-
-def test_migration_drops_stored_originals_and_survives_a_kill(settings: Settings, torch_encoder: Encoder,
-                                                              tmp_path: Path) -> None:
-    root = tmp_path / "album"
-    root.mkdir()
-    for n in range(70):  # three batches of the migration
-        (root / f"{n:02d}.jpg").write_bytes(jpeg(n, (800, 600)))
-    database = Path(settings.db_url)
-    with Engine(settings, encoder=torch_encoder) as engine:
-        assert engine.ingest(root).added == 70
-    as_the_previous_release_stored_it(database, root)
-    before_size = database.stat().st_size
-    queries = ["红色的圆形", "蓝色的正方形", "绿色的三角形"]
-    with Engine(settings, encoder=torch_encoder) as engine:
-        before = [[(r.image_id, r.score) for r in engine.search_text(q, 20)] for q in queries]
-
-    env = {**os.environ, **settings_env(settings)}
-    killed = subprocess.run([sys.executable, str(KILLED), "thumbnails:2", "--migrate"], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    with sqlite3.connect(database) as db:
-        half = db.execute("SELECT COUNT(*) FROM searchcore_images WHERE thumb = 1").fetchone()[0]
-    assert half == 32, "the first batch was migrated, the second was not"
-
-    done = run_cli("migrate", "--json", env=settings_env(settings))
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["thumbnails"] == 70 - 32
-    with sqlite3.connect(database) as db:
-        kinds = db.execute("SELECT thumb, MAX(LENGTH(data)) FROM searchcore_images GROUP BY thumb").fetchall()
-    assert len(kinds) == 1 and kinds[0][0] == 1
-    assert database.stat().st_size < before_size / 2, (database.stat().st_size, before_size)
-    with Engine(settings, encoder=torch_encoder) as engine:
-        assert [[(r.image_id, r.score) for r in engine.search_text(q, 20)] for q in queries] == before
-        some = next(iter(engine.images.ids(settings.library)))
-        original = engine.original(some)
-        assert original.data == (root / original.path).read_bytes()
-        assert engine.check().consistent
-    again = run_cli("migrate", "--json", env=settings_env(settings))
-    assert json.loads(again.stdout) == {"library": settings.library, "migrated": False}
 
 
 def test_relocate_points_a_library_at_its_folder_on_another_disk(settings: Settings, torch_encoder: Encoder,

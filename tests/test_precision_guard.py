@@ -22,6 +22,7 @@ import pytest
 from searchcore.engine import Engine
 from searchcore.evaluate import predict
 from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.models.openvino import towers
 from searchcore.models.openvino.towers import OpenVINOTowers, judge_probe
 from tests.support import CliRun, tiny_settings
 
@@ -176,15 +177,22 @@ def test_info_json_reports_each_towers_precision(tmp_path: Path, model_cache: Pa
     assert data["encoder"] == {"backend": "openvino", "device": "cpu", "precision": {"image": "fp32", "text": "fp32"}}
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
 @pytest.mark.parametrize("backend", ["openvino", "torch"])
-def test_auto_keeps_the_text_tower_in_f32_and_bf16_asked_keeps_both(tmp_path: Path, backend: str) -> None:
-    """auto: the image tower in bf16 where the CPU has it (avx512_bf16 or AMX alike), the text tower in f32;
-    bf16 asked for runs both towers in bf16, on either runtime."""
+def test_auto_is_f32_on_every_cpu_and_bf16_asked_keeps_both(tmp_path: Path, backend: str, native: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto runs both towers in f32 whatever the CPU: OpenVINO's one CPU check (native bf16, which Zen 5's
+    avx512_bf16 and Sapphire Rapids' AMX both answer yes) is forced each way. bf16 asked for runs both towers
+    in bf16 on either runtime, where the CPU has it."""
+    monkeypatch.setattr(towers, "native_bf16", lambda core: native)
     cache = tmp_path / "models"
     auto = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="auto"))
-    assert auto.runtime()["precision"] == {"image": "bf16" if HAS_BF16 else "fp32", "text": "fp32"}
-    if HAS_BF16:
+    assert auto.precision == "fp32"
+    assert auto.runtime()["precision"] == {"image": "fp32", "text": "fp32"}
+    fp32 = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="fp32"))
+    texts = ["红色的圆形", "蓝色的正方形"]
+    np.testing.assert_array_equal(auto.encode_texts(texts), fp32.encode_texts(texts))
+    if HAS_BF16 and native:
         bf16 = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="bf16"))
         assert bf16.runtime()["precision"] == {"image": "bf16", "text": "bf16"}
-        texts = ["红色的圆形", "蓝色的正方形"]
         assert not np.array_equal(auto.encode_texts(texts), bf16.encode_texts(texts))

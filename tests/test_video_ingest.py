@@ -13,6 +13,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -24,13 +26,14 @@ from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import MassRemovalError, QueryError, VideoUnavailableError
+from searchcore.indexing.watch import FolderWatcher
 from searchcore.models.encoder import Encoder
 from searchcore.sources import videos as video_source
 from searchcore.stores import vectors as vector_store
 from searchcore.stores.filters import Filters
-from tests.support import CJK_FONT, CliRun, cjk_font
+from tests.support import CJK_FONT, CliRun, cjk_font, wait_until
 from tests.test_photos import picture, write
-from tests.test_videos import write_video
+from tests.test_videos import long_video, write_video
 
 RED_CIRCLE, BLUE_SQUARE, GREEN_TRIANGLE = ("红色", "圆形"), ("蓝色", "正方形"), ("绿色", "三角形")
 YELLOW_SQUARE, PURPLE_CIRCLE, BLACK_TRIANGLE = ("黄色", "正方形"), ("紫色", "圆形"), ("黑色", "三角形")
@@ -367,3 +370,59 @@ def test_a_portrait_phone_video_is_stored_upright(engine: Engine, tmp_path: Path
     assert frames and all((f.width, f.height) == (54, 96) for f in frames.values())
     thumbnail = Image.open(io.BytesIO(next(iter(frames.values())).data))
     assert thumbnail.size == (54, 96), "the stored frame is upright"
+
+
+INGEST_IN_A_FRESH_PROCESS = """
+import json, re, sys
+from pathlib import Path
+from searchcore.engine import Engine
+from tests.support import tiny_settings
+
+def peak_mb():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
+
+work, cache, warm, folder = (Path(a) for a in sys.argv[1:5])
+with Engine(tiny_settings(work, cache, backend="torch", precision="fp32")) as engine:
+    engine.ingest(warm)  # the model, the stores and the pipeline's threads, before the measurement
+    before = peak_mb()
+    report = engine.ingest(folder)
+    print(json.dumps({"report": report.to_json(), "growth_mb": peak_mb() - before}))
+"""
+
+
+@pytest.mark.slow
+def test_an_hour_of_video_is_ingested_in_bounded_memory(tmp_path: Path, model_cache: Path) -> None:
+    warm = tmp_path / "warm"
+    shapes_video(warm / "short.mp4", WALK, 4)
+    folder = tmp_path / "long"
+    folder.mkdir()
+    long_video(folder / "hour.mp4", 1, 10, size=(640, 360))
+    run = subprocess.run([sys.executable, "-c", INGEST_IN_A_FRESH_PROCESS, str(tmp_path / "work"), str(model_cache),
+                          str(warm), str(folder)], capture_output=True, text=True, timeout=900,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert (result["report"]["videos"], result["report"]["frames"], result["report"]["bad"]) == (1, 1800, [])
+    # Held at once, its 1,800 sampled frames (448x252 RGB) would take 610 MB.
+    assert result["growth_mb"] < 200, result["growth_mb"]
+
+
+def test_a_watched_folder_takes_a_new_video_and_lets_a_deleted_one_go(engine: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "watched"
+    write(folder / "blue.jpg", picture(BLUE_SQUARE, 2))
+    library = engine.settings.library
+    watcher = FolderWatcher(engine, folder, library, debounce=0.3)
+    try:
+        watcher.start()
+        wait_until(lambda: len(set(engine.images.ids(library))) == 1, "the first re-scan", timeout=60)
+        made = shapes_video(tmp_path / "walk.mp4", WALK, 24)
+        made.rename(folder / "walk.mp4")  # arrives whole, as a finished copy does
+        wait_until(lambda: engine.images.has_videos(library), "the new video to be ingested", timeout=120)
+        walk_id = video_id_of(engine, folder, "walk.mp4")
+        assert len(frame_ids(engine, walk_id)) == 12
+        (folder / "walk.mp4").unlink()
+        wait_until(lambda: not engine.images.has_videos(library), "the deleted video to leave", timeout=120)
+        ids = set(engine.images.ids(library))
+        assert len(ids) == 1 and set(engine.vectors.ids(library)) == ids, "every frame left both stores"
+    finally:
+        watcher.stop()

@@ -177,25 +177,26 @@ def test_a_portrait_phone_video_is_sampled_upright(tmp_path: Path) -> None:
     assert near(image.getpixel((27, 5)), RED) and near(image.getpixel((27, 90)), GREY)
 
 
-def long_video(path: Path, hours: int, fps: int) -> Path:
-    """Red and blue a minute each in turn, 64x36 at fps, a keyframe every second."""
+def long_video(path: Path, hours: float, fps: int, size: tuple[int, int] = (64, 36)) -> Path:
+    """Red and blue a minute each in turn, 64x36 (or size) at fps, a keyframe every second."""
     # Encoding four hours frame by frame is slow, so one second of frames (a keyframe and 9 P-frames, 10 fps,
     # closed GOPs) is encoded once per colour and its packets are muxed again and again with shifted times:
     # a valid H.264 stream of 144,000 frames that the decoder has to decode like any other.
-    seconds = hours * 3600
+    seconds = round(hours * 3600)
+    width, height = size
     encoded: dict[tuple[int, int, int], list[tuple[bytes, int, bool]]] = {}
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 36, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast", "g": str(fps), "bf": "0", "keyint_min": str(fps)}
         for colour in (RED, BLUE):
             scratch = av.CodecContext.create("libx264", "w")
-            scratch.width, scratch.height, scratch.pix_fmt = 64, 36, "yuv420p"
+            scratch.width, scratch.height, scratch.pix_fmt = width, height, "yuv420p"
             scratch.time_base, scratch.framerate = Fraction(1, fps), Fraction(fps)
             scratch.options = dict(stream.options)
             packets = []
             for i in range(fps):
-                frame = av.VideoFrame.from_ndarray(picture((64, 36), colour), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(picture(size, colour), format="rgb24")
                 frame.pts = i
                 packets += scratch.encode(frame)
             packets += scratch.encode(None)

@@ -25,7 +25,7 @@ import numpy as np
 from searchcore.errors import MassRemovalError
 from searchcore.ids import chunks
 from searchcore.indexing.pipeline import Prepared, prepared_batches
-from searchcore.indexing.videos import NEEDS_MIGRATE, SampledFrame, VideoJob, frame_image, sample
+from searchcore.indexing.videos import NEEDS_MIGRATE, SampledFrame, VideoJob, frame_image, sampled_ahead
 from searchcore.models.encoder import Encoder, normalise
 from searchcore.records import BadRecord, FolderScan, Record, Source
 from searchcore.sources.videos import DEFAULT_INTERVAL
@@ -344,7 +344,7 @@ class _Videos:
                 self.tick(1)
                 continue
             job = VideoJob(item.record, item.sha256, self.interval, self.book.scan.root, item.changed)
-            for frame in sample(job):
+            for frame in sampled_ahead(job):
                 yield _Work(item.record, item.sha256, True, changed=item.changed, frame=frame)
             if job.error is not None:
                 self.fail(job, job.error)

@@ -4,8 +4,8 @@
 A video is one unit: it is recorded (the videos table, then its file) only after its last frame is in both stores,
 so a crash part-way leaves it unrecorded and the next run samples it again. A video that fails part-way (a
 truncated file) is reported bad, and the frames of it already written are removed at the end of the ingest.
-Frames are sampled one ahead of the pipeline (to know which is the last), so a video's frames are never held
-in memory together.
+Frames are sampled on a thread of their own, at most FRAMES_AHEAD ahead of the pipeline (so decoding overlaps
+encoding, and a video's frames are never held in memory together).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import datetime as dt
 import hashlib
 import io
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 # Frames are sampled at twice the model's usual input (sources/videos.DEFAULT_MAX_SIDE), and their stored
 # thumbnail is that same picture as a JPEG: no frame is decoded or scaled twice.
 FRAME_SIDE = min(THUMBNAIL_SIDE, 448)
+FRAMES_AHEAD = 8  # sampled frames (each at most FRAME_SIDE square) waiting for the pipeline
 NEEDS_MIGRATE = ("library {library!r} was made before videos; run `searchcore migrate --library {library}` once "
                  "to add the video fields, then ingest again")
 
@@ -103,6 +106,43 @@ def sample(job: VideoJob) -> Iterator[SampledFrame]:
         return
     held.last = True
     yield held
+
+
+def sampled_ahead(job: VideoJob, ahead: int = FRAMES_AHEAD) -> Iterator[SampledFrame]:
+    """sample(job) run on a thread of its own, at most `ahead` frames ahead of the caller; closing the iterator
+    early stops the thread."""
+    frames: queue.Queue[SampledFrame | BaseException | None] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def put(item: SampledFrame | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for frame in sample(job):
+                if not put(frame):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(exc)
+            return
+        put(None)
+
+    thread = threading.Thread(target=produce, name=f"sample-{job.record.line}", daemon=True)
+    thread.start()
+    try:
+        while (item := frames.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def frame_image(frame: SampledFrame) -> DecodedImage:

@@ -15,13 +15,12 @@ _NAMES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
 class TorchRuntime:
     """A cn_clip torch model on one device, in fp32, bf16 (CPU autocast) or fp16 (CUDA)."""
 
-    def __init__(self, model: Any, *, device: str, precision: str, text_precision: str | None = None) -> None:
+    def __init__(self, model: Any, *, device: str, precision: str) -> None:
         import torch
 
         self.model = model
         self.device = device
         self.precision = precision
-        self.text_precision = text_precision or precision
         if device == "cpu" and precision == "bf16":
             model.visual.to(memory_format=torch.channels_last)
         elif device == "cuda":
@@ -29,7 +28,7 @@ class TorchRuntime:
             model.float()
             if precision == "fp16":
                 to_fp16(model)
-        self.tower_precision = {"image": _NAMES[precision], "text": _NAMES[self.text_precision]}
+        self.tower_precision = {"image": _NAMES[precision], "text": _NAMES[precision]}
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """float32 [n,3,R,R] preprocessed pixels -> float32 [n,dim] unnormalised image features."""
@@ -48,7 +47,7 @@ class TorchRuntime:
         """int64 [n,L] token ids -> float32 [n,dim] unnormalised text features."""
         import torch
 
-        with torch.inference_mode(), self._autocast(self.text_precision):
+        with torch.inference_mode(), self._autocast(self.precision):
             out = self.model.encode_text(torch.from_numpy(np.ascontiguousarray(tokens)).to(self.device))
         return out.float().cpu().numpy()
 

@@ -25,6 +25,7 @@ Mask = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # How far the copy's score of a unit vector may stray from Milvus Lite's: each float32 product may round
 # differently (a few ulps of 1.0), and hits closer than this may come in either order.
 SCORE_TOLERANCE = 1e-6
+GATHER_SHARE = 8  # a filter keeping under 1/8 of the rows scores a copy of those rows; else every row is scored
 
 
 class ExactCopy:
@@ -115,9 +116,14 @@ class ExactCopy:
         with self._lock:  # writes move rows in place; a search must not see half a move
             n = len(self._rows)
             keep = None if mask is None else np.flatnonzero(mask(self._paths[:n], self._taken[:n], self._videos[:n]))
-            if keep is not None and len(keep) < n:
+            if keep is not None and len(keep) * GATHER_SHARE < n:
                 # the same product on the kept rows only: filtering costs no more than an unfiltered search
                 scores = queries @ self._matrix[keep].T
+                ids, seqs = self._ids[keep], self._seqs[keep]
+            elif keep is not None and len(keep) < n:
+                # most rows kept (a media filter keeps all pictures or all frames): copying them would cost more
+                # than scoring every row, so every row is scored and the kept rows' scores taken
+                scores = (queries @ self._matrix[:n].T)[:, keep]
                 ids, seqs = self._ids[keep], self._seqs[keep]
             else:
                 scores = queries @ self._matrix[:n].T  # the very product Lite's brute force takes
@@ -136,6 +142,28 @@ class ExactCopy:
             best = cand[np.lexsort((seqs[cand], -row[cand]))][:k]
             out.append([(int(ids[j]), float(row[j])) for j in best])
         return out
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every per-row array, cut to the rows held (a copy): what stores/snapshot.py saves."""
+        with self._lock:
+            n = len(self._rows)
+            return {name: value[:n].copy() for name, value in vars(self).items() if isinstance(value, np.ndarray)}
+
+    @classmethod
+    def from_columns(cls, dim: int, columns: dict[str, np.ndarray]) -> ExactCopy:
+        """A copy holding the rows `columns()` gave (read-only use: later writes continue its order)."""
+        copy = cls(dim)
+        if set(columns) != {name for name, value in vars(copy).items() if isinstance(value, np.ndarray)}:
+            raise ValueError(f"columns {sorted(columns)} are not this copy's")
+        for name, value in columns.items():
+            setattr(copy, name, value)
+        if copy._matrix.shape[1:] != (dim,) or len({len(v) for v in columns.values()}) > 1:
+            raise ValueError("columns of different lengths or another dimension")
+        copy._rows = {int(image_id): row for row, image_id in enumerate(copy._ids)}
+        if len(copy._rows) != len(copy._ids):
+            raise ValueError("an id appears twice")
+        copy._next_seq = int(copy._seqs.max()) + 1 if len(copy._seqs) else 0
+        return copy
 
     def reserve(self, capacity: int) -> None:
         """Make room for this many rows in one allocation."""
@@ -182,6 +210,10 @@ class LiteCopies:
         """The library's copy, when complete."""
         state = self._states.get(library)
         return state.copy if state is not None and state.ready else None
+
+    def libraries(self) -> list[str]:
+        """The libraries with a copy, complete or loading."""
+        return list(self._states)
 
     def status(self, library: str) -> str:
         """'ready', 'loading' or 'absent'."""

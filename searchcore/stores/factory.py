@@ -2,24 +2,160 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
-from searchcore.config import Settings
+from searchcore.config import TEXT_INDEX_SUFFIX, Settings, is_server_uri
+from searchcore.stores import snapshot
+from searchcore.stores.filters import Filters
 from searchcore.stores.images import ImageStore, open_image_store
-from searchcore.stores.vectors import Attrs, Frame, MilvusVectorStore, VectorStore, vector_rows
+from searchcore.stores.text_index import TextIndex
+from searchcore.stores.vectors import (
+    MILVUS_MAX_K,
+    PREFIX,
+    Attrs,
+    Frame,
+    Hit,
+    LibraryMeta,
+    MilvusVectorStore,
+    VectorStore,
+    vector_rows,
+)
+
+R = TypeVar("R")
 
 
-def open_vector_store(settings: Settings, *, exact_copy: bool = True) -> MilvusVectorStore:
-    """Milvus Lite (a file, with its exact in-process copy unless turned off) or a Milvus server."""
+def open_vector_store(settings: Settings, *, exact_copy: bool = True,
+                      one_question: bool = False) -> MilvusVectorStore | SnapshotFirst:
+    """Milvus Lite (a file, with its exact in-process copy unless turned off) or a Milvus server. one_question:
+    a process that only searches the settings' library once, answered from the library's snapshot when it is
+    current (Lite is not even started), else through Lite without an exact copy."""
+    if one_question and not is_server_uri(settings.milvus_uri):
+        return SnapshotFirst(settings, settings.library)
+    return open_milvus(settings, exact_copy=exact_copy)
+
+
+def open_milvus(settings: Settings, *, exact_copy: bool = True) -> MilvusVectorStore:
+    """The settings' Milvus: Lite (a file, with its exact in-process copy unless turned off) or a server."""
     return MilvusVectorStore(settings.milvus_uri, settings.milvus_token, index=settings.index, exact_copy=exact_copy)
+
+
+class SnapshotFirst:
+    """A Lite store for one question about one library: its meta, searches and vectors come from the library's
+    snapshot (stores/snapshot.py) when that is current when the store opens; everything else, and everything
+    when there is no current snapshot, goes to Milvus Lite, opened on first need. Results equal Lite's up to
+    the exact copy's SCORE_TOLERANCE."""
+
+    def __init__(self, settings: Settings, library: str) -> None:
+        self._settings = settings
+        self.backend = "milvus-lite"
+        self.server = False
+        self.uri = settings.milvus_uri
+        self.library = library
+        self.snapshot = snapshot.load(settings.milvus_uri, library)  # before Lite holds the folder's lock
+        self._meta = None if self.snapshot is None else LibraryMeta(**self.snapshot.meta)
+        self._milvus: MilvusVectorStore | None = None
+
+    def lite(self) -> MilvusVectorStore:
+        """Milvus Lite, opened on first need (without an exact copy: this process asks one question)."""
+        if self._milvus is None:
+            self._milvus = open_milvus(self._settings, exact_copy=False)
+        return self._milvus
+
+    def text_index(self) -> TextIndex | None:
+        """The keyword index beside the library (Lite starts when it is first read), None when the snapshot says
+        the library has none."""
+        if self._meta is not None and self.snapshot is not None and not self.snapshot.text_index:
+            return None
+        return TextIndex(self)
+
+    def run(self, what: str, action: Callable[[Any], R]) -> R:
+        """As MilvusVectorStore.run, on Lite (the keyword index reads it through this)."""
+        return self.lite().run(what, action)
+
+    def text_collection(self, library: str) -> str:
+        return PREFIX + library + TEXT_INDEX_SUFFIX
+
+    def _answers(self, library: str) -> bool:
+        return self._meta is not None and library == self.library
+
+    def meta(self, library: str) -> LibraryMeta | None:
+        return self._meta if self._answers(library) else self.lite().meta(library)
+
+    def search(self, library: str, vectors: np.ndarray, top_k: int,
+               filters: Filters | None = None) -> list[list[Hit]]:
+        """As Lite searches, from the snapshot's exact copy when it holds the library (and the question is one
+        Lite would take: the library's dimension, a k Lite allows, filters on a library that has their fields)."""
+        queries = np.asarray(vectors, dtype=np.float32)
+        meta = self._meta
+        if self._answers(library) and self.snapshot is not None and meta is not None \
+                and queries.ndim == 2 and queries.shape[1] == meta.dim and 0 < top_k <= MILVUS_MAX_K \
+                and (not filters or meta.filterable and (filters.media is None or meta.videos)):
+            found = self.snapshot.copy.search(queries, top_k, filters.mask if filters else None)
+            return [[Hit(i, s) for i, s in hits] for hits in found]
+        return self.lite().search(library, vectors, top_k, filters)
+
+    def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        if self._answers(library) and self.snapshot is not None:
+            return self.snapshot.copy.get(ids)
+        return self.lite().vectors(library, ids)
+
+    def count(self, library: str) -> int:
+        if self._answers(library) and self.snapshot is not None:
+            return len(self.snapshot.copy)
+        return self.lite().count(library)
+
+    def open_library(self, library: str, model: str, dim: int, *, create: bool) -> LibraryMeta:
+        self._meta = None  # this process writes: the snapshot no longer answers
+        return self.lite().open_library(library, model, dim, create=create)
+
+    def libraries(self) -> list[LibraryMeta]:
+        return self.lite().libraries()
+
+    def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
+               attrs: Sequence[Attrs] | None = None, frames: Sequence[Frame] | None = None) -> None:
+        self._meta = None  # this process writes: the snapshot no longer answers
+        self.lite().upsert(library, ids, vectors, attrs, frames)
+
+    def flush(self, library: str) -> None:
+        self.lite().flush(library)
+
+    def attrs(self, library: str, ids: Sequence[int]) -> dict[int, Attrs]:
+        return self.lite().attrs(library, ids)
+
+    def rebuild(self, library: str, attrs: Callable[[list[int]], dict[int, Attrs]], staging: Path,
+                frames: Callable[[list[int]], dict[int, Frame]] | None = None) -> None:
+        self._meta = None  # this process writes: the snapshot no longer answers
+        self.lite().rebuild(library, attrs, staging, frames)
+
+    def check_copy(self, library: str) -> str | None:
+        return self.lite().check_copy(library)
+
+    def existing(self, library: str, ids: Sequence[int]) -> set[int]:
+        return self.lite().existing(library, ids)
+
+    def ids(self, library: str) -> Iterator[int]:
+        return self.lite().ids(library)
+
+    def delete(self, library: str, ids: Sequence[int]) -> None:
+        self._meta = None  # this process writes: the snapshot no longer answers
+        self.lite().delete(library, ids)
+
+    def drop(self, library: str) -> None:
+        self._meta = None  # this process writes: the snapshot no longer answers
+        self.lite().drop(library)
+
+    def close(self) -> None:
+        if self._milvus is not None:
+            self._milvus.close()
 
 
 def open_stores(settings: Settings) -> tuple[MilvusVectorStore, ImageStore]:
     """Both stores; the image store's table is created if it is missing."""
-    vectors = open_vector_store(settings)
+    vectors = open_milvus(settings)
     try:
         return vectors, open_image_store(settings.db_url)
     except BaseException:

@@ -21,6 +21,7 @@ from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLock
 from searchcore.ids import id_chunks
 from searchcore.stores.exact_copy import ExactCopy, LiteCopies
 from searchcore.stores.filters import Filters
+from searchcore.stores.snapshot import lite_locked, save
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -166,7 +167,7 @@ class MilvusVectorStore:
                 _LITE_STORES[key] = _LITE_STORES.get(key, 0) + 1
                 return client
             except Exception as exc:
-                if _is_lock_error(exc) or _lite_file_locked(path):
+                if _is_lock_error(exc) or lite_locked(path):
                     raise LibraryLockedError("library_locked", path=path) from exc
                 raise BackendUnavailableError("lite_unopenable", path=path, reason=str(exc)) from exc
         deadline = time.monotonic() + timeout
@@ -544,10 +545,36 @@ class MilvusVectorStore:
             return
         if self._copies is not None:
             self._copies.stop(id(self))  # its loads read through this client
+        ready = self._snapshots_to_save()
         self._client.close()
         self._client = None
         if not self.server:
             _release_lite(str(Path(self.uri).expanduser()))
+        for library, (meta, text_index, copy) in ready.items():
+            try:
+                save(self.uri, library, meta, text_index, copy)
+            except OSError as exc:  # a CLI search then reads Lite, as without a snapshot
+                log.warning("could not save the search snapshot of library %s: %s", library, exc)
+
+    def _snapshots_to_save(self) -> dict[str, tuple[dict[str, Any], bool, ExactCopy]]:
+        """The complete copies of this Lite file's FLAT libraries, when this is the file's last store here (the
+        snapshot is saved once Lite has let go of the folder: stores/snapshot.py)."""
+        key = os.path.abspath(Path(self.uri).expanduser())
+        if self._copies is None or _LITE_STORES.get(key, 0) > 1:
+            return {}
+        ready = {}
+        for library in self._copies.libraries():
+            copy = self._copies.ready(library)
+            try:
+                meta = self.meta(library)
+                if copy is None or meta is None or meta.index != "FLAT":
+                    continue
+                text = self._client.has_collection(self.text_collection(library))
+            except Exception as exc:  # noqa: BLE001 - no snapshot then; the close goes on
+                log.warning("no search snapshot of library %s: %s", library, exc)
+                continue
+            ready[library] = (dataclasses.asdict(meta), bool(text), copy)
+        return ready
 
 
 def _meta_from(library: str, desc: dict[str, Any]) -> LibraryMeta:
@@ -570,25 +597,6 @@ def _release_lite(path: str) -> None:
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(key)
-
-
-def _lite_file_locked(path: Path) -> bool:
-    """True when another process holds Milvus Lite's lock on this data folder."""
-    import fcntl
-
-    lock = path / "LOCK"
-    if not lock.is_file():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _is_lock_error(exc: BaseException | None) -> bool:

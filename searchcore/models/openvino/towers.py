@@ -107,7 +107,6 @@ class OpenVINOTowers:
         cache_dir: Path,
         cache_key: str,
         context_length: int = 52,
-        text_precision: str | None = None,
     ) -> None:
         if precision not in ("fp32", "bf16", "int8"):
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'int8', got {precision!r}")
@@ -119,7 +118,6 @@ class OpenVINOTowers:
         self.resolution = int(resolution)
         self.context_length = int(context_length)
         self.precision = precision
-        self.text_precision = text_precision  # "fp32": the text tower in f32 whatever the image tower runs at
         self.cache_dir = Path(cache_dir)
         self.entry_dir = self.cache_dir / f"{_safe_name(cache_key)}-ir{_FORMAT_VERSION}-ov{_ov_version_tag()}"
         self._core = ov.Core()
@@ -334,8 +332,7 @@ class OpenVINOTowers:
         OpenVINO version) and is compared with f32: the features must be finite with cosine >= the
         precision's threshold. The verdict is kept in the entry's manifest, so later starts trust it.
         """
-        wanted = ov.Type.f32 if tower == "text" and self.text_precision == "fp32" else self._wanted_precision()
-        compiled = self._compile(model, mode, wanted)
+        compiled = self._compile(model, mode, self._wanted_precision())
         actual = precision_of(compiled)
         if actual == "f32":
             return compiled
