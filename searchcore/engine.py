@@ -70,12 +70,15 @@ class LibraryInfo:
     encoder: dict[str, Any] | None = None  # how the encoder runs, when asked for
     updated: float | None = None  # when its images last changed (Unix time)
     filterable: bool | None = None  # has the folder and date fields (False: made before them; see migrate)
+    videos: int = 0  # videos in a folder library
+    frames: int = 0  # of `images`, the videos' sampled frames
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         data = {"library": self.library, "count": self.count, "model": self.model, "dim": self.dim,
                 "vector_backend": self.vector_backend, "image_backend": self.image_backend,
                 "index": self.index, "images": self.images, "filterable": self.filterable,
+                "videos": self.videos, "frames": self.frames,
                 "updated": None if self.updated is None else
                 dt.datetime.fromtimestamp(self.updated).astimezone().isoformat(timespec="seconds")}
         if self.encoder is not None:
@@ -340,6 +343,7 @@ class Engine:
                            meta.dim if meta else None, self.vectors.backend, self.images.backend,
                            meta.index if meta else None, self.images.count(name), updated=self.images.updated(name),
                            filterable=meta.filterable if meta else None)
+        info.videos, info.frames = self.images.video_counts(name)
         if runtime:
             try:
                 info.encoder = self.encoder.runtime()

@@ -39,6 +39,10 @@ EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
 _KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 VIDEO_DEPTH = 4  # in a library with videos, searches fetch this many times deeper: merged frames leave room
 SEGMENT_GAP = 1.5  # hits of one video this many frame intervals apart or closer join one segment
+# A frame joins its video's strong segments when it scores at least this far from the ranking's median towards the
+# video's best frame; weaker frames form segments of their own, ranked lower. Without it, a small library's
+# every frame is a hit and one segment spans the whole video whatever the query matched.
+SEGMENT_STRENGTH = 0.5
 
 
 @dataclass(frozen=True)
@@ -385,32 +389,32 @@ def moments(ranking: list[Hit], *, images: ImageStore, library: str,
     """The ranking with each video's matching frames merged into segments, and each segment's moment by the id of
     its best frame, which keeps its place (a video appears once per segment). Frames of one video within
     SEGMENT_GAP x its frame interval of each other join one segment, from its earliest frame's time to its
-    latest's plus the interval (at most the video's end). media drops hits of the other kind (the keyword index
+    latest's plus the interval (at most the video's end); frames well below the video's best (SEGMENT_STRENGTH)
+    only join each other. media drops hits of the other kind (the keyword index
     cannot filter by it)."""
     if not images.has_videos(library):
         return ([] if media == "video" else ranking), {}
     metas = images.get_meta_many(library, [h.image_id for h in ranking])
-    frames: dict[int, list[tuple[float, int]]] = {}
+    frames: dict[int, list[tuple[float, int, float]]] = {}
     for hit in ranking:
         meta = metas.get(hit.image_id)
         if meta is not None and meta.video_id:
-            frames.setdefault(meta.video_id, []).append((meta.time_s, hit.image_id))
+            frames.setdefault(meta.video_id, []).append((meta.time_s, hit.image_id, hit.score))
     videos = images.get_videos(library, list(frames))
+    median = float(np.median([h.score for h in ranking])) if ranking else 0.0
     segment: dict[int, VideoMoment] = {}  # frame id -> its segment
-    for video_id, times in frames.items():
+    for video_id, hits in frames.items():
         video = videos.get(video_id)
         if video is None:
             continue
-        times.sort()
-        group: list[tuple[float, int]] = []
-        for time_s, frame in [*times, (math.inf, 0)]:
-            if group and time_s - group[-1][0] > SEGMENT_GAP * video.frame_interval:
+        cut = max(score for _, _, score in hits)
+        cut -= SEGMENT_STRENGTH * (cut - median)
+        for part in ([h for h in hits if h[2] >= cut], [h for h in hits if h[2] < cut]):
+            for group in _runs(sorted(part), SEGMENT_GAP * video.frame_interval):
                 end = group[-1][0] + video.frame_interval
-                moment = VideoMoment(video_id, video.path, group[0][0], min(end, video.duration) if video.duration
-                                     else end, video.duration)
-                segment.update((f, moment) for _, f in group)
-                group = []
-            group.append((time_s, frame))
+                moment = VideoMoment(video_id, video.path, group[0][0],
+                                     min(end, video.duration) if video.duration else end, video.duration)
+                segment.update((frame, moment) for _, frame, _ in group)
     merged: list[Hit] = []
     found: dict[int, VideoMoment] = {}
     shown: set[VideoMoment] = set()
@@ -427,6 +431,17 @@ def moments(ranking: list[Hit], *, images: ImageStore, library: str,
             found[hit.image_id] = joined
         merged.append(hit)
     return merged, found
+
+
+def _runs(hits: list[tuple[float, int, float]], gap: float) -> list[list[tuple[float, int, float]]]:
+    """Time-sorted (time, frame, score) hits cut wherever two neighbours are more than gap seconds apart."""
+    runs: list[list[tuple[float, int, float]]] = []
+    for hit in hits:
+        if runs and hit[0] - runs[-1][-1][0] <= gap:
+            runs[-1].append(hit)
+        else:
+            runs.append([hit])
+    return runs
 
 
 def _fetcher(images: ImageStore, library: str, image_id: int) -> Callable[[], bytes]:

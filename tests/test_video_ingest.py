@@ -94,6 +94,8 @@ def test_a_shape_query_finds_its_moment_in_the_right_video(engine: Engine, media
     best = results[0]
     assert best.video is not None and best.video.path == "videos/walk.mp4"
     assert best.video.start < 24 and best.video.end > 16, "the segment overlaps the true interval 16-24 s"
+    # Every frame of this small library is a hit: the red and blue frames must not stretch the green segment.
+    assert best.video.start >= 14, f"the segment starts at {best.video.start} s, before the triangle shows"
     walk = moments_of(results, "videos/walk.mp4")
     assert walk[0] is best, "no other segment of the video ranks above it"
     assert len({(m.video.start, m.video.end) for m in walk}) == len(walk), "a video appears once per segment"
