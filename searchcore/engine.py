@@ -70,12 +70,15 @@ class LibraryInfo:
     encoder: dict[str, Any] | None = None  # how the encoder runs, when asked for
     updated: float | None = None  # when its images last changed (Unix time)
     filterable: bool | None = None  # has the folder and date fields (False: made before them; see migrate)
+    videos: int = 0  # videos in a folder library
+    frames: int = 0  # of `images`, the videos' sampled frames
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         data = {"library": self.library, "count": self.count, "model": self.model, "dim": self.dim,
                 "vector_backend": self.vector_backend, "image_backend": self.image_backend,
                 "index": self.index, "images": self.images, "filterable": self.filterable,
+                "videos": self.videos, "frames": self.frames,
                 "updated": None if self.updated is None else
                 dt.datetime.fromtimestamp(self.updated).astimezone().isoformat(timespec="seconds")}
         if self.encoder is not None:
@@ -225,6 +228,13 @@ class Engine:
                                       filters=filters, mode=mode, texts=self.texts, min_similarity=min_similarity,
                                       exclude=exclude)
 
+    def rank_texts(self, queries: Sequence[str], top_k: Any = 10, library: str | None = None, *,
+                   mode: str | None = None) -> list[list[Hit]]:
+        """The top-k ranking (image ids and scores) of each of many text queries, in batches, as search_text ranks
+        them (no threshold, exclusion, filter or page): for measuring thousands of queries."""
+        return search_mod.rank_texts(queries, top_k, mode, encoder=lambda: self.encoder, vectors=self.vectors,
+                                     library=self._library(library), texts=self.texts)
+
     def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                      filters: Filters | None = None) -> list[SearchResult]:
         """Top-k images that look like the given image (no image bytes)."""
@@ -333,6 +343,7 @@ class Engine:
                            meta.dim if meta else None, self.vectors.backend, self.images.backend,
                            meta.index if meta else None, self.images.count(name), updated=self.images.updated(name),
                            filterable=meta.filterable if meta else None)
+        info.videos, info.frames = self.images.video_counts(name)
         if runtime:
             try:
                 info.encoder = self.encoder.runtime()

@@ -299,3 +299,6 @@ def test_the_ui_marks_moments_and_plays_the_clicked_one_from_its_start(engine: E
     first_picture = next(n for n, (_, text) in enumerate(both) if not text.startswith("▶"))
     picture, _, _, _, html = app.select(state, gr.SelectData(None, {"index": first_picture, "value": None}))
     assert picture is not None and html == "", "a picture shows no player"
+    info = engine.info("clips")
+    line = app.library_line("clips")
+    assert info.videos >= 1 and f"{info.count - info.frames:,} images · {info.videos:,} videos" in line, line

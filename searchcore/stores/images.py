@@ -122,6 +122,7 @@ class ImageStore(Protocol):
     def video_frames(self, library: str, video_ids: Sequence[int]) -> dict[int, list[tuple[int, float]]]: ...
     def delete_videos(self, library: str, ids: Sequence[int]) -> None: ...
     def has_videos(self, library: str) -> bool: ...
+    def video_counts(self, library: str) -> tuple[int, int]: ...
     def files(self, library: str, root: str) -> dict[str, FileState]: ...
     def put_files(self, library: str, root: str, files: dict[str, FileState]) -> None: ...
     def delete_files(self, library: str, root: str, paths: Sequence[str]) -> None: ...
@@ -239,6 +240,17 @@ class _SqlImageStore:
         with self._cursor() as cur:
             cur.execute(f"SELECT 1 FROM {VIDEOS} WHERE library = {self.placeholder} LIMIT 1", (library,))
             return cur.fetchone() is not None
+
+    def video_counts(self, library: str) -> tuple[int, int]:
+        """How many videos a library holds, and how many of its images are their sampled frames."""
+        p = self.placeholder
+        with self._cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {VIDEOS} WHERE library = {p}", (library,))
+            videos = int(cur.fetchone()[0])
+            if not videos:
+                return 0, 0
+            cur.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE library = {p} AND video_id <> 0", (library,))
+            return videos, int(cur.fetchone()[0])
 
     def files(self, library: str, root: str) -> dict[str, FileState]:
         """The files of a folder as last ingested, by relative path."""

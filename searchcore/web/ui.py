@@ -218,7 +218,9 @@ class SearchApp:
         except SearchcoreError as exc:
             _warn(lang, "failed", reason=exc)
             return ""
-        line = translate(lang, "library_line", library=_escape(info.library), count=f"{info.count:,}")
+        line = translate(lang, "library_line", library=_escape(info.library), count=f"{info.count - info.frames:,}")
+        if info.videos:
+            line += translate(lang, "videos_line", videos=f"{info.videos:,}", frames=f"{info.frames:,}")
         if info.updated:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated))
             line += translate(lang, "updated_line", when=when)
