@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from searchcore.stores.text_index import normalise
+
 FONTS = [Path("/usr/share/fonts/opentype/noto") / name for name in
          ("NotoSansCJK-Regular.ttc", "NotoSansCJK-Bold.ttc", "NotoSerifCJK-Regular.ttc", "NotoSerifCJK-Bold.ttc")]
 WORDS = ["会议室", "三楼", "火锅", "食材", "超市", "小心", "地滑", "禁止", "吸烟", "停车场", "出口", "入口", "电梯",
@@ -83,7 +85,7 @@ def fragments(text: str, shortest: int = 2, longest: int = 6) -> list[str]:
 def unique_fragments(said: dict[str, list[str]], others: list[str]) -> list[tuple[str, str]]:
     """(fragment, picture) for every fragment of each picture's lines that no other picture nor text holds."""
     def flat(text: str) -> str:
-        return "".join(unicodedata.normalize("NFKC", text).lower().split())
+        return "".join(normalise(text).split())  # as the index compares them
 
     texts = {name: flat("\n".join(lines)) for name, lines in said.items()}
     rest = [flat(t) for t in others]

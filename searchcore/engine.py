@@ -228,6 +228,13 @@ class Engine:
                                       filters=filters, mode=mode, texts=self.texts, min_similarity=min_similarity,
                                       exclude=exclude)
 
+    def rank_texts(self, queries: Sequence[str], top_k: Any = 10, library: str | None = None, *,
+                   mode: str | None = None) -> list[list[Hit]]:
+        """The top-k ranking (image ids and scores) of each of many text queries, in batches, as search_text ranks
+        them (no threshold, exclusion, filter or page): for measuring thousands of queries."""
+        return search_mod.rank_texts(queries, top_k, mode, encoder=lambda: self.encoder, vectors=self.vectors,
+                                     library=self._library(library), texts=self.texts)
+
     def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                      filters: Filters | None = None) -> list[SearchResult]:
         """Top-k images that look like the given image (no image bytes)."""

@@ -7,7 +7,8 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -33,7 +34,9 @@ FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: th
     "海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
 EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (measured: README)
+BATCH = 256  # queries encoded and searched together by rank_texts
 EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
+_KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 VIDEO_DEPTH = 4  # in a library with videos, searches fetch this many times deeper: merged frames leave room
 SEGMENT_GAP = 1.5  # hits of one video this many frame intervals apart or closer join one segment
 # A frame joins its video's strong segments when it scores at least this far from the ranking's median towards the
@@ -225,20 +228,21 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
         raise why
     if chosen == "keyword" and vectors.meta(library) is None:
         raise LibraryError("library_empty", library=library)
+    depth = page.offset + page.top_k
+    if chosen != "semantic" or excluded:
+        depth = max(FUSION_DEPTH, depth)
+    depth = _deeper(depth, images, library)
+    # the keyword search runs in Milvus (a server, or Milvus Lite's threads here) while the query is encoded
+    words: Future[list[TextHit]] | None = None if chosen == "semantic" or texts is None else \
+        _KEYWORD_SEARCHES.submit(texts.search, library, query, depth, filters)
     model = encoder()
     _require_library(vectors, library, model)
     vector, *unwanted = model.encode_texts([query, *([" ".join(excluded)] if excluded else [])])
     vector = np.asarray(vector, dtype=np.float32)
     probe = vector if not unwanted else _without(vector, np.asarray(unwanted[0], dtype=np.float32))
-    depth = page.offset + page.top_k
-    if chosen != "semantic" or excluded:
-        depth = max(FUSION_DEPTH, depth)
-    depth = _deeper(depth, images, library)
     semantic = [] if chosen == "keyword" else vectors.search(library, probe[None, :], depth, filters)[0]
-    keyword: list[TextHit] = [] if chosen == "semantic" or texts is None else texts.search(library, query, depth,
-                                                                                             filters)
-    ranking: list[Hit] = list(semantic) if chosen == "semantic" else list(keyword) if chosen == "keyword" \
-        else fuse(semantic, keyword)
+    keyword = [] if words is None else words.result()
+    ranking = rank(chosen, semantic, keyword)
     if excluded:
         ranking = _drop_words(ranking, excluded, images=images, library=library)
     similarity = {h.image_id: h.score for h in semantic} if probe is vector else {}
@@ -252,6 +256,36 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
     scores = {h.image_id: h.score for h in keyword}
     return hits_to_results(ranking, page, images=images, library=library, similarity=similarity, keyword=scores,
                            by_keyword=chosen == "keyword")
+
+
+def rank(mode: str, semantic: list[Hit], keyword: list[TextHit]) -> list[Hit]:
+    """A mode's ranking, from the semantic and the keyword one."""
+    return list(semantic) if mode == "semantic" else list(keyword) if mode == "keyword" else fuse(semantic, keyword)
+
+
+def rank_texts(queries: Sequence[str], top_k: Any, mode: Any, *, encoder: Callable[[], Encoder],
+               vectors: VectorStore, library: str, texts: TextIndex | None = None) -> list[list[Hit]]:
+    """The top-k ranking of each of many queries, as search_text ranks one (no threshold, exclusion, filter or
+    page, and a video's frames are not merged into moments), in batches: one encoding, one vector search and one
+    BM25 search per BATCH queries. For measuring thousands of queries (the fragment tests and bench); a search of
+    the app or the CLI goes through search_text."""
+    k = parse_top_k(top_k)
+    chosen = parse_mode(mode) or "semantic"
+    if chosen != "semantic" and texts is None:
+        raise QueryError("full_text_missing", mode=chosen)
+    model = encoder()
+    _require_library(vectors, library, model)
+    cleaned = [clean_query(q) for q in queries]
+    depth = k if chosen == "semantic" else max(FUSION_DEPTH, k)
+    out: list[list[Hit]] = []
+    for start in range(0, len(cleaned), BATCH):
+        chunk = cleaned[start:start + BATCH]
+        semantic = [[] for _ in chunk] if chosen == "keyword" else \
+            vectors.search(library, np.asarray(model.encode_texts(chunk), dtype=np.float32), depth)
+        keyword: list[list[TextHit]] = [[] for _ in chunk] if chosen == "semantic" or texts is None else \
+            texts.search_many(library, chunk, depth)
+        out.extend(rank(chosen, s, w)[:k] for s, w in zip(semantic, keyword))
+    return out
 
 
 def fuse(semantic: list[Hit], keyword: list[TextHit]) -> list[Hit]:

@@ -1,4 +1,5 @@
-"""A text query on the cached OpenVINO path answers without importing torch or cn_clip."""
+"""A text query on the cached OpenVINO path answers without importing torch or cn_clip, compiling the text
+tower alone."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from tests.support import ROOT, TINY_MODEL
 QUERY = """
 import json, sys
 from searchcore import cli
+from searchcore.models.openvino.towers import OpenVINOTowers
+served = []
+serve = OpenVINOTowers._serve
+OpenVINOTowers._serve = lambda self, tower, *rest: served.append(tower) or serve(self, tower, *rest)
 code = cli.main(["search", "红色的圆形", "--json", "--top-k", "5"])
-print(json.dumps({"code": code, "torch": "torch" in sys.modules, "cn_clip": "cn_clip" in sys.modules}),
-      file=sys.stderr)
+print(json.dumps({"code": code, "torch": "torch" in sys.modules, "cn_clip": "cn_clip" in sys.modules,
+                  "compiled": served}), file=sys.stderr)
 """
 
 
@@ -48,7 +53,8 @@ def test_cached_text_query_does_not_import_torch(library: dict[str, str]) -> Non
     first, loaded = _query(library)
     second, fast = _query(library)
     assert loaded["code"] == fast["code"] == 0
-    assert fast == {"code": 0, "torch": False, "cn_clip": False}
+    assert fast == {"code": 0, "torch": False, "cn_clip": False, "compiled": ["text"]}
+    assert loaded["compiled"] == ["text"]  # the image tower is compiled only for image work (search, ingest)
     assert [hit["image_id"] for hit in second] == [hit["image_id"] for hit in first]
     assert [hit["score"] for hit in second] == pytest.approx([hit["score"] for hit in first], abs=1e-6)
     assert all(hit["captions"] == ["红色的圆形"] for hit in second)

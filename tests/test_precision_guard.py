@@ -43,6 +43,10 @@ def _poisoned(model: ov.Model, kind: str) -> ov.Model:
     return ov.Model([broken], clone.get_parameters(), f"{kind}-poisoned")
 
 
+def _tower_of(model: ov.Model) -> str:
+    return "image" if model.input(0).get_partial_shape().rank.get_length() == 4 else "text"
+
+
 @pytest.fixture()
 def poison(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Make every reduced-precision compile of the named towers broken: {'image': 'nan', 'text': 'drift'}."""
@@ -50,7 +54,7 @@ def poison(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     original = OpenVINOTowers._compile
 
     def compile_(self: OpenVINOTowers, model: ov.Model, mode: Any, precision: ov.Type) -> ov.CompiledModel:
-        tower = "image" if model.input(0).get_partial_shape().rank.get_length() == 4 else "text"
+        tower = _tower_of(model)
         if precision != ov.Type.f32 and tower in plan:
             model = _poisoned(model, plan[tower])
         return original(self, model, mode, precision)
@@ -105,7 +109,12 @@ def test_failed_probe_serves_f32_with_the_right_results(
     poison.update(image="nan", text="drift")
     with caplog.at_level(logging.WARNING, logger="searchcore.models.openvino.towers"):
         guarded = _encoder(tmp_path, cache, "bf16")
-    assert sorted(probes) == ["image", "text"]
+        assert probes == []  # no tower is compiled before its first use
+        assert np.isfinite(guarded.encode_texts(["红色的圆形"])).all()
+        assert probes == ["text"]  # a text query checks the text tower alone
+        pixels = np.zeros((2, 3, guarded.resolution, guarded.resolution), dtype=np.float32)
+        assert np.isfinite(guarded.encode_pixels(pixels)).all()  # the image tower's first use checks it
+    assert probes == ["text", "image"]
     assert guarded.runtime()["precision"] == {"image": "fp32", "text": "fp32"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("image tower" in w and "not finite" in w for w in warnings), warnings
@@ -138,16 +147,45 @@ def test_recorded_verdicts_are_trusted(tmp_path: Path, poison: dict[str, str], p
     cache = tmp_path / "models"
     poison.update(text="nan")
     first = _encoder(tmp_path, cache, "bf16")
-    assert sorted(probes) == ["image", "text"]
     assert first.runtime()["precision"] == {"image": "bf16", "text": "fp32"}
+    assert sorted(probes) == ["image", "text"]
     probes.clear()
     poison.clear()  # the next start would pass, but the recorded verdict stands: no probe, text stays f32
     with caplog.at_level(logging.WARNING, logger="searchcore.models.openvino.towers"):
         second = _encoder(tmp_path, cache, "bf16")
+        assert second.runtime()["precision"] == {"image": "bf16", "text": "fp32"}
     assert probes == []
-    assert second.runtime()["precision"] == {"image": "bf16", "text": "fp32"}
     assert any("text tower" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert _manifest_probes(cache)["image"]["bf16"]["verdict"] == "pass"
+
+
+def test_text_query_compiles_only_the_text_tower(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: a text query compiles the text tower alone; the image tower compiles on its first use and
+    gives the same features as one compiled up front."""
+    compiled: list[str] = []
+    original = OpenVINOTowers._compile
+
+    def compile_(self: OpenVINOTowers, model: ov.Model, mode: Any, precision: ov.Type) -> ov.CompiledModel:
+        compiled.append(_tower_of(model))
+        return original(self, model, mode, precision)
+
+    monkeypatch.setattr(OpenVINOTowers, "_compile", compile_)
+    cache = tmp_path / "models"
+    lazy = _encoder(tmp_path, cache, "fp32")
+    assert compiled == []
+    texts = ["红色的圆形", "蓝色的正方形"]
+    text_vectors = lazy.encode_texts(texts)
+    assert compiled == ["text"] and sorted(lazy.runtime_impl._compiled) == ["text"]  # type: ignore[attr-defined]
+    pixels = np.random.default_rng(3).standard_normal((3, 3, lazy.resolution, lazy.resolution), dtype=np.float32)
+    image_vectors = lazy.encode_pixels(pixels)
+    assert compiled == ["text", "image"]
+    eager = _encoder(tmp_path, cache, "fp32")
+    assert eager.runtime()["precision"] == {"image": "fp32", "text": "fp32"}  # reading it compiles both
+    assert compiled == ["text", "image", "image", "text"]
+    np.testing.assert_allclose(image_vectors, eager.encode_pixels(pixels), atol=1e-6)
+    np.testing.assert_allclose(text_vectors, eager.encode_texts(texts), atol=1e-6)
+    [(_, streamed)] = list(eager.encode_pixel_batches([(None, pixels)]))
+    np.testing.assert_allclose(streamed, image_vectors, atol=1e-5)
 
 
 def test_fp32_runs_no_probe(tmp_path: Path, probes: list[str]) -> None:

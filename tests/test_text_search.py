@@ -158,8 +158,9 @@ def test_the_keyword_index_keeps_the_command_line_quiet(settings: Settings, data
         assert done.stderr == "", f"jieba (imported by Milvus Lite) printed: {done.stderr[:300]}"
 
 
+@pytest.mark.parametrize("old", ["jieba", "terms before folding"])
 def test_a_text_index_made_before_fragment_search_is_rebuilt_when_opened(settings: Settings, torch_encoder: Encoder,
-                                                                         pictures: Path) -> None:
+                                                                         pictures: Path, old: str) -> None:
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
     engine = Engine(settings, encoder=torch_encoder)
@@ -170,17 +171,26 @@ def test_a_text_index_made_before_fragment_search_is_rebuilt_when_opened(setting
         name = store.text_collection(settings.library)  # type: ignore[attr-defined]
 
         def make_old_index(client: Any) -> None:
-            """The first text index's schema: its text analysed by jieba, no terms field."""
+            """The first text index's schema (its text analysed by jieba, no terms field), or the second's (a
+            `terms` field of hex terms cut without folding traditional characters), with 烤鸭 written 烤鴨."""
             rows = client.query(name, filter="id >= 0", output_fields=["id", "text", "path", "taken"])
             client.drop_collection(name)
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("text", DataType.VARCHAR, max_length=8192, enable_analyzer=True,
+            analysed = "text" if old == "jieba" else "terms"
+            schema.add_field("text", DataType.VARCHAR, max_length=8192, enable_analyzer=old == "jieba",
                              analyzer_params={"tokenizer": "jieba"})
+            if old != "jieba":
+                schema.add_field("terms", DataType.VARCHAR, max_length=65535, enable_analyzer=True,
+                                 analyzer_params={"type": "standard"})
+                for row in rows:
+                    row["text"] = row["text"].replace("烤鸭", "烤鴨")
+                    pairs = [a + b for a, b in zip(row["text"], row["text"][1:])]
+                    row["terms"] = " ".join(t.encode().hex() for t in [*row["text"], *pairs])
             schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
             schema.add_field("path", DataType.VARCHAR, max_length=1024)
             schema.add_field("taken", DataType.INT64)
-            schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
+            schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=[analysed],
                                          output_field_names=["sparse"]))
             index = MilvusClient.prepare_index_params()
             index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
@@ -194,6 +204,7 @@ def test_a_text_index_made_before_fragment_search_is_rebuilt_when_opened(setting
     engine = Engine(settings, encoder=torch_encoder)
     try:
         assert by_path(engine.search_text("京烤", 3, mode="keyword")) == ["signs/烤鸭.png"], "jieba cut 北京/烤鸭"
+        assert by_path(engine.search_text("烤鸭店", 3, mode="keyword")) == ["signs/烤鸭.png"], "烤鴨 folds to 烤鸭"
         assert engine.texts is not None and engine.texts.count(settings.library) == 3
     finally:
         engine.close()

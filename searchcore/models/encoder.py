@@ -121,7 +121,9 @@ def tokenize(texts: Sequence[str]) -> np.ndarray:
 class EncoderRuntime(Protocol):
     """Runs both towers on model inputs and returns unnormalised float32 features."""
 
-    tower_precision: dict[str, str]  # the precision each tower actually runs at, in SEARCHCORE_PRECISION's words
+    @property
+    def tower_precision(self) -> dict[str, str]:
+        """The precision each tower actually runs at, in SEARCHCORE_PRECISION's words."""
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """float32 [n,3,R,R] preprocessed pixels -> float32 [n,dim]."""
@@ -144,8 +146,7 @@ class Encoder:
         self.device = device
         self.precision = precision
         self.backend = backend
-        log.info("encoder %s: dim %d, %s on %s, towers %s", spec.name, spec.dim, backend, device,
-                 runtime.tower_precision)
+        log.info("encoder %s: dim %d, %s on %s, %s asked", spec.name, spec.dim, backend, device, precision)
 
     @property
     def name(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,12 +59,14 @@ class SnapshotFirst:
         self.snapshot = snapshot.load(settings.milvus_uri, library)  # before Lite holds the folder's lock
         self._meta = None if self.snapshot is None else LibraryMeta(**self.snapshot.meta)
         self._milvus: MilvusVectorStore | None = None
+        self._opening = threading.Lock()  # a hybrid search reads the keyword index on a thread of its own
 
     def lite(self) -> MilvusVectorStore:
         """Milvus Lite, opened on first need (without an exact copy: this process asks one question)."""
-        if self._milvus is None:
-            self._milvus = open_milvus(self._settings, exact_copy=False)
-        return self._milvus
+        with self._opening:
+            if self._milvus is None:
+                self._milvus = open_milvus(self._settings, exact_copy=False)
+            return self._milvus
 
     def text_index(self) -> TextIndex | None:
         """The keyword index beside the library (Lite starts when it is first read), None when the snapshot says

@@ -11,7 +11,9 @@ character and every pair of neighbouring ones, every run of Latin letters or dig
 pieces ("3楼", "iphone 15"). Any fragment of two pieces or more then shares all its pairs with the text it comes
 from. So that this does not depend on which tokenizers a Milvus release has (jieba would cut the pairs again),
 each term goes to Milvus as the hex of its UTF-8 bytes, which the standard analyser of every version from 2.5
-keeps whole. An index made before the terms field is rebuilt from its own stored text when first opened.
+keeps whole. Traditional characters are indexed and looked for as simplified ones (see `normalise`). An index
+made by an earlier release (no terms field, or one named for an older way of cutting) is rebuilt from its own
+stored text when first opened.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 MAX_TEXT_BYTES = 8192  # the text field's length: captions plus what OCR read, cut to fit
+TERMS = "terms_v2"  # the terms field, named for how its terms were cut (v2: traditional as simplified)
 MAX_TERMS_BYTES = 65535  # the terms field's length (Milvus's largest VARCHAR): about 20 bytes per character
 PIECE = re.compile(r"[^\W_]+")  # letters and digits; Chinese characters are split from it one by one below
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f\u3040-\u30ff\uac00-\ud7af]")
 MIN_SERVER = (2, 5)  # the first Milvus server release with BM25 full-text search
+MAX_NQ = 256  # queries in one Milvus search of many
 
 
 class MilvusHost(Protocol):
@@ -90,10 +94,11 @@ class TextIndex:
         return self._exists[library]
 
     def _rebuild_without_terms(self, library: str) -> None:
-        """An index made before fragment search (its text analysed by jieba) is made again from its own text."""
+        """An index made before fragment search (its text analysed by jieba), or before its terms were cut as
+        they are now, is made again from its own text."""
         name = self._name(library)
         described = self._store.run("describe the text index", lambda client: client.describe_collection(name))
-        if any(f.get("name") == "terms" for f in described.get("fields", [])):
+        if any(f.get("name") == TERMS for f in described.get("fields", [])):
             return
         rows: list[dict] = []
         iterator = self._store.run("read texts", lambda client: client.query_iterator(
@@ -131,12 +136,12 @@ class TextIndex:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
-        schema.add_field("terms", DataType.VARCHAR, max_length=MAX_TERMS_BYTES, enable_analyzer=True,
+        schema.add_field(TERMS, DataType.VARCHAR, max_length=MAX_TERMS_BYTES, enable_analyzer=True,
                          analyzer_params={"type": "standard"})
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_CHARS)
         schema.add_field("taken", DataType.INT64)
-        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
+        schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=[TERMS],
                                      output_field_names=["sparse"]))
         index = MilvusClient.prepare_index_params()
         index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
@@ -147,7 +152,7 @@ class TextIndex:
 
     def upsert(self, library: str, ids: Sequence[int], texts: Sequence[str], attrs: Sequence[Attrs]) -> None:
         """Index (or replace) the text of images; an image whose text is empty is removed from the index."""
-        rows = [{"id": int(i), "text": _fit(t), "terms": _encoded(index_terms(t)), "path": fit_path(p),
+        rows = [{"id": int(i), "text": _fit(t), TERMS: _encoded(index_terms(t)), "path": fit_path(p),
                  "taken": int(taken)}
                 for i, t, (p, taken) in zip(ids, texts, attrs) if t.strip()]
         empty = [int(i) for i, t in zip(ids, texts) if not t.strip()]
@@ -177,21 +182,31 @@ class TextIndex:
     def search(self, library: str, query: str, top_k: int, filters: Filters | None = None) -> list[TextHit]:
         """The images whose text best matches the query (BM25 over its pieces and pairs of pieces), best first:
         those whose text contains the whole query, or each of its space-separated words, come before the rest."""
+        return self.search_many(library, [query], top_k, filters)[0]
+
+    def search_many(self, library: str, queries: Sequence[str], top_k: int,
+                    filters: Filters | None = None) -> list[list[TextHit]]:
+        """`search` for each of many queries, in Milvus searches of up to MAX_NQ queries each."""
         why = self.unsupported()
         if why:
             raise why
-        terms = query_terms(query)
-        if not terms or not self.exists(library):
-            return []
+        found: list[list[TextHit]] = [[] for _ in queries]
+        asked = [(n, terms) for n, q in enumerate(queries) if (terms := query_terms(q))]
+        if not asked or not self.exists(library):
+            return found
         expression = filters.expression(media=False) if filters else ""  # no video_id here: search.py filters it
-        result = self._store.run("search texts", lambda client: client.search(
-            self._name(library), data=[_encoded(terms)], anns_field="sparse", limit=top_k,
-            search_params={"metric_type": "BM25"}, output_fields=["id", "text"], filter=expression,
-            consistency_level="Strong"))
-        words = normalise(query).split()
-        hits = [TextHit(int(h["id"]), abs(float(h["distance"])), contains_all(h["entity"]["text"], words))
-                for h in result[0]]
-        return sorted(hits, key=lambda h: not h.full)  # a stable sort: BM25's order within each group
+        for start in range(0, len(asked), MAX_NQ):
+            chunk = asked[start:start + MAX_NQ]
+            result = self._store.run("search texts", lambda client, c=chunk: client.search(  # type: ignore[misc]
+                self._name(library), data=[_encoded(terms) for _, terms in c], anns_field="sparse",
+                limit=top_k, search_params={"metric_type": "BM25"}, output_fields=["id", "text"],
+                filter=expression, consistency_level="Strong"))
+            for (n, _), ranked in zip(chunk, result):
+                words = normalise(queries[n]).split()
+                hits = [TextHit(int(h["id"]), abs(float(h["distance"])), contains_all(h["entity"]["text"], words))
+                        for h in ranked]
+                found[n] = sorted(hits, key=lambda h: not h.full)  # a stable sort: BM25's order within each group
+        return found
 
     def flush(self, library: str) -> None:
         """Seal fresh rows."""
@@ -228,8 +243,25 @@ class TextHit(Hit):
 
 
 def normalise(text: str) -> str:
-    """Text as it is compared: NFKC (full-width letters, digits and punctuation become half-width) and lower case."""
-    return unicodedata.normalize("NFKC", text).lower()
+    """Text as it is compared: NFKC (full-width letters, digits and punctuation become half-width), traditional
+    characters as simplified ones, and lower case."""
+    return unicodedata.normalize("NFKC", text).translate(_simplified()).lower()
+
+
+@functools.cache
+def _simplified() -> dict[int, str]:
+    """Traditional → simplified, one character for one, whatever stands beside it (hanziconv's table of 2,702
+    characters: 會議室 → 会议室, 臺灣 → 台湾). Character by character, unlike a converter that looks at phrases,
+    so a fragment of a text is always normalised to a fragment of the normalised text."""
+    from hanziconv import HanziConv
+    from hanziconv.charmap import traditional_charmap
+
+    table = {ch: HanziConv.toSimplified(ch) for ch in set(traditional_charmap)}
+    for ch, to in table.items():
+        while table.get(to, to) != to and to != ch:  # a chain a → b → c ends at c, so normalising twice changes nothing
+            to = table[to]
+        table[ch] = to
+    return {ord(ch): to for ch, to in table.items() if to != ch}
 
 
 def contains_all(text: str, words: Sequence[str]) -> bool:

@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 _FORMAT_VERSION = 1
 _TOWERS = ("image", "text")
+_MODES = {"image": hints.PerformanceMode.THROUGHPUT, "text": hints.PerformanceMode.LATENCY}
 
 
 class CacheError(RuntimeError):
@@ -95,7 +96,11 @@ def judge_probe(reduced: np.ndarray, reference: np.ndarray, threshold: float) ->
 
 
 class OpenVINOTowers:
-    """Both Chinese-CLIP towers converted to OpenVINO IR, cached on disk and compiled for CPU."""
+    """Both Chinese-CLIP towers converted to OpenVINO IR, cached on disk and compiled for CPU.
+
+    Each tower is compiled (and its precision checked) on its first use, so a text query never compiles the
+    image tower (seconds on a CPU); reading tower_precision compiles both, to report what really runs.
+    """
 
     def __init__(
         self,
@@ -124,43 +129,81 @@ class OpenVINOTowers:
         self._remove_legacy_blobs()
         image_model, text_model = self._load_or_build()
         self._models = {"image": image_model, "text": text_model}
-        self._image = self._serve("image", image_model, hints.PerformanceMode.THROUGHPUT)
-        self._text = self._serve("text", text_model, hints.PerformanceMode.LATENCY)
-        self.tower_precision = {  # in SEARCHCORE_PRECISION's words
-            tower: user_precision(compiled)
-            for tower, compiled in (("image", self._image), ("text", self._text))
-        }
-        self.dim = int(self._image.output(0).get_partial_shape()[1].get_length())
-        text_dim = int(self._text.output(0).get_partial_shape()[1].get_length())
+        self.dim = int(image_model.output(0).get_partial_shape()[1].get_length())
+        text_dim = int(text_model.output(0).get_partial_shape()[1].get_length())
         if text_dim != self.dim:
             raise ValueError(f"image dim {self.dim} != text dim {text_dim}")
-        self.jobs = max(1, int(self._image.get_property(props.optimal_number_of_infer_requests)))
-        self._image_request = self._image.create_infer_request()
-        self._text_request = self._text.create_infer_request()
+        self._compiled: dict[str, ov.CompiledModel] = {}  # the towers used so far
+        self._requests: dict[str, ov.InferRequest] = {}
+        self._precision: dict[str, str] = {}  # each compiled tower's, in SEARCHCORE_PRECISION's words
+        self._jobs = 1
+        self._compile_lock = threading.Lock()
         self._image_lock = threading.Lock()
         self._text_lock = threading.Lock()
         self._int8_calibration: str | None = None  # digest of the sample the int8 image tower was calibrated on
-        if precision == "int8":
+        logger.info("OpenVINO towers read: %s, precision=%s, dim=%d", self.entry_dir.name, precision, self.dim)
+
+    # ------------------------------------------------------------ lazy towers
+
+    @property
+    def tower_precision(self) -> dict[str, str]:
+        """The precision each tower really runs at, in SEARCHCORE_PRECISION's words (compiles any unused one)."""
+        for tower in _TOWERS:
+            self._tower(tower)
+        return dict(self._precision)
+
+    @property
+    def jobs(self) -> int:
+        """How many image requests run at once (compiles the image tower)."""
+        self._tower("image")
+        return self._jobs
+
+    @property
+    def _image(self) -> ov.CompiledModel:
+        """The image tower (compiled on first use)."""
+        return self._tower("image")
+
+    @property
+    def _text(self) -> ov.CompiledModel:
+        """The text tower (compiled on first use)."""
+        return self._tower("text")
+
+    def _tower(self, tower: str) -> ov.CompiledModel:
+        """One tower, compiled and checked by the precision guard on its first use."""
+        compiled = self._compiled.get(tower)
+        if compiled is None:
+            with self._compile_lock:
+                compiled = self._compiled.get(tower) or self._ready(tower)
+        return compiled
+
+    def _ready(self, tower: str) -> ov.CompiledModel:
+        """Compile a tower through the precision guard (the image tower then takes a recorded int8 one)."""
+        started = time.perf_counter()
+        self._use(tower, self._serve(tower, self._models[tower], _MODES[tower]))
+        if tower == "image" and self.precision == "int8":
             self._load_recorded_int8()
-        logger.info(
-            "OpenVINO towers ready: %s, precision=%s (image %s, text %s), dim=%d, image jobs=%d",
-            self.entry_dir.name,
-            precision,
-            self.tower_precision["image"],
-            self.tower_precision["text"],
-            self.dim,
-            self.jobs,
-        )
+        logger.info("OpenVINO %s tower ready in %.2fs: %s%s", tower, time.perf_counter() - started,
+                    self._precision[tower], f", {self._jobs} jobs" if tower == "image" else "")
+        return self._compiled[tower]
+
+    def _use(self, tower: str, compiled: ov.CompiledModel, precision: str | None = None) -> None:
+        """Serve a compiled tower from now on."""
+        self._requests[tower] = compiled.create_infer_request()
+        if tower == "image":
+            self._jobs = max(1, int(compiled.get_property(props.optimal_number_of_infer_requests)))
+        self._precision[tower] = precision or user_precision(compiled)
+        self._compiled[tower] = compiled
 
     # ----------------------------------------------------------------- inference
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """float32 [n,3,R,R] preprocessed pixels -> float32 [n,dim] unnormalised image features."""
         pixels = self._check_pixels(pixels)
+        self._tower("image")
         n = pixels.shape[0]
         if n == 1 or self.jobs == 1:
             with self._image_lock:
-                return self._infer(self._image_request, pixels)
+                return self._infer(self._requests["image"], pixels)
         step = min(64, math.ceil(n / self.jobs))  # one chunk per stream so every core works
         chunks = ((i, pixels[i : i + step]) for i in range(0, n, step))
         return np.concatenate([feats for _, feats in self.encode_pixel_batches(chunks)])
@@ -170,8 +213,9 @@ class OpenVINOTowers:
         tokens = np.ascontiguousarray(np.asarray(tokens), dtype=np.int64)
         if tokens.ndim != 2 or tokens.shape[0] < 1 or tokens.shape[1] != self.context_length:
             raise ValueError(f"tokens must be [n>=1,{self.context_length}], got {tokens.shape}")
+        self._tower("text")
         with self._text_lock:
-            return self._infer(self._text_request, tokens)
+            return self._infer(self._requests["text"], tokens)
 
     def encode_pixel_batches(self, batches: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Stream (payload, pixels) through an AsyncInferQueue; yield (payload, features) in input order.
@@ -266,7 +310,7 @@ class OpenVINOTowers:
             self.calibrate(np.concatenate([pixels for _, pixels in head])[:CALIBRATION_SIZE])
         elif self._int8_calibration is None:
             logger.info("int8: %d images are too few to calibrate on; the image tower stays in %s",
-                        held, self.tower_precision["image"])
+                        held, self._precision["image"])
         yield from head
         yield from stream
 
@@ -278,6 +322,7 @@ class OpenVINOTowers:
         from searchcore.models.openvino.int8 import cached_int8_model, calibration_digest
 
         calibration = self._check_pixels(calibration)
+        self._tower("image")  # the guarded tower, with the int8 one recorded for this entry if there is one
         digest = calibration_digest(calibration)
         if digest == self._int8_calibration:
             return
@@ -296,14 +341,11 @@ class OpenVINOTowers:
         verdict = self._probe("image", self._models["image"], mode, compiled, _PROBE_COSINE["i8"])
         if verdict["verdict"] != "pass":
             logger.warning("int8 image tower failed its check against f32 (%s); the image tower stays in %s",
-                           verdict["reason"], self.tower_precision["image"])
+                           verdict["reason"], self._precision["image"])
             return False
         with self._image_lock:
-            self._image = compiled
-            self._image_request = compiled.create_infer_request()
-            self.jobs = max(1, int(compiled.get_property(props.optimal_number_of_infer_requests)))
+            self._use("image", compiled, "int8")
         self._int8_calibration = digest
-        self.tower_precision["image"] = "int8"
         logger.info("image tower runs in int8 (%s)", verdict["reason"])
         return True
 
