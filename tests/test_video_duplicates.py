@@ -29,6 +29,7 @@ from searchcore.duplicates import (
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import folder_image_id
+from searchcore.web.ui import SearchApp
 from tests.support import CliRun
 from tests.test_videos import write_video
 
@@ -191,6 +192,7 @@ def test_a_smaller_copy_pairs_and_a_shared_opening_does_not(settings: Settings, 
         assert report.bad == []
         groups = find_duplicates(engine, LIBRARY)
         frames = engine.images.video_frames(LIBRARY, [v.video_id for g in groups for v in g.videos])
+        gallery, _ = SearchApp(engine).duplicates(LIBRARY, 0.95)
     finally:
         engine.close()
     pictures = {folder_image_id((clips / name).read_bytes()) for name in ("still.png", "still_half.png")}
@@ -202,6 +204,9 @@ def test_a_smaller_copy_pairs_and_a_shared_opening_does_not(settings: Settings, 
     assert videos.min_score > 0.95
     # The picture pairs with its resized copy and with no frame, though it is the videos' first shot.
     assert [set(g.images) for g in groups if not g.videos] == [pictures]
+    # The Duplicates tab names each copy by its path and length, not by a frame's id.
+    video_captions = sorted(text for _, text in gallery if "▶" in text)
+    assert len(video_captions) == 2 and "copy.mp4 (0:" in video_captions[0] and "original.mp4" in video_captions[1]
 
     code, out, err = cli_in_process(settings, "duplicates", "--library", LIBRARY, "--json")
     assert code == 0, err

@@ -24,7 +24,7 @@ import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
 
-from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates
+from searchcore.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, find_duplicates
 from searchcore.engine import Engine
 from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
@@ -297,9 +297,9 @@ class SearchApp:
         level = f"{float(threshold):.2f}"
         if not groups:
             return [], translate(lang, "no_duplicates", library=_escape(name), threshold=level)
-        gallery = [(stored_picture(stored[i].data, THUMBNAIL),
-                    translate(lang, "duplicate_caption", group=n, id=i, score=f"{group.min_score:.3f}"))
-                   for n, group in enumerate(shown, 1) for i in group.images[:SHOWN_PER_GROUP] if i in stored]
+        gallery = [(stored_picture(stored[i].data, THUMBNAIL), _duplicate_caption(lang, n, group, k))
+                   for n, group in enumerate(shown, 1) for k, i in enumerate(group.images[:SHOWN_PER_GROUP])
+                   if i in stored]
         status = translate(lang, "duplicates_line", groups=len(groups), library=_escape(name), threshold=level)
         if len(groups) > len(shown):
             status += translate(lang, "duplicates_shown", shown=len(shown))
@@ -489,6 +489,16 @@ def _search_tab(app: SearchApp) -> _Chosen:
             button.click(handler, results, shown, api_visibility="private", concurrency_id="search").then(
                 *hide_detail, api_visibility="private")
     return _Chosen(library, library_view)
+
+
+def _duplicate_caption(lang: str, n: int, group: DuplicateGroup, k: int) -> str:
+    """ "group N · id · score" for a picture; for a video of a group of copies, its path and length instead."""
+    score = f"{group.min_score:.3f}"
+    if group.videos:
+        video = group.videos[k]
+        return translate(lang, "duplicate_video_caption", group=n, path=video.path,
+                         length=clock(video.duration), score=score)
+    return translate(lang, "duplicate_caption", group=n, id=group.images[k], score=score)
 
 
 def _duplicates_tab(app: SearchApp, library: gr.Dropdown) -> None:
