@@ -172,8 +172,10 @@ class OpenVINOTowers:
         """One tower, compiled and checked by the precision guard on its first use."""
         compiled = self._compiled.get(tower)
         if compiled is None:
-            with self._compile_lock:
-                compiled = self._compiled.get(tower) or self._ready(tower)
+            with self._compile_lock:  # another thread may have compiled it meanwhile
+                compiled = self._compiled.get(tower)
+                if compiled is None:
+                    compiled = self._ready(tower)
         return compiled
 
     def _ready(self, tower: str) -> ov.CompiledModel:
