@@ -84,6 +84,17 @@ def test_int8_that_fails_its_probe_is_not_used(tmp_path: Path, monkeypatch: pyte
     assert ((np.concatenate(vectors) * reference).sum(axis=1)).min() >= 0.999
 
 
+def test_the_stream_that_calibrates_is_encoded_in_int8(tmp_path: Path) -> None:
+    encoder = load_encoder(tiny_settings(tmp_path, tmp_path / "models", backend="openvino", precision="int8"))
+    pixels = np.random.default_rng(2).standard_normal((64, 3, encoder.resolution, encoder.resolution))
+    pixels = pixels.astype(np.float32)
+    streamed = np.concatenate([v for _, v in encoder.encode_pixel_batches((i, pixels[i:i + 8])
+                                                                          for i in range(0, 64, 8))])
+    assert encoder.runtime()["precision"]["image"] == "int8"
+    # The same pixels through the int8 tower now serving: the first ingest's vectors are int8 ones too.
+    np.testing.assert_allclose(streamed, encoder.encode_pixels(pixels), atol=1e-5)
+
+
 def test_too_few_images_keep_the_float_tower(tmp_path: Path) -> None:
     encoder = load_encoder(tiny_settings(tmp_path, tmp_path / "models", backend="openvino", precision="int8"))
     pixels = np.zeros((8, 3, encoder.resolution, encoder.resolution), dtype=np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -227,7 +228,12 @@ class OpenVINOTowers:
         exception propagates; results not yet yielded at that point are dropped.
         """
         if self.precision == "int8":
-            batches = self._calibrated_on_head(batches)
+            # Calibrate before the queue takes its tower, so that the stream that calibrates runs in int8 too.
+            calibrated = self._calibrated_on_head(batches)
+            first = next(calibrated, None)
+            if first is None:
+                return
+            batches = itertools.chain([first], calibrated)
         queue = ov.AsyncInferQueue(self._image, self.jobs)
         done: dict[int, np.ndarray] = {}
 
@@ -311,6 +317,7 @@ class OpenVINOTowers:
         if held >= _MIN_CALIBRATION:
             self.calibrate(np.concatenate([pixels for _, pixels in head])[:CALIBRATION_SIZE])
         elif self._int8_calibration is None:
+            self._tower("image")  # compiled (and its precision known) on first use
             logger.info("int8: %d images are too few to calibrate on; the image tower stays in %s",
                         held, self._precision["image"])
         yield from head
