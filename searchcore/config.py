@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "openvino")
 INDEXES = ("auto", "FLAT", "HNSW", "IVF_FLAT")
+GPU_DECODES = ("auto", "on", "off")
 
 
 def default_model_dir() -> str:
@@ -40,6 +41,9 @@ class Settings:
     precision: str = field(default="auto", metadata={"help": "auto|fp32|bf16|fp16|int8 (int8: OpenVINO image tower)",
                                                      "choices": PRECISIONS})
     backend: str = field(default="auto", metadata={"help": "encoder backend auto|torch|openvino", "choices": BACKENDS})
+    gpu_decode: str = field(default="auto", metadata={
+        "help": "decode JPEGs on the encoder's device auto|on|off (auto: on CUDA with PyTorch)",
+        "choices": GPU_DECODES})
     milvus_uri: str = field(default="./data/milvus.db",
                             metadata={"help": "Milvus Lite file or http://host:19530"})
     milvus_token: str = field(default="", metadata={"help": "Milvus server token (user:password)"})
@@ -58,7 +62,8 @@ class Settings:
             raise ConfigError("setting_out_of_range", setting="resolution", low=16, high=1024, value=self.resolution)
         if self.workers < 0:
             raise ConfigError("setting_at_least", setting="workers", low=0, value=self.workers)
-        choices = (("device", DEVICES), ("precision", PRECISIONS), ("backend", BACKENDS), ("index", INDEXES))
+        choices = (("device", DEVICES), ("precision", PRECISIONS), ("backend", BACKENDS), ("index", INDEXES),
+                   ("gpu_decode", GPU_DECODES))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ConfigError("setting_choice", setting=name, allowed=", ".join(allowed), value=getattr(self, name))

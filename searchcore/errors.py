@@ -40,6 +40,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
                        "int8 只能用 OpenVINO 在 CPU 上运行；CUDA 上请用 fp16"),
     "openvino_needs_cpu": ("the openvino backend runs on the CPU; use --backend torch with CUDA",
                            "openvino 后端只能在 CPU 上运行；使用 CUDA 时请用 --backend torch"),
+    "gpu_decode_needs_torch": ("gpu_decode on decodes JPEGs with PyTorch: use --backend torch, or --gpu-decode "
+                               "auto",
+                               "gpu_decode on 用 PyTorch 解码 JPEG：请用 --backend torch，或 --gpu-decode auto"),
     "int8_needs_openvino": ("int8 needs the OpenVINO backend (pip install openvino; --backend openvino)",
                             "int8 需要 OpenVINO 后端（pip install openvino；--backend openvino）"),
     "ocr_missing": ("OCR needs rapidocr-onnxruntime, which ships its models: pip install "

@@ -43,7 +43,8 @@ def test_every_contract_variable_is_read() -> None:
 
 
 @pytest.mark.parametrize("env", [{"SEARCHCORE_BATCH_SIZE": "many"}, {"SEARCHCORE_BATCH_SIZE": "0"},
-                                 {"SEARCHCORE_DEVICE": "tpu"}, {"SEARCHCORE_PRECISION": "int4"}])
+                                 {"SEARCHCORE_DEVICE": "tpu"}, {"SEARCHCORE_PRECISION": "int4"},
+                                 {"SEARCHCORE_GPU_DECODE": "yes"}])
 def test_bad_values_are_refused_with_a_message(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Settings.from_env(env)

@@ -154,7 +154,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
                                 batch_size=batch_size, workers=workers,
                                 max_bytes=None if folder else images.max_blob_bytes, thumbnails=folder,
                                 digest=lambda w: w.sha256,
-                                picture=lambda w: frame_image(w.frame) if w.frame is not None else None)
+                                picture=lambda w: frame_image(w.frame) if w.frame is not None else None,
+                                device_decode=ocr is None)  # OCR reads the decoded picture on the CPU
     batches = (([_to_store(p, keep_picture=ocr is not None, thumbnail=folder) for p in batch], pixels)
                for batch, pixels in prepared)
     words = _Words(texts, ocr, images, library) if texts is not None or ocr is not None else None

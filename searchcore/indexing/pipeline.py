@@ -1,7 +1,8 @@
 """The one decode → preprocess → batch pipeline: ingest, extract, predict (through ingest) and repair use it.
 
 Untrusted image bytes are decoded and preprocessed in a thread pool with a bounded look-ahead, kept in input
-order, and grouped into batches of model inputs ready for `Encoder.encode_pixel_batches`.
+order, and grouped into batches of model inputs ready for `Encoder.encode_pixel_batches`. With a device decoder
+(the CUDA path), the pool only checks each JPEG's header, and the batch is decoded and preprocessed on the device.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from searchcore.ids import ordered_map
 from searchcore.models.encoder import Encoder
+from searchcore.models.gpu_decode import DeviceDecoder
 from searchcore.sources.imaging import DecodedImage, ImageDecodeError, decode_image
 
 P = TypeVar("P")
@@ -34,7 +36,7 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
                      on_bad: Callable[[P, str], None], batch_size: int = 8, workers: int = 0,
                      max_bytes: int | None = None, thumbnails: bool = False,
                      digest: Callable[[P], str | None] | None = None,
-                     picture: Callable[[P], DecodedImage | None] | None = None
+                     picture: Callable[[P], DecodedImage | None] | None = None, device_decode: bool = False
                      ) -> Iterator[tuple[list[Prepared[P]], np.ndarray]]:
     """Decode and preprocess items in a pool; yield (batch, stacked pixels) in input order.
 
@@ -42,20 +44,32 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
     preprocessed and the pixels are an empty [n,0] array (feature files bring their own vectors). With
     thumbnails, each decoded image carries a thumbnail to store instead of its bytes; digest gives an item's
     sha256 when it is known already; picture gives an item that is decoded already (a video's sampled frame)
-    its decoded image, which passes straight through.
+    its decoded image, which passes straight through. With device_decode and an encoder that has a device
+    decoder, the JPEGs whose stored bytes are their own are decoded on its device, and the pixels are a torch
+    tensor there (a picture it refuses takes the CPU path, which decides whether it is bad).
     """
 
     target = encoder.resolution if encoder is not None else None
+    decoder = encoder.device_decoder if encoder is not None and device_decode and not thumbnails else None
 
-    def prepare(item: P) -> Prepared[P] | str:
+    def prepare(item: P, defer: bool = decoder is not None) -> Prepared[P] | str:
         try:
             decoded = picture(item) if picture is not None else None
             if decoded is None:
                 decoded = decode_image(data(item), max_bytes, target, digest(item) if digest is not None else None,
-                                       thumbnail=thumbnails)
+                                       thumbnail=thumbnails, defer=defer)
         except ImageDecodeError as exc:
             return str(exc)
-        return Prepared(item, decoded, encoder.preprocess(decoded.image) if encoder is not None else None)
+        pixels = encoder.preprocess(decoded.image) if encoder is not None and not decoded.deferred else None
+        return Prepared(item, decoded, pixels)
+
+    def finished(batch: list[Prepared[P]]) -> Iterator[tuple[list[Prepared[P]], np.ndarray]]:
+        if decoder is None:
+            yield batch, _stack(batch)
+            return
+        kept, rows = _on_device(batch, decoder, lambda item: prepare(item, False), on_bad)
+        if kept:
+            yield kept, decoder.stack(rows)
 
     workers = workers or os.cpu_count() or 2
     batch: list[Prepared[P]] = []
@@ -66,10 +80,31 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
                 continue
             batch.append(result)
             if len(batch) == batch_size:
-                yield batch, _stack(batch)
+                yield from finished(batch)
                 batch = []
     if batch:
-        yield batch, _stack(batch)
+        yield from finished(batch)
+
+
+def _on_device(batch: list[Prepared[P]], decoder: DeviceDecoder, on_cpu: Callable[[P], Prepared[P] | str],
+               on_bad: Callable[[P, str], None]) -> tuple[list[Prepared[P]], list[Any]]:
+    """Decode a batch's deferred pictures on the device; each one it refuses goes the CPU way (on_cpu), and one
+    that is bad there too to on_bad. The batch that is left, and each one's model input, in order."""
+    deferred = [p for p in batch if p.decoded.deferred]
+    on_device = dict(zip(map(id, deferred), decoder.model_inputs([p.decoded.data for p in deferred])))
+    kept: list[Prepared[P]] = []
+    rows: list[Any] = []
+    for prepared in batch:
+        row = on_device.get(id(prepared)) if prepared.decoded.deferred else prepared.pixels
+        if row is None:
+            again = on_cpu(prepared.item)
+            if isinstance(again, str):
+                on_bad(prepared.item, again)
+                continue
+            prepared, row = again, again.pixels
+        kept.append(prepared)
+        rows.append(row)
+    return kept, rows
 
 
 def _stack(batch: list[Prepared[P]]) -> np.ndarray:

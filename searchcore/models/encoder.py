@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -27,13 +27,16 @@ from searchcore.config import Settings
 from searchcore.errors import ConfigError, ModelError
 from searchcore.models import cache_entries, tokenizer
 
+if TYPE_CHECKING:
+    from searchcore.models.gpu_decode import DeviceDecoder
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CONTEXT_LENGTH = tokenizer.CONTEXT_LENGTH
 OFFICIAL_MODELS = ("RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
-_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32).reshape(3, 1, 1)
-_STD = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32).reshape(3, 1, 1)
+MEAN = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32).reshape(3, 1, 1)
+STD = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32).reshape(3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,14 @@ def resolve_backend(backend: str, device: str) -> str:
     return backend
 
 
+def resolve_gpu_decode(gpu_decode: str, backend: str, device: str) -> bool:
+    """Whether JPEGs are decoded on the encoder's device: auto → when the encoder runs on CUDA with PyTorch;
+    on → with PyTorch on any device (a CPU: tests and measurements of the same code); off → never."""
+    if gpu_decode == "on" and backend != "torch":
+        raise ConfigError("gpu_decode_needs_torch")
+    return gpu_decode == "on" or (gpu_decode == "auto" and backend == "torch" and device == "cuda")
+
+
 def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
     """cn_clip's image_transform in numpy: bicubic resize, RGB, scale, normalise → [3,R,R].
 
@@ -103,7 +114,7 @@ def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
     gap = 2.0 if min(image.size) >= 4 * resolution else None
     resized = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=gap).convert("RGB")
     pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
-    return (pixels - _MEAN) / _STD
+    return (pixels - MEAN) / STD
 
 
 def normalise(features: np.ndarray) -> np.ndarray:
@@ -140,8 +151,9 @@ class Encoder:
     around a runtime (PyTorch or OpenVINO) that runs the towers."""
 
     def __init__(self, runtime: EncoderRuntime, spec: ModelSpec, *, device: str, precision: str,
-                 backend: str) -> None:
+                 backend: str, device_decoder: DeviceDecoder | None = None) -> None:
         self.runtime_impl = runtime
+        self.device_decoder = device_decoder  # decodes ingest's JPEGs on the device (the CUDA path), when set
         self.spec = spec
         self.device = device
         self.precision = precision
@@ -203,6 +215,7 @@ def load_encoder(settings: Settings) -> Encoder:
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     backend = resolve_backend(settings.backend, device)
+    on_device = resolve_gpu_decode(settings.gpu_decode, backend, device)
     model_dir = Path(settings.model_dir).expanduser()
     runtime: EncoderRuntime
     if precision == "int8" and backend != "openvino":
@@ -228,7 +241,12 @@ def load_encoder(settings: Settings) -> Encoder:
 
         model, spec = _load_eval_model(settings)
         runtime = TorchRuntime(model, device=device, precision=precision)
-    return Encoder(runtime, spec, device=device, precision=precision, backend=backend)
+    decoder = None
+    if on_device:
+        from searchcore.models.gpu_decode import DeviceDecoder
+
+        decoder = DeviceDecoder(spec.resolution, device)
+    return Encoder(runtime, spec, device=device, precision=precision, backend=backend, device_decoder=decoder)
 
 
 def _load_eval_model(settings: Settings) -> tuple[Any, ModelSpec]:

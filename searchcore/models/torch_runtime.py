@@ -31,11 +31,15 @@ class TorchRuntime:
         self.tower_precision = {"image": _NAMES[precision], "text": _NAMES[precision]}
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """float32 [n,3,R,R] preprocessed pixels -> float32 [n,dim] unnormalised image features."""
+        """float32 [n,3,R,R] preprocessed pixels (numpy, or a torch tensor from gpu_decode) -> float32 [n,dim]
+        unnormalised image features."""
         import torch
 
         with torch.inference_mode(), self._autocast(self.precision):
-            batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device)
+            if isinstance(pixels, torch.Tensor):
+                batch = pixels.to(self.device, torch.float32)
+            else:
+                batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device)
             if self.device == "cpu" and self.precision == "bf16":
                 batch = batch.contiguous(memory_format=torch.channels_last)
             elif self.precision == "fp16":

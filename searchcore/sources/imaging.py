@@ -28,6 +28,8 @@ DATE_TIME, EXIF_IFD, DATE_TIME_ORIGINAL = 0x0132, 0x8769, 0x9003
 BIG = 4
 THUMBNAIL_SIDE = 512  # a folder picture's stored thumbnail: its long side at most this many pixels
 THUMBNAIL_QUALITY = 85
+DEVICE_MODES = ("RGB", "L")  # JPEG colour spaces a device decoder turns into the same RGB as to_rgb (not CMYK)
+JPEG_END = b"\xff\xd9"
 
 
 class ImageDecodeError(SearchcoreError, ValueError):
@@ -45,10 +47,11 @@ class DecodedImage:
     height: int
     sha256: str
     taken: int = 0  # EXIF DateTimeOriginal (else DateTime) as naive seconds; 0 when the picture has none
+    deferred: bool = False  # checked from its header only: image is unread, its pixels are left to the device
 
 
 def decode_image(data: bytes, max_bytes: int | None = None, target: int | None = None,
-                 sha256: str | None = None, *, thumbnail: bool = False) -> DecodedImage:
+                 sha256: str | None = None, *, thumbnail: bool = False, defer: bool = False) -> DecodedImage:
     """Decode, check and normalise one image; raise ImageDecodeError with a reason.
 
     With a target (the model's input resolution), a picture much larger than it is decoded at reduced scale
@@ -56,6 +59,10 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
     (browser-ready), or with thumbnail a JPEG of the upright picture at most THUMBNAIL_SIDE pixels long (a
     folder picture, whose original stays in its file). sha256 is the digest of data when the caller has it
     already.
+
+    With defer, a JPEG stored as it is (upright, RGB or greyscale, ending in its end marker) is checked from its
+    header only and comes back deferred, for a device decoder (models/gpu_decode.py); when that one refuses
+    it, decoding it again without defer decides, as for any other picture.
     """
     _register_formats()
     if not data:
@@ -71,6 +78,9 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
             raise ImageDecodeError("image_too_many_pixels", width=width, height=height, limit=MAX_PIXELS)
         fmt = image.format or "PNG"
         image.seek(0)  # the first frame of an animation
+        if defer and not thumbnail and deferrable(image, data):
+            digest = sha256 or hashlib.sha256(data).hexdigest()
+            return DecodedImage(image, data, fmt, width, height, digest, exif_taken(image.getexif()), deferred=True)
         drafted = False
         if (target is not None and fmt == "JPEG" and min(width, height) >= BIG * target
                 and (thumbnail or image.getexif().get(ORIENTATION, 1) == 1)):
@@ -111,6 +121,13 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         if max_bytes is not None and len(stored) > max_bytes:
             raise ImageDecodeError("image_too_big_stored", size_mb=len(stored) / 2**20, limit_mb=max_bytes / 2**20)
     return DecodedImage(rgb, stored, stored_format, *full_size, digest, taken)
+
+
+def deferrable(image: Image.Image, data: bytes) -> bool:
+    """Whether an opened, unread picture may be left to a device decoder: a complete JPEG whose stored bytes are
+    its own (upright) and whose colours need no conversion of Pillow's (CMYK, YCCK and the rest stay here)."""
+    return (image.format == "JPEG" and image.mode in DEVICE_MODES and image.getexif().get(ORIENTATION, 1) == 1
+            and data[-64:].rstrip(b"\0").endswith(JPEG_END))
 
 
 def exif_taken(exif: Image.Exif) -> int:
