@@ -96,6 +96,8 @@ def query_latency(settings: Settings, vectors: int, queries: int, work: Path) ->
         engine.vectors.flush(LIBRARY)
         engine.texts.flush(LIBRARY)
         engine.vectors.wait_for_copy(LIBRARY)  # type: ignore[attr-defined]
+        if hasattr(engine.texts, "wait_for_copy"):  # the keyword index's copy (absent before it was built)
+            engine.texts.wait_for_copy(LIBRARY)
         texts = [phrase(rng)[:4] for _ in range(queries)]
         out: dict[str, dict[str, float]] = {}
         samples = []

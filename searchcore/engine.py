@@ -372,7 +372,7 @@ class Engine:
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError("library_missing", library=name)
-        report = compare_stores(self.images, self.vectors, name)
+        report = compare_stores(self.images, self.vectors, name, self.texts)
         if repair and not report.consistent:
             repair_vectors(report, self.images, self.vectors, self.encoder, batch_size=self.settings.batch_size,
                            workers=self.settings.workers)

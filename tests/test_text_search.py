@@ -208,3 +208,26 @@ def test_a_text_index_made_before_fragment_search_is_rebuilt_when_opened(setting
         assert engine.texts is not None and engine.texts.count(settings.library) == 3
     finally:
         engine.close()
+
+
+def test_an_excluded_description_pushes_down_pictures_that_look_like_it(engine: Engine, tmp_path: Path) -> None:
+    """Pictures with no words at all: 「红色 排除 圆形」 can only act by their look (the query less half of the
+    excluded description's embedding). Red circles leave the top 10; red squares and triangles stay."""
+    root = tmp_path / "looks"
+    root.mkdir()
+    rng = random.Random(7)
+    for n in range(126):
+        color, shape = CLASSES[n % len(CLASSES)]
+        draw(color, shape, rng, (96, 96)).save(root / f"{n:03d}.png")
+    assert engine.ingest(root).added == 126
+
+    def looks(results: list) -> list[tuple[str, str]]:
+        return [CLASSES[int(Path(r.path).stem) % len(CLASSES)] for r in results]
+
+    plain = looks(engine.search_text("红色", 10))
+    assert ("红色", "圆形") in plain, "without the exclusion red circles are among the first ten"
+    for options, query in (({"exclude": "圆形"}, "红色"), ({}, "红色 -圆形")):
+        pushed = looks(engine.search_text(query, 10, **options))  # type: ignore[arg-type]
+        assert ("红色", "圆形") not in pushed, pushed
+        assert sum(color == "红色" for color, _ in pushed) >= 8, pushed
+        assert {shape for color, shape in pushed if color == "红色"} == {"正方形", "三角形"}, pushed

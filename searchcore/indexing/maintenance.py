@@ -116,10 +116,13 @@ def read_words(images: ImageStore, library: str, reader: OcrReader, texts: TextI
     return report
 
 
-def compare_stores(images: ImageStore, vectors: VectorStore, library: str) -> CheckReport:
-    """The ids only one store holds, how the exact copy differed from Milvus (a stale copy is reloaded), and the
-    folder pictures whose file is missing or changed (by stat: nothing is read)."""
-    copy_problem = vectors.check_copy(library)
+def compare_stores(images: ImageStore, vectors: VectorStore, library: str,
+                   texts: TextIndex | None = None) -> CheckReport:
+    """The ids only one store holds, how the in-process copies (of the vectors, of the keyword index) differed
+    from Milvus (a stale copy is reloaded), and the folder pictures whose file is missing or changed (by stat:
+    nothing is read)."""
+    problems = [vectors.check_copy(library), texts.check_copy(library) if texts is not None else None]
+    copy_problem = "; ".join(p for p in problems if p) or None
     image_ids = set(images.ids(library))
     vector_ids = set(vectors.ids(library))
     folders = check_folders(images, library)

@@ -8,17 +8,20 @@ process, which updates the copy of its file here. Milvus stays the store of reco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Pages of (ids, vectors, attrs) read from Milvus; the loader checks the event between pages and stops when set.
-Loader = Callable[[threading.Event], Iterator[tuple[list[int], np.ndarray, list[tuple[str, int]], list[int]]]]
+# Pages read from Milvus (for an ExactCopy: ids, vectors, attrs, video ids); the loader checks the event between
+# pages and stops when set.
+Loader = Callable[[threading.Event], Iterator[Any]]
 # A filter over the copy's rows: (paths, taken, video ids) -> the rows that pass (the same rule Milvus applies).
 Mask = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -83,6 +86,11 @@ class ExactCopy:
                     self._seqs[row], self._next_loaded = self._next_loaded, self._next_loaded + 1
                 else:
                     self._seqs[row], self._next_seq = self._next_seq, self._next_seq + 1
+
+    def load_page(self, page: tuple[list[int], np.ndarray, list[tuple[str, int]], list[int]], skip: set[int]) -> None:
+        """Add a page (ids, vectors, attrs, video ids) read back from Milvus, leaving the ids in skip alone."""
+        ids, vectors, attrs, videos = page
+        self.upsert(ids, vectors, skip=skip, loaded=True, attrs=attrs, videos=videos)
 
     def delete(self, ids: Iterable[int]) -> None:
         """Remove rows by id (the last row moves into each hole)."""
@@ -185,9 +193,22 @@ class ExactCopy:
         self._matrix = matrix
 
 
+class Copy(Protocol):
+    """What LiteCopies keeps: an in-process copy of one library's collection (ExactCopy, TextCopy)."""
+
+    def __len__(self) -> int: ...
+    def upsert(self, ids: Sequence[int], *args: Any, **kwargs: Any) -> None: ...
+    def delete(self, ids: Iterable[int]) -> None: ...
+    def reserve(self, capacity: int) -> None: ...
+    def load_page(self, page: Any, skip: set[int]) -> None: ...
+
+
+C = TypeVar("C", bound=Copy)
+
+
 @dataclass
-class _State:
-    copy: ExactCopy
+class _State(Generic[C]):
+    copy: C
     ready: bool
     owner: int  # id() of the store whose client loads it
     touched: set[int] = field(default_factory=set)  # ids written while loading: the load must not overwrite them
@@ -195,8 +216,9 @@ class _State:
     thread: threading.Thread | None = None
 
 
-class LiteCopies:
-    """The copies of every library in one Milvus Lite file, shared by the stores of this process open on it.
+class LiteCopies(Generic[C]):
+    """The copies of every library in one Milvus Lite file (of its vectors, or of its keyword index), shared by
+    the stores of this process open on it.
 
     Stores hold `write_lock` around each Milvus write and the matching update here, so the copy sees writes
     in Milvus's order. A copy serves searches only once ready; until then searches go to Milvus.
@@ -204,9 +226,9 @@ class LiteCopies:
 
     def __init__(self) -> None:
         self.write_lock = threading.RLock()
-        self._states: dict[str, _State] = {}
+        self._states: dict[str, _State[C]] = {}
 
-    def ready(self, library: str) -> ExactCopy | None:
+    def ready(self, library: str) -> C | None:
         """The library's copy, when complete."""
         state = self._states.get(library)
         return state.copy if state is not None and state.ready else None
@@ -220,20 +242,19 @@ class LiteCopies:
         state = self._states.get(library)
         return "absent" if state is None else "ready" if state.ready else "loading"
 
-    def create_empty(self, library: str, dim: int, owner: int) -> None:
-        """A new, empty library: its copy is complete from the start and grows with its upserts."""
+    def create_empty(self, library: str, copy: C, owner: int) -> None:
+        """A new, empty library: its copy (given empty) is complete from the start and grows with its upserts."""
         with self.write_lock:
             self.invalidate(library)
-            self._states[library] = _State(ExactCopy(dim), True, owner)
+            self._states[library] = _State(copy, True, owner)
 
-    def upserted(self, library: str, ids: Sequence[int], vectors: np.ndarray,
-                 attrs: Sequence[tuple[str, int]] | None = None, videos: Sequence[int] | None = None) -> None:
-        """Apply an upsert Milvus has taken."""
+    def upserted(self, library: str, ids: Sequence[int], *args: Any, **kwargs: Any) -> None:
+        """Apply an upsert Milvus has taken (the arguments of the copy's upsert)."""
         state = self._states.get(library)
         if state is not None:
             if not state.ready:
                 state.touched.update(int(i) for i in ids)
-            state.copy.upsert(ids, vectors, attrs=attrs, videos=videos)
+            state.copy.upsert(ids, *args, **kwargs)
 
     def deleted(self, library: str, ids: Sequence[int]) -> None:
         """Apply a delete Milvus has taken."""
@@ -243,6 +264,17 @@ class LiteCopies:
                 state.touched.update(int(i) for i in ids)
             state.copy.delete(ids)
 
+    @contextlib.contextmanager
+    def writing(self, library: str) -> Iterator[None]:
+        """Hold the write lock around a write to Milvus and its update here; forget the library's copy when the
+        write's outcome is unknown (it raised)."""
+        with self.write_lock:
+            try:
+                yield
+            except BaseException:
+                self.invalidate(library)
+                raise
+
     def invalidate(self, library: str) -> None:
         """Forget a library's copy (stopping its load): a drop, or a write whose outcome is unknown."""
         with self.write_lock:
@@ -250,23 +282,23 @@ class LiteCopies:
         if state is not None:
             state.cancel.set()
 
-    def load_in_background(self, library: str, dim: int, load: Loader, owner: int,
+    def load_in_background(self, library: str, copy: C, load: Loader, owner: int,
                            size: Callable[[], int] = lambda: 0) -> None:
-        """Start loading the library's copy from Milvus, unless it is loaded or loading."""
+        """Start loading the library's copy (given empty) from Milvus, unless it is loaded or loading."""
         with self.write_lock:
             if library in self._states:
                 return
-            state = _State(ExactCopy(dim), False, owner)
+            state = _State(copy, False, owner)
             self._states[library] = state
             state.thread = threading.Thread(target=self._load, args=(library, state, load, size), daemon=True,
                                             name=f"exact-copy-{library}")
             state.thread.start()
 
-    def reload(self, library: str, dim: int, load: Loader, owner: int, size: Callable[[], int] = lambda: 0) -> bool:
-        """Load the library's copy again, in this thread; True when it completed."""
+    def reload(self, library: str, copy: C, load: Loader, owner: int, size: Callable[[], int] = lambda: 0) -> bool:
+        """Load the library's copy (given empty) again, in this thread; True when it completed."""
         with self.write_lock:
             self.invalidate(library)
-            state = _State(ExactCopy(dim), False, owner)
+            state = _State(copy, False, owner)
             self._states[library] = state
             return self._load(library, state, load, size)
 
@@ -280,23 +312,24 @@ class LiteCopies:
             if state.thread is not None and state.thread is not threading.current_thread():
                 state.thread.join()
 
-    def _load(self, library: str, state: _State, load: Loader, size: Callable[[], int]) -> bool:
+    def _load(self, library: str, state: _State[C], load: Loader, size: Callable[[], int]) -> bool:
         try:
             state.copy.reserve(size())
-            for ids, vectors, attrs, videos in load(state.cancel):
+            for page in load(state.cancel):
                 with self.write_lock:
                     if state.cancel.is_set():
                         return False
-                    state.copy.upsert(ids, vectors, skip=state.touched, loaded=True, attrs=attrs, videos=videos)
+                    state.copy.load_page(page, state.touched)
             with self.write_lock:
                 if state.cancel.is_set() or self._states.get(library) is not state:
                     return False
                 state.ready = True
                 state.touched = set()
-            log.info("exact copy of library %s ready: %d vectors", library, len(state.copy))
+            log.info("%s of library %s ready: %d rows", type(state.copy).__name__, library, len(state.copy))
             return True
         except Exception as exc:  # noqa: BLE001 - searches go on through Milvus, which reports its own failures
-            log.warning("exact copy of library %s not loaded (%s); searching through Milvus", library, exc)
+            log.warning("%s of library %s not loaded (%s); searching through Milvus", type(state.copy).__name__,
+                        library, exc)
             with self.write_lock:
                 if self._states.get(library) is state:
                     del self._states[library]

@@ -11,8 +11,10 @@ import numpy as np
 
 from searchcore.config import TEXT_INDEX_SUFFIX, Settings, is_server_uri
 from searchcore.stores import snapshot
+from searchcore.stores.exact_copy import LiteCopies
 from searchcore.stores.filters import Filters
 from searchcore.stores.images import ImageStore, open_image_store
+from searchcore.stores.text_copy import TextCopy
 from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import (
     MILVUS_MAX_K,
@@ -55,6 +57,7 @@ class SnapshotFirst:
         self.backend = "milvus-lite"
         self.server = False
         self.uri = settings.milvus_uri
+        self.exact_copy = False  # one question: the keyword index is searched in Lite, not copied first
         self.library = library
         self.snapshot = snapshot.load(settings.milvus_uri, library)  # before Lite holds the folder's lock
         self._meta = None if self.snapshot is None else LibraryMeta(**self.snapshot.meta)
@@ -81,6 +84,11 @@ class SnapshotFirst:
 
     def text_collection(self, library: str) -> str:
         return PREFIX + library + TEXT_INDEX_SUFFIX
+
+    @property
+    def text_copies(self) -> LiteCopies[TextCopy] | None:
+        """The keyword indexes' copies that Lite's stores in this process share, kept in step by any write."""
+        return self.lite().text_copies
 
     def _answers(self, library: str) -> bool:
         return self._meta is not None and library == self.library

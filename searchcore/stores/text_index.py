@@ -18,17 +18,24 @@ stored text when first opened.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import re
+import threading
+import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from searchcore.errors import UnsupportedError
 from searchcore.ids import id_chunks
+from searchcore.stores.exact_copy import LiteCopies
 from searchcore.stores.filters import Filters
+from searchcore.stores.text_copy import Mask, Page, TextCopy
 from searchcore.stores.vectors import ID_BATCH, MAX_PATH_CHARS, Attrs, Hit, fit_path
 
 log = logging.getLogger(__name__)
@@ -44,18 +51,24 @@ MAX_NQ = 256  # queries in one Milvus search of many
 
 
 class MilvusHost(Protocol):
-    """What the text index needs of a vector store: the Milvus it talks to, and the name of a library's text
-    collection there (MilvusVectorStore is one)."""
+    """What the text index needs of a vector store: the Milvus it talks to, the name of a library's text
+    collection there, and on Lite the in-process copies of the file's keyword indexes, which every write keeps
+    in step and searches use when exact_copy is on (MilvusVectorStore is one)."""
 
     server: bool
     uri: str
+    exact_copy: bool
+
+    @property
+    def text_copies(self) -> LiteCopies[TextCopy] | None: ...
 
     def run(self, what: str, action: Callable[[Any], R]) -> R: ...
     def text_collection(self, library: str) -> str: ...
 
 
 class TextIndex:
-    """BM25 over each library's captions and OCR text, in the Milvus its vector store talks to."""
+    """BM25 over each library's captions and OCR text, in the Milvus its vector store talks to; on Milvus Lite
+    searched from an in-process copy (stores/text_copy.py) once that is loaded."""
 
     def __init__(self, vectors: MilvusHost) -> None:
         self._store = vectors
@@ -91,7 +104,92 @@ class TextIndex:
             if self._exists[library]:
                 self._store.run("load the text index", lambda client: client.load_collection(name))
                 self._rebuild_without_terms(library)
+                self._load_copy(library)
         return self._exists[library]
+
+    def _copy(self, library: str) -> TextCopy | None:
+        """The library's in-process copy when it is loaded and this store searches copies."""
+        copies = self._store.text_copies
+        if copies is None or not self._store.exact_copy:
+            return None
+        copy = copies.ready(library)
+        if copy is None:
+            self._load_copy(library)
+        return copy
+
+    def copy_status(self, library: str) -> str:
+        """The library's in-process copy: 'off' (a server, or exact_copy off), 'absent', 'loading' or 'ready'."""
+        copies = self._store.text_copies
+        return "off" if copies is None or not self._store.exact_copy else copies.status(library)
+
+    def wait_for_copy(self, library: str, timeout: float = 60) -> bool:
+        """Wait until the library's copy serves searches (starting its load); False when it does not in time."""
+        deadline = time.monotonic() + timeout
+        while self.exists(library) and self._copy(library) is None:
+            if self.copy_status(library) != "loading" or time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return self.copy_status(library) == "ready"
+
+    def check_copy(self, library: str) -> str | None:
+        """Compare the library's in-process copy with Milvus, row by row (text, terms, path, taken); on a
+        mismatch, load it again and say what differed. None when they agree or there is no copy."""
+        copies = self._store.text_copies
+        if copies is None or not self._store.exact_copy or not self.exists(library):
+            return None
+        with copies.write_lock:  # no write between reading Milvus and reading the copy
+            copy = copies.ready(library)
+            problem = None
+            if copy is not None:
+                held = copy.rows()
+                stored = {i: (text, Counter(terms), path, taken)
+                          for ids, texts, pages, attrs in self._copy_pages(library, threading.Event())
+                          for i, text, terms, (path, taken) in zip(ids, texts, pages, attrs)}
+                differ = sum(i in held and held[i] != row for i, row in stored.items())
+                if differ or held.keys() != stored.keys():
+                    problem = (f"the keyword index's copy holds {len(held)} texts and Milvus {len(stored)} ("
+                               f"{len(stored.keys() - held.keys())} missing from the copy, "
+                               f"{len(held.keys() - stored.keys())} not in Milvus, {differ} differ)")
+                    log.warning("library %s: %s; reloading the copy from Milvus", library, problem)
+            if copy is None or problem is not None:
+                copies.reload(library, TextCopy(), lambda cancel: self._copy_pages(library, cancel), id(self._store),
+                              size=lambda: self.count(library))
+            if copies.ready(library) is None:
+                return "the keyword index's copy could not be loaded; keyword searches go to Milvus"
+            return problem
+
+    def _load_copy(self, library: str) -> None:
+        """Start loading the library's copy in the background (searches go to Milvus meanwhile)."""
+        copies = self._store.text_copies
+        if copies is not None and self._store.exact_copy and copies.status(library) == "absent":
+            copies.load_in_background(library, TextCopy(), lambda cancel: self._copy_pages(library, cancel),
+                                      id(self._store), size=lambda: self.count(library))
+
+    def _copy_pages(self, library: str, cancel: threading.Event) -> Iterator[Page]:
+        """Every row of the library's text index, in pages, for its copy."""
+        iterator = self._store.run("read texts", lambda client: client.query_iterator(
+            self._name(library), batch_size=ID_BATCH, filter="id >= -9223372036854775807",
+            output_fields=["id", "text", TERMS, "path", "taken"]))
+        try:
+            while not cancel.is_set():
+                page = self._store.run("read texts", lambda client: iterator.next())
+                if not page:
+                    return
+                yield ([int(r["id"]) for r in page], [r["text"] for r in page], [r[TERMS].split() for r in page],
+                       [(r["path"], int(r["taken"])) for r in page])
+        finally:
+            with contextlib.suppress(Exception):  # a dropped collection's iterator may fail to close
+                iterator.close()
+
+    @contextlib.contextmanager
+    def _writing(self, library: str) -> Iterator[LiteCopies[TextCopy] | None]:
+        """Around a write: the copies' write lock (the copy is forgotten when the write fails), and the copies."""
+        copies = self._store.text_copies
+        if copies is None:
+            yield None
+            return
+        with copies.writing(library):
+            yield copies
 
     def _rebuild_without_terms(self, library: str) -> None:
         """An index made before fragment search (its text analysed by jieba), or before its terms were cut as
@@ -145,20 +243,27 @@ class TextIndex:
                                      output_field_names=["sparse"]))
         index = MilvusClient.prepare_index_params()
         index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        self._store.run("create the text index", lambda client: client.create_collection(
-            self._name(library), schema=schema, index_params=index, consistency_level="Strong"))
+        with self._writing(library) as copies:
+            self._store.run("create the text index", lambda client: client.create_collection(
+                self._name(library), schema=schema, index_params=index, consistency_level="Strong"))
+            if copies is not None:
+                copies.create_empty(library, TextCopy(), id(self._store))
         self._exists[library] = True
         log.info("created the text index of library %s", library)
 
     def upsert(self, library: str, ids: Sequence[int], texts: Sequence[str], attrs: Sequence[Attrs]) -> None:
         """Index (or replace) the text of images; an image whose text is empty is removed from the index."""
-        rows = [{"id": int(i), "text": _fit(t), TERMS: _encoded(index_terms(t)), "path": fit_path(p),
-                 "taken": int(taken)}
+        kept = [(int(i), _fit(t), _encoded(index_terms(t)), fit_path(p), int(taken))
                 for i, t, (p, taken) in zip(ids, texts, attrs) if t.strip()]
+        rows = [{"id": i, "text": t, TERMS: terms, "path": p, "taken": taken} for i, t, terms, p, taken in kept]
         empty = [int(i) for i, t in zip(ids, texts) if not t.strip()]
         if rows:
             self.create(library)
-            self._store.run("index texts", lambda client: client.upsert(self._name(library), rows))
+            with self._writing(library) as copies:
+                self._store.run("index texts", lambda client: client.upsert(self._name(library), rows))
+                if copies is not None:
+                    copies.upserted(library, [k[0] for k in kept], [k[1] for k in kept], [k[2].split() for k in kept],
+                                    [(k[3], k[4]) for k in kept])
         if empty:
             self.delete(library, empty)
 
@@ -167,8 +272,11 @@ class TextIndex:
         if not self.exists(library):
             return
         for chunk in id_chunks(ids, ID_BATCH):
-            self._store.run("delete texts", lambda client, c=chunk: client.delete(  # type: ignore[misc]
-                self._name(library), ids=c))
+            with self._writing(library) as copies:
+                self._store.run("delete texts", lambda client, c=chunk: client.delete(  # type: ignore[misc]
+                    self._name(library), ids=c))
+                if copies is not None:
+                    copies.deleted(library, chunk)
 
     def texts(self, library: str, ids: Sequence[int]) -> dict[int, str]:
         """The indexed text of images, by id."""
@@ -194,6 +302,12 @@ class TextIndex:
         asked = [(n, terms) for n, q in enumerate(queries) if (terms := query_terms(q))]
         if not asked or not self.exists(library):
             return found
+        copy = self._copy(library)
+        if copy is not None:
+            mask = _mask(filters)
+            for n, terms in asked:
+                found[n] = _full_first(queries[n], copy.search(_encoded(terms).split(), top_k, mask))
+            return found
         expression = filters.expression(media=False) if filters else ""  # no video_id here: search.py filters it
         for start in range(0, len(asked), MAX_NQ):
             chunk = asked[start:start + MAX_NQ]
@@ -202,10 +316,8 @@ class TextIndex:
                 limit=top_k, search_params={"metric_type": "BM25"}, output_fields=["id", "text"],
                 filter=expression, consistency_level="Strong"))
             for (n, _), ranked in zip(chunk, result):
-                words = normalise(queries[n]).split()
-                hits = [TextHit(int(h["id"]), abs(float(h["distance"])), contains_all(h["entity"]["text"], words))
-                        for h in ranked]
-                found[n] = sorted(hits, key=lambda h: not h.full)  # a stable sort: BM25's order within each group
+                found[n] = _full_first(queries[n], [(int(h["id"]), abs(float(h["distance"])), h["entity"]["text"])
+                                                    for h in ranked])
         return found
 
     def flush(self, library: str) -> None:
@@ -216,11 +328,28 @@ class TextIndex:
     def drop(self, library: str) -> None:
         """Remove the library's text index."""
         self._exists.pop(library, None)
+        if self._store.text_copies is not None:
+            self._store.text_copies.invalidate(library)
         if self.unsupported():
             return
         name = self._name(library)
         if self._store.run("list collections", lambda client: client.has_collection(name)):
             self._store.run("drop the text index", lambda client: client.drop_collection(name))
+
+
+def _full_first(query: str, ranked: Sequence[tuple[int, float, str]]) -> list[TextHit]:
+    """BM25 hits (id, score, text), those whose text holds the whole query (or each of its words) first."""
+    words = normalise(query).split()
+    hits = [TextHit(image_id, score, contains_all(text, words)) for image_id, score, text in ranked]
+    return sorted(hits, key=lambda h: not h.full)  # a stable sort: BM25's order within each group
+
+
+def _mask(filters: Filters | None) -> Mask | None:
+    """The copy's form of the filters' Milvus expression (no media: the index has no video_id)."""
+    if not filters or not dataclasses.replace(filters, media=None):
+        return None
+    folder_and_dates = dataclasses.replace(filters, media=None)
+    return lambda paths, taken: folder_and_dates.mask(paths, taken)
 
 
 def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = 60) -> list[Hit]:

@@ -22,6 +22,7 @@ from searchcore.ids import id_chunks
 from searchcore.stores.exact_copy import ExactCopy, LiteCopies
 from searchcore.stores.filters import Filters
 from searchcore.stores.snapshot import lite_locked, save
+from searchcore.stores.text_copy import TextCopy
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -42,7 +43,8 @@ NO_FRAME: Frame = (0, 0.0)
 COPY_CHECK_ALL = 10_000  # `check_copy` compares every vector of a library up to this size...
 COPY_SAMPLE = 1000  # ...and this many random ones beyond it
 _LITE_STORES: dict[str, int] = {}  # Milvus Lite file -> stores open on it in this process
-_LITE_COPIES: dict[str, LiteCopies] = {}  # Milvus Lite file -> the exact copies its stores share
+_LITE_COPIES: dict[str, LiteCopies[ExactCopy]] = {}  # Milvus Lite file -> the exact copies its stores share
+_LITE_TEXT_COPIES: dict[str, LiteCopies[TextCopy]] = {}  # ... and the copies of its keyword indexes
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,10 @@ class MilvusVectorStore:
         self._lock = threading.Lock()
         self._client = self._connect(token, connect_timeout)
         # Every Lite store of this process on the file keeps the shared copies in step, even with exact_copy off.
-        self._copies = None if self.server else _LITE_COPIES.setdefault(os.path.abspath(Path(uri).expanduser()),
-                                                                         LiteCopies())
+        key = os.path.abspath(Path(uri).expanduser())
+        self._copies = None if self.server else _LITE_COPIES.setdefault(key, LiteCopies())
+        # the keyword indexes' copies (stores/text_copy.py), which TextIndex keeps in step the same way
+        self.text_copies = None if self.server else _LITE_TEXT_COPIES.setdefault(key, LiteCopies())
 
     def _connect(self, token: str, timeout: float) -> Any:
         from pymilvus import MilvusClient
@@ -240,7 +244,7 @@ class MilvusVectorStore:
                 PREFIX + library, schema=schema, index_params=index_params,
                 consistency_level="Strong", properties=properties))
             if self._copies is not None and index == "FLAT":
-                self._copies.create_empty(library, dim, id(self))
+                self._copies.create_empty(library, ExactCopy(dim), id(self))
         log.info("created library %s (%s, %d-d, %s)", library, model, dim, index)
         self._metas.pop(library, None)
         meta = self.meta(library)
@@ -290,8 +294,8 @@ class MilvusVectorStore:
                 self._call("upsert vectors", lambda: self._client.upsert(PREFIX + library, rows))
                 if self._copies is not None:
                     self._copies.upserted(library, [r["id"] for r in rows], array[:len(rows)],
-                                          [(r.get("path", ""), r.get("taken", 0)) for r in rows],
-                                          [r.get("video_id", 0) for r in rows])
+                                          attrs=[(r.get("path", ""), r.get("taken", 0)) for r in rows],
+                                          videos=[r.get("video_id", 0) for r in rows])
 
     def flush(self, library: str) -> None:
         """Seal fresh vectors so searches over them are fast and durable."""
@@ -385,12 +389,13 @@ class MilvusVectorStore:
         """Start loading a FLAT Lite library's copy in the background (searches go to Milvus meanwhile)."""
         if self._copies is not None and self.exact_copy and meta.index == "FLAT" \
                 and self._copies.status(library) == "absent":
-            self._copies.load_in_background(library, meta.dim, lambda cancel: self._copy_pages(library, cancel),
-                                            id(self), size=lambda: self.count(library))
+            self._copies.load_in_background(library, ExactCopy(meta.dim),
+                                            lambda cancel: self._copy_pages(library, cancel), id(self),
+                                            size=lambda: self.count(library))
 
     def _reload_copy(self, library: str, meta: LibraryMeta) -> None:
         assert self._copies is not None
-        self._copies.reload(library, meta.dim, lambda cancel: self._copy_pages(library, cancel), id(self),
+        self._copies.reload(library, ExactCopy(meta.dim), lambda cancel: self._copy_pages(library, cancel), id(self),
                             size=lambda: self.count(library))
 
     def _copy_pages(self, library: str, cancel: threading.Event
@@ -420,12 +425,8 @@ class MilvusVectorStore:
         if self._copies is None:
             yield
             return
-        with self._copies.write_lock:
-            try:
-                yield
-            except BaseException:
-                self._copies.invalidate(library)
-                raise
+        with self._copies.writing(library):
+            yield
 
     def existing(self, library: str, ids: Sequence[int]) -> set[int]:
         """The ids among these that have a vector."""
@@ -543,8 +544,9 @@ class MilvusVectorStore:
         """Release the client (and the Lite file lock, once the last store on the file in this process closes)."""
         if self._client is None:
             return
-        if self._copies is not None:
-            self._copies.stop(id(self))  # its loads read through this client
+        for copies in (self._copies, self.text_copies):
+            if copies is not None:
+                copies.stop(id(self))  # its loads read through this client
         ready = self._snapshots_to_save()
         self._client.close()
         self._client = None
@@ -594,6 +596,7 @@ def _release_lite(path: str) -> None:
     if _LITE_STORES[key] <= 0:
         del _LITE_STORES[key]
         _LITE_COPIES.pop(key, None)
+        _LITE_TEXT_COPIES.pop(key, None)
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(key)
