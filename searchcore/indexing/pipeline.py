@@ -90,12 +90,11 @@ def _on_device(batch: list[Prepared[P]], decoder: DeviceDecoder, on_cpu: Callabl
                on_bad: Callable[[P, str], None]) -> tuple[list[Prepared[P]], list[Any]]:
     """Decode a batch's deferred pictures on the device; each one it refuses goes the CPU way (on_cpu), and one
     that is bad there too to on_bad. The batch that is left, and each one's model input, in order."""
-    deferred = [p for p in batch if p.decoded.deferred]
-    on_device = dict(zip(map(id, deferred), decoder.model_inputs([p.decoded.data for p in deferred])))
+    on_device = iter(decoder.model_inputs([p.decoded.data for p in batch if p.decoded.deferred]))
     kept: list[Prepared[P]] = []
     rows: list[Any] = []
     for prepared in batch:
-        row = on_device.get(id(prepared)) if prepared.decoded.deferred else prepared.pixels
+        row = next(on_device) if prepared.decoded.deferred else prepared.pixels
         if row is None:
             again = on_cpu(prepared.item)
             if isinstance(again, str):

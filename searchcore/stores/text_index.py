@@ -262,8 +262,9 @@ class TextIndex:
             with self._writing(library) as copies:
                 self._store.run("index texts", lambda client: client.upsert(self._name(library), rows))
                 if copies is not None:
-                    copies.upserted(library, [k[0] for k in kept], [k[1] for k in kept], [k[2].split() for k in kept],
-                                    [(k[3], k[4]) for k in kept])
+                    kept_ids, kept_texts, terms, paths, taken = zip(*kept)
+                    copies.upserted(library, kept_ids, kept_texts, [t.split() for t in terms],
+                                    list(zip(paths, taken)))
         if empty:
             self.delete(library, empty)
 
@@ -346,10 +347,8 @@ def _full_first(query: str, ranked: Sequence[tuple[int, float, str]]) -> list[Te
 
 def _mask(filters: Filters | None) -> Mask | None:
     """The copy's form of the filters' Milvus expression (no media: the index has no video_id)."""
-    if not filters or not dataclasses.replace(filters, media=None):
-        return None
-    folder_and_dates = dataclasses.replace(filters, media=None)
-    return lambda paths, taken: folder_and_dates.mask(paths, taken)
+    folder_and_dates = dataclasses.replace(filters, media=None) if filters else None
+    return folder_and_dates.mask if folder_and_dates else None
 
 
 def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = 60) -> list[Hit]:
