@@ -207,30 +207,54 @@ def test_judge_probe_branches() -> None:
     assert verdict["verdict"] == "fail" and verdict["min_cosine"] == pytest.approx(-1.0, abs=1e-5)
 
 
-def test_info_json_reports_each_towers_precision(tmp_path: Path, model_cache: Path, cli_in_process: CliRun) -> None:
-    settings = tiny_settings(tmp_path, model_cache, backend="openvino", precision="fp32")
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_info_json_reports_each_towers_precision(tmp_path: Path, model_cache: Path, cli_in_process: CliRun,
+                                                 precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(towers, "native_bf16", lambda core: True)  # as on Zen 5 and on AMX
+    settings = tiny_settings(tmp_path, model_cache, backend="openvino", precision=precision)
     code, out, _ = cli_in_process(settings, "info", "--json")
     assert code == 0
-    data = json.loads(out)
-    assert data["encoder"] == {"backend": "openvino", "device": "cpu", "precision": {"image": "fp32", "text": "fp32"}}
+    image = "bf16" if precision == "auto" and HAS_BF16 else "fp32"
+    assert json.loads(out)["encoder"] == {"backend": "openvino", "device": "cpu",
+                                          "precision": {"image": image, "text": "fp32"}}
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
 @pytest.mark.parametrize("backend", ["openvino", "torch"])
-def test_auto_is_f32_on_every_cpu_and_bf16_asked_keeps_both(tmp_path: Path, backend: str, native: bool,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto runs both towers in f32 whatever the CPU: OpenVINO's one CPU check (native bf16, which Zen 5's
-    avx512_bf16 and Sapphire Rapids' AMX both answer yes) is forced each way. bf16 asked for runs both towers
-    in bf16 on either runtime, where the CPU has it."""
+def test_auto_runs_the_image_tower_in_bf16_where_the_cpu_has_it(tmp_path: Path, backend: str, native: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto on OpenVINO: the image tower bf16 and the text tower f32 where the CPU has native bf16 (OpenVINO's
+    one CPU check, which Zen 5's avx512_bf16 and Sapphire Rapids' AMX both answer yes, is forced each way), f32
+    elsewhere; on PyTorch (the reference) f32. bf16 asked for runs both towers in bf16 on either runtime."""
     monkeypatch.setattr(towers, "native_bf16", lambda core: native)
     cache = tmp_path / "models"
     auto = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="auto"))
-    assert auto.precision == "fp32"
-    assert auto.runtime()["precision"] == {"image": "fp32", "text": "fp32"}
+    assert auto.precision == "auto"
+    image = "bf16" if backend == "openvino" and native and HAS_BF16 else "fp32"
+    assert auto.runtime()["precision"] == {"image": image, "text": "fp32"}
     fp32 = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="fp32"))
     texts = ["红色的圆形", "蓝色的正方形"]
-    np.testing.assert_array_equal(auto.encode_texts(texts), fp32.encode_texts(texts))
+    np.testing.assert_allclose(auto.encode_texts(texts), fp32.encode_texts(texts), atol=1e-6)
+    pixels = np.random.default_rng(1).standard_normal((2, 3, auto.resolution, auto.resolution), dtype=np.float32)
+    if image == "fp32":
+        np.testing.assert_allclose(auto.encode_pixels(pixels), fp32.encode_pixels(pixels), atol=1e-5)
+    else:
+        assert not np.array_equal(auto.encode_pixels(pixels), fp32.encode_pixels(pixels))
     if HAS_BF16 and native:
         bf16 = load_encoder(tiny_settings(tmp_path, cache, backend=backend, precision="bf16"))
         assert bf16.runtime()["precision"] == {"image": "bf16", "text": "bf16"}
         assert not np.array_equal(auto.encode_texts(texts), bf16.encode_texts(texts))
+
+
+@needs_bf16
+def test_auto_keeps_the_probe_guard(tmp_path: Path, poison: dict[str, str], probes: list[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto's bf16 image tower goes through the guard: a drifting one is served in f32; its f32 text tower needs
+    no probe."""
+    monkeypatch.setattr(towers, "native_bf16", lambda core: True)
+    poison.update(image="nan")
+    auto = _encoder(tmp_path, tmp_path / "models", "auto")
+    assert auto.runtime()["precision"] == {"image": "fp32", "text": "fp32"}
+    assert probes == ["image"]
+    pixels = np.zeros((2, 3, auto.resolution, auto.resolution), dtype=np.float32)
+    assert np.isfinite(auto.encode_pixels(pixels)).all()

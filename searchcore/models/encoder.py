@@ -69,15 +69,15 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """auto → fp16 on CUDA, fp32 on a CPU: both towers, on Zen 5 (avx512_bf16) and AMX alike.
+    """auto → fp16 on CUDA; on a CPU auto stays auto, which the runtime decides per tower.
 
-    bf16 on a CPU keeps only 8 bits of each activation's mantissa. The features stay close (cosine 0.99996
-    with f32) but close results swap: with the image tower alone in bf16, 24% of texts lost their fp32 top
-    10 on a 600-picture held-out set (bench/bench_precision.py), and OpenVINO 2026.4 offers no per-layer f32
-    that helps. So auto stays faithful by construction; bf16 and int8 asked for keep their meaning.
+    On a CPU with native bf16 (avx512_bf16 or AMX), OpenVINO runs auto's image tower in bf16 behind the probe
+    guard and its text tower in f32; elsewhere, and on the PyTorch runtime (the reference), both towers are f32.
+    bf16 moves only near-ties: judged tie-aware (models/fidelity.py), it is faithful. fp32, bf16 and int8 asked
+    for keep their meaning.
     """
     if precision == "auto":
-        return "fp16" if device == "cuda" else "fp32"
+        return "fp16" if device == "cuda" else "auto"
     if precision == "fp16" and device == "cpu":
         raise ConfigError("fp16_needs_cuda")
     if precision == "int8" and device != "cpu":
@@ -231,16 +231,17 @@ def load_encoder(settings: Settings) -> Encoder:
         if spec is None:
             model, spec = _load_eval_model(settings)
             index.put(settings, spec)
-        ov_precision = precision if precision in ("fp32", "int8") else "bf16"
+        # auto shares bf16's cache entry: the same IR, and probe verdicts are kept per tower and precision.
+        entry = "bf16" if precision == "auto" else precision
         runtime = OpenVINOTowers(model, loader=lambda: _load_eval_model(settings)[0], resolution=spec.resolution,
-                                 precision=ov_precision, cache_dir=model_dir / "openvino",
+                                 precision=precision, cache_dir=model_dir / "openvino",
                                  cache_key=f"{spec.digest[:16]}-{spec.name.replace('/', '_')}-{spec.resolution}"
-                                           f"-{ov_precision}", context_length=CONTEXT_LENGTH)
+                                           f"-{entry}", context_length=CONTEXT_LENGTH)
     else:
         from searchcore.models.torch_runtime import TorchRuntime
 
         model, spec = _load_eval_model(settings)
-        runtime = TorchRuntime(model, device=device, precision=precision)
+        runtime = TorchRuntime(model, device=device, precision="fp32" if precision == "auto" else precision)
     decoder = None
     if on_device:
         from searchcore.models.gpu_decode import DeviceDecoder

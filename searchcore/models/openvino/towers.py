@@ -114,8 +114,8 @@ class OpenVINOTowers:
         cache_key: str,
         context_length: int = 52,
     ) -> None:
-        if precision not in ("fp32", "bf16", "int8"):
-            raise ValueError(f"precision must be 'fp32', 'bf16' or 'int8', got {precision!r}")
+        if precision not in ("auto", "fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'int8', got {precision!r}")
         if model is not None:
             loader = lambda: model  # noqa: E731
         if loader is None:
@@ -182,7 +182,7 @@ class OpenVINOTowers:
     def _ready(self, tower: str) -> ov.CompiledModel:
         """Compile a tower through the precision guard (the image tower then takes a recorded int8 one)."""
         started = time.perf_counter()
-        self._use(tower, self._serve(tower, self._models[tower], _MODES[tower]))
+        self._use(tower, self._serve(tower, self._models[tower], _MODES[tower], self._wanted_precision(tower)))
         if tower == "image" and self.precision == "int8":
             self._load_recorded_int8()
         logger.info("OpenVINO %s tower ready in %.2fs: %s%s", tower, time.perf_counter() - started,
@@ -287,11 +287,17 @@ class OpenVINOTowers:
         except Exception:  # noqa: BLE001 - the original exception matters more
             logger.warning("OpenVINO request failed while unwinding", exc_info=True)
 
-    def _wanted_precision(self) -> ov.Type:
-        """The inference precision to ask the CPU plugin for (int8 runs its text tower in bf16)."""
-        if self.precision in ("bf16", "int8"):
-            if native_bf16(self._core):
-                return ov.Type.bf16
+    def _wanted_precision(self, tower: str) -> ov.Type:
+        """The inference precision to ask the CPU plugin for a tower.
+
+        bf16 asked: both towers bf16; int8: its text tower bf16 (the image tower is quantized afterwards); auto:
+        the image tower bf16 and the text tower f32. bf16 only where the CPU computes it natively.
+        """
+        if self.precision == "fp32" or (self.precision == "auto" and tower == "text"):
+            return ov.Type.f32
+        if native_bf16(self._core):
+            return ov.Type.bf16
+        if self.precision != "auto":
             logger.warning("CPU lacks native BF16; compiling in f32")
         return ov.Type.f32
 
@@ -376,14 +382,14 @@ class OpenVINOTowers:
 
     # ------------------------------------------------------------ precision guard
 
-    def _serve(self, tower: str, model: ov.Model, mode: hints.PerformanceMode) -> ov.CompiledModel:
+    def _serve(self, tower: str, model: ov.Model, mode: hints.PerformanceMode, wanted: ov.Type) -> ov.CompiledModel:
         """Compile one tower at the asked precision; serve it in f32 when a reduced precision drifts.
 
         A reduced-precision tower encodes a fixed probe once per cache entry (model, precision and
         OpenVINO version) and is compared with f32: the features must be finite with cosine >= the
         precision's threshold. The verdict is kept in the entry's manifest, so later starts trust it.
         """
-        compiled = self._compile(model, mode, self._wanted_precision())
+        compiled = self._compile(model, mode, wanted)
         actual = precision_of(compiled)
         if actual == "f32":
             return compiled
