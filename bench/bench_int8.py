@@ -19,10 +19,10 @@ import numpy as np
 
 from bench._common import jpeg_split, machine, quiet_logs, table, write_result
 from bench.bench_openvino_encoder import ARCHS, _rates, _split, build_model
-from searchcore.models.encoder import preprocess
 from searchcore.models.openvino.compiled import ov  # openvino after the telemetry opt-out
 from searchcore.models.openvino.int8 import CALIBRATION_SIZE, cached_int8_model, calibration_sample
 from searchcore.models.openvino.towers import OpenVINOTowers
+from searchcore.models.preprocess import preprocess
 from searchcore.sources.datasets import open_source
 from searchcore.sources.imaging import decode_image
 

@@ -19,7 +19,8 @@ from PIL import Image
 
 from bench._common import jpeg_split, machine, mean_jpeg_kb, table, write_result
 from searchcore.indexing.pipeline import prepared_batches
-from searchcore.models.encoder import Encoder, preprocess
+from searchcore.models.encoder import Encoder
+from searchcore.models.preprocess import preprocess
 from searchcore.sources.chinese_clip import split_source
 
 RESOLUTION = 224

@@ -37,8 +37,9 @@ from bench._common import jpeg_split, machine, mean_jpeg_kb, quiet_logs, random_
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.indexing.pipeline import prepared_batches
-from searchcore.models.encoder import Encoder, load_encoder, preprocess
+from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.models.gpu_decode import DeviceDecoder
+from searchcore.models.preprocess import preprocess
 from searchcore.sources.datasets import open_source
 from searchcore.sources.imaging import decode_image
 from searchcore.stores.vectors import LibraryMeta

@@ -14,7 +14,8 @@ from pillow_heif import register_heif_opener
 
 from demo.shapes import draw
 from searchcore.engine import Engine
-from searchcore.models.encoder import Encoder, preprocess
+from searchcore.models.encoder import Encoder
+from searchcore.models.preprocess import preprocess
 from searchcore.sources.datasets import folder_image_id
 from searchcore.sources.imaging import decode_image
 
@@ -57,8 +58,10 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def big_jpegs() -> dict[str, bytes]:
-    """Two 12-megapixel phone JPEGs: one stored upright, one rotated by its EXIF orientation 6."""
-    return {"upright": jpeg(photo(4000, 3000, seed=1)), "rotated": jpeg(photo(4000, 3000, seed=2), orientation=6)}
+    """Two 12-megapixel phone JPEGs, one stored upright, one rotated by its EXIF orientation 6; and two between two
+    and four times the model's input (decoded at 1/2 and 1/4 scale since BIG went from 4 to 2)."""
+    return {"upright": jpeg(photo(4000, 3000, seed=1)), "rotated": jpeg(photo(4000, 3000, seed=2), orientation=6),
+            "800x600": jpeg(photo(800, 600, seed=6)), "1600x1200": jpeg(photo(1600, 1200, seed=7))}
 
 
 def both_paths(data: bytes, resolution: int) -> np.ndarray:
@@ -109,6 +112,10 @@ def test_fast_decode_keeps_original_bytes_and_size(big_jpegs: dict[str, bytes]) 
     assert (rotated.width, rotated.height) == (3000, 4000)
     assert Image.open(io.BytesIO(rotated.data)).size == (3000, 4000)  # stored upright at full size
     assert rotated.image.width < rotated.image.height
+    for name, scale in (("800x600", 2), ("1600x1200", 4)):  # DCT scaling down to no less than the input
+        mid = decode_image(big_jpegs[name], target=224)
+        assert (mid.image.width * scale, mid.image.height * scale) == (mid.width, mid.height), name
+        assert mid.data == big_jpegs[name]
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])

@@ -15,7 +15,8 @@ from cn_clip.clip.model import CLIP
 from demo.shapes import CLASSES, caption, draw
 from searchcore.config import Settings
 from searchcore.errors import ModelError
-from searchcore.models.encoder import Encoder, load_encoder, preprocess
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.models.preprocess import preprocess
 
 
 def reference_model(path: Path) -> tuple[CLIP, int]:

@@ -21,9 +21,10 @@ from PIL import Image
 
 from demo.shapes import CLASSES, caption_variants, draw
 from searchcore.evaluate import recall
-from searchcore.models.encoder import Encoder, load_encoder, normalise
+from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.models.openvino.compiled import ov  # openvino imported after the telemetry opt-out
 from searchcore.models.openvino.int8 import cached_int8_model, calibration_sample
+from searchcore.models.preprocess import normalise
 from tests.support import ROOT, tiny_settings
 
 MIN_COSINE = 0.99

@@ -26,7 +26,8 @@ from searchcore.errors import MassRemovalError
 from searchcore.ids import chunks
 from searchcore.indexing.pipeline import Prepared, prepared_batches
 from searchcore.indexing.videos import NEEDS_MIGRATE, SampledFrame, VideoJob, frame_image, sampled_ahead
-from searchcore.models.encoder import Encoder, normalise
+from searchcore.models.encoder import Encoder
+from searchcore.models.preprocess import normalise
 from searchcore.records import BadRecord, FolderScan, Record, Source
 from searchcore.sources.videos import DEFAULT_INTERVAL
 from searchcore.stores.filters import naive_seconds

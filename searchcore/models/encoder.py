@@ -26,6 +26,7 @@ from PIL import Image
 from searchcore.config import Settings
 from searchcore.errors import ConfigError, ModelError
 from searchcore.models import cache_entries, tokenizer
+from searchcore.models.preprocess import normalise, preprocess
 
 if TYPE_CHECKING:
     from searchcore.models.gpu_decode import DeviceDecoder
@@ -35,8 +36,6 @@ T = TypeVar("T")
 
 CONTEXT_LENGTH = tokenizer.CONTEXT_LENGTH
 OFFICIAL_MODELS = ("RN50", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14")
-MEAN = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32).reshape(3, 1, 1)
-STD = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32).reshape(3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -103,25 +102,6 @@ def resolve_gpu_decode(gpu_decode: str, backend: str, device: str) -> bool:
     if gpu_decode == "on" and backend != "torch":
         raise ConfigError("gpu_decode_needs_torch")
     return gpu_decode == "on" or (gpu_decode == "auto" and backend == "torch" and device == "cuda")
-
-
-def preprocess(image: Image.Image, resolution: int) -> np.ndarray:
-    """cn_clip's image_transform in numpy: bicubic resize, RGB, scale, normalise → [3,R,R].
-
-    A picture whose shorter side is at least 4R is first box-reduced by whole factors to about 2R (Pillow's
-    reducing_gap), several times faster and indistinguishable to the model; smaller ones take the exact resize.
-    """
-    gap = 2.0 if min(image.size) >= 4 * resolution else None
-    resized = image.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=gap).convert("RGB")
-    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
-    return (pixels - MEAN) / STD
-
-
-def normalise(features: np.ndarray) -> np.ndarray:
-    """L2-normalise rows as float32."""
-    features = np.asarray(features, dtype=np.float32)
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, 1e-12)
 
 
 def tokenize(texts: Sequence[str]) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from searchcore.models.encoder import MEAN, STD
+from searchcore.models.preprocess import MEAN, STD
 
 log = logging.getLogger(__name__)
 

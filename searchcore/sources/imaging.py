@@ -24,8 +24,10 @@ MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "
 ORIENTATION = 0x0112
 DATE_TIME, EXIF_IFD, DATE_TIME_ORIGINAL = 0x0132, 0x8769, 0x9003
 # A JPEG whose shorter side is at least BIG times the model's input is decoded by libjpeg at 1/2, 1/4 or 1/8 scale
-# (no smaller than twice the input) for the model; encoder.preprocess does the rest. Smaller ones decode exactly.
-BIG = 4
+# (DCT scaling, no smaller than the input) for the model; the preprocessing's bicubic resize does the rest. Smaller
+# ones decode exactly. BIG was 4 (to twice the input): 2 takes 18-35% off decoding and resizing an 800x600 to a
+# 1600x1200 JPEG (docs/PERFORMANCE.md), and the model cannot tell (tests/test_big_images.py).
+BIG = 2
 THUMBNAIL_SIDE = 512  # a folder picture's stored thumbnail: its long side at most this many pixels
 THUMBNAIL_QUALITY = 85
 DEVICE_MODES = ("RGB", "L")  # JPEG colour spaces a device decoder turns into the same RGB as to_rgb (not CMYK)
@@ -85,7 +87,7 @@ def decode_image(data: bytes, max_bytes: int | None = None, target: int | None =
         if (target is not None and fmt == "JPEG" and min(width, height) >= BIG * target
                 and (thumbnail or image.getexif().get(ORIENTATION, 1) == 1)):
             # Only when the original bytes are stored as they are: a re-encoded picture needs every pixel.
-            side = max(2 * target, THUMBNAIL_SIDE) if thumbnail else 2 * target
+            side = max(target, THUMBNAIL_SIDE) if thumbnail else target
             image.draft("RGB", (side, side))
             drafted = True
         image.load()

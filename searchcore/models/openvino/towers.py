@@ -31,6 +31,7 @@ from searchcore.models.openvino.compiled import (
     user_precision,
     verified_files,
 )
+from searchcore.models.preprocess import MEAN, STD
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,9 +79,7 @@ def _probe_input(tower: str, resolution: int, context_length: int) -> np.ndarray
     first = np.stack([x, y, 1 - x]) * 0.8 + disc * 0.2
     second = np.stack([np.sin(6 * x) * 0.5 + 0.5, disc, (x + y) / 2])
     pixels = np.stack([first, second])  # in [0,1], then normalised like cn_clip's transform
-    mean = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.array((0.26862954, 0.26130258, 0.27577711), dtype=np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((pixels - mean) / std, dtype=np.float32)
+    return np.ascontiguousarray((pixels - MEAN) / STD, dtype=np.float32)
 
 
 def judge_probe(reduced: np.ndarray, reference: np.ndarray, threshold: float) -> dict[str, Any]:
