@@ -40,8 +40,9 @@ SORTS = ("relevance", "newest", "oldest")
 CUTOFF_DEPTH = 200  # the hits an automatic cut chooses among (a search with cutoff auto goes this deep)
 PHRASE_DEPTH = 4096  # the pictures holding the quoted words that a search ranks, at most
 # The lowest similarity the automatic cut keeps, by a model's name (a part of it); measured: README.
-CUT_FLOORS = {"tiny_clip": 0.0}
-DEFAULT_CUT_FLOOR = 0.0
+# tiny_clip: its shape classes score 0.85-0.95 with their caption and 0.66 at most with another's (README).
+CUT_FLOORS = {"tiny_clip": 0.5}
+DEFAULT_CUT_FLOOR = 0.0  # a model not measured: only hits that point away from the query fall below
 _KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 VIDEO_DEPTH = 4  # in a library with videos, searches fetch this many times deeper: merged frames leave room
 SEGMENT_GAP = 1.5  # hits of one video this many frame intervals apart or closer join one segment
@@ -281,9 +282,10 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
     if holding is not None:
         allowed = _holding(holding.result(), phrases, images=images, library=library)
         keyword = [h for h in keyword if h.image_id in allowed]
-        semantic = [] if chosen == "keyword" else _scored(list(allowed), probe, vectors=vectors, library=library)
-        if chosen == "keyword" and not keyword:  # no rest of the query: the phrase's own BM25 ranking
-            keyword = [h for h in holding.result() if h.image_id in allowed]
+        semantic = _scored(list(allowed), probe, vectors=vectors, library=library)
+        if chosen == "keyword":  # the rest's BM25 ranking, then the other pictures that hold the phrase
+            ranked = {h.image_id for h in keyword}
+            keyword += [TextHit(h.image_id, 0.0) for h in semantic if h.image_id not in ranked]
     else:
         semantic = [] if chosen == "keyword" else vectors.search(library, probe[None, :], depth, page.filters)[0]
     if chosen == "hybrid":
@@ -505,12 +507,12 @@ def cut_floor(model: str) -> float:
 
 def auto_cut(scores: Sequence[float | None], floor: float) -> float:
     """The similarity at or above which a query's hits are relevant: among its CUTOFF_DEPTH best similarities
-    at or above the floor, the value just above the largest drop relative to the range of those similarities
-    (the top one always kept). Measured on the shape classes: README, "How the automatic cut is chosen"."""
+    at or above the floor, the one just above the largest drop between two neighbours (the best hit is always
+    kept when it clears the floor). A drop relative to the similarity does worse: README, "The automatic cut"."""
     values = sorted((s for s in scores if s is not None and s >= floor), reverse=True)[:CUTOFF_DEPTH]
     if len(values) < 2:
-        return values[0] if values else floor
-    gaps = np.diff(np.asarray(values[:CUTOFF_DEPTH], dtype=np.float64)) * -1.0
+        return values[0] if values else floor  # none clears the floor: nothing is kept
+    gaps = -np.diff(np.asarray(values, dtype=np.float64))
     return float(values[int(np.argmax(gaps))])
 
 
