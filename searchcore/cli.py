@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from searchcore.config import Settings, add_arguments
-from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates, parse_threshold
+from searchcore.config import DUPLICATE_THRESHOLD, Settings, add_arguments
+from searchcore.duplicates import find_duplicates, parse_threshold
 from searchcore.engine import Engine, build_engine
 from searchcore.errors import SearchcoreError
 from searchcore.evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", choices=SORTS, default="relevance", help="order the hits returned by relevance "
                    "(default), or by date taken, newest or oldest first (hits without a date last)")
     p.add_argument("--collapse", action="store_true", help="fold near-identical pictures (bursts, resized or "
-                   f"recompressed copies: cosine ≥ {DEFAULT_THRESHOLD}, as `duplicates`) into the best-ranked one")
+                   f"recompressed copies: cosine ≥ {DUPLICATE_THRESHOLD}, as `duplicates`) into the best-ranked one")
     p = add("understand", "show how a search reads a query: quoted words, exclusions and Chinese time words "
                           "(去年夏天, 上个月, 最近三天) as dates, relative to today")
     p.add_argument("query", help="the query, e.g. 去年夏天海边的日落")
@@ -429,9 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="re-encode missing vectors and remove orphans")
     p = add("duplicates", "list groups of near-identical images (resized, recompressed or cropped copies) and of "
                           "videos (copies of one video, compared by their frame sequences)")
-    p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
+    p.add_argument("--threshold", default=str(DUPLICATE_THRESHOLD),
                    help=f"link two images whose vectors' cosine is at least this, in (0, 1] (default "
-                        f"{DEFAULT_THRESHOLD})")
+                        f"{DUPLICATE_THRESHOLD})")
     p = add("watch", "keep a library in step with a folder of images until Ctrl-C (needs a Milvus server URI; "
                      "with a Lite file use python app.py --watch FOLDER)")
     p.add_argument("folder", help="the folder of images to follow: new and changed files are ingested, deleted "

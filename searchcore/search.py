@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from searchcore.duplicates import DEFAULT_THRESHOLD
+from searchcore.config import DUPLICATE_THRESHOLD
 from searchcore.errors import LibraryError, QueryError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
@@ -517,7 +517,7 @@ def auto_cut(scores: Sequence[float | None], floor: float) -> float:
 
 
 def fold(hits: list[Hit], moments_found: dict[int, VideoMoment], *, vectors: VectorStore, images: ImageStore,
-         library: str, threshold: float = DEFAULT_THRESHOLD) -> tuple[list[Hit], dict[int, list[int]]]:
+         library: str, threshold: float = DUPLICATE_THRESHOLD) -> tuple[list[Hit], dict[int, list[int]]]:
     """The hits with near-identical pictures folded into the best-ranked one: a picture whose vector's cosine with
     a picture kept before it is at least the duplicates finder's threshold is left out and listed under that one.
     Video frames and moments are never folded, nor pictures into them."""

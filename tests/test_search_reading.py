@@ -5,7 +5,6 @@ shape classes, the sorts, and a burst of near-identical pictures folded into one
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import random
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 from demo.sample_data import write_dataset
 from demo.shapes import CLASSES, caption, draw
@@ -25,7 +23,7 @@ from searchcore.models.encoder import Encoder
 from searchcore.search import sort_by_date
 from searchcore.stores.filters import Filters
 from searchcore.stores.vectors import Hit
-from tests.support import CliRun, Served, torch_engine
+from tests.support import CliRun, Served, burst_variants, torch_engine
 
 TODAY = dt.date(2026, 3, 4)
 MONTHS = [(2024 + (2 + m) // 12, (2 + m) % 12 + 1) for m in range(24)]  # 2024-03 .. 2026-02, one picture each
@@ -34,20 +32,6 @@ PER_CLASS = 8  # pictures of each shape class in the library the cut is measured
 
 def month_of(path: str) -> tuple[int, int]:
     return MONTHS[int(Path(path).stem)]
-
-
-def burst_variants(picture: Image.Image) -> dict[str, bytes]:
-    """Five pictures of one moment: the original, resized, recompressed and two slightly cropped."""
-    def png(image: Image.Image) -> bytes:
-        out = io.BytesIO()
-        image.save(out, "PNG")
-        return out.getvalue()
-
-    jpeg = io.BytesIO()
-    picture.save(jpeg, "JPEG", quality=40)
-    w, h = picture.size
-    return {"b0.png": png(picture), "b1.png": png(picture.resize((w * 3 // 4, h * 3 // 4))), "b2.jpg": jpeg.getvalue(),
-            "b3.png": png(picture.crop((2, 2, w - 2, h - 2))), "b4.png": png(picture.crop((3, 0, w, h - 3)))}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
 
-from searchcore.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, find_duplicates
+from searchcore.config import DUPLICATE_THRESHOLD
+from searchcore.duplicates import DuplicateGroup, find_duplicates
 from searchcore.engine import Engine
 from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
@@ -528,7 +529,7 @@ def _duplicates_tab(app: SearchApp, library: gr.Dropdown) -> None:
     """Groups of near-identical images in the library the search tab has chosen."""
     with gr.Tab(I18N("tab_duplicates"), id="duplicates"):
         with gr.Row():
-            threshold = gr.Slider(0.80, 1.00, value=DEFAULT_THRESHOLD, step=0.01, label=I18N("threshold_label"),
+            threshold = gr.Slider(0.80, 1.00, value=DUPLICATE_THRESHOLD, step=0.01, label=I18N("threshold_label"),
                                   info=I18N("threshold_info"), scale=4)
             duplicates_btn = gr.Button(I18N("duplicates_button"), variant="primary", scale=1)
         duplicates_status = gr.Markdown(elem_id="duplicates-status")
@@ -609,12 +610,12 @@ def caption(hit: dict[str, Any], lang: str = "en") -> str:
         parts.append(hit["path"])
     if hit["taken"]:
         parts.append(taken_text(hit["taken"]))
-    if hit["caption"]:
-        parts.append(hit["caption"])
     if hit.get("text_match"):
         parts.append(translate(lang, "text_match_mark"))
     if hit.get("similar"):
         parts.append(translate(lang, "similar_mark", n=len(hit["similar"])))
+    if hit["caption"]:
+        parts.append(hit["caption"])
     return " · ".join(parts)
 
 
