@@ -216,8 +216,10 @@ def read_query(text: Any, *, images: ImageStore, library: str, literal: bool = F
                today: dt.date | None = None) -> Understood:
     """The query as search reads it (searchcore/query.py): time words only on a library whose pictures have
     dates, else used as typed."""
-    return understand(text, today, literal=bool(literal), exclude=exclude,
-                      dates=not literal and images.has_dates(library))
+    reading = understand(text, today, literal=bool(literal), exclude=exclude)
+    if reading.dated and not images.has_dates(library):  # asked only of a query with time words
+        reading = understand(text, today, literal=bool(literal), exclude=exclude, dates=False)
+    return reading
 
 
 def dated_filters(filters: Filters | None, understood: Understood) -> Filters | None:
@@ -257,8 +259,11 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
     if not query:  # only time words: the period's pictures, newest first (or oldest, when asked)
         if vectors.meta(library) is None:
             raise LibraryError("library_empty", library=library)
-        listed = images.dated(library, page.filters or Filters(), MAX_TOP_K, newest=order != "oldest")
-        return hits_to_results([Hit(i, 0.0) for i in listed], page, images=images, library=library,
+        listed = [Hit(i, 0.0) for i in images.dated(library, page.filters or Filters(), MAX_TOP_K,
+                                                       newest=order != "oldest")]
+        if excluded:
+            listed = _drop_words(listed, excluded, images=images, library=library)
+        return hits_to_results(listed, page, images=images, library=library,
                                similarity={}, finish=Finish(sort=order, collapse=folded, vectors=vectors))
     if chosen == "keyword" and vectors.meta(library) is None:
         raise LibraryError("library_empty", library=library)
