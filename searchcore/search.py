@@ -470,14 +470,17 @@ def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library:
         level = auto_cut([cosine(h) for h in hits], cut_floor(finish.model))
         hits = [h for h in hits if (cosine(h) if cosine(h) is not None else -math.inf) >= level]  # type: ignore
     similar: dict[int, list[int]] = {}
+    # folding and sorting read the metadata of every hit they look at, and the page's comes from the same read
+    every = finish.collapse or finish.sort != "relevance"
+    stored = images.get_meta_many(library, [h.image_id for h in hits]) if every else {}
     if finish.collapse and finish.vectors is not None:
-        hits, similar = fold(hits, found, vectors=finish.vectors, images=images, library=library)
+        hits, similar = fold(hits, found, stored, vectors=finish.vectors, library=library)
     hits = hits[:page.offset + page.top_k]
     if finish.sort != "relevance":
-        taken = {i: m.taken for i, m in images.get_meta_many(library, [h.image_id for h in hits]).items()}
-        hits = sort_by_date(hits, taken, newest=finish.sort == "newest")
+        hits = sort_by_date(hits, {i: m.taken for i, m in stored.items()}, newest=finish.sort == "newest")
     hits = hits[page.offset:]
-    stored = images.get_meta_many(library, [h.image_id for h in hits])
+    if not every:
+        stored = images.get_meta_many(library, [h.image_id for h in hits])
     words = normalise(finish.query).split()
     results: list[SearchResult] = []
     for hit in hits:
@@ -521,33 +524,35 @@ def auto_cut(scores: Sequence[float | None], floor: float) -> float:
     return float(values[int(np.argmax(gaps))])
 
 
-def fold(hits: list[Hit], moments_found: dict[int, VideoMoment], *, vectors: VectorStore, images: ImageStore,
-         library: str, threshold: float = DUPLICATE_THRESHOLD) -> tuple[list[Hit], dict[int, list[int]]]:
+def fold(hits: list[Hit], moments_found: dict[int, VideoMoment], metas: dict[int, ImageMeta], *,
+         vectors: VectorStore, library: str,
+         threshold: float = DUPLICATE_THRESHOLD) -> tuple[list[Hit], dict[int, list[int]]]:
     """The hits with near-identical pictures folded into the best-ranked one: a picture whose vector's cosine with
-    a picture kept before it is at least the duplicates finder's threshold is left out and listed under that one.
-    Video frames and moments are never folded, nor pictures into them."""
-    metas = images.get_meta_many(library, [h.image_id for h in hits if h.image_id not in moments_found])
-    pictures = [h.image_id for h in hits if h.image_id in metas and not metas[h.image_id].video_id]
-    stored = vectors.vectors(library, pictures) if pictures else {}
+    a picture kept before it is at least the duplicates finder's threshold is left out and listed under the first
+    such one. Video frames and moments are never folded, nor pictures into them (metas: the hits' metadata)."""
+    pictures = [h.image_id for h in hits
+                if h.image_id not in moments_found and h.image_id in metas and not metas[h.image_id].video_id]
+    stored = vectors.vectors(library, pictures) if len(pictures) > 1 else {}
     ids = [i for i in pictures if i in stored]
     if len(ids) < 2:
         return hits, {}
     matrix = np.asarray([stored[i] for i in ids], dtype=np.float32)
     matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
     close = matrix @ matrix.T >= threshold
-    leader: dict[int, int] = {}  # row -> the kept row it folds into
-    kept_rows: list[int] = []
-    for row in range(len(ids)):
-        into = next((k for k in kept_rows if close[row, k]), None)
-        if into is None:
-            kept_rows.append(row)
-        else:
-            leader[row] = into
-    folded = {ids[row]: ids[into] for row, into in leader.items()}
+    into = np.full(len(ids), -1)  # the row each row folds into; -1 while it is kept
+    folded = np.zeros(len(ids), dtype=bool)
+    for row in range(len(ids)):  # in rank order: a kept row takes every later row near it not taken yet
+        if folded[row]:
+            continue
+        taken = close[row] & ~folded
+        taken[:row + 1] = False
+        into[taken] = row
+        folded |= taken
     similar: dict[int, list[int]] = {}
-    for image_id, into in folded.items():
-        similar.setdefault(into, []).append(image_id)
-    return [h for h in hits if h.image_id not in folded], similar
+    for row in np.flatnonzero(folded):
+        similar.setdefault(ids[into[row]], []).append(ids[row])
+    gone = {ids[row] for row in np.flatnonzero(folded)}
+    return [h for h in hits if h.image_id not in gone], similar
 
 
 def _deeper(depth: int, images: ImageStore, library: str) -> int:
