@@ -549,9 +549,9 @@ def fold(hits: list[Hit], moments_found: dict[int, VideoMoment], metas: dict[int
         into[taken] = row
         folded |= taken
     similar: dict[int, list[int]] = {}
-    for row in np.flatnonzero(folded):
-        similar.setdefault(ids[into[row]], []).append(ids[row])
-    gone = {ids[row] for row in np.flatnonzero(folded)}
+    for gone_row in np.flatnonzero(folded).tolist():
+        similar.setdefault(ids[int(into[gone_row])], []).append(ids[gone_row])
+    gone = {ids[r] for r in np.flatnonzero(folded).tolist()}
     return [h for h in hits if h.image_id not in gone], similar
 
 
