@@ -26,8 +26,8 @@ import numpy as np
 
 from bench._common import cache_dir, machine, quiet_logs, table, write_result
 from bench.bench_query import milvus_library, synthetic_vectors
-from searchcore.config import Settings
-from searchcore.duplicates import BLOCK, DEFAULT_THRESHOLD, _load_vectors, duplicate_groups, find_duplicates
+from searchcore.config import DUPLICATE_THRESHOLD, Settings
+from searchcore.duplicates import BLOCK, _load_vectors, duplicate_groups, find_duplicates
 from searchcore.engine import Engine
 from searchcore.stores.factory import open_vector_store
 
@@ -64,11 +64,11 @@ def scan(n: int, dim: int, repeat: int) -> dict[str, Any]:
     seconds, cpu = [], []
     for _ in range(repeat):
         start, start_cpu = time.perf_counter(), time.process_time()
-        groups = duplicate_groups(ids, vectors, DEFAULT_THRESHOLD)
+        groups = duplicate_groups(ids, vectors, DUPLICATE_THRESHOLD)
         seconds.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     tracemalloc.start()  # numpy reports its buffers to tracemalloc; this run is not timed
-    duplicate_groups(ids, vectors, DEFAULT_THRESHOLD)
+    duplicate_groups(ids, vectors, DUPLICATE_THRESHOLD)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     best = min(seconds)
@@ -114,7 +114,7 @@ def report(result: dict[str, Any]) -> str:
                                                                                      " WRONG")))
         previous = r
     m = result["machine"]
-    lines = [f"Exact duplicate scan, dim {result['dim']}, threshold {DEFAULT_THRESHOLD}, tiles of {BLOCK}; "
+    lines = [f"Exact duplicate scan, dim {result['dim']}, threshold {DUPLICATE_THRESHOLD}, tiles of {BLOCK}; "
              f"{m['cpu']}, {m['cores']} cores, numpy {m['versions'].get('numpy')}, load "
              f"{m['load_avg_1m_start']:.1f} at start, {m['load_avg_1m_end']:.1f} at the end",
              table(("vectors", "pairs", "wall s", "CPU s", "wall ns/pair", "CPU growth (n^x)", "GFLOP/s (wall)",
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_logs()
     started = machine()
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    result: dict[str, Any] = {"benchmark": "duplicates", "dim": args.dim, "threshold": DEFAULT_THRESHOLD,
+    result: dict[str, Any] = {"benchmark": "duplicates", "dim": args.dim, "threshold": DUPLICATE_THRESHOLD,
                               "block": BLOCK, "machine": started, "scan": []}
     for n in sizes:
         result["scan"].append(scan(n, args.dim, args.repeat))

@@ -15,16 +15,17 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from searchcore.config import Settings, add_arguments
-from searchcore.duplicates import DEFAULT_THRESHOLD, find_duplicates, parse_threshold
+from searchcore.config import DUPLICATE_THRESHOLD, Settings, add_arguments
+from searchcore.duplicates import find_duplicates, parse_threshold
 from searchcore.engine import Engine, build_engine
 from searchcore.errors import SearchcoreError
 from searchcore.evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
 from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
 from searchcore.indexing.ingest import IngestReport, Progress
 from searchcore.models.encoder import load_encoder
+from searchcore.query import Understood, understand
 from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
-from searchcore.search import MAX_TOP_K, MODES, VideoMoment, parse_top_k
+from searchcore.search import MAX_TOP_K, MODES, SORTS, VideoMoment, parse_top_k
 from searchcore.sources.chinese_clip import choose_split
 from searchcore.sources.videos import DEFAULT_INTERVAL
 from searchcore.stores.filters import Filters
@@ -128,6 +129,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("usage_image_semantic_only")
     filters = Filters.parse(args.folder, args.since, args.until, args.media)
     page = {"offset": args.offset, "filters": filters or None}
+    reading = None
     # keyword and hybrid asked for read Lite's keyword index: the snapshot serves a semantic (or the default) search
     with _engine(settings, one_query=True, snapshot=args.mode in (None, "semantic")) as engine:
         if args.image is not None:
@@ -138,13 +140,34 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             results = engine.search_image(data, args.top_k, **page)
         else:
             results = engine.search_text(args.text, args.top_k, mode=args.mode, min_similarity=args.min_similarity,
-                                         exclude=args.exclude, **page)
-    lines = [f"{r.rank:3d}  similarity {_score(r.similarity)}  keyword {_score(r.keyword_score)}  {r.image_id}  "
-             f"{_moment(r.video) if r.video is not None else ' / '.join(r.captions[:2]) or r.path}" for r in results]
+                                         exclude=args.exclude, literal=args.literal, cutoff=args.cutoff,
+                                         sort=args.sort, collapse=args.collapse, **page)
+            reading = None if args.json or args.literal else engine.understand(args.text, exclude=args.exclude)
+    lines = [f"understood as: {understood_line(reading)}"] if reading and (reading.dated or reading.phrases) else []
+    lines += [f"{r.rank:3d}  similarity {_score(r.similarity)}  keyword {_score(r.keyword_score)}  {r.image_id}  "
+              f"{_moment(r.video) if r.video is not None else ' / '.join(r.captions[:2]) or r.path}"
+              f"{'  [text match]' if r.text_match else ''}{f'  (+{len(r.similar)} similar)' if r.similar else ''}"
+              for r in results]
     if args.min_similarity not in (None, ""):
         lines.append(f"{len(results)} results with similarity ≥ {args.min_similarity}")
     _emit(args, [r.to_json() for r in results], "\n".join(lines) or "no results")
     return 0
+
+
+@command("understand")
+def cmd_understand(args: argparse.Namespace, settings: Settings) -> int:
+    """Show how search reads a query: the text to encode, the dates, the quoted words and the excluded ones."""
+    reading = understand(args.query)
+    _emit(args, reading.to_json(), understood_line(reading))
+    return 0
+
+
+def understood_line(reading: Understood) -> str:
+    """2025-06-01 – 2025-08-31 · 海边的日落 · "生日快乐" · -狗"""
+    parts = [f"{reading.since} – {reading.until}"] if reading.dated else []
+    parts += [reading.text] if reading.text and reading.text != " ".join(reading.phrases) else []
+    parts += [f'"{p}"' for p in reading.phrases] + [f"-{w}" for w in reading.exclude]
+    return " · ".join(parts)
 
 
 def _moment(video: VideoMoment) -> str:
@@ -382,6 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "this, from -1 to 1 (see the README for values that suit the model)")
     p.add_argument("--exclude", help="leave out images whose captions or words hold one of these words and push "
                    "down those that look like them (space- or comma-separated); `-词` in the query does the same")
+    p.add_argument("--literal", action="store_true", help="search the query as typed: no quoted words that must "
+                   "appear, no time words read as dates (`-词` still excludes)")
+    p.add_argument("--cutoff", choices=("auto",), help="auto: only the hits above a cut chosen from this query's "
+                   "own similarities (the largest drop; see the README)")
+    p.add_argument("--sort", choices=SORTS, default="relevance", help="order the hits returned by relevance "
+                   "(default), or by date taken, newest or oldest first (hits without a date last)")
+    p.add_argument("--collapse", action="store_true", help="fold near-identical pictures (bursts, resized or "
+                   f"recompressed copies: cosine ≥ {DUPLICATE_THRESHOLD}, as `duplicates`) into the best-ranked one")
+    p = add("understand", "show how a search reads a query: quoted words, exclusions and Chinese time words "
+                          "(去年夏天, 上个月, 最近三天) as dates, relative to today")
+    p.add_argument("query", help="the query, e.g. 去年夏天海边的日落")
     add("info", "show a library's counts, model and backends")
     add("libraries", "list every library")
     add("drop", "delete a library")
@@ -395,9 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="re-encode missing vectors and remove orphans")
     p = add("duplicates", "list groups of near-identical images (resized, recompressed or cropped copies) and of "
                           "videos (copies of one video, compared by their frame sequences)")
-    p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
+    p.add_argument("--threshold", default=str(DUPLICATE_THRESHOLD),
                    help=f"link two images whose vectors' cosine is at least this, in (0, 1] (default "
-                        f"{DEFAULT_THRESHOLD})")
+                        f"{DUPLICATE_THRESHOLD})")
     p = add("watch", "keep a library in step with a folder of images until Ctrl-C (needs a Milvus server URI; "
                      "with a Lite file use python app.py --watch FOLDER)")
     p.add_argument("folder", help="the folder of images to follow: new and changed files are ingested, deleted "

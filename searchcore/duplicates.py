@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from searchcore.config import validate_library
+from searchcore.config import DUPLICATE_THRESHOLD, validate_library
 from searchcore.errors import LibraryError, QueryError
 
 if TYPE_CHECKING:  # engine.py may come to import this module
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # engine.py may come to import this module
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.95
 BLOCK = 2048  # rows and columns of one tile: 16 MB of float32 scores, large enough for BLAS to run at full speed
 FETCH_IDS = 4096  # ids per request for stored vectors
 VIDEO_COVERAGE = 0.9  # share of the shorter video's sampled frames that must align with the other's
@@ -110,7 +109,7 @@ def parse_threshold(value: Any) -> float:
     return threshold
 
 
-def find_duplicates(engine: Engine, library: str | None = None, threshold: Any = DEFAULT_THRESHOLD, *,
+def find_duplicates(engine: Engine, library: str | None = None, threshold: Any = DUPLICATE_THRESHOLD, *,
                     progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
     """Groups of near-identical images, and of videos that are copies of each other, in a library (cosine of
     stored vectors >= threshold), largest first, then the closest first. A threshold that is not in (0, 1]
@@ -144,7 +143,7 @@ def find_duplicates(engine: Engine, library: str | None = None, threshold: Any =
     return groups
 
 
-def duplicate_groups(ids: Sequence[int], vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
+def duplicate_groups(ids: Sequence[int], vectors: np.ndarray, threshold: float = DUPLICATE_THRESHOLD, *,
                      block: int = BLOCK, progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
     """Groups among these vectors (row i belongs to ids[i]); the exact scan behind find_duplicates."""
     threshold = parse_threshold(threshold)
@@ -177,7 +176,7 @@ def duplicate_groups(ids: Sequence[int], vectors: np.ndarray, threshold: float =
     return groups
 
 
-def video_duplicate_groups(videos: Sequence[FrameSequence], threshold: float = DEFAULT_THRESHOLD, *,
+def video_duplicate_groups(videos: Sequence[FrameSequence], threshold: float = DUPLICATE_THRESHOLD, *,
                            progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
     """Groups of videos that are copies of each other (see the module's docstring), largest first.
 
@@ -274,7 +273,7 @@ def _screened_pairs(videos: list[FrameSequence], ends: np.ndarray, threshold: fl
                 advance(last - first)
 
 
-def same_video(a: FrameSequence, b: FrameSequence, threshold: float = DEFAULT_THRESHOLD,
+def same_video(a: FrameSequence, b: FrameSequence, threshold: float = DUPLICATE_THRESHOLD,
                coverage: float = VIDEO_COVERAGE) -> float | None:
     """The mean cosine of two videos' aligned frames when one is a copy of the other, else None.
 
@@ -288,7 +287,7 @@ def same_video(a: FrameSequence, b: FrameSequence, threshold: float = DEFAULT_TH
     return score if matched >= needed else None
 
 
-def align_frames(a: FrameSequence, b: FrameSequence, threshold: float = DEFAULT_THRESHOLD,
+def align_frames(a: FrameSequence, b: FrameSequence, threshold: float = DUPLICATE_THRESHOLD,
                  at_least: int = 0) -> tuple[int, float]:
     """The most frames of a and b that pair one to one in time order, and the mean cosine of those pairs.
 

@@ -26,6 +26,7 @@ from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stor
 from searchcore.indexing.originals import make_thumbnails, read_original, video_file
 from searchcore.indexing.uploads import ingest_uploads
 from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.query import Understood
 from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
 from searchcore.sources.datasets import file_path, folder_image_id, is_picture, open_source, printable_path
@@ -218,22 +219,32 @@ class Engine:
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                     filters: Filters | None = None, mode: str | None = None, min_similarity: Any = None,
-                    exclude: Any = None) -> list[SearchResult]:
+                    exclude: Any = None, literal: Any = False, cutoff: Any = None, sort: Any = None,
+                    collapse: Any = False, today: dt.date | None = None) -> list[SearchResult]:
         """Top-k images for a Chinese (or any) description (ids, scores and captions; no image bytes); offset
         skips the first results (paging), filters keep a folder and a date range; mode is semantic, keyword
         or hybrid (None: hybrid when the library has text, else semantic); min_similarity drops images less
-        similar; exclude drops images whose words hold an excluded word and pushes down those that look like it."""
+        similar; exclude drops images whose words hold an excluded word and pushes down those that look like it;
+        quoted words must appear and time words become dates unless literal; cutoff "auto" keeps the relevant
+        hits; sort is relevance, newest or oldest; collapse folds near-identical pictures (search.search_text)."""
         return search_mod.search_text(text, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
                                       images=self.images, library=self._library(library), offset=offset,
                                       filters=filters, mode=mode, texts=self.texts, min_similarity=min_similarity,
-                                      exclude=exclude)
+                                      exclude=exclude, literal=literal, cutoff=cutoff, sort=sort, collapse=collapse,
+                                      today=today)
+
+    def understand(self, text: Any, library: str | None = None, *, literal: Any = False, exclude: Any = None,
+                   today: dt.date | None = None) -> Understood:
+        """How search_text reads a query on a library (time words only where its pictures have dates)."""
+        return search_mod.read_query(text, images=self.images, library=self._library(library), literal=literal,
+                                     exclude=exclude, today=today)
 
     def rank_texts(self, queries: Sequence[str], top_k: Any = 10, library: str | None = None, *,
                    mode: str | None = None) -> list[list[Hit]]:
         """The top-k ranking (image ids and scores) of each of many text queries, in batches, as search_text ranks
         them (no threshold, exclusion, filter or page): for measuring thousands of queries."""
         return search_mod.rank_texts(queries, top_k, mode, encoder=lambda: self.encoder, vectors=self.vectors,
-                                     library=self._library(library), texts=self.texts)
+                                     images=self.images, library=self._library(library), texts=self.texts)
 
     def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                      filters: Filters | None = None) -> list[SearchResult]:

@@ -134,6 +134,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "exclude_not_text": ("exclude must be text", "要排除的词必须是文字"),
     "query_only_excludes": ("the query only excludes: say what to find as well, e.g. 红色 -圆形",
                             "描述里只有要排除的词：请同时写上要找的内容，例如 红色 -圆形"),
+    "phrase_needs_text_index": ("quoted words ({phrases}) must appear in a picture's words, but library {library} "
+                                "has no text index: ingest it with --ocr, or search without the quotes",
+                                "引号里的词（{phrases}）必须出现在图片的文字里，但图库 {library} 没有文字索引："
+                                "请用 --ocr 入库，或去掉引号再搜索"),
+    "time_words_disjoint": ("the time words of the query name periods that do not overlap ({periods})",
+                            "描述里的时间词指的时间段互不重叠（{periods}）"),
+    "cutoff_invalid": ("cutoff must be auto (or empty for none), got {value!r}",
+                       "cutoff 只能是 auto（或留空表示不截断），收到 {value!r}"),
+    "sort_invalid": ("sort must be one of {sorts}, got {value!r}",
+                     "排序必须是 {sorts} 之一，收到 {value!r}"),
     "range_unsatisfiable": ("the byte range {range!r} cannot be served from a file of {size} bytes",
                             "无法从 {size} 字节的文件中提供字节范围 {range!r}"),
     "query_image_unusable": ("the query image cannot be used: {reason}",

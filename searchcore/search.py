@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import math
-import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
 
+from searchcore.config import DUPLICATE_THRESHOLD
 from searchcore.errors import LibraryError, QueryError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
+from searchcore.query import Understood, clean_query, understand
 from searchcore.sources.imaging import ImageDecodeError, decode_image
 from searchcore.stores.filters import Filters, wall_clock
-from searchcore.stores.images import ImageStore
-from searchcore.stores.text_index import TextHit, TextIndex, contains_all, normalise, rrf
+from searchcore.stores.images import ImageMeta, ImageStore
+from searchcore.stores.text_index import TextHit, TextIndex, contains_all, normalise
 from searchcore.stores.vectors import Hit, VectorStore
 
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000  # results of one search in all, offset included (the gallery pages through them)
-MAX_QUERY_CHARS = 1000
 Mode = Literal["semantic", "keyword", "hybrid"]
 MODES: tuple[Mode, ...] = get_args(Mode)
 EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example queries
@@ -35,7 +36,13 @@ FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: th
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
 EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (measured: README)
 BATCH = 256  # queries encoded and searched together by rank_texts
-EXCLUDE_SEPARATORS = re.compile(r"[\s,，、;；]+")
+SORTS = ("relevance", "newest", "oldest")
+CUTOFF_DEPTH = 200  # the hits an automatic cut chooses among (a search with cutoff auto goes this deep)
+PHRASE_DEPTH = 4096  # the pictures holding the quoted words that a search ranks, at most
+# The lowest similarity the automatic cut keeps, by a model's name (a part of it); measured: README.
+# tiny_clip: its shape classes score 0.85-0.95 with their caption and 0.66 at most with another's (README).
+CUT_FLOORS = {"tiny_clip": 0.5}
+DEFAULT_CUT_FLOOR = 0.0  # a model not measured: only hits that point away from the query fall below
 _KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 VIDEO_DEPTH = 4  # in a library with videos, searches fetch this many times deeper: merged frames leave room
 SEGMENT_GAP = 1.5  # hits of one video this many frame intervals apart or closer join one segment
@@ -78,6 +85,8 @@ class SearchResult:
     similarity: float | None = None  # cosine of the image and the query (by meaning), for every query
     keyword_score: float | None = None  # BM25 of its words against the query's, when its words matched
     video: VideoMoment | None = None  # a moment of a video (image_id is its best frame), None for a picture
+    text_match: bool = False  # its words (captions or OCR) hold the whole query, or each of its words
+    similar: list[int] = field(default_factory=list)  # near-identical pictures folded into it (collapse)
 
     @property
     def data(self) -> bytes:
@@ -93,7 +102,8 @@ class SearchResult:
                 "taken": None if self.taken is None else wall_clock(self.taken).isoformat(timespec="seconds"),
                 "text": self.text, "similarity": _rounded(self.similarity),
                 "keyword_score": _rounded(self.keyword_score), "media": "image" if self.video is None else "video",
-                "video": None if self.video is None else self.video.to_json()}
+                "video": None if self.video is None else self.video.to_json(), "text_match": self.text_match,
+                "similar": self.similar}
 
 
 def _rounded(value: float | None) -> float | None:
@@ -149,17 +159,6 @@ class Page:
         return cls(k, parse_offset(offset, k), filters)
 
 
-def clean_query(text: Any) -> str:
-    """The query with control characters removed; empty or whitespace-only is a QueryError."""
-    if not isinstance(text, str):
-        raise QueryError("query_not_text")
-    cleaned = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text).strip()
-    if not cleaned:
-        raise QueryError("query_empty")
-    # Tokenising a huge paste costs time and the model sees 50 tokens at most.
-    return cleaned[:MAX_QUERY_CHARS]
-
-
 def parse_query_id(value: Any) -> int:
     """An image id given as text or a number, from 0 to 2^63-1, or a QueryError."""
     try:
@@ -195,80 +194,174 @@ def parse_min_similarity(value: Any) -> float | None:
     return threshold
 
 
-def split_exclusions(query: str, exclude: Any) -> tuple[str, list[str]]:
-    """The query without its `-word` terms, and every excluded word (those and the exclude text's)."""
-    if exclude is not None and not isinstance(exclude, str):
-        raise QueryError("exclude_not_text")
-    kept, excluded = [], [w for w in EXCLUDE_SEPARATORS.split(exclude or "") if w.isprintable() and w]
-    for word in query.split():
-        if len(word) > 1 and word[0] in "-－":
-            excluded.append(word[1:])
-        else:
-            kept.append(word)
-    if not kept:
-        raise QueryError("query_only_excludes")
-    return " ".join(kept), excluded
+def parse_sort(value: Any) -> str:
+    """relevance (also for None or ""), newest or oldest, or a QueryError."""
+    if value is None or value == "":
+        return "relevance"
+    if value not in SORTS:
+        raise QueryError("sort_invalid", sorts=", ".join(SORTS), value=str(value)[:40])
+    return str(value)
+
+
+def parse_cutoff(value: Any) -> bool:
+    """True for "auto" (the automatic relevance cut), False for None, "" or "off", or a QueryError."""
+    if value is None or value == "" or value == "off" or value is False:
+        return False
+    if value in ("auto", True):
+        return True
+    raise QueryError("cutoff_invalid", value=str(value)[:40])
+
+
+def read_query(text: Any, *, images: ImageStore, library: str, literal: bool = False, exclude: Any = None,
+               today: dt.date | None = None) -> Understood:
+    """The query as search reads it (searchcore/query.py): time words only on a library whose pictures have
+    dates, else used as typed."""
+    reading = understand(text, today, literal=bool(literal), exclude=exclude)
+    if reading.dated and not images.has_dates(library):  # asked only of a query with time words
+        reading = understand(text, today, literal=bool(literal), exclude=exclude, dates=False)
+    return reading
+
+
+def dated_filters(filters: Filters | None, understood: Understood) -> Filters | None:
+    """The filters with the understood dates, unless the caller gave a date of their own (theirs win)."""
+    if not understood.dated or (filters is not None and (filters.since is not None or filters.until is not None)):
+        return filters
+    base = filters or Filters()
+    dated = Filters.parse(since=understood.since, until=understood.until)
+    return replace(base, since=dated.since, until=dated.until)
 
 
 def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
                 images: ImageStore, library: str, offset: Any = None, filters: Filters | None = None,
                 mode: Any = None, texts: TextIndex | None = None, min_similarity: Any = None,
-                exclude: Any = None) -> list[SearchResult]:
+                exclude: Any = None, literal: Any = False, cutoff: Any = None, sort: Any = None,
+                collapse: Any = False, today: dt.date | None = None) -> list[SearchResult]:
     """Top-k images for a text query: by meaning (CLIP), by the words in captions and pictures (BM25), or both
-    (hybrid, the default when the library has text: pictures whose words contain the query first, then by
-    meaning). min_similarity drops images whose cosine with the query is below it; exclude (and `-word` in the
-    query) drops images whose words contain an excluded word and pushes down those that look like it."""
-    query, excluded = split_exclusions(clean_query(text), exclude)
+    (hybrid, the default when the library has text: pictures whose words hold the query first, then the rest,
+    each by similarity). The query is read first (read_query): quoted words must appear, time words become dates
+    (literal: neither), `-word` excludes. min_similarity drops images whose cosine with the query is below it;
+    exclude drops images whose words contain an excluded word and pushes down those that look like it; cutoff
+    "auto" keeps the hits above the query's own cut (auto_cut); sort orders the hits returned by date; collapse
+    folds near-identical pictures into the best-ranked one (fold)."""
+    understood = read_query(text, images=images, library=library, literal=literal, exclude=exclude, today=today)
     page = Page.parse(top_k, offset, filters)
     threshold = parse_min_similarity(min_similarity)
+    order, cut, folded = parse_sort(sort), parse_cutoff(cutoff), bool(collapse)
+    page = Page(page.top_k, page.offset, dated_filters(page.filters, understood))
+    query, excluded, phrases = understood.text, understood.exclude, understood.phrases
     chosen = parse_mode(mode) or ("hybrid" if texts is not None and texts.exists(library) else "semantic")
+    if phrases and (texts is None or texts.unsupported() or not texts.exists(library)):
+        raise QueryError("phrase_needs_text_index", phrases="、".join(phrases), library=library)
     if chosen != "semantic" and texts is None:
         raise QueryError("full_text_missing", mode=chosen)
     if chosen != "semantic" and texts is not None and (why := texts.unsupported()):
         raise why
+    if not query:  # only time words: the period's pictures, newest first (or oldest, when asked)
+        if vectors.meta(library) is None:
+            raise LibraryError("library_empty", library=library)
+        listed = [Hit(i, 0.0) for i in images.dated(library, page.filters or Filters(), MAX_TOP_K,
+                                                       newest=order != "oldest")]
+        if excluded:
+            listed = _drop_words(listed, excluded, images=images, library=library)
+        return hits_to_results(listed, page, images=images, library=library,
+                               similarity={}, finish=Finish(sort=order, collapse=folded, vectors=vectors))
     if chosen == "keyword" and vectors.meta(library) is None:
         raise LibraryError("library_empty", library=library)
     depth = page.offset + page.top_k
-    if chosen != "semantic" or excluded:
+    if chosen != "semantic" or excluded or folded:
         depth = max(FUSION_DEPTH, depth)
+    if cut:
+        depth = max(CUTOFF_DEPTH, depth)
     depth = _deeper(depth, images, library)
     # the keyword search runs in Milvus (a server, or Milvus Lite's threads here) while the query is encoded
     words: Future[list[TextHit]] | None = None if chosen == "semantic" or texts is None else \
-        _KEYWORD_SEARCHES.submit(texts.search, library, query, depth, filters)
+        _KEYWORD_SEARCHES.submit(texts.search, library, query, depth, page.filters)
+    holding: Future[list[TextHit]] | None = None if not phrases or texts is None else \
+        _KEYWORD_SEARCHES.submit(texts.search, library, " ".join(phrases), PHRASE_DEPTH, page.filters)
     model = encoder()
     _require_library(vectors, library, model)
     vector, *unwanted = model.encode_texts([query, *([" ".join(excluded)] if excluded else [])])
     vector = np.asarray(vector, dtype=np.float32)
     probe = vector if not unwanted else _without(vector, np.asarray(unwanted[0], dtype=np.float32))
-    semantic = [] if chosen == "keyword" else vectors.search(library, probe[None, :], depth, filters)[0]
     keyword = [] if words is None else words.result()
-    ranking = rank(chosen, semantic, keyword)
+    if holding is not None:
+        allowed = _holding(holding.result(), phrases, images=images, library=library)
+        keyword = [h for h in keyword if h.image_id in allowed]
+        semantic = _scored(list(allowed), probe, vectors=vectors, library=library)
+        if chosen == "keyword":  # the rest's BM25 ranking, then the other pictures that hold the phrase
+            ranked = {h.image_id for h in keyword}
+            keyword += [TextHit(h.image_id, 0.0) for h in semantic if h.image_id not in ranked]
+    else:
+        semantic = [] if chosen == "keyword" else vectors.search(library, probe[None, :], depth, page.filters)[0]
+    if chosen == "hybrid":
+        ranking = hybrid(query, semantic, keyword, probe, vectors=vectors, images=images, library=library)
+    else:
+        ranking = rank(chosen, semantic, keyword)
     if excluded:
         ranking = _drop_words(ranking, excluded, images=images, library=library)
     similarity = {h.image_id: h.score for h in semantic} if probe is vector else {}
-    # a threshold needs every candidate's similarity; without one, the page's will do
-    shown = ranking if threshold is not None else ranking[page.offset:page.offset + page.top_k]
+    # a threshold or a cut needs every candidate's similarity; without one, the page's will do
+    shown = ranking if threshold is not None or cut or folded else ranking[page.offset:page.offset + page.top_k]
     missing = [h.image_id for h in shown if h.image_id not in similarity]
     for image_id, stored in (vectors.vectors(library, missing) if missing else {}).items():
         similarity[image_id] = float(np.dot(stored, vector))
     if threshold is not None:
         ranking = [h for h in ranking if similarity.get(h.image_id, -math.inf) >= threshold]
     scores = {h.image_id: h.score for h in keyword}
+    finish = Finish(query=query, cut=cut, sort=order, collapse=folded, vectors=vectors, model=model.name)
     return hits_to_results(ranking, page, images=images, library=library, similarity=similarity, keyword=scores,
-                           by_keyword=chosen == "keyword")
+                           by_keyword=chosen == "keyword", finish=finish)
 
+
+def _holding(found: list[TextHit], phrases: list[str], *, images: ImageStore, library: str) -> set[int]:
+    """The ids among keyword hits whose words (captions or OCR) hold every quoted phrase, folded as the keyword
+    index folds them."""
+    wanted = [normalise(p) for p in phrases]
+    metas = images.get_meta_many(library, [h.image_id for h in found])
+    return {i for i, meta in metas.items() if contains_all(_words_of(meta), wanted)}
+
+
+def _words_of(meta: ImageMeta) -> str:
+    return "\n".join([*meta.captions, meta.text or ""])
+
+
+def _scored(ids: list[int], probe: np.ndarray, *, vectors: VectorStore, library: str) -> list[Hit]:
+    """Hits for ids by their cosine with the probe, best first."""
+    stored = vectors.vectors(library, ids) if ids else {}
+    return sorted((Hit(i, float(np.dot(v, probe))) for i, v in stored.items()), key=lambda h: (-h.score, h.image_id))
+
+
+def hybrid(query: str, semantic: list[Hit], keyword: list[TextHit], probe: np.ndarray, *, vectors: VectorStore,
+           images: ImageStore, library: str) -> list[Hit]:
+    """The hybrid order: the images whose words hold the query (or each of its words) first, by similarity, then
+    the rest of the semantic ranking by similarity; BM25 only breaks exact ties of similarity. Similarity is the
+    probe's (the query less an excluded description, when there is one). A keyword hit that does not hold the
+    query and is not in the semantic ranking is left out, so a query no text holds ranks as semantic."""
+    score = {h.image_id: h.score for h in semantic}
+    bm25 = {h.image_id: h.score for h in keyword}
+    held = {h.image_id for h in keyword if h.full}
+    candidates = list(dict.fromkeys([*(h.image_id for h in semantic), *held]))
+    words = normalise(query).split()
+    metas = images.get_meta_many(library, [i for i in candidates if i not in held])
+    held |= {i for i, meta in metas.items() if contains_all(_words_of(meta), words)}
+    missing = [i for i in held if i not in score]
+    score.update((h.image_id, h.score) for h in _scored(missing, probe, vectors=vectors, library=library))
+    kept = [i for i in candidates if i in score]
+    kept.sort(key=lambda i: (i not in held, -score[i], -bm25.get(i, 0.0)))
+    return [Hit(i, score[i]) for i in kept]
 
 def rank(mode: str, semantic: list[Hit], keyword: list[TextHit]) -> list[Hit]:
-    """A mode's ranking, from the semantic and the keyword one."""
-    return list(semantic) if mode == "semantic" else list(keyword) if mode == "keyword" else fuse(semantic, keyword)
+    """The semantic or the keyword mode's ranking (hybrid's needs the query's words: see hybrid)."""
+    return list(semantic) if mode == "semantic" else list(keyword)
 
 
 def rank_texts(queries: Sequence[str], top_k: Any, mode: Any, *, encoder: Callable[[], Encoder],
-               vectors: VectorStore, library: str, texts: TextIndex | None = None) -> list[list[Hit]]:
-    """The top-k ranking of each of many queries, as search_text ranks one (no threshold, exclusion, filter or
-    page, and a video's frames are not merged into moments), in batches: one encoding, one vector search and one
-    BM25 search per BATCH queries. For measuring thousands of queries (the fragment tests and bench); a search of
-    the app or the CLI goes through search_text."""
+               vectors: VectorStore, images: ImageStore, library: str,
+               texts: TextIndex | None = None) -> list[list[Hit]]:
+    """The top-k ranking of each of many queries, as search_text ranks one read literally (no threshold,
+    exclusion, quoted words, time words, filter or page, and a video's frames are not merged into moments), in
+    batches: one encoding, one vector search and one BM25 search per BATCH queries. For measuring thousands of
+    queries (the fragment tests and bench); a search of the app or the CLI goes through search_text."""
     k = parse_top_k(top_k)
     chosen = parse_mode(mode) or "semantic"
     if chosen != "semantic" and texts is None:
@@ -280,21 +373,15 @@ def rank_texts(queries: Sequence[str], top_k: Any, mode: Any, *, encoder: Callab
     out: list[list[Hit]] = []
     for start in range(0, len(cleaned), BATCH):
         chunk = cleaned[start:start + BATCH]
-        semantic = [[] for _ in chunk] if chosen == "keyword" else \
-            vectors.search(library, np.asarray(model.encode_texts(chunk), dtype=np.float32), depth)
+        encoded = np.asarray(model.encode_texts(chunk), dtype=np.float32)
+        semantic = [[] for _ in chunk] if chosen == "keyword" else vectors.search(library, encoded, depth)
         keyword: list[list[TextHit]] = [[] for _ in chunk] if chosen == "semantic" or texts is None else \
             texts.search_many(library, chunk, depth)
-        out.extend(rank(chosen, s, w)[:k] for s, w in zip(semantic, keyword))
+        for query, probe, s, w in zip(chunk, encoded, semantic, keyword):
+            ranked = hybrid(query, s, w, probe, vectors=vectors, images=images, library=library) \
+                if chosen == "hybrid" else rank(chosen, s, w)
+            out.append(ranked[:k])
     return out
-
-
-def fuse(semantic: list[Hit], keyword: list[TextHit]) -> list[Hit]:
-    """Hybrid ranking: the images whose words contain the query (or each of its words) first, in reciprocal rank
-    fusion of their two rankings; then the rest by meaning alone, so a query no text holds ranks as semantic."""
-    full = [h for h in keyword if h.full]
-    held = {h.image_id for h in full}
-    first = rrf([[h for h in semantic if h.image_id in held], full], len(full))
-    return [*first, *(h for h in semantic if h.image_id not in held)]
 
 
 def _without(vector: np.ndarray, unwanted: np.ndarray) -> np.ndarray:
@@ -352,17 +439,49 @@ def search_vector(vector: np.ndarray, page: Page, *, vectors: VectorStore, image
     return hits_to_results(hits, page, images=images, library=library)
 
 
+@dataclass(frozen=True)
+class Finish:
+    """What happens to a ranking once it is found, before the page is cut from it: the automatic cut, the fold
+    of near-identical pictures, and the order by date; query is the text whose words mark a text match."""
+
+    query: str = ""
+    cut: bool = False
+    sort: str = "relevance"
+    collapse: bool = False
+    vectors: VectorStore | None = None
+    model: str = ""
+
+
 def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library: str,
                     similarity: dict[int, float] | None = None, keyword: dict[int, float] | None = None,
-                    by_keyword: bool = False) -> list[SearchResult]:
+                    by_keyword: bool = False, finish: Finish | None = None) -> list[SearchResult]:
     """The page's results from a ranking of hits (ranks count from 1 at its best), without image bytes. Each
     carries its similarity (the hit's own score when none is given) and its keyword score when it has one; its
     score is the keyword score in a keyword search and its similarity otherwise. A video's matching frames
-    merge into moments (see moments)."""
+    merge into moments (see moments); then finish's cut, fold and sort apply, in that order."""
+    finish = finish or Finish()
     hits, found = moments(hits, images=images, library=library,
                           media=page.filters.media if page.filters is not None else None)
-    hits = hits[page.offset:page.offset + page.top_k]
-    stored = images.get_meta_many(library, [h.image_id for h in hits])
+
+    def cosine(hit: Hit) -> float | None:
+        return hit.score if similarity is None else similarity.get(hit.image_id)
+
+    if finish.cut:
+        level = auto_cut([cosine(h) for h in hits], cut_floor(finish.model))
+        hits = [h for h in hits if (cosine(h) if cosine(h) is not None else -math.inf) >= level]  # type: ignore
+    similar: dict[int, list[int]] = {}
+    # folding and sorting read the metadata of every hit they look at, and the page's comes from the same read
+    every = finish.collapse or finish.sort != "relevance"
+    stored = images.get_meta_many(library, [h.image_id for h in hits]) if every else {}
+    if finish.collapse and finish.vectors is not None:
+        hits, similar = fold(hits, found, stored, vectors=finish.vectors, library=library)
+    hits = hits[:page.offset + page.top_k]
+    if finish.sort != "relevance":
+        hits = sort_by_date(hits, {i: m.taken for i, m in stored.items()}, newest=finish.sort == "newest")
+    hits = hits[page.offset:]
+    if not every:
+        stored = images.get_meta_many(library, [h.image_id for h in hits])
+    words = normalise(finish.query).split()
     results: list[SearchResult] = []
     for hit in hits:
         meta = stored.get(hit.image_id)
@@ -370,13 +489,70 @@ def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library:
             log.warning("library %s: vector %d has no stored image; run `searchcore check --repair`",
                         library, hit.image_id)
             continue
-        cosine = hit.score if similarity is None else similarity.get(hit.image_id)
+        cosine_ = cosine(hit)
         bm25 = (keyword or {}).get(hit.image_id)
-        score = (bm25 if by_keyword else cosine) or 0.0
+        score = (bm25 if by_keyword else cosine_) or 0.0
         results.append(SearchResult(page.offset + len(results) + 1, hit.image_id, score, meta.format,
                                     meta.width, meta.height, meta.captions, _fetcher(images, library, hit.image_id),
-                                    meta.path, meta.taken or None, meta.text, cosine, bm25, found.get(hit.image_id)))
+                                    meta.path, meta.taken or None, meta.text, cosine_, bm25, found.get(hit.image_id),
+                                    bool(words) and contains_all(_words_of(meta), words),
+                                    similar.get(hit.image_id, [])))
     return results
+
+
+def sort_by_date(hits: list[Hit], taken: dict[int, int], *, newest: bool) -> list[Hit]:
+    """The hits by when they were taken, newest (or oldest) first; those without a date last, in their order."""
+    dated = [h for h in hits if taken.get(h.image_id)]
+    dated.sort(key=lambda h: taken[h.image_id], reverse=newest)  # stable: equal dates keep their rank order
+    return [*dated, *(h for h in hits if not taken.get(h.image_id))]
+
+
+def cut_floor(model: str) -> float:
+    """The lowest similarity the automatic cut keeps for a model (CUT_FLOORS, measured: README)."""
+    name = Path(model).name if model else ""
+    return next((floor for key, floor in CUT_FLOORS.items() if key in name), DEFAULT_CUT_FLOOR)
+
+
+def auto_cut(scores: Sequence[float | None], floor: float) -> float:
+    """The similarity at or above which a query's hits are relevant: among its CUTOFF_DEPTH best similarities
+    at or above the floor, the one just above the largest drop between two neighbours (the best hit is always
+    kept when it clears the floor). A drop relative to the similarity does worse: README, "The automatic cut"."""
+    values = sorted((s for s in scores if s is not None and s >= floor), reverse=True)[:CUTOFF_DEPTH]
+    if len(values) < 2:
+        return values[0] if values else floor  # none clears the floor: nothing is kept
+    gaps = -np.diff(np.asarray(values, dtype=np.float64))
+    return float(values[int(np.argmax(gaps))])
+
+
+def fold(hits: list[Hit], moments_found: dict[int, VideoMoment], metas: dict[int, ImageMeta], *,
+         vectors: VectorStore, library: str,
+         threshold: float = DUPLICATE_THRESHOLD) -> tuple[list[Hit], dict[int, list[int]]]:
+    """The hits with near-identical pictures folded into the best-ranked one: a picture whose vector's cosine with
+    a picture kept before it is at least the duplicates finder's threshold is left out and listed under the first
+    such one. Video frames and moments are never folded, nor pictures into them (metas: the hits' metadata)."""
+    pictures = [h.image_id for h in hits
+                if h.image_id not in moments_found and h.image_id in metas and not metas[h.image_id].video_id]
+    stored = vectors.vectors(library, pictures) if len(pictures) > 1 else {}
+    ids = [i for i in pictures if i in stored]
+    if len(ids) < 2:
+        return hits, {}
+    matrix = np.asarray([stored[i] for i in ids], dtype=np.float32)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    close = matrix @ matrix.T >= threshold
+    into = np.full(len(ids), -1)  # the row each row folds into; -1 while it is kept
+    folded = np.zeros(len(ids), dtype=bool)
+    for row in range(len(ids)):  # in rank order: a kept row takes every later row near it not taken yet
+        if folded[row]:
+            continue
+        taken = close[row] & ~folded
+        taken[:row + 1] = False
+        into[taken] = row
+        folded |= taken
+    similar: dict[int, list[int]] = {}
+    for gone_row in np.flatnonzero(folded).tolist():
+        similar.setdefault(ids[int(into[gone_row])], []).append(ids[gone_row])
+    gone = {ids[r] for r in np.flatnonzero(folded).tolist()}
+    return [h for h in hits if h.image_id not in gone], similar
 
 
 def _deeper(depth: int, images: ImageStore, library: str) -> int:

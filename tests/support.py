@@ -7,6 +7,7 @@ Import this module as `tests.support`, never as `support`, so that it is loaded 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -96,6 +97,20 @@ def wait_until(ready: Callable[[], bool], what: str, timeout: float = 120) -> No
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout:g}s for {what}")
         time.sleep(0.2)
+
+
+def burst_variants(picture: Image.Image) -> dict[str, bytes]:
+    """Five pictures of one moment, by file name: the original, resized, recompressed and two slightly cropped."""
+    def png(image: Image.Image) -> bytes:
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        return out.getvalue()
+
+    jpeg = io.BytesIO()
+    picture.save(jpeg, "JPEG", quality=40)
+    w, h = picture.size
+    return {"b0.png": png(picture), "b1.png": png(picture.resize((w * 3 // 4, h * 3 // 4))), "b2.jpg": jpeg.getvalue(),
+            "b3.png": png(picture.crop((2, 2, w - 2, h - 2))), "b4.png": png(picture.crop((3, 0, w, h - 3)))}
 
 
 # Settings and commands

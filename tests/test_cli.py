@@ -29,7 +29,7 @@ def test_ingest_then_search_returns_red_circles_first(env: dict[str, str], datas
     results = json.loads(found.stdout)
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert set(results[0]) == {"rank", "image_id", "score", "captions", "path", "taken", "text",
-                               "similarity", "keyword_score", "media", "video"}
+                               "similarity", "keyword_score", "media", "video", "text_match", "similar"}
     classes = image_classes(dataset, "valid")
     assert all(classes[r["image_id"]] == ("红色", "圆形") for r in results)
 

@@ -120,7 +120,8 @@ def test_cli_search_json_reads_no_image_bytes(settings: Settings, dataset: Path,
     assert [(w.byte_reads, w.data_column_reads) for w in watched] == [([], 0)]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert all(set(r) == {"rank", "image_id", "score", "captions", "path", "taken", "text",
-                              "similarity", "keyword_score", "media", "video"} for r in results)
+                              "similarity", "keyword_score", "media", "video", "text_match", "similar"}
+               for r in results)
     assert all(r["media"] == "image" and r["video"] is None for r in results)
     classes = image_classes(dataset, "valid")
     assert all(classes[r["image_id"]] == ("红色", "圆形") for r in results)

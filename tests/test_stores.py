@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from searchcore.errors import LibraryError
+from searchcore.stores.filters import Filters, naive_seconds
 from searchcore.stores.images import ImageStore, StoredImage, StoredVideo, open_image_store
 from searchcore.stores.vectors import MilvusVectorStore
 
@@ -179,3 +181,21 @@ def test_the_image_store_keeps_videos_and_their_frames(image_store: ImageStore) 
     assert image_store.get_videos("lib", [7])[7].path == "b/clip.mp4"
     image_store.delete_videos("lib", [7])
     assert image_store.get_videos("lib", [7]) == {} and not image_store.has_videos("lib")
+
+
+def test_dated_images_are_listed_by_date_within_the_filters(image_store: ImageStore) -> None:
+    """What a query of only time words lists: dated images in the range, folder and media asked, newest first."""
+    day = [naive_seconds(dt.datetime(2025, m, 10)) for m in range(1, 7)]
+    image_store.put_many("dates", [image(9)])  # no date: never listed
+    assert not image_store.has_dates("dates")
+    image_store.put_many("dates", [dataclasses.replace(image(m + 1), path=f"{'a' if m % 2 else 'b'}/{m}.png",
+                                                       taken=day[m]) for m in range(6)])
+    image_store.put_many("dates", [dataclasses.replace(image(20), path="a/clip.mp4", taken=day[2], video_id=5)])
+    assert image_store.has_dates("dates")
+    spring = Filters.parse(since="2025-02-01", until="2025-05-10")
+    assert image_store.dated("dates", spring, 10) == [5, 4, 3, 20, 2]
+    assert image_store.dated("dates", spring, 10, newest=False) == [2, 3, 20, 4, 5]
+    assert image_store.dated("dates", spring, 2) == [5, 4]
+    assert image_store.dated("dates", Filters.parse(folder="a", since="2025-02-01", media="image"), 10) == [6, 4, 2]
+    assert image_store.dated("dates", Filters.parse(media="video"), 10) == [20]
+    assert image_store.dated("other", Filters(), 10) == []

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 from searchcore.config import data_path, validate_library
 from searchcore.errors import BackendUnavailableError, ConfigError
 from searchcore.ids import id_chunks
+from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class ImageStore(Protocol):
     def video_frames(self, library: str, video_ids: Sequence[int]) -> dict[int, list[tuple[int, float]]]: ...
     def delete_videos(self, library: str, ids: Sequence[int]) -> None: ...
     def has_videos(self, library: str) -> bool: ...
+    def has_dates(self, library: str) -> bool: ...
+    def dated(self, library: str, filters: Filters, limit: int, newest: bool = True) -> list[int]: ...
     def video_counts(self, library: str) -> tuple[int, int]: ...
     def files(self, library: str, root: str) -> dict[str, FileState]: ...
     def put_files(self, library: str, root: str, files: dict[str, FileState]) -> None: ...
@@ -240,6 +243,35 @@ class _SqlImageStore:
         with self._cursor() as cur:
             cur.execute(f"SELECT 1 FROM {VIDEOS} WHERE library = {self.placeholder} LIMIT 1", (library,))
             return cur.fetchone() is not None
+
+    def has_dates(self, library: str) -> bool:
+        """Whether any image of a library has a known date (a folder's pictures do; a dataset's have none)."""
+        with self._cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {TABLE} WHERE library = {self.placeholder} AND taken > 0 LIMIT 1",
+                        (library,))
+            return cur.fetchone() is not None
+
+    def dated(self, library: str, filters: Filters, limit: int, newest: bool = True) -> list[int]:
+        """The ids of up to limit dated images within the filters (dates, folder, media), newest (or oldest)
+        first: what a query of only time words lists."""
+        p = self.placeholder
+        where, values = [f"library = {p}", "taken > 0"], [library]
+        if filters.since is not None:
+            where.append(f"taken >= {p}")
+            values.append(filters.since)  # type: ignore[arg-type]
+        if filters.until is not None:
+            where.append(f"taken < {p}")
+            values.append(filters.until)  # type: ignore[arg-type]
+        if filters.folder is not None:
+            where.append(f"path >= {p} AND path < {p}")
+            values += [filters.folder, filters.folder[:-1] + "0"]
+        if filters.media is not None:
+            where.append("COALESCE(video_id, 0) = 0" if filters.media == "image" else "COALESCE(video_id, 0) != 0")
+        order = "DESC" if newest else "ASC"
+        with self._cursor() as cur:
+            cur.execute(f"SELECT image_id FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY taken {order}, image_id"
+                        f" LIMIT {int(limit)}", tuple(values))
+            return [int(r[0]) for r in cur.fetchall()]
 
     def video_counts(self, library: str) -> tuple[int, int]:
         """How many videos a library holds, and how many of its images are their sampled frames."""

@@ -438,7 +438,11 @@ class MilvusVectorStore:
         return found
 
     def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Stored vectors by id."""
+        """Stored vectors by id (from the in-process exact copy when it is loaded: a search's hits in well under
+        a millisecond, where Milvus Lite's get takes tens)."""
+        copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
+        if copy is not None:
+            return copy.get(ids)
         found: dict[int, np.ndarray] = {}
         for chunk in id_chunks(ids, ID_BATCH) if self.meta(library) is not None else []:
             rows = self._call("fetch vectors", lambda c=chunk: self._client.get(  # type: ignore[misc]

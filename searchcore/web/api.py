@@ -37,6 +37,7 @@ from searchcore.errors import (
     SearchcoreError,
     VideoUnavailableError,
 )
+from searchcore.query import understand as read_query
 from searchcore.search import MAX_TOP_K, Mode, SearchResult, parse_query_id
 from searchcore.sources.imaging import mime_type
 from searchcore.stores.filters import Filters
@@ -75,6 +76,30 @@ class SearchRequest(BaseModel):
                                 "(space- or comma-separated) and push down those that look like them")
     media: Literal["image", "video", "all"] = Field(
         "all", description="pictures only, moments of videos only, or both ranked together")
+    literal: bool = Field(False, description="search the text as typed: no quoted words that must appear, no "
+                          "time words read as dates")
+    cutoff: Literal["auto"] | None = Field(None, description="auto: only the hits above a cut chosen from this "
+                                           "query's own similarities")
+    sort: Literal["relevance", "newest", "oldest"] = Field(
+        "relevance", description="order of the hits returned: by relevance, or by date taken (undated last)")
+    collapse: bool = Field(False, description="fold near-identical pictures into the best-ranked one, listed in "
+                           "its similar")
+
+
+class UnderstandRequest(BaseModel):
+    """A query to read as search reads it."""
+
+    text: str = Field(description="the query, e.g. 去年夏天海边的日落")
+
+
+class Understanding(BaseModel):
+    """How a query is read: the text left for the encoder, the inclusive dates, the quoted and excluded words."""
+
+    text: str
+    since: str | None = Field(None, description="YYYY-MM-DD, inclusive")
+    until: str | None = Field(None, description="YYYY-MM-DD, inclusive")
+    phrases: list[str]
+    exclude: list[str]
 
 
 class VideoLink(BaseModel):
@@ -102,6 +127,10 @@ class Hit(BaseModel):
     keyword_score: float | None = Field(None, description="BM25 of the image's words, when they matched")
     media: Literal["image", "video"] = "image"
     video: VideoLink | None = Field(None, description="for a moment of a video: the video and the segment")
+    text_match: bool = Field(False, description="its words (captions or OCR) hold the whole query, or each of its "
+                             "words")
+    similar: list[int] = Field(default_factory=list, description="with collapse: the near-identical pictures "
+                               "folded into this one")
 
 
 class IngestRequest(BaseModel):
@@ -157,8 +186,15 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         with metrics.search("text"):
             results = engine.search_text(body.text, body.top_k, library, offset=body.offset,
                                          filters=filters or None, mode=body.mode,
-                                         min_similarity=body.min_similarity, exclude=body.exclude)
+                                         min_similarity=body.min_similarity, exclude=body.exclude,
+                                         literal=body.literal, cutoff=body.cutoff, sort=body.sort,
+                                         collapse=body.collapse)
         return [_hit(r, library, access) for r in results]
+
+    @api.post("/api/understand", response_model=Understanding, dependencies=[Depends(reader)], tags=["search"])
+    def understand(body: UnderstandRequest) -> Understanding:
+        """How a search reads a query, relative to the server's local date."""
+        return Understanding(**read_query(body.text).to_json())
 
     @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
              response_class=Response, responses={200: {"content": {"image/*": {}}}})

@@ -10,6 +10,7 @@ app.py only parses flags and launches.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import logging
@@ -24,13 +25,15 @@ import gradio as gr
 from fastapi import FastAPI
 from PIL import Image
 
-from searchcore.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, find_duplicates
+from searchcore.config import DUPLICATE_THRESHOLD
+from searchcore.duplicates import DuplicateGroup, find_duplicates
 from searchcore.engine import Engine
 from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, read_upload
+from searchcore.query import Understood
 from searchcore.records import SHOWN_BAD_RECORDS
-from searchcore.search import FALLBACK_EXAMPLES, MAX_TOP_K, MODES, SearchResult
+from searchcore.search import FALLBACK_EXAMPLES, MAX_TOP_K, MODES, SORTS, SearchResult
 from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.sources.imaging import stored_picture
@@ -85,17 +88,26 @@ class SearchApp:
 
     def search(self, text: str, top_k: float, library: str | None, folder: str = "", since: str = "",
                until: str = "", mode: str | None = MODE_DEFAULT, exclude: str = "", min_similarity: float = 0.0,
-               media: str = "all", request: gr.Request | None = None) -> Shown:
+               media: str = "all", literal: bool = False, cutoff: bool = False, sort: str = "relevance",
+               collapse: bool = False, request: gr.Request | None = None) -> Shown:
         """Images and moments of videos for a description, best first, within the folder, date and media
-        filters, less excluded words, at least as similar as min_similarity (0: no threshold)."""
+        filters, less excluded words, at least as similar as min_similarity (0: no threshold); the query read as
+        search reads it (literal: as typed), cut to the relevant hits, sorted, bursts folded, as asked."""
         lang, query = language(request), text.strip() if isinstance(text, str) else ""  # the engine says why not
         chosen = None if mode in (None, "", MODE_DEFAULT) else mode
         what = translate(lang, "what_text", text=query)
         if min_similarity:
             what += translate(lang, "what_threshold", threshold=f"{float(min_similarity):.2f}")
+        reading = ""
+        if not literal:
+            with contextlib.suppress(SearchcoreError):  # the search itself says why
+                reading = understood(self.engine.understand(text, library or None, exclude=exclude or None), lang)
         return self._searched("text", (folder, since, until, media), library, lang, what, lambda filters: (
             self.engine.search_text(text, top_k, library or None, filters=filters, mode=chosen,
-                                    exclude=exclude or None, min_similarity=min_similarity or None)), query=query)
+                                    exclude=exclude or None, min_similarity=min_similarity or None,
+                                    literal=bool(literal), cutoff="auto" if cutoff else None,
+                                    sort=sort or "relevance", collapse=bool(collapse))), query=query,
+            understood=reading)
 
     def search_image(self, path: str | None, top_k: float, library: str | None, folder: str = "",
                      since: str = "", until: str = "", media: str = "all", request: gr.Request | None = None
@@ -125,7 +137,8 @@ class SearchApp:
                                                                          library or None, filters=filters))
 
     def _searched(self, kind: str, filter_fields: tuple[str, str, str, str], library: str | None, lang: str,
-                  what: str, run: Callable[[Filters | None], list[SearchResult]], query: str | None = None) -> Shown:
+                  what: str, run: Callable[[Filters | None], list[SearchResult]], query: str | None = None,
+                  understood: str = "") -> Shown:
         """The first page of a search run within the folder, date and media filters; a SearchcoreError is a
         warning."""
         try:
@@ -134,7 +147,7 @@ class SearchApp:
                 results = run(filters or None)
         except SearchcoreError as exc:
             return _nothing(exc, lang)
-        return self._shown(results, library, what, lang, filtered=bool(filters), query=query)
+        return self._shown(results, library, what, lang, filtered=bool(filters), query=query, understood=understood)
 
     def next_page(self, state: dict[str, Any] | None, request: gr.Request | None = None) -> Shown:
         """The next PAGE_SIZE results of the last search."""
@@ -241,12 +254,13 @@ class SearchApp:
         return str(sample[0]) if sample else ""
 
     def _shown(self, results: list[SearchResult], library: str | None, what: str, lang: str, *,
-               filtered: bool, query: str | None = None) -> Shown:
+               filtered: bool, query: str | None = None, understood: str = "") -> Shown:
         name = library or self.engine.settings.library
         if not results:
-            _info(lang, "no_match" if filtered else "empty_library", library=name)
-            return [], None, translate(lang, "no_results_line", library=_escape(name))
-        state = {"library": name, "what": what, "query": query, "page": 0, "shown": [],
+            _info(lang, "no_match" if filtered or understood else "empty_library", library=name)
+            line = translate(lang, "no_results_line", library=_escape(name))
+            return [], None, f"{understood}\n\n{line}" if understood else line
+        state = {"library": name, "what": what, "query": query, "page": 0, "shown": [], "understood": understood,
                  "hits": [_hit(r) for r in results]}
         return self._page(state, 0, lang)
 
@@ -270,9 +284,12 @@ class SearchApp:
             return _nothing(exc, lang)
         # An image deleted since the search is left out.
         shown = [first + n for n, h in enumerate(on_page) if h["image_id"] in stored]
-        gallery = [(stored_picture(stored[hits[i]["image_id"]].data, THUMBNAIL), caption(hits[i])) for i in shown]
+        gallery = [(stored_picture(stored[hits[i]["image_id"]].data, THUMBNAIL), caption(hits[i], lang))
+                   for i in shown]
         status = translate(lang, "results_line", n=len(hits), what=_escape(state["what"]),
                            library=_escape(state["library"]))
+        if state.get("understood"):
+            status = f"{state['understood']}\n\n{status}"
         if pages > 1:
             status += translate(lang, "page_line", page=page + 1, pages=pages, first=on_page[0]["rank"],
                                 last=on_page[-1]["rank"])
@@ -434,6 +451,12 @@ def _search_tab(app: SearchApp) -> _Chosen:
                                  info=I18N("exclude_info"), scale=3, elem_id="exclude")
             min_similarity = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label=I18N("min_similarity_label"),
                                        info=I18N("min_similarity_info"), scale=2, elem_id="min-similarity")
+        with gr.Row():
+            literal = gr.Checkbox(label=I18N("literal_label"), value=False, elem_id="literal", scale=1)
+            cutoff = gr.Checkbox(label=I18N("cutoff_label"), value=False, elem_id="cutoff", scale=1)
+            collapse = gr.Checkbox(label=I18N("collapse_label"), value=False, elem_id="collapse", scale=1)
+            sort = gr.Radio([(I18N(f"sort_{s}"), s) for s in SORTS], value=SORTS[0], label=I18N("sort_label"),
+                            elem_id="sort", scale=2)
         library_info = gr.Markdown(elem_id="library-info")
         # Each filter starts as "", which makes it optional for gradio_client callers of /search.
         with gr.Accordion(I18N("filters_accordion"), open=False, elem_id="filters"), gr.Row():
@@ -476,7 +499,8 @@ def _search_tab(app: SearchApp) -> _Chosen:
         filters = [folder, since, until]
         # Hidden, the player is emptied too, so that a video left playing stops.
         hide_detail = (lambda: (gr.Row(visible=False), ""), None, [detail, video])
-        search = (app.search, [query, top_k, library, *filters, mode, exclude, min_similarity, media], shown)
+        search = (app.search, [query, top_k, library, *filters, mode, exclude, min_similarity, media, literal, cutoff,
+                               sort, collapse], shown)
         gr.on([search_btn.click, query.submit], *search, api_name="search", concurrency_id="search").then(
             *hide_detail, api_visibility="private")
         examples.click(app.use_example, examples, query, api_visibility="private").then(  # fill the box, then search
@@ -505,7 +529,7 @@ def _duplicates_tab(app: SearchApp, library: gr.Dropdown) -> None:
     """Groups of near-identical images in the library the search tab has chosen."""
     with gr.Tab(I18N("tab_duplicates"), id="duplicates"):
         with gr.Row():
-            threshold = gr.Slider(0.80, 1.00, value=DEFAULT_THRESHOLD, step=0.01, label=I18N("threshold_label"),
+            threshold = gr.Slider(0.80, 1.00, value=DUPLICATE_THRESHOLD, step=0.01, label=I18N("threshold_label"),
                                   info=I18N("threshold_info"), scale=4)
             duplicates_btn = gr.Button(I18N("duplicates_button"), variant="primary", scale=1)
         duplicates_status = gr.Markdown(elem_id="duplicates-status")
@@ -575,9 +599,9 @@ def _build_tab(app: SearchApp, chosen: _Chosen, demo: gr.Blocks) -> None:
         *choices, api_visibility="private").then(*chosen.view, api_visibility="private")
 
 
-def caption(hit: dict[str, Any]) -> str:
+def caption(hit: dict[str, Any], lang: str = "en") -> str:
     """A gallery caption: #rank · score · id, then the file's path and date and the first caption, when known; a
-    moment of a video starts with ▶ and its time range."""
+    moment of a video starts with ▶ and its time range; a text match and folded similar pictures are marked."""
     score = hit["similarity"] if hit.get("similarity") is not None else hit["score"]
     moment = hit.get("video")
     parts = [f"▶ {moment_text(moment['start'], moment['end'])}"] if moment else []
@@ -586,9 +610,24 @@ def caption(hit: dict[str, Any]) -> str:
         parts.append(hit["path"])
     if hit["taken"]:
         parts.append(taken_text(hit["taken"]))
+    if hit.get("text_match"):
+        parts.append(translate(lang, "text_match_mark"))
+    if hit.get("similar"):
+        parts.append(translate(lang, "similar_mark", n=len(hit["similar"])))
     if hit["caption"]:
         parts.append(hit["caption"])
     return " · ".join(parts)
+
+
+def understood(reading: Understood, lang: str) -> str:
+    """理解为：2025-06-01 至 2025-08-31 · 海边的日落, when the query had time words or quoted words; else ""."""
+    if not (reading.dated or reading.phrases):
+        return ""
+    parts = [translate(lang, "understood_dates", since=reading.since, until=reading.until)] if reading.dated else []
+    if reading.text and reading.text != " ".join(reading.phrases):
+        parts.append(reading.text)
+    parts += [f"“{p}”" for p in reading.phrases] + [f"-{w}" for w in reading.exclude]
+    return translate(lang, "understood_line", reading=_escape(" · ".join(parts)))
 
 
 def clock(seconds: float, up: bool = False) -> str:
@@ -682,6 +721,7 @@ def _hit(result: SearchResult) -> dict[str, Any]:
     return {"rank": result.rank, "image_id": result.image_id, "score": result.score, "video": video,
             "similarity": result.similarity, "keyword_score": result.keyword_score,
             "caption": result.captions[0] if result.captions else "", "path": getattr(result, "path", ""),
+            "text_match": getattr(result, "text_match", False), "similar": list(getattr(result, "similar", [])),
             "taken": getattr(result, "taken", None), "text": text[:MAX_HIT_TEXT] if text else None}
 
 
