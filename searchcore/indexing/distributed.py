@@ -104,7 +104,7 @@ def _open_library(settings: Settings, library: str) -> None:
     _, spec = load_model(settings)
     vectors, images = open_stores(settings)  # creates the table here, not in several workers at once
     try:
-        vectors.open_library(library, spec.name, spec.dim, create=True)
+        vectors.open_library(library, spec.name, spec.dim, create=True, model_file=spec.source, digest=spec.digest)
     finally:
         vectors.close()
         images.close()
