@@ -112,7 +112,8 @@ class Engine:
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
         self._encoders: dict[str, Encoder] = {}  # model name -> its encoder, shared by the libraries built with it
-        self._models_lock = threading.Lock()
+        self._models_lock = threading.RLock()
+        self._named: dict[str, Encoder] = {}  # the models reindexes were asked for, by the name or path given
         self._reindexes: dict[str, ReindexStatus] = {}  # library -> its reindex under way, or its last one
         if preload_encoder and encoder is None:
             threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
@@ -176,8 +177,10 @@ class Engine:
         if model == self.settings.model:
             return self.encoder
         with self._models_lock:
-            encoder = load_encoder(self.settings.replace(model=model))
-            return self._encoders.setdefault(encoder.name, encoder)
+            if model not in self._named:
+                encoder = load_encoder(self.settings.replace(model=model))
+                self._named[model] = self._encoders.setdefault(encoder.name, encoder)
+            return self._named[model]
 
     def reindex(self, model: str, library: str | None = None, *, progress: Progress | None = None,
                 status: ReindexStatus | None = None) -> ReindexReport:
@@ -218,7 +221,8 @@ class Engine:
             running = self._reindexes.get(name)
             if running is not None and running.state not in ("done", "failed"):
                 raise QueryError("reindex_running", library=name, model=running.model, line=running.line())
-            status = ReindexStatus(name, model)
+            encoder = self.encoder_of(model)  # a model that cannot be loaded is refused now, not on the thread
+            status = ReindexStatus(name, encoder.name)
             self._reindexes[name] = status
         run_in_background(status, lambda s: self.reindex(model, name, status=s, progress=progress))
         return status

@@ -95,6 +95,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                              "the reindex again when it is quiet",
                              "图库 {library} 换用 {model} 的重建没有切换：编码后新集合中仍有 {missing} 张图片没有向量，"
                              "{orphans} 个向量没有图片（图库一直在变化）；图库仍使用原模型。请在图库空闲时重新运行"),
+    "reindex_none": ("library {library!r} has no reindex under way, and none ran since the server started",
+                     "图库 {library} 没有正在进行的重建，服务启动以来也没有运行过"),
     "reindex_running": ("library {library!r} is being reindexed to {model} already: {line}",
                         "图库 {library} 已在换用 {model} 重建：{line}"),
     "library_model_mismatch": ("library {library!r} was built with model {model} ({dim}-d); it cannot be used with "

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from demo.shapes import CLASSES, draw
@@ -21,9 +22,11 @@ from searchcore.engine import Engine
 from searchcore.errors import LibraryError
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.search import SearchResult
+from searchcore.stores import snapshot
 from searchcore.stores.exact_copy import SCORE_TOLERANCE
 from searchcore.stores.vectors import Hit
-from tests.support import run_cli, settings_env, wait_until, write_photo_folders, write_tiny_checkpoint
+from searchcore.web.auth import Access
+from tests.support import Served, run_cli, settings_env, wait_until, write_photo_folders, write_tiny_checkpoint
 from tests.test_video_ingest import WALK, shapes_video
 
 QUERIES = ("红色的圆形", "蓝色的方形", "绿色的三角形", "黄色的星形")
@@ -84,6 +87,8 @@ def test_reindex_moves_a_dataset_library_to_another_model_and_dimension(
         engine: Engine, dataset: Path, model_b: Path, encoder_b: Encoder, fresh_b: Engine) -> None:
     engine.ingest(dataset, split="train")
     before = {q: ranking(engine.search_text(q, 10, mode="semantic")) for q in QUERIES}
+    words = ranking(engine.search_text("红色", 10, mode="keyword"))
+    assert words
     during: list[dict[str, list[tuple[int, float]]]] = []
 
     def search_meanwhile(done: int, total: int | None) -> None:
@@ -100,6 +105,7 @@ def test_reindex_moves_a_dataset_library_to_another_model_and_dimension(
     assert engine.check().consistent
     assert [m.library for m in engine.vectors.libraries()] == ["default"]
     assert engine.vectors.builds("default") == {}, "the old collection is dropped"
+    assert ranking(engine.search_text("红色", 10, mode="keyword")) == words, "the keyword index is kept"
     fresh_b.ingest(dataset, split="train")
     assert_equals_fresh(engine, fresh_b)
     again = engine.reindex(str(model_b))
@@ -288,3 +294,52 @@ def test_reindex_on_a_milvus_server_and_mariadb_is_followed_by_another_reader(
         assert [r.score for r in after] == pytest.approx([r.score for r in want], abs=1e-5)
         assert reader.rank_texts(QUERIES, 10, mode="semantic") != before
         writer.drop()
+
+
+def test_the_exact_copy_and_the_search_snapshot_follow_the_switch(
+        settings: Settings, torch_encoder: Encoder, dataset: Path, model_b: Path) -> None:
+    env = settings_env(settings)
+    with Engine(settings, encoder=torch_encoder) as engine:
+        engine.ingest(dataset, split="train")
+        assert engine.vectors.wait_for_copy("default")  # type: ignore[attr-defined]
+    assert snapshot.load(settings.milvus_uri, "default") is not None  # model A's, saved on close
+
+    with Engine(settings, encoder=torch_encoder) as engine:
+        engine.reindex(str(model_b))
+        assert snapshot.load(settings.milvus_uri, "default") is None
+        assert engine.vectors.wait_for_copy("default")  # type: ignore[attr-defined]
+        assert engine.vectors.check_copy("default") is None  # the copy holds model B's vectors
+        want = engine.search_text("红色的圆形", 10, mode="semantic")
+    saved = snapshot.load(settings.milvus_uri, "default")
+    assert saved is not None and saved.copy.dim == DIM_B and saved.meta["dim"] == DIM_B
+
+    found = run_cli("search", "红色的圆形", "--mode", "semantic", "--json", env=env)  # from the new snapshot
+    assert found.returncode == 0, found.stderr
+    got = json.loads(found.stdout)
+    assert [r["image_id"] for r in got] == [r.image_id for r in want]
+
+
+def test_the_api_starts_a_reindex_and_shows_its_progress(engine: Engine, dataset: Path, model_b: Path,
+                                                        encoder_b: Encoder) -> None:
+    engine.ingest(dataset, split="train")
+    served = Served(engine, Access())
+    try:
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            assert client.get("/api/libraries/default/reindex").json()["kind"] == "reindex_none"
+            started = client.post("/api/libraries/default/reindex", json={"model": str(model_b)})
+            assert started.status_code == 202, started.text
+            assert started.json()["library"] == "default" and "line" in started.json()
+            wait_until(lambda: client.get("/api/libraries/default/reindex").json()["state"] in ("done", "failed"),
+                       "the reindex to end")
+            done = client.get("/api/libraries/default/reindex").json()
+            assert done["state"] == "done", done
+            assert done["report"]["switched"] and done["report"]["from_store"] == 36
+            assert done["model"] == encoder_b.name and done["old_model"] == engine.encoder.name
+            listed = {i["library"]: (i["model"], i["dim"]) for i in client.get("/api/libraries").json()}
+            assert listed == {"default": (encoder_b.name, DIM_B)}
+            hits = client.post("/api/search", json={"text": "红色的圆形", "top_k": 5}).json()
+            assert len(hits) == 5
+            refused = client.post("/api/libraries/default/reindex", json={"model": str(model_b.with_name("no.pt"))})
+            assert refused.status_code == 400 and refused.json()["kind"] == "model_unknown"
+    finally:
+        served.stop()

@@ -180,6 +180,7 @@ def reindex(images: ImageStore, vectors: ReindexStore, library: str, encoder: En
         for name in builds:  # what a run killed after its switch left
             vectors.drop_collection(name)
             report.dropped.append(name)
+        report.seconds = time.perf_counter() - started
         return report
     build = next((n for n, m in builds.items() if m.model == encoder.name and m.dim == encoder.dim), None)
     for name in [n for n in builds if n != build]:  # another model's unfinished build, or a left-over
