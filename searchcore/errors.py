@@ -90,11 +90,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                   "图库 {library} 是用模型 {model}（{dim} 维）建的，该模型无法加载：{reason}。请放回该"
                                   "模型，或用 searchcore reindex --library {library} --model M 把图库换成现有的模型"),
     "reindex_check_failed": ("the reindex of library {library!r} to {model} was not switched: after encoding, "
-                             "{missing} images still had no vector in the new collection and {orphans} vectors no "
-                             "image (the library kept changing); the library still answers with its old model. Run "
-                             "the reindex again when it is quiet",
-                             "图库 {library} 换用 {model} 的重建没有切换：编码后新集合中仍有 {missing} 张图片没有向量，"
-                             "{orphans} 个向量没有图片（图库一直在变化）；图库仍使用原模型。请在图库空闲时重新运行"),
+                             "{missing} images had no vector in the new collection and {orphans} vectors no image "
+                             "({bad} could not be decoded again; the others were added or removed meanwhile). The "
+                             "library still answers with its old model; run `searchcore check --library {library}`, "
+                             "then the reindex again, which keeps what it encoded",
+                             "图库 {library} 换用 {model} 的重建没有切换：编码后新集合中有 {missing} 张图片没有向量，"
+                             "{orphans} 个向量没有图片（其中 {bad} 张无法再次解码，其余是期间新增或删除的）。"
+                             "图库仍使用原模型；请运行 searchcore check --library {library}，"
+                             "再重新运行重建（已编码的会保留）"),
     "reindex_none": ("library {library!r} has no reindex under way, and none ran since the server started",
                      "图库 {library} 没有正在进行的重建，服务启动以来也没有运行过"),
     "reindex_running": ("library {library!r} is being reindexed to {model} already: {line}",

@@ -343,3 +343,4 @@ def test_the_api_starts_a_reindex_and_shows_its_progress(engine: Engine, dataset
             assert refused.status_code == 400 and refused.json()["kind"] == "model_unknown"
     finally:
         served.stop()
+

@@ -212,7 +212,7 @@ def reindex(images: ImageStore, vectors: ReindexStore, library: str, encoder: En
         vectors.flush_collection(build)
     else:
         raise LibraryError("reindex_check_failed", library=library, model=encoder.name, missing=len(missing),
-                           orphans=len(orphans))
+                           orphans=len(orphans), bad=len(report.bad))
     state("switching")
     vectors.switch(library, build)
     report.switched = True

@@ -582,15 +582,16 @@ class MilvusVectorStore:
             partial = staging.with_suffix(".partial.npz")
             with partial.open("wb") as out:
                 np.savez(out, ids=np.asarray(ids, dtype=np.int64), vectors=matrix,
-                         meta=np.asarray(json.dumps([meta.model, meta.dim, meta.index])))
+                         meta=np.asarray(json.dumps([meta.model, meta.dim, meta.index, meta.model_file,
+                                                     meta.digest])))
             os.replace(partial, staging)
         saved = np.load(staging)
-        model, dim, index = json.loads(str(saved["meta"]))
+        model, dim, index, *origin = json.loads(str(saved["meta"]))  # a staging file of before: no origin
         ids_saved, vectors = saved["ids"].tolist(), saved["vectors"]
         self.drop(library)
         previous, self.index = self.index, index
         try:
-            self._create(library, model, int(dim))
+            self._create(library, model, int(dim), *origin)
         finally:
             self.index = previous
         for start in range(0, len(ids_saved), ID_BATCH):
