@@ -362,6 +362,17 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@command("reindex")
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    """Move a library to another model: encode its pictures again beside the old collection, then switch."""
+    if args.model is None:
+        raise UsageError("usage_reindex_model")
+    with _engine(settings) as engine, _progress_bar() as progress:
+        report = engine.reindex(settings.model, progress=progress)
+    _emit(args, report.to_json(), "\n".join([report.summary(), *_bad_lines(report.bad)]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="searchcore", description="Chinese text-to-image search (以文搜图)")
@@ -419,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("info", "show a library's counts, model and backends")
     add("libraries", "list every library")
     add("drop", "delete a library")
+    add("reindex", "move a library to another model (--model M): its pictures are encoded again beside the old "
+                   "collection, which keeps answering searches, then the library switches in one step; run it again "
+                   "after an interruption to finish without starting over")
     add("ocr", "read the words in the pictures of a library (for keyword search) without encoding them again")
     add("migrate", "bring a library made by an older version up to date: folder and date fields (vectors are "
                    "kept), thumbnails instead of stored originals of folder pictures")

@@ -16,6 +16,9 @@ from searchcore.errors import ConfigError
 ENV_PREFIX = "SEARCHCORE_"
 LIBRARY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 TEXT_INDEX_SUFFIX = "__text"  # a library's text index is the collection of its name with this suffix
+LIVE_SUFFIX = "__live"  # a reindexed library is reached through the Milvus alias of its name with this suffix
+BUILD_SUFFIX = "__v"  # + a number: a collection a reindex builds beside a library's live one
+RESERVED_NAME = re.compile(r"(__text|__live|__v[0-9]+)$")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BACKENDS = ("auto", "torch", "openvino")
@@ -128,8 +131,9 @@ def validate_library(name: str) -> str:
 
     if not isinstance(name, str) or not LIBRARY_NAME.fullmatch(name):
         raise LibraryError("library_name_invalid", name=name)
-    if name.endswith(TEXT_INDEX_SUFFIX):  # the name of a library's text index
-        raise LibraryError("library_name_reserved", name=name, suffix=TEXT_INDEX_SUFFIX)
+    reserved = RESERVED_NAME.search(name)  # the names of a library's text index, alias and reindex collections
+    if reserved:
+        raise LibraryError("library_name_reserved", name=name, suffix=reserved.group(1))
     return name
 
 

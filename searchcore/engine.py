@@ -11,10 +11,10 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -24,8 +24,9 @@ from searchcore.errors import DatasetError, LibraryError, QueryError, Searchcore
 from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestReport, Progress, ingest
 from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
 from searchcore.indexing.originals import make_thumbnails, read_original, video_file
+from searchcore.indexing.reindex import ReindexReport, ReindexStatus, reindex, run_in_background
 from searchcore.indexing.uploads import ingest_uploads
-from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.models.encoder import OFFICIAL_MODELS, Encoder, load_encoder, recorded_model
 from searchcore.query import Understood
 from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_FRAME_INTERVAL = 3600.0
 
 
@@ -110,6 +112,10 @@ class Engine:
         self.settings = settings
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
+        self._encoders: dict[str, Encoder] = {}  # model name -> its encoder, shared by the libraries built with it
+        self._models_lock = threading.RLock()
+        self._named: dict[str, Encoder] = {}  # the models reindexes were asked for, by the name or path given
+        self._reindexes: dict[str, ReindexStatus] = {}  # library -> its reindex under way, or its last one
         if preload_encoder and encoder is None:
             threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
         self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(
@@ -127,6 +133,114 @@ class Engine:
             if self._encoder is None:
                 self._encoder = load_encoder(self.settings)
             return self._encoder
+
+    def encoder_for(self, library: str | None = None) -> Encoder:
+        """The encoder of a library's own model (the configured one for a library not built yet), loaded on first
+        need and shared by every library built with that model; a LibraryError naming the model and `reindex`
+        when it cannot be loaded."""
+        name = self._library(library)
+        meta = self.vectors.meta(name)
+        return self.encoder if meta is None else self.model_encoder(meta)
+
+    def model_encoder(self, meta: LibraryMeta) -> Encoder:
+        """The encoder of the model a library records (see encoder_for)."""
+        found = self._encoders.get(meta.model)
+        if found is not None:
+            return found
+        if self._is_configured(meta):
+            encoder = self.encoder
+            if encoder.name == meta.model and encoder.dim == meta.dim:
+                self._encoders[meta.model] = encoder
+                return encoder
+        with self._models_lock:
+            found = self._encoders.get(meta.model)
+            if found is not None:
+                return found
+            settings = recorded_model(self.settings, meta.model, meta.model_file)
+            if settings is None:
+                raise LibraryError("library_model_unavailable", library=meta.library, model=meta.model, dim=meta.dim,
+                                   reason="its weights are not here" if meta.model in OFFICIAL_MODELS else
+                                   "no weights file of it is recorded")
+            try:
+                encoder = load_encoder(settings)
+            except SearchcoreError as exc:
+                raise LibraryError("library_model_unavailable", library=meta.library, model=meta.model, dim=meta.dim,
+                                   reason=str(exc)) from exc
+            if encoder.name != meta.model or encoder.dim != meta.dim:
+                raise LibraryError("library_model_unavailable", library=meta.library, model=meta.model, dim=meta.dim,
+                                   reason=f"{meta.model_file} now holds other weights ({encoder.name})")
+            self._encoders[meta.model] = encoder
+            return encoder
+
+    def encoder_of(self, model: str) -> Encoder:
+        """The encoder of a model given by name or checkpoint path (the configured one's other settings), loaded
+        once and shared."""
+        if model == self.settings.model:
+            return self.encoder
+        with self._models_lock:
+            if model not in self._named:
+                encoder = load_encoder(self.settings.replace(model=model))
+                self._named[model] = self._encoders.setdefault(encoder.name, encoder)
+            return self._named[model]
+
+    def reindex(self, model: str, library: str | None = None, *, progress: Progress | None = None,
+                status: ReindexStatus | None = None) -> ReindexReport:
+        """Encode every picture of a library again with another model into a new collection beside the old, which
+        keeps answering searches meanwhile, then switch the library to it in one step (indexing/reindex.py). Run
+        again after an interruption, it finishes the work without starting over."""
+        name = self._library(library)
+        meta = self.vectors.meta(name)
+        if meta is None:
+            raise LibraryError("library_missing", library=name)
+        encoder = self.encoder_of(model)
+        if status is not None:
+            status.old_model = meta.model
+            status.model = encoder.name
+
+        def advance(done: int, total: int | None) -> None:
+            if status is not None:
+                status.advance(done, total)
+            if progress is not None:
+                progress(done, total)
+
+        def state(now: str) -> None:
+            if status is not None:
+                status.state = now
+
+        store = self.vectors.lite() if isinstance(self.vectors, SnapshotFirst) else self.vectors
+        return reindex(self.images, store, name, encoder, batch_size=self.settings.batch_size,  # type: ignore[arg-type]
+                       workers=self.settings.workers, progress=advance, on_state=state)
+
+    def start_reindex(self, model: str, library: str | None = None, *,
+                      progress: Progress | None = None) -> ReindexStatus:
+        """Start a reindex (see reindex) on a thread of its own; its status shows how far it is. QueryError
+        reindex_running while one of the library runs."""
+        name = self._library(library)
+        if self.vectors.meta(name) is None:
+            raise LibraryError("library_missing", library=name)
+        with self._models_lock:
+            running = self._reindexes.get(name)
+            if running is not None and running.state not in ("done", "failed"):
+                raise QueryError("reindex_running", library=name, model=running.model, line=running.line())
+            encoder = self.encoder_of(model)  # a model that cannot be loaded is refused now, not on the thread
+            status = ReindexStatus(name, encoder.name)
+            self._reindexes[name] = status
+        run_in_background(status, lambda s: self.reindex(model, name, status=s, progress=progress))
+        return status
+
+    def reindex_status(self, library: str | None = None) -> ReindexStatus | None:
+        """The library's reindex under way, or the last one this engine ran; None when there was none."""
+        return self._reindexes.get(self._library(library))
+
+    def _is_configured(self, meta: LibraryMeta) -> bool:
+        """Whether a library's model is (or, for an older library that recorded no file, may be) the configured one."""
+        if self._encoder is not None:
+            return self._encoder.name == meta.model
+        if meta.model in OFFICIAL_MODELS or self.settings.model in OFFICIAL_MODELS:
+            return meta.model == self.settings.model
+        if not meta.model_file:
+            return True  # only loading it tells
+        return Path(self.settings.model).expanduser().resolve() == Path(meta.model_file)
 
     def _preload(self) -> None:
         try:
@@ -156,7 +270,8 @@ class Engine:
         if sync and source.scan is None:
             raise QueryError("sync_needs_folder")
         reader = self.ocr_reader() if ocr else None
-        return ingest(source, self.encoder, self.vectors, self.images, name, batch_size=self.settings.batch_size,
+        return ingest(source, self.encoder_for(name), self.vectors, self.images, name,
+                      batch_size=self.settings.batch_size,
                       workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
                       ocr=reader, allow_mass_removal=allow_mass_removal, removal_share=removal_share,
                       frame_interval=interval)
@@ -174,14 +289,15 @@ class Engine:
         Every feature file's dimension is checked against the model before anything is written."""
         root = Path(path).expanduser()
         splits = find_splits(root)
+        encoder = self.encoder_for(library)
         if not splits:
             return [SplitIngest(None, False, self.ingest(root, library=library, progress=progress))]
         features = {s: image_features_file(root, s) for s in splits if image_features_file(root, s).is_file()}
         for feature_file in features.values():
             dim = feature_dim(feature_file)
-            if dim is not None and dim != self.encoder.dim:
-                raise DatasetError("feature_dim_mismatch", path=feature_file, dim=dim, model=self.encoder.name,
-                                   model_dim=self.encoder.dim)
+            if dim is not None and dim != encoder.dim:
+                raise DatasetError("feature_dim_mismatch", path=feature_file, dim=dim, model=encoder.name,
+                                   model_dim=encoder.dim)
         return [SplitIngest(s, s in features, self.ingest(root, split=s, features=features.get(s), library=library,
                                                             progress=progress)) for s in splits]
 
@@ -214,7 +330,7 @@ class Engine:
         name = self._library(library)
         if self.vectors.meta(name) is None:
             raise LibraryError("library_missing", library=name)
-        return read_words(self.images, name, self.ocr_reader(), self._texts(), self.encoder.resolution,
+        return read_words(self.images, name, self.ocr_reader(), self._texts(), self.encoder_for(name).resolution,
                           progress=progress)
 
     def search_text(self, text: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
@@ -227,11 +343,11 @@ class Engine:
         similar; exclude drops images whose words hold an excluded word and pushes down those that look like it;
         quoted words must appear and time words become dates unless literal; cutoff "auto" keeps the relevant
         hits; sort is relevance, newest or oldest; collapse folds near-identical pictures (search.search_text)."""
-        return search_mod.search_text(text, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
-                                      images=self.images, library=self._library(library), offset=offset,
-                                      filters=filters, mode=mode, texts=self.texts, min_similarity=min_similarity,
-                                      exclude=exclude, literal=literal, cutoff=cutoff, sort=sort, collapse=collapse,
-                                      today=today)
+        name = self._library(library)
+        return self._following_switch(name, lambda: search_mod.search_text(
+            text, top_k, encoder=lambda: self.encoder_for(name), vectors=self.vectors, images=self.images,
+            library=name, offset=offset, filters=filters, mode=mode, texts=self.texts, min_similarity=min_similarity,
+            exclude=exclude, literal=literal, cutoff=cutoff, sort=sort, collapse=collapse, today=today))
 
     def understand(self, text: Any, library: str | None = None, *, literal: Any = False, exclude: Any = None,
                    today: dt.date | None = None) -> Understood:
@@ -239,19 +355,33 @@ class Engine:
         return search_mod.read_query(text, images=self.images, library=self._library(library), literal=literal,
                                      exclude=exclude, today=today)
 
+    def _following_switch(self, library: str, search: Callable[[], T]) -> T:
+        """A search, asked once more when the library switched to another model while it ran (a reindex ending:
+        the query was encoded for the old collection, which is gone)."""
+        before = self.vectors.meta(library)
+        try:
+            return search()
+        except SearchcoreError:
+            after = self.vectors.meta(library)
+            if before is None or after is None or (before.model, before.collection) == (after.model, after.collection):
+                raise
+            return search()
+
     def rank_texts(self, queries: Sequence[str], top_k: Any = 10, library: str | None = None, *,
                    mode: str | None = None) -> list[list[Hit]]:
         """The top-k ranking (image ids and scores) of each of many text queries, in batches, as search_text ranks
         them (no threshold, exclusion, filter or page): for measuring thousands of queries."""
-        return search_mod.rank_texts(queries, top_k, mode, encoder=lambda: self.encoder, vectors=self.vectors,
-                                     images=self.images, library=self._library(library), texts=self.texts)
+        name = self._library(library)
+        return search_mod.rank_texts(queries, top_k, mode, encoder=lambda: self.encoder_for(name),
+                                     vectors=self.vectors, images=self.images, library=name, texts=self.texts)
 
     def search_image(self, data: bytes, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                      filters: Filters | None = None) -> list[SearchResult]:
         """Top-k images that look like the given image (no image bytes)."""
-        return search_mod.search_image(data, top_k, encoder=lambda: self.encoder, vectors=self.vectors,
-                                       images=self.images, library=self._library(library), offset=offset,
-                                       filters=filters)
+        name = self._library(library)
+        return self._following_switch(name, lambda: search_mod.search_image(
+            data, top_k, encoder=lambda: self.encoder_for(name), vectors=self.vectors, images=self.images,
+            library=name, offset=offset, filters=filters))
 
     def search_similar(self, image_id: Any, top_k: Any = 10, library: str | None = None, *, offset: Any = None,
                        filters: Filters | None = None) -> list[SearchResult]:
@@ -357,7 +487,7 @@ class Engine:
         info.videos, info.frames = self.images.video_counts(name)
         if runtime:
             try:
-                info.encoder = self.encoder.runtime()
+                info.encoder = self.encoder_for(name).runtime()
             except SearchcoreError as exc:  # the library's counts are still worth showing
                 info.encoder = {"error": str(exc)}
         return info
@@ -385,8 +515,8 @@ class Engine:
             raise LibraryError("library_missing", library=name)
         report = compare_stores(self.images, self.vectors, name, self.texts)
         if repair and not report.consistent:
-            repair_vectors(report, self.images, self.vectors, self.encoder, batch_size=self.settings.batch_size,
-                           workers=self.settings.workers)
+            repair_vectors(report, self.images, self.vectors, self.encoder_for(name),
+                           batch_size=self.settings.batch_size, workers=self.settings.workers)
             for root in report.changed_roots:
                 self.ingest(file_path(root), library=name)  # a re-scan reads exactly the changed files
         return report

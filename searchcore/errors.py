@@ -84,6 +84,24 @@ MESSAGES: dict[str, tuple[str, str]] = {
                             "--model set to that model",
                             "图库 {library} 是用模型 {model}（{dim} 维）建的，不是 {encoder}；请用 --model 指定该模型"
                             "启动"),
+    "library_model_unavailable": ("library {library!r} was built with model {model} ({dim}-d), which cannot be "
+                                  "loaded: {reason}. Put that model back, or move the library to a model you have "
+                                  "with `searchcore reindex --library {library} --model M`",
+                                  "图库 {library} 是用模型 {model}（{dim} 维）建的，该模型无法加载：{reason}。请放回该"
+                                  "模型，或用 searchcore reindex --library {library} --model M 把图库换成现有的模型"),
+    "reindex_check_failed": ("the reindex of library {library!r} to {model} was not switched: after encoding, "
+                             "{missing} images had no vector in the new collection and {orphans} vectors no image "
+                             "({bad} could not be decoded again; the others were added or removed meanwhile). The "
+                             "library still answers with its old model; run `searchcore check --library {library}`, "
+                             "then the reindex again, which keeps what it encoded",
+                             "图库 {library} 换用 {model} 的重建没有切换：编码后新集合中有 {missing} 张图片没有向量，"
+                             "{orphans} 个向量没有图片（其中 {bad} 张无法再次解码，其余是期间新增或删除的）。"
+                             "图库仍使用原模型；请运行 searchcore check --library {library}，"
+                             "再重新运行重建（已编码的会保留）"),
+    "reindex_none": ("library {library!r} has no reindex under way, and none ran since the server started",
+                     "图库 {library} 没有正在进行的重建，服务启动以来也没有运行过"),
+    "reindex_running": ("library {library!r} is being reindexed to {model} already: {line}",
+                        "图库 {library} 已在换用 {model} 重建：{line}"),
     "library_model_mismatch": ("library {library!r} was built with model {model} ({dim}-d); it cannot be used with "
                                "{wanted_model} ({wanted_dim}-d). Use that model or another library name",
                                "图库 {library} 是用模型 {model}（{dim} 维）建的，不能与 {wanted_model}（{wanted_dim} "
@@ -335,6 +353,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                "be able to read these paths",
                                "Milvus 批量导入 {files} 未完成（{state}：{reason}）；服务器必须能读取这些路径"),
     # Front ends
+    "usage_reindex_model": ("reindex needs --model M: the model (name or checkpoint) to move the library to",
+                            "reindex 需要 --model M：图库要换用的模型（名称或检查点）"),
     "usage_query_or_image": ("give either a text query or --image FILE",
                              "请给出文字查询或 --image 图片文件，二者选一"),
     "usage_image_semantic_only": ("--mode keyword and hybrid search by words; --image searches by look (semantic) "

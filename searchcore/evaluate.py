@@ -228,7 +228,7 @@ def predict(engine: Engine, root: str | Path, split: str, top_k: Any = 10, libra
         log.warning("split %s of %s: skipped %d bad image records: %s", split, root, len(bad),
                     "; ".join(f"{b.file}:{b.line}: {b.reason}" for b in bad[:10]) + ("; ..." if len(bad) > 10 else ""))
     texts = split_texts(root, split)
-    return search_texts(engine, name, texts, encode_texts(engine.encoder, [t["text"] for t in texts]), k)
+    return search_texts(engine, name, texts, encode_texts(engine.encoder_for(name), [t["text"] for t in texts]), k)
 
 
 def search_texts(engine: Engine, library: str, texts: Sequence[dict[str, Any]], queries: np.ndarray,
@@ -260,7 +260,7 @@ def evaluate(engine: Engine, root: str | Path, split: str, *, exact: bool = Fals
     root = Path(root)
     name, bad = prepare_library(engine, root, split, library)
     texts = split_texts(root, split)
-    text_vectors = encode_texts(engine.encoder, [t["text"] for t in texts])
+    text_vectors = encode_texts(engine.encoder_for(name), [t["text"] for t in texts])
     predictions = search_texts(engine, name, texts, text_vectors, 10)
     t2i = recall({t["text_id"]: t["image_ids"] for t in texts}, {p.text_id: p.image_ids for p in predictions})
 

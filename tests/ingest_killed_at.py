@@ -2,6 +2,7 @@
 
     python tests/ingest_killed_at.py POINT:N DATASET [--split S] [--sync] [--parallel-reader]
     python tests/ingest_killed_at.py thumbnails:N --migrate
+    python tests/ingest_killed_at.py build:N --reindex MODEL
 
 runs the ingest `searchcore ingest DATASET --split S` runs, with the settings of the SEARCHCORE_*
 variables, over the engine's real stores wrapped so that the Nth time the ingest reaches POINT the
@@ -14,6 +15,9 @@ process kills itself with SIGKILL (no cleanup, no flush, as a power cut or the O
     remove_images a --sync run has deleted the gone images' vectors, not yet their images
     forget_files  a --sync run has deleted the gone images from both stores, not yet the file records
     thumbnails    `searchcore migrate` is about to replace a batch of stored originals by thumbnails
+    build         (--reindex M) a batch of the new collection is about to be written
+    switch        (--reindex M) every picture is in the new collection, the library not switched yet
+    switched      (--reindex M) the library switched to the new collection, the old one not dropped yet
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.sources import chinese_clip
 
-POINTS = ("batch", "after_images", "flush", "remove_images", "forget_files", "thumbnails")
+POINTS = ("batch", "after_images", "flush", "remove_images", "forget_files", "thumbnails", "build", "switch",
+          "switched")
 
 
 class KillAt:
@@ -84,6 +89,16 @@ class KillingVectorStore(Wrapped):
         self._kill.reach("flush")
         return self._store.flush(*args, **kwargs)
 
+    def build_upsert(self, *args: Any, **kwargs: Any) -> Any:
+        self._kill.reach("build")
+        return self._store.build_upsert(*args, **kwargs)
+
+    def switch(self, *args: Any, **kwargs: Any) -> Any:
+        self._kill.reach("switch")
+        result = self._store.switch(*args, **kwargs)
+        self._kill.reach("switched")
+        return result
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sync", action="store_true")
     parser.add_argument("--parallel-reader", action="store_true")
     parser.add_argument("--migrate", action="store_true", help="run the thumbnail migration instead of an ingest")
+    parser.add_argument("--reindex", metavar="MODEL", help="move the library to MODEL instead of an ingest")
     args = parser.parse_args(argv)
     if args.parallel_reader:
         chinese_clip.PARALLEL_MIN_BYTES = 0
@@ -103,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.migrate:
             print(f"{engine.migrate_originals()} thumbnails")
+        elif args.reindex:
+            print(engine.reindex(args.reindex).summary())
         else:
             print(engine.ingest(args.path, split=args.split, sync=args.sync).summary())
     finally:

@@ -123,6 +123,22 @@ def tiny_settings(tmp: Path, model_cache: Path, **changes: object) -> Settings:
     return base.replace(**changes)
 
 
+def write_tiny_checkpoint(path: Path, dim: int, seed: int = 0) -> Path:
+    """A second tiny model in demo/tiny_clip.pt's format with dim-d vectors (dim <= 64): the same towers, both
+    projections mapped onto a random dim-d subspace (an orthonormal basis), so it still finds the shapes but
+    scores (and ranks) them otherwise."""
+    import torch
+
+    checkpoint = torch.load(TINY_MODEL, map_location="cpu", weights_only=False)
+    basis, _ = torch.linalg.qr(torch.randn(checkpoint["model_config"]["embed_dim"], dim,
+                                           generator=torch.Generator().manual_seed(seed)))
+    state = dict(checkpoint["state_dict"])
+    for key in ("text_projection", "visual.proj"):
+        state[key] = (state[key].float() @ basis).half()
+    torch.save({"state_dict": state, "model_config": {**checkpoint["model_config"], "embed_dim": dim}}, path)
+    return path
+
+
 def torch_engine(tmp: Path, model_cache: Path, encoder: Encoder) -> Engine:
     """An engine on the tiny model's fp32 PyTorch path with embedded stores under tmp (a context manager)."""
     from searchcore.engine import Engine

@@ -34,7 +34,7 @@ from searchcore.models.encoder import load_encoder, load_model
 from searchcore.records import BadRecord, Record, Source
 from searchcore.sources.chinese_clip import count_lines, read_captions, resolve_split, tsv_file, tsv_record
 from searchcore.stores.factory import BulkRows, open_stores, open_vector_store
-from searchcore.stores.vectors import PREFIX, collection_schema
+from searchcore.stores.vectors import collection_schema
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
     root, split = resolve_split(Path(path).expanduser(), split)
     tsv = _tsv_path(root, split)
     captions, problems = read_captions(root, split)
-    _open_library(settings, name)
+    collection = _open_library(settings, name)
     bulk = str(Path(bulk_dir).expanduser().resolve()) if bulk_dir is not None else None
     report = IngestReport(name, bad=list(problems))
-    importer = BulkImporter(settings, name) if bulk is not None else None
+    importer = BulkImporter(settings, collection) if bulk is not None else None
     unnumbered: list[tuple[BadRecord, str | None]] = []  # the workers' bad records, with their tsv line's digest
     try:
         with _ray_session(ray, ray_address):
@@ -99,12 +99,14 @@ def _tsv_path(root: Path, split: str) -> Path:
     return tsv
 
 
-def _open_library(settings: Settings, library: str) -> None:
-    """Create the collection (or refuse another model's) once, before any worker writes."""
+def _open_library(settings: Settings, library: str) -> str:
+    """Create the collection (or refuse another model's) once, before any worker writes; the collection holding
+    the library's vectors (behind its alias, once reindexed)."""
     _, spec = load_model(settings)
     vectors, images = open_stores(settings)  # creates the table here, not in several workers at once
     try:
-        vectors.open_library(library, spec.name, spec.dim, create=True)
+        return vectors.open_library(library, spec.name, spec.dim, create=True, model_file=spec.source,
+                                    digest=spec.digest).collection
     finally:
         vectors.close()
         images.close()
@@ -258,10 +260,10 @@ class BulkImporter:
     pymilvus exposes through its ORM `utility` module.
     """
 
-    def __init__(self, settings: Settings, library: str) -> None:
+    def __init__(self, settings: Settings, collection: str) -> None:
         from pymilvus import connections
 
-        self.collection = PREFIX + library
+        self.collection = collection
         self.alias = f"searchcore-bulk-{uuid.uuid4().hex[:8]}"
         self.tasks: list[tuple[int, list[str]]] = []
         with warnings.catch_warnings():

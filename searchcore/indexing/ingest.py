@@ -127,7 +127,8 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
     each frame one image of the library (see indexing/videos.py).
     """
     started = time.perf_counter()
-    meta = vectors.open_library(library, encoder.name, encoder.dim, create=True)
+    meta = vectors.open_library(library, encoder.name, encoder.dim, create=True, model_file=encoder.spec.source,
+                                digest=encoder.spec.digest)
     report = IngestReport(library, bad=list(source.problems), folder=source.scan is not None)
     book = _Folder(source.scan, vectors, images, library, report, texts) if source.scan is not None else None
     done = 0

@@ -341,3 +341,21 @@ def _load_checkpoint(path: Path, settings: Settings) -> tuple[Any, ModelSpec]:
 
 def _embed_dim(model: Any) -> int:
     return int(model.text_projection.shape[1])
+
+
+def recorded_model(settings: Settings, name: str, model_file: str, resolution: int | None = None) -> Settings | None:
+    """The settings that load the model a library recorded (its name, and the weights file it came from), or
+    None when they cannot be known (an older library's checkpoint recorded no file). An official model loads
+    only from weights already in the model folder: a search never starts a download."""
+    if name in OFFICIAL_MODELS:
+        from cn_clip.clip.utils import _MODELS
+
+        present = (Path(settings.model_dir).expanduser() / _MODELS[name][1]).is_file()
+        return settings.replace(model=name, vision_model=None, text_model=None) if present else None
+    if not model_file:
+        return None
+    changes: dict[str, Any] = {"model": model_file}
+    vision, sep, rest = name.partition("@")
+    if sep and ":" in rest:  # a fine-tuned checkpoint: "{vision}@{text}:{stem}@{digest}"
+        changes.update(vision_model=vision, text_model=rest.split(":", 1)[0], resolution=resolution)
+    return dataclasses.replace(settings, **changes)

@@ -119,9 +119,10 @@ class SnapshotFirst:
             return len(self.snapshot.copy)
         return self.lite().count(library)
 
-    def open_library(self, library: str, model: str, dim: int, *, create: bool) -> LibraryMeta:
+    def open_library(self, library: str, model: str, dim: int, *, create: bool, model_file: str = "",
+                     digest: str = "") -> LibraryMeta:
         self._meta = None  # this process writes: the snapshot no longer answers
-        return self.lite().open_library(library, model, dim, create=create)
+        return self.lite().open_library(library, model, dim, create=create, model_file=model_file, digest=digest)
 
     def libraries(self) -> list[LibraryMeta]:
         return self.lite().libraries()

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,12 +17,12 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from searchcore.config import TEXT_INDEX_SUFFIX, is_server_uri, validate_library
+from searchcore.config import BUILD_SUFFIX, LIVE_SUFFIX, TEXT_INDEX_SUFFIX, is_server_uri, validate_library
 from searchcore.errors import BackendUnavailableError, LibraryError, LibraryLockedError, SearchcoreError
 from searchcore.ids import id_chunks
 from searchcore.stores.exact_copy import ExactCopy, LiteCopies
 from searchcore.stores.filters import Filters
-from searchcore.stores.snapshot import lite_locked, save
+from searchcore.stores.snapshot import discard, lite_locked, save
 from searchcore.stores.text_copy import TextCopy
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class LibraryMeta:
     index_params: dict[str, Any]
     filterable: bool = True  # has the path and taken fields (libraries made before them lack them)
     videos: bool = True  # has the video_id and time_s fields (libraries made before videos lack them)
+    model_file: str = ""  # the weights file the model was loaded from (libraries made before it lack it)
+    digest: str = ""  # the weights file's sha256
+    collection: str = ""  # the Milvus collection holding its vectors now
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ class VectorStore(Protocol):
 
     backend: str
 
-    def open_library(self, library: str, model: str, dim: int, *, create: bool) -> LibraryMeta: ...
+    def open_library(self, library: str, model: str, dim: int, *, create: bool, model_file: str = "",
+                     digest: str = "") -> LibraryMeta: ...
     def meta(self, library: str) -> LibraryMeta | None: ...
     def libraries(self) -> list[LibraryMeta]: ...
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
@@ -147,6 +152,7 @@ class MilvusVectorStore:
         self.index = index
         self.exact_copy = exact_copy and not self.server
         self._metas: dict[str, LibraryMeta] = {}
+        self._names: dict[str, str] = {}  # library -> the name its vectors are reached by (collection or alias)
         self._lock = threading.Lock()
         self._client = self._connect(token, connect_timeout)
         # Every Lite store of this process on the file keeps the shared copies in step, even with exact_copy off.
@@ -205,6 +211,7 @@ class MilvusVectorStore:
             raise
         except Exception as exc:
             self._metas.clear()  # a restarted server reloads collections: check (and load) them again next call
+            self._names.clear()  # ... and another process may have switched a library to a new collection
             raise BackendUnavailableError("vector_store_failed", uri=self.uri, action=what, reason=str(exc)) from exc
 
     def _index_for(self) -> tuple[str, dict[str, Any]]:
@@ -214,21 +221,37 @@ class MilvusVectorStore:
         params = dict(HNSW_PARAMS) if index == "HNSW" else {"nlist": 1024} if index == "IVF_FLAT" else {}
         return index, params
 
-    def open_library(self, library: str, model: str, dim: int, *, create: bool) -> LibraryMeta:
-        """Open (or create) a library's collection, refusing one made with another model."""
+    def open_library(self, library: str, model: str, dim: int, *, create: bool, model_file: str = "",
+                     digest: str = "") -> LibraryMeta:
+        """Open (or create) a library's collection, refusing one made with another model; a new one records the
+        model's weights file and digest, from which the library's own model is loaded again later."""
         validate_library(library)
         meta = self.meta(library)
         if meta is None:
             if not create:
                 raise LibraryError("library_missing_ingest", library=library)
-            return self._create(library, model, dim)
+            return self._create(library, model, dim, model_file, digest)
         if meta.model != model or meta.dim != dim:
             raise LibraryError("library_model_mismatch", library=library, model=meta.model, dim=meta.dim,
                                wanted_model=model, wanted_dim=dim)
         self._load_copy(library, meta)
         return meta
 
-    def _create(self, library: str, model: str, dim: int) -> LibraryMeta:
+    def _create(self, library: str, model: str, dim: int, model_file: str = "", digest: str = "") -> LibraryMeta:
+        with self._lock, self._writing(library):
+            index = self._create_collection(PREFIX + library, library, model, dim, model_file, digest)
+            self._names[library] = PREFIX + library
+            if self._copies is not None and index == "FLAT":
+                self._copies.create_empty(library, ExactCopy(dim), id(self))
+        log.info("created library %s (%s, %d-d)", library, model, dim)
+        self._metas.pop(library, None)
+        meta = self.meta(library)
+        assert meta is not None
+        return meta
+
+    def _create_collection(self, name: str, library: str, model: str, dim: int, model_file: str,
+                           digest: str) -> str:
+        """Create a collection of a library's vectors, recording its model; the index type made."""
         index, params = self._index_for()
         schema = collection_schema(dim)
         index_params = self._client.prepare_index_params()
@@ -238,18 +261,99 @@ class MilvusVectorStore:
             "searchcore.model": model,
             "searchcore.dim": str(dim),
             "searchcore.index": json.dumps({"type": index, "params": params}),
+            "searchcore.model_file": model_file,
+            "searchcore.digest": digest,
         }
-        with self._lock, self._writing(library):
-            self._call("create the collection", lambda: self._client.create_collection(
-                PREFIX + library, schema=schema, index_params=index_params,
-                consistency_level="Strong", properties=properties))
-            if self._copies is not None and index == "FLAT":
-                self._copies.create_empty(library, ExactCopy(dim), id(self))
-        log.info("created library %s (%s, %d-d, %s)", library, model, dim, index)
-        self._metas.pop(library, None)
+        self._call("create the collection", lambda: self._client.create_collection(
+            name, schema=schema, index_params=index_params, consistency_level="Strong", properties=properties))
+        return index
+
+    def _name(self, library: str) -> str:
+        """The name a library's vectors are reached by: the alias of a reindexed library, else its collection."""
+        cached = self._names.get(library)
+        if cached is not None:
+            return cached
+        alias = PREFIX + library + LIVE_SUFFIX
+        name = alias if self._call("list collections", lambda: self._client.has_collection(alias)) \
+            else PREFIX + library
+        self._names[library] = name
+        return name
+
+    def live_collection(self, library: str) -> str | None:
+        """The collection a library's searches read now (behind its alias, once reindexed); None without one."""
         meta = self.meta(library)
-        assert meta is not None
-        return meta
+        return meta.collection if meta is not None else None
+
+    def builds(self, library: str) -> dict[str, LibraryMeta]:
+        """The collections of a library other than its live one (reindexes under way or finished), by name."""
+        validate_library(library)
+        live = self.live_collection(library)
+        pattern = re.compile(re.escape(PREFIX + library) + "(" + BUILD_SUFFIX + "[0-9]+)?$")
+        found = {}
+        for name in self._call("list collections", self._client.list_collections):
+            if pattern.fullmatch(name) and name != live:
+                desc = self._describe(name)
+                found[name] = _meta_from(library, desc, name)
+        return found
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        return self._call("describe the collection", lambda: self._client.describe_collection(name))
+
+    def create_build(self, library: str, model: str, dim: int, model_file: str = "", digest: str = "") -> str:
+        """A new empty collection beside a library's live one, for its vectors by another model; its name."""
+        numbers = [int(n.rsplit(BUILD_SUFFIX, 1)[1]) for n in [*self.builds(library), self.live_collection(library)]
+                   if n and n != PREFIX + library and BUILD_SUFFIX in n]
+        name = f"{PREFIX}{library}{BUILD_SUFFIX}{max(numbers, default=0) + 1}"
+        self._create_collection(name, library, model, dim, model_file, digest)
+        return name
+
+    def build_upsert(self, collection: str, ids: Sequence[int], vectors: np.ndarray,
+                     attrs: Sequence[Attrs] | None = None, frames: Sequence[Frame] | None = None) -> None:
+        """Write vectors to a collection being built (no search reads it, no copy follows it)."""
+        rows = vector_rows(ids, np.asarray(vectors, dtype=np.float32), attrs, True, frames, True)
+        if rows:
+            self._call("upsert vectors", lambda: self._client.upsert(collection, rows))
+
+    def build_delete(self, collection: str, ids: list[int]) -> None:
+        """Remove vectors from a collection being built."""
+        for chunk in id_chunks(ids, ID_BATCH):
+            self._call("delete vectors", lambda c=chunk: self._client.delete(  # type: ignore[misc]
+                collection, ids=c))
+
+    def collection_ids(self, collection: str) -> Iterator[int]:
+        """Every id with a vector in a collection (loaded first: a resumed reindex finds it released), in pages."""
+        state = self._call("get the load state", lambda: self._client.get_load_state(collection))
+        if "Loaded" not in str(state.get("state", "")):
+            self._call("load the collection", lambda: self._client.load_collection(collection))
+        return self._ids(collection)
+
+    def flush_collection(self, collection: str) -> None:
+        """Seal a collection's fresh vectors."""
+        self._call("flush", lambda: self._client.flush(collection))
+
+    def drop_collection(self, collection: str) -> None:
+        """Remove one collection (a finished or abandoned reindex's; never a library's live one)."""
+        if self._call("list collections", lambda: self._client.has_collection(collection)):
+            self._call("drop the collection", lambda: self._client.drop_collection(collection))
+
+    def switch(self, library: str, collection: str) -> None:
+        """Make a built collection the library's live one in one step (its alias moves), then reload the exact
+        copy from it; no write of the library runs meanwhile, and its saved snapshot is discarded."""
+        alias = PREFIX + library + LIVE_SUFFIX
+        with self._lock, self._writing(library):
+            if self._copies is not None:
+                self._copies.invalidate(library)
+            if self._call("list collections", lambda: self._client.has_collection(alias)):
+                self._call("move the alias", lambda: self._client.alter_alias(collection, alias))
+            else:
+                self._call("create the alias", lambda: self._client.create_alias(collection, alias))
+            self._metas.pop(library, None)
+            self._names[library] = alias
+        if not self.server:
+            discard(self.uri, library)
+        meta = self.meta(library)
+        if meta is not None:
+            self._load_copy(library, meta)
 
     def meta(self, library: str) -> LibraryMeta | None:
         """The library's recorded model, dim and index, or None when it does not exist."""
@@ -257,11 +361,11 @@ class MilvusVectorStore:
         cached = self._metas.get(library)  # one lookup: another thread may clear the cache (see _call)
         if cached is not None:
             return cached
-        name = PREFIX + library
+        name = self._name(library)
         if not self._call("list collections", lambda: self._client.has_collection(name)):
             return None
         desc = self._call("describe the collection", lambda: self._client.describe_collection(name))
-        meta = _meta_from(library, desc)
+        meta = _meta_from(library, desc, str(desc.get("collection_name") or name))
         state = self._call("get the load state", lambda: self._client.get_load_state(name))
         if "Loaded" not in str(state.get("state", "")):
             self._call("load the collection", lambda: self._client.load_collection(name))
@@ -271,12 +375,14 @@ class MilvusVectorStore:
     def libraries(self) -> list[LibraryMeta]:
         """Every library this store holds."""
         names = self._call("list collections", self._client.list_collections)
+        # a reindexed library's collections carry a suffix; each library is listed once, by its live collection
+        libraries = {re.sub(re.escape(BUILD_SUFFIX) + "[0-9]+$", "", name[len(PREFIX):]) for name in names
+                     if name.startswith(PREFIX) and not name.endswith(TEXT_INDEX_SUFFIX)}
         metas = []
-        for name in sorted(names):
-            if name.startswith(PREFIX) and not name.endswith(TEXT_INDEX_SUFFIX):
-                meta = self.meta(name[len(PREFIX):])
-                if meta is not None:
-                    metas.append(meta)
+        for library in sorted(libraries):
+            meta = self.meta(library)
+            if meta is not None:
+                metas.append(meta)
         return metas
 
     def upsert(self, library: str, ids: Sequence[int], vectors: np.ndarray,
@@ -291,7 +397,7 @@ class MilvusVectorStore:
         rows = vector_rows(ids, array, attrs, meta is None or meta.filterable, frames, videos)
         if rows:
             with self._writing(library):
-                self._call("upsert vectors", lambda: self._client.upsert(PREFIX + library, rows))
+                self._call("upsert vectors", lambda: self._client.upsert(self._name(library), rows))
                 if self._copies is not None:
                     self._copies.upserted(library, [r["id"] for r in rows], array[:len(rows)],
                                           attrs=[(r.get("path", ""), r.get("taken", 0)) for r in rows],
@@ -299,7 +405,7 @@ class MilvusVectorStore:
 
     def flush(self, library: str) -> None:
         """Seal fresh vectors so searches over them are fast and durable."""
-        self._call("flush", lambda: self._client.flush(PREFIX + library))
+        self._call("flush", lambda: self._client.flush(self._name(library)))
 
     def search(self, library: str, vectors: np.ndarray, top_k: int,
                filters: Filters | None = None) -> list[list[Hit]]:
@@ -332,7 +438,7 @@ class MilvusVectorStore:
         # (200 ms); Session still shows this client its own writes (bench/bench_query.py measures both).
         expression = filters.expression() if filters else ""
         result = self._call("search", lambda: self._client.search(
-            PREFIX + library, data=data, limit=top_k, search_params=params, output_fields=[],
+            self._name(library), data=data, limit=top_k, search_params=params, output_fields=[],
             consistency_level="Session", filter=expression))
         return [[Hit(int(h["id"]), float(h["distance"])) for h in hits] for hits in result]
 
@@ -401,8 +507,8 @@ class MilvusVectorStore:
     def _copy_pages(self, library: str, cancel: threading.Event
                     ) -> Iterator[tuple[list[int], np.ndarray, list[Attrs], list[int]]]:
         """Every (id, vector, attrs) of a library, in pages, for its exact copy."""
-        name = PREFIX + library
         meta = self.meta(library)
+        name = self._name(library)
         fields = ["id", "vector", *(ATTR_FIELDS if meta is not None and meta.filterable else ()),
                   *(VIDEO_FIELDS[:1] if meta is not None and meta.videos else ())]
         iterator = self._call("read vectors", lambda: self._client.query_iterator(
@@ -433,7 +539,7 @@ class MilvusVectorStore:
         found: set[int] = set()
         for chunk in id_chunks(ids, ID_BATCH) if self.meta(library) is not None else []:
             rows = self._call("query ids", lambda c=chunk: self._client.query(  # type: ignore[misc]
-                PREFIX + library, filter=f"id in {c}", output_fields=["id"]))
+                self._name(library), filter=f"id in {c}", output_fields=["id"]))
             found.update(int(r["id"]) for r in rows)
         return found
 
@@ -446,7 +552,7 @@ class MilvusVectorStore:
         found: dict[int, np.ndarray] = {}
         for chunk in id_chunks(ids, ID_BATCH) if self.meta(library) is not None else []:
             rows = self._call("fetch vectors", lambda c=chunk: self._client.get(  # type: ignore[misc]
-                PREFIX + library, ids=c, output_fields=["id", "vector"]))
+                self._name(library), ids=c, output_fields=["id", "vector"]))
             for r in rows:
                 found[int(r["id"])] = np.asarray(r["vector"], dtype=np.float32)
         return found
@@ -457,7 +563,7 @@ class MilvusVectorStore:
         found: dict[int, Attrs] = {}
         for chunk in id_chunks(ids, ID_BATCH) if meta is not None and meta.filterable else []:
             rows = self._call("fetch attributes", lambda c=chunk: self._client.get(  # type: ignore[misc]
-                PREFIX + library, ids=c, output_fields=["id", *ATTR_FIELDS]))
+                self._name(library), ids=c, output_fields=["id", *ATTR_FIELDS]))
             for r in rows:
                 found[int(r["id"])] = (r["path"], int(r["taken"]))
         return found
@@ -480,15 +586,16 @@ class MilvusVectorStore:
             partial = staging.with_suffix(".partial.npz")
             with partial.open("wb") as out:
                 np.savez(out, ids=np.asarray(ids, dtype=np.int64), vectors=matrix,
-                         meta=np.asarray(json.dumps([meta.model, meta.dim, meta.index])))
+                         meta=np.asarray(json.dumps([meta.model, meta.dim, meta.index, meta.model_file,
+                                                     meta.digest])))
             os.replace(partial, staging)
         saved = np.load(staging)
-        model, dim, index = json.loads(str(saved["meta"]))
+        model, dim, index, *origin = json.loads(str(saved["meta"]))  # a staging file of before: no origin
         ids_saved, vectors = saved["ids"].tolist(), saved["vectors"]
         self.drop(library)
         previous, self.index = self.index, index
         try:
-            self._create(library, model, int(dim))
+            self._create(library, model, int(dim), *origin)
         finally:
             self.index = previous
         for start in range(0, len(ids_saved), ID_BATCH):
@@ -505,8 +612,11 @@ class MilvusVectorStore:
         """Every id with a vector, in pages."""
         if self.meta(library) is None:  # also loads a collection that a reopened store finds released
             return
+        yield from self._ids(self._name(library))
+
+    def _ids(self, name: str) -> Iterator[int]:
         iterator = self._call("list ids", lambda: self._client.query_iterator(
-            PREFIX + library, batch_size=ID_BATCH * 5, filter="id >= -9223372036854775807", output_fields=["id"]))
+            name, batch_size=ID_BATCH * 5, filter="id >= -9223372036854775807", output_fields=["id"]))
         try:
             while True:
                 page = self._call("list ids", iterator.next)
@@ -521,7 +631,7 @@ class MilvusVectorStore:
         for chunk in id_chunks(ids, ID_BATCH) if self.meta(library) is not None else []:
             with self._writing(library):
                 self._call("delete vectors", lambda c=chunk: self._client.delete(  # type: ignore[misc]
-                    PREFIX + library, ids=c))
+                    self._name(library), ids=c))
                 if self._copies is not None:
                     self._copies.deleted(library, chunk)
 
@@ -530,19 +640,24 @@ class MilvusVectorStore:
         if self.meta(library) is None:
             return 0
         rows = self._call("count", lambda: self._client.query(
-            PREFIX + library, filter="", output_fields=["count(*)"]))
+            self._name(library), filter="", output_fields=["count(*)"]))
         return int(rows[0]["count(*)"])
 
     def drop(self, library: str) -> None:
-        """Remove a library's collection."""
+        """Remove a library's collections (its live one, and any a reindex left) and its alias."""
         validate_library(library)
+        live = self.live_collection(library)
+        others = list(self.builds(library))
         self._metas.pop(library, None)
-        name = PREFIX + library
+        self._names.pop(library, None)
+        alias = PREFIX + library + LIVE_SUFFIX
         with self._writing(library):
             if self._copies is not None:
                 self._copies.invalidate(library)
-            if self._call("list collections", lambda: self._client.has_collection(name)):
-                self._call("drop the collection", lambda: self._client.drop_collection(name))
+            if live is not None and live != PREFIX + library:
+                self._call("drop the alias", lambda: self._client.drop_alias(alias))
+            for name in [n for n in (live, *others) if n]:
+                self.drop_collection(name)
 
     def close(self) -> None:
         """Release the client (and the Lite file lock, once the last store on the file in this process closes)."""
@@ -583,14 +698,16 @@ class MilvusVectorStore:
         return ready
 
 
-def _meta_from(library: str, desc: dict[str, Any]) -> LibraryMeta:
+def _meta_from(library: str, desc: dict[str, Any], collection: str = "") -> LibraryMeta:
     props = desc.get("properties") or {}
     if "searchcore.model" not in props:
         raise LibraryError("collection_foreign", collection=f"{PREFIX}{library}")
     index = json.loads(props.get("searchcore.index", '{"type": "FLAT", "params": {}}'))
     fields = {f.get("name") for f in desc.get("fields") or []}
     return LibraryMeta(library, props["searchcore.model"], int(props["searchcore.dim"]), index["type"],
-                       index["params"], all(f in fields for f in ATTR_FIELDS), all(f in fields for f in VIDEO_FIELDS))
+                       index["params"], all(f in fields for f in ATTR_FIELDS), all(f in fields for f in VIDEO_FIELDS),
+                       props.get("searchcore.model_file", ""), props.get("searchcore.digest", ""),
+                       collection or PREFIX + library)
 
 
 def _release_lite(path: str) -> None:

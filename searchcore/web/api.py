@@ -144,6 +144,13 @@ class IngestRequest(BaseModel):
     ocr: bool = False
 
 
+class ReindexRequest(BaseModel):
+    """A move of a library to another model."""
+
+    model: str = Field(description="the model to encode the library's pictures with: a name (RN50, ViT-B-16, ...) "
+                                   "or a checkpoint path on the server")
+
+
 MountUI = Callable[[FastAPI, Engine, Access, Metrics], FastAPI]
 
 
@@ -268,6 +275,23 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         with metrics.backend("drop"):
             engine.drop(name)
         return {"library": name, "dropped": True}
+
+    @api.post("/api/libraries/{library}/reindex", dependencies=[Depends(writer)], tags=["libraries"],
+              status_code=202)
+    def reindex(library: str, body: ReindexRequest) -> dict[str, Any]:
+        """Start moving a library to another model: its pictures are encoded again beside the old collection, which
+        keeps answering searches, then the library switches in one step. Returns the progress (as GET does)."""
+        return engine.start_reindex(body.model, _library(library)).to_json()
+
+    @api.get("/api/libraries/{library}/reindex", dependencies=[Depends(reader)], tags=["libraries"])
+    def reindex_progress(library: str) -> dict[str, Any]:
+        """The library's reindex under way (or the last one): state, done/total, eta_seconds, a progress line and,
+        once done, the report."""
+        name = _library(library)
+        status = engine.reindex_status(name)
+        if status is None:
+            raise _Refusal(404, QueryError("reindex_none", library=name))
+        return status.to_json()
 
     install_seed_routes(api, engine, metrics, reader=reader, writer=writer)
 
@@ -433,6 +457,8 @@ def _error_response(exc: SearchcoreError, status: int) -> JSONResponse:
 def _status(exc: SearchcoreError) -> int:
     if isinstance(exc, (BackendUnavailableError, LibraryLockedError)):
         return 503
+    if isinstance(exc, QueryError) and exc.kind == "reindex_running":
+        return 409  # one reindex of a library at a time
     if isinstance(exc, MassRemovalError):
         return 409  # the folder's state conflicts with the library's: the drive may not be mounted
     if isinstance(exc, LibraryError):

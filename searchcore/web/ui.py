@@ -30,6 +30,7 @@ from searchcore.duplicates import DuplicateGroup, find_duplicates
 from searchcore.engine import Engine
 from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
+from searchcore.indexing.reindex import ReindexStatus
 from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, read_upload
 from searchcore.query import Understood
 from searchcore.records import SHOWN_BAD_RECORDS
@@ -368,10 +369,11 @@ class SearchApp:
             return []
         return [[i.library, i.count, i.model, i.dim, f"{i.vector_backend} + {i.image_backend}"] for i in infos]
 
-    def library_choices(self, selected: str | None, request: gr.Request | None = None) -> tuple[Any, Any]:
-        """Fresh choices for the search tab's library (now `selected`) and the drop control's dropdown."""
+    def library_choices(self, selected: str | None, request: gr.Request | None = None) -> tuple[Any, Any, Any]:
+        """Fresh choices for the search tab's library (now `selected`) and the drop and reindex dropdowns."""
         names = [row[0] for row in self.libraries(request)]
-        return gr.Dropdown(choices=names, value=selected or None), gr.Dropdown(choices=names)
+        return gr.Dropdown(choices=names, value=selected or None), gr.Dropdown(choices=names), \
+            gr.Dropdown(choices=names)
 
     def ask_drop(self, library: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         """The confirmation step before a drop."""
@@ -397,6 +399,35 @@ class SearchApp:
             return translate(lang, "drop_failed", reason=_escape(error_text(lang, exc))), self.libraries(request)
         log.info("dropped library %s", library)
         return translate(lang, "dropped", library=_escape(library)), self.libraries(request)
+
+    def reindex(self, library: str | None, model: str | None,
+                request: gr.Request | None = None) -> tuple[str, Any]:
+        """Start moving a library to another model; returns its progress line and the timer that refreshes it."""
+        lang = language(request)
+        self._require_write("action_reindex", lang)
+        if not library or not (model or "").strip():
+            _warn(lang, "choose_reindex")
+            return "", gr.Timer(active=False)
+        try:
+            status = self.engine.start_reindex((model or "").strip(), library)
+        except SearchcoreError as exc:
+            _warn(lang, "failed", reason=exc)
+            return translate(lang, "reindex_failed", reason=_escape(error_text(lang, exc)), old_model="its model"
+                             if lang == "en" else "原模型"), gr.Timer(active=False)
+        return reindex_text(status, lang), gr.Timer(active=True)
+
+    def reindex_progress(self, library: str | None,
+                         request: gr.Request | None = None) -> tuple[str, Any, list[list[Any]]]:
+        """The reindex's progress line (the timer stops once it has ended) and the library table."""
+        lang = language(request)
+        try:
+            status = self.engine.reindex_status(library) if library else None
+        except SearchcoreError:
+            status = None
+        if status is None:
+            return "", gr.Timer(active=False), self.libraries(request)
+        running = status.state not in ("done", "failed")
+        return reindex_text(status, lang), gr.Timer(active=running), self.libraries(request)
 
     def table_headers(self, request: gr.Request | None = None) -> Any:
         """The library table's column names in the request's language (gr.I18n does not reach them)."""
@@ -576,16 +607,24 @@ def _build_tab(app: SearchApp, chosen: _Chosen, demo: gr.Blocks) -> None:
         with gr.Row():
             drop_name = gr.Dropdown([], label=I18N("drop_name_label"), allow_custom_value=True, interactive=writable)
             drop_btn = gr.Button(I18N("drop_button"), variant="stop", interactive=writable)
+        with gr.Row():
+            reindex_name = gr.Dropdown([], label=I18N("reindex_name_label"), allow_custom_value=True,
+                                       interactive=writable, elem_id="reindex-library")
+            reindex_model = gr.Textbox(label=I18N("reindex_model_label"), placeholder=I18N("reindex_model_placeholder"),
+                                       interactive=writable, elem_id="reindex-model")
+            reindex_btn = gr.Button(I18N("reindex_button"), interactive=writable, elem_id="reindex-button")
+        reindex_status = gr.Markdown(elem_id="reindex-status")
+        reindex_timer = gr.Timer(1.0, active=False)
         with gr.Row(visible=False) as confirm_row:
             confirm_text = gr.Markdown()
             confirm_btn = gr.Button(I18N("confirm_button"), variant="stop")
             cancel_btn = gr.Button(I18N("cancel_button"))
 
-        choices = (app.library_choices, chosen.library, [chosen.library, drop_name])
+        choices = (app.library_choices, chosen.library, [chosen.library, drop_name, reindex_name])
         ingest_btn.click(app.ingest, [source, dataset_folder, split, image_folder, uploads, target, sync, ocr],
                          [build_status, table], api_name="ingest", concurrency_id="write",
                          concurrency_limit=1).then(  # search the library just built
-            app.library_choices, target, [chosen.library, drop_name], api_visibility="private").then(
+            app.library_choices, target, [chosen.library, drop_name, reindex_name], api_visibility="private").then(
             *chosen.view, api_visibility="private")  # its new count, even when it was already chosen
         refresh_btn.click(app.libraries, None, table, api_name="libraries").then(*choices, api_visibility="private")
         drop_btn.click(app.ask_drop, drop_name, [confirm_text, confirm_row], api_visibility="private")
@@ -594,9 +633,34 @@ def _build_tab(app: SearchApp, chosen: _Chosen, demo: gr.Blocks) -> None:
             lambda: gr.Row(visible=False), None, confirm_row, api_visibility="private").then(
             *choices, api_visibility="private").then(*chosen.view, api_visibility="private")
         cancel_btn.click(lambda: gr.Row(visible=False), None, confirm_row, api_visibility="private")
+        # the reindex runs on a thread of the engine: searches go on, and the timer shows its progress
+        reindex_btn.click(app.reindex, [reindex_name, reindex_model], [reindex_status, reindex_timer],
+                          api_name="reindex", concurrency_id="write", concurrency_limit=1)
+        reindex_timer.tick(app.reindex_progress, reindex_name, [reindex_status, reindex_timer, table],
+                           api_visibility="private", concurrency_id="reindex-progress")
     demo.load(app.table_headers, None, table, api_visibility="private").then(
         app.libraries, None, table, api_visibility="private").then(
         *choices, api_visibility="private").then(*chosen.view, api_visibility="private")
+
+
+def reindex_text(status: ReindexStatus, lang: str) -> str:
+    """A reindex's progress line (with its ETA), or how it ended, in the request's language."""
+    if status.state == "failed":
+        return translate(lang, "reindex_failed", reason=_escape(status.error or ""), old_model=status.old_model)
+    report = status.report
+    if status.state == "done" and report is not None:
+        if report.already:
+            return translate(lang, "reindex_already", library=_escape(status.library), model=report.model)
+        return translate(lang, "reindex_done", library=_escape(status.library), model=report.model,
+                         encoded=report.encoded, originals=report.from_originals,
+                         thumbnails=report.from_thumbnails + report.from_frame_thumbnails, stored=report.from_store,
+                         frames=report.from_videos + report.from_frame_thumbnails)
+    eta = status.eta_seconds
+    return translate(lang, "reindex_progress", library=_escape(status.library), model=status.model,
+                     state=translate(lang, f"reindex_state_{status.state}"), done=status.done, total=status.total,
+                     percent=round(100 * status.done / status.total) if status.total else 0,
+                     eta=translate(lang, "reindex_eta", eta=clock(eta)) if eta is not None else "",
+                     old_model=status.old_model)
 
 
 def caption(hit: dict[str, Any], lang: str = "en") -> str:
