@@ -26,7 +26,8 @@ from bench._common import jpeg_split, quiet_logs, random_checkpoint, write_resul
 from bench.gpu_bench import engine_ingest, environment
 from searchcore.config import Settings
 from searchcore.indexing.pipeline import prepared_batches
-from searchcore.models.encoder import STD, Encoder, load_encoder
+from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.models.preprocess import STD
 from searchcore.sources.datasets import open_source
 
 
