@@ -484,7 +484,7 @@ class MilvusVectorStore:
             return (f"the exact copy holds {len(held)} vectors and Milvus {len(stored)} ({missing.size} missing "
                     f"from the copy, {extra.size} not in Milvus)")
         sample = held if len(held) <= COPY_CHECK_ALL else np.random.default_rng().choice(held, COPY_SAMPLE, False)
-        truth = self.vectors(library, sample.tolist())
+        truth = self.vectors(library, sample.tolist(), from_copy=False)
         mine = copy.get(sample.tolist())
         differ = len([i for i, v in truth.items() if i not in mine or not np.array_equal(v, mine[i])])
         if differ:
@@ -543,10 +543,11 @@ class MilvusVectorStore:
             found.update(int(r["id"]) for r in rows)
         return found
 
-    def vectors(self, library: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    def vectors(self, library: str, ids: Sequence[int], *, from_copy: bool = True) -> dict[int, np.ndarray]:
         """Stored vectors by id (from the in-process exact copy when it is loaded: a search's hits in well under
-        a millisecond, where Milvus Lite's get takes tens)."""
-        copy = self._copies.ready(library) if self._copies is not None and self.exact_copy else None
+        a millisecond, where Milvus Lite's get takes tens). from_copy=False reads Milvus itself: the check of the
+        copy and the migration need the stored truth, not the copy."""
+        copy = self._copies.ready(library) if from_copy and self._copies is not None and self.exact_copy else None
         if copy is not None:
             return copy.get(ids)
         found: dict[int, np.ndarray] = {}
@@ -580,7 +581,7 @@ class MilvusVectorStore:
             meta = self.meta(library)
             assert meta is not None
             ids = list(self.ids(library))
-            found = self.vectors(library, ids)
+            found = self.vectors(library, ids, from_copy=False)
             matrix = np.stack([found[i] for i in ids]) if ids else np.zeros((0, meta.dim), np.float32)
             staging.parent.mkdir(parents=True, exist_ok=True)
             partial = staging.with_suffix(".partial.npz")
