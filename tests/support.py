@@ -522,3 +522,15 @@ def sign(lines: Sequence[tuple[str, tuple[float, float]]], size: int = 40,
     for text, corner in lines:
         pen.text(corner, text, font=font, fill=ink)
     return image
+
+
+@contextlib.contextmanager
+def app_over_folder(work: Path, model_cache: Path, root: Path, library: str,
+                    *ingest_args: str) -> Iterator[tuple[App, str]]:
+    """`python app.py` over `library`, first ingested from the folder `root` by the CLI (tiny model, torch fp32);
+    yields the app and what the ingest printed."""
+    env = settings_env(tiny_settings(work, model_cache, backend="torch", precision="fp32", library=library))
+    done = run_cli("ingest", str(root), *ingest_args, env=env)
+    assert done.returncode == 0, done.stderr
+    with App(env, log=work / "app.log") as app:
+        yield app, done.stdout + done.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import App, browser_page, run_cli, settings_env, tiny_settings, write_photo_folders
+from tests.support import App, app_over_folder, browser_page, write_photo_folders
 
 pytestmark = pytest.mark.browser
 
@@ -22,10 +22,7 @@ def photo_app(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_
     """`python app.py` over library `photos`, 24 pictures ingested from a folder with two dated sub-folders."""
     work = tmp_path_factory.mktemp("photo_app")
     root = write_photo_folders(work / "photos")
-    env = settings_env(tiny_settings(work, model_cache, backend="torch", precision="fp32", library="photos"))
-    done = run_cli("ingest", str(root), env=env)
-    assert done.returncode == 0, done.stderr
-    with App(env, log=work / "app.log") as app:
+    with app_over_folder(work, model_cache, root, "photos") as (app, _):
         yield app
 
 

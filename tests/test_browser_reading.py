@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from demo.shapes import CLASSES, caption, draw
-from tests.support import App, browser_page, burst_variants, run_cli, settings_env, tiny_settings
+from tests.support import App, app_over_folder, browser_page, burst_variants
 
 pytestmark = pytest.mark.browser
 
@@ -38,10 +38,7 @@ def reading_app(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tin
         os.utime(path, (when.timestamp(), when.timestamp()))
     for name, data in burst_variants(draw(*CLASSES[0], rng, (120, 90))).items():
         (root / name).write_bytes(data)
-    env = settings_env(tiny_settings(work, model_cache, backend="torch", precision="fp32", library="burst"))
-    done = run_cli("ingest", str(root), env=env)
-    assert done.returncode == 0, done.stderr
-    with App(env, log=work / "app.log") as app:
+    with app_over_folder(work, model_cache, root, "burst") as (app, _):
         yield app
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from demo.shapes import CLASSES, draw
-from tests.support import App, browser_page, run_cli, settings_env, sign, tiny_settings
+from tests.support import App, app_over_folder, browser_page, sign
 
 pytestmark = pytest.mark.browser
 
@@ -25,10 +25,7 @@ def text_app(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_m
         sign([(words, (30, 150))], background=(250, 245, 230), ink=(20, 20, 20)).save(root / name)
     for i in range(8):
         draw(*CLASSES[i], random.Random(i)).save(root / f"shape{i}.png")
-    env = settings_env(tiny_settings(work, model_cache, backend="torch", precision="fp32", library="shots"))
-    done = run_cli("ingest", str(root), "--ocr", env=env)
-    assert done.returncode == 0, done.stderr
-    with App(env, log=work / "app.log") as app:
+    with app_over_folder(work, model_cache, root, "shots", "--ocr") as (app, _):
         yield app
 
 

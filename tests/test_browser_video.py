@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import App, browser_page, run_cli, settings_env, tiny_settings
+from tests.support import App, app_over_folder, browser_page
 from tests.test_video_web import shape_video
 
 pytestmark = pytest.mark.browser
@@ -37,11 +37,8 @@ def video_app(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_
     for n in range(CLIPS):
         shape_video(root / f"clip{n:02d}.mp4", [(0.0, "蓝色", "正方形")], 2)
     shape_video(root / "late.mp4", LATE, 12)
-    env = settings_env(tiny_settings(work, model_cache, backend="torch", precision="fp32", library="clips"))
-    done = run_cli("ingest", str(root), env=env)
-    assert done.returncode == 0, done.stderr
-    assert f"{CLIPS + 1} added" in done.stdout + done.stderr, done.stdout + done.stderr
-    with App(env, log=work / "app.log") as app:
+    with app_over_folder(work, model_cache, root, "clips") as (app, printed):
+        assert f"{CLIPS + 1} added" in printed, printed
         yield app
 
 
