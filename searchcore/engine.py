@@ -361,8 +361,11 @@ class Engine:
         before = self.vectors.meta(library)
         try:
             return search()
-        except SearchcoreError:
-            after = self.vectors.meta(library)
+        except SearchcoreError as failed:
+            try:
+                after = self.vectors.meta(library)
+            except SearchcoreError:
+                raise failed from None  # the store is down: the search's own error says so, not the check's
             if before is None or after is None or (before.model, before.collection) == (after.model, after.collection):
                 raise
             return search()

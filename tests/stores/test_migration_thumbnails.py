@@ -26,10 +26,10 @@ from searchcore.search import SearchResult
 from searchcore.sources.imaging import decode_image
 from searchcore.stores.filters import Filters
 from tests.previous_release import TABLE, as_previous_release, connect, is_mysql, rows, vectors_as_previous_release
+from tests.stores.test_exact_copy import assert_same_hits
 from tests.support import run_cli, settings_env
-from tests.test_exact_copy import assert_same_hits
 
-KILLED = Path(__file__).with_name("ingest_killed_at.py")
+KILLED = Path(__file__).parents[1] / "ingest_killed_at.py"
 PLAIN = 70  # with the three below, three batches of the migration (32, 32, 9)
 QUERIES = ["红色的圆形", "蓝色的正方形", "绿色的三角形", "黄色的星星", "一张照片"]
 

@@ -26,8 +26,8 @@ from searchcore.stores import snapshot
 from searchcore.stores.exact_copy import SCORE_TOLERANCE
 from searchcore.stores.vectors import Hit
 from searchcore.web.auth import Access
+from tests.indexing.test_video_ingest import WALK, shapes_video
 from tests.support import Served, run_cli, settings_env, wait_until, write_photo_folders, write_tiny_checkpoint
-from tests.test_video_ingest import WALK, shapes_video
 
 QUERIES = ("红色的圆形", "蓝色的方形", "绿色的三角形", "黄色的星形")
 DIM_B = 48
@@ -227,7 +227,7 @@ def test_searches_answer_with_the_old_model_while_a_reindex_of_uploads_runs(
     assert engine.reindex_status("uploads") is status
 
 
-KILLED = Path(__file__).with_name("ingest_killed_at.py")
+KILLED = Path(__file__).parents[1] / "ingest_killed_at.py"
 
 
 @pytest.mark.parametrize("point", ["build:3", "switch:1", "switched:1"])

@@ -25,7 +25,7 @@ from searchcore.stores import vectors as vector_store
 from searchcore.stores.filters import Filters
 from tests.support import run_cli, settings_env
 
-KILLED_INGEST = Path(__file__).with_name("ingest_killed_at.py")
+KILLED_INGEST = Path(__file__).parents[1] / "ingest_killed_at.py"
 RED_CIRCLE = next(c for c in CLASSES if c == ("红色", "圆形"))
 BLUE_SQUARE = next(c for c in CLASSES if c == ("蓝色", "正方形"))
 

@@ -19,7 +19,7 @@ from PIL import Image
 from demo.sample_data import image_classes, write_dataset
 from demo.shapes import CLASSES, caption, draw
 
-CHECKPOINT = Path(__file__).resolve().parents[1] / "demo" / "tiny_clip.pt"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "demo" / "tiny_clip.pt"
 PER_CLASS = 5
 
 

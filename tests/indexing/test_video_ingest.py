@@ -31,9 +31,9 @@ from searchcore.models.encoder import Encoder
 from searchcore.sources import videos as video_source
 from searchcore.stores import vectors as vector_store
 from searchcore.stores.filters import Filters
+from tests.indexing.test_photos import picture, write
+from tests.sources.test_videos import long_video, write_video
 from tests.support import CJK_FONT, CliRun, cjk_font, wait_until
-from tests.test_photos import picture, write
-from tests.test_videos import long_video, write_video
 
 RED_CIRCLE, BLUE_SQUARE, GREEN_TRIANGLE = ("红色", "圆形"), ("蓝色", "正方形"), ("绿色", "三角形")
 YELLOW_SQUARE, PURPLE_CIRCLE, BLACK_TRIANGLE = ("黄色", "正方形"), ("紫色", "圆形"), ("黑色", "三角形")
@@ -401,7 +401,7 @@ def test_an_hour_of_video_is_ingested_in_bounded_memory(tmp_path: Path, model_ca
     long_video(folder / "hour.mp4", 1, 10, size=(640, 360))
     run = subprocess.run([sys.executable, "-c", INGEST_IN_A_FRESH_PROCESS, str(tmp_path / "work"), str(model_cache),
                           str(warm), str(folder)], capture_output=True, text=True, timeout=900,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.splitlines()[-1])
     assert (result["report"]["videos"], result["report"]["frames"], result["report"]["bad"]) == (1, 1800, [])

@@ -186,6 +186,6 @@ def test_upload_size_and_count_limits(open_app: App, data: Path, tmp_path: Path)
 
 
 def test_app_refuses_a_bad_library_flag() -> None:
-    done = subprocess.run([sys.executable, "app.py", "--library", "../x"], cwd=Path(__file__).parents[1],
+    done = subprocess.run([sys.executable, "app.py", "--library", "../x"], cwd=Path(__file__).parents[2],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "invalid library name" in done.stderr and "Traceback" not in done.stderr

@@ -229,7 +229,7 @@ print(json.dumps({"frames": frames, "decoded": sampler.decoded, "growth_mb": pea
 def sample_in_a_fresh_process(path: Path, interval: float, max_side: int) -> dict:
     """Sample in a new interpreter, whose peak resident memory (VmHWM) is the sampler's alone."""
     run = subprocess.run([sys.executable, "-c", SAMPLE_IN_A_FRESH_PROCESS, str(path), str(interval), str(max_side)],
-                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 

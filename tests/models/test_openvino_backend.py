@@ -21,7 +21,7 @@ from cn_clip.clip.model import CLIP
 from demo.train_tiny_model import MODEL_CONFIG
 from searchcore.models.openvino.towers import OpenVINOTowers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_CKPT = ROOT / "demo" / "tiny_clip.pt"
 TINY_CONFIG: dict[str, Any] = MODEL_CONFIG
 TEXTS = [

@@ -30,8 +30,8 @@ from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import folder_image_id
 from searchcore.web.ui import SearchApp
+from tests.sources.test_videos import write_video
 from tests.support import CliRun
-from tests.test_videos import write_video
 
 DIM = 64
 INTERVAL = 2.0

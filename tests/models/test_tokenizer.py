@@ -12,7 +12,7 @@ import pytest
 
 from searchcore.models.tokenizer import tokenize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 IMAGE_QUERIES = [
     "一只猫", "一只橘猫趴在窗台上晒太阳", "海边的日落", "穿红色连衣裙的女孩", "雪山下的湖泊", "城市夜景",

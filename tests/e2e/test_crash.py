@@ -19,7 +19,7 @@ from searchcore.models.encoder import Encoder
 from tests.support import run_cli, settings_env
 
 IMAGES, BATCH = 32, 4
-KILLED_INGEST = Path(__file__).with_name("ingest_killed_at.py")
+KILLED_INGEST = Path(__file__).parents[1] / "ingest_killed_at.py"
 
 
 @pytest.fixture(scope="module")

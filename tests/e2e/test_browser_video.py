@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import App, app_over_folder, browser_page
-from tests.test_video_web import shape_video
+from tests.web.test_video_web import shape_video
 
 pytestmark = pytest.mark.browser
 
