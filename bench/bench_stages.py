@@ -33,7 +33,7 @@ SIZES = ((500, 375), (800, 600), (1600, 1200), (4000, 3000))
 
 
 def photo_jpeg(width: int, height: int, seed: int) -> bytes:
-    """A photo-like JPEG (gradients, shapes, sensor noise), as tests/test_big_images.py draws them."""
+    """A photo-like JPEG (gradients, shapes, sensor noise), as tests/sources/test_big_images.py draws them."""
     from tests.test_big_images import jpeg, photo
 
     return jpeg(photo(width, height, seed))

@@ -1,4 +1,4 @@
-"""The set every precision is judged on (tests/test_fidelity.py, bench/bench_precision.py): near-ties and clear gaps.
+"""The set every precision is judged on (tests/e2e/test_fidelity.py, bench/bench_precision.py): near-ties, clear gaps.
 
 Each class has plain pictures the model scores almost alike (the near-ties where a reduced precision may swap
 two) and varied ones that it scores clearly apart: another canvas shape and size, a small or large shape, a

@@ -25,7 +25,8 @@ BACKENDS = ("auto", "torch", "openvino")
 INDEXES = ("auto", "FLAT", "HNSW", "IVF_FLAT")
 GPU_DECODES = ("auto", "on", "off")
 # The cosine at or above which two pictures are near-identical copies: the duplicates finder's default, and what
-# search's collapse folds (resized, recompressed and 3%-cropped copies score 0.98 and more; tests/test_duplicates.py)
+# search's collapse folds (resized, recompressed and 3%-cropped copies score 0.98 and more;
+# tests/search/test_duplicates.py)
 DUPLICATE_THRESHOLD = 0.95
 
 

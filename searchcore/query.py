@@ -38,7 +38,7 @@ TIME = re.compile(
     rf")(?:\s*(?:拍摄的|拍的|时候的|时候|时的|时|的))?")
 SEASONS = {"春": (3, 5), "夏": (6, 8), "秋": (9, 11), "冬": (12, 2)}
 # 春节 (the first day of the first lunar month) and 中秋 (the 15th of the eighth), as MMDD for 1950..2099: made
-# with lunardate 0.3.0 and checked against the official dates of 2024-2026 in tests/test_query.py.
+# with lunardate 0.3.0 and checked against the official dates of 2024-2026 in tests/search/test_query.py.
 LUNAR_FIRST_YEAR = 1950
 SPRING_FESTIVAL = (
     "0217 0206 0127 0214 0203 0124 0212 0131 0218 0208 0128 0215 0205 0125 0213 0202 0121 0209 0130 0217 0206 0127 "

@@ -26,7 +26,7 @@ DATE_TIME, EXIF_IFD, DATE_TIME_ORIGINAL = 0x0132, 0x8769, 0x9003
 # A JPEG whose shorter side is at least BIG times the model's input is decoded by libjpeg at 1/2, 1/4 or 1/8 scale
 # (DCT scaling, no smaller than the input) for the model; the preprocessing's bicubic resize does the rest. Smaller
 # ones decode exactly. BIG was 4 (to twice the input): 2 takes 18-35% off decoding and resizing an 800x600 to a
-# 1600x1200 JPEG (docs/PERFORMANCE.md), and the model cannot tell (tests/test_big_images.py).
+# 1600x1200 JPEG (docs/PERFORMANCE.md), and the model cannot tell (tests/sources/test_big_images.py).
 BIG = 2
 THUMBNAIL_SIDE = 512  # a folder picture's stored thumbnail: its long side at most this many pixels
 THUMBNAIL_QUALITY = 85

@@ -13,7 +13,7 @@ how often the query holds it), over the terms Milvus was given (the hex words of
 each sealed segment with that segment's own N, df and average length (a TODO in its source), so once a library
 spans segments its scores depend on how its rows fell into them; the copy uses the whole library's statistics,
 as a Milvus server does. On a library of one segment the two agree to float rounding, ids and scores
-(tests/test_text_copy.py).
+(tests/stores/test_text_copy.py).
 """
 
 from __future__ import annotations

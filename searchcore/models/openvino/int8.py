@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-CALIBRATION_SIZE = 128  # as faithful as 300 on the tiny model (tests/test_int8.py), 2-3x faster
+CALIBRATION_SIZE = 128  # as faithful as 300 on the tiny model (tests/models/test_int8.py), 2-3x faster
 _FILES = ("image.xml", "image.bin")
 _PROJECTION_TYPES = {"MatMul", "Convolution"}
 
@@ -97,7 +97,7 @@ def quantize_image_model(model: ov.Model, calibration: np.ndarray | Iterable[np.
 
     calibration is preprocessed float32 pixels, one [n,3,R,R] array or [3,R,R]/[n,3,R,R] items; the first
     subset_size images are fed one at a time (per-image statistics, as NNCF expects). Settings, chosen for
-    embedding fidelity and measured on the tiny model (tests/test_int8.py):
+    embedding fidelity and measured on the tiny model (tests/models/test_int8.py):
 
     - preset "performance": symmetric int8 weights and activations, the fastest AMX-INT8/VNNI kernels.
       "mixed" (asymmetric activations) was worse on the tiny ViT (worst cosine 0.9966 vs 0.9978).
