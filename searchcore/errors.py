@@ -51,6 +51,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "'rapidocr-onnxruntime>=1.4,<1.5'（{reason}）"),
     "ocr_models_missing": ("rapidocr-onnxruntime at {folder} lacks {missing}; reinstall it",
                            "{folder} 中的 rapidocr-onnxruntime 缺少 {missing}；请重新安装"),
+    # Records skipped by an ingest stage (indexing/): BadRecord.reason holds a RecordError of one of these
+
     # Models
     "model_unknown": ("model {name!r} is neither an official model ({models}) nor a checkpoint file",
                       "模型 {name!r} 既不是官方模型（{models}），也不是检查点文件"),
@@ -352,6 +354,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "bulk_insert_incomplete": ("Milvus bulk insert of {files} did not complete ({state}: {reason}); the server must "
                                "be able to read these paths",
                                "Milvus 批量导入 {files} 未完成（{state}：{reason}）；服务器必须能读取这些路径"),
+    # Records skipped by a reader (sources/, evaluate, uploads, maintenance, reindex)
+
     # Front ends
     "usage_reindex_model": ("reindex needs --model M: the model (name or checkpoint) to move the library to",
                             "reindex 需要 --model M：图库要换用的模型（名称或检查点）"),
@@ -426,6 +430,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, PurePath):
         return str(value)
     return repr(value)
+
+
+class RecordError(SearchcoreError):
+    """Why one record (a dataset line, a folder file, an upload) was skipped: BadRecord.reason and Record.error
+    hold one, so a report reads in the user's language (render) and its kind can be counted."""
 
 
 class ConfigError(SearchcoreError):
