@@ -6,7 +6,8 @@ caption and a date over two years in SQLite, and every tenth picture with four n
 - `understand` alone (Engine.understand: the reading and the library's has-dates check), on queries with and
   without time words;
 - the fold alone (search.fold, given the hits' metadata, which the page reads anyway) on the hit lists a
-  search hands it (its top 100, and the gallery's 1,000);
+  search hands it (its top 100, and the gallery's 1,000), in blocks as it runs and, as the baseline, all pairs
+  in one product (the fold before blocks), one after the other in one process;
 - search_text end to end, semantic mode, the query as typed (literal, no fold) against the query read and folded
   (collapse), at top-k 96 (the gallery's default) and 1,000.
 
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from bench.bench_query import synthetic_vectors
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.models.encoder import load_encoder
-from searchcore.search import fold
+from searchcore.search import fold, fold_rows
 from searchcore.stores.filters import naive_seconds
 from searchcore.stores.images import StoredImage
 
@@ -94,6 +96,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             rows[f"fold of {depth} hits"] = samples(
                 lambda pair: fold(pair[0], {}, pair[1], vectors=engine.vectors, library=LIBRARY),
                 list(zip(hits, metas)))
+            with mock.patch("searchcore.search.fold_rows", lambda m, t: fold_rows(m, t, len(m))):
+                rows[f"fold of {depth} hits, all pairs at once (before)"] = samples(
+                    lambda pair: fold(pair[0], {}, pair[1], vectors=engine.vectors, library=LIBRARY),
+                    list(zip(hits, metas)))
             rows[f"folded at {depth}: hits kept (mean)"] = {"p50_ms": float(np.mean([
                 len(fold(h, {}, m, vectors=engine.vectors, library=LIBRARY)[0]) for h, m in zip(hits, metas)])),
                 "p95_ms": float("nan")}

@@ -45,6 +45,7 @@ CUT_FLOORS = {"tiny_clip": 0.5}
 DEFAULT_CUT_FLOOR = 0.0  # a model not measured: only hits that point away from the query fall below
 _KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 VIDEO_DEPTH = 4  # in a library with videos, searches fetch this many times deeper: merged frames leave room
+FOLD_BLOCK = 128  # pictures the fold compares at a time (fold_rows)
 SEGMENT_GAP = 1.5  # hits of one video this many frame intervals apart or closer join one segment
 # A frame joins its video's strong segments when it scores at least this far from the ranking's median towards the
 # video's best frame; weaker frames form segments of their own, ranked lower. Without it, a small library's
@@ -538,21 +539,42 @@ def fold(hits: list[Hit], moments_found: dict[int, VideoMoment], metas: dict[int
         return hits, {}
     matrix = np.asarray([stored[i] for i in ids], dtype=np.float32)
     matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    close = matrix @ matrix.T >= threshold
-    into = np.full(len(ids), -1)  # the row each row folds into; -1 while it is kept
-    folded = np.zeros(len(ids), dtype=bool)
-    for row in range(len(ids)):  # in rank order: a kept row takes every later row near it not taken yet
-        if folded[row]:
-            continue
-        taken = close[row] & ~folded
-        taken[:row + 1] = False
-        into[taken] = row
-        folded |= taken
+    into = fold_rows(matrix, threshold)
+    folded = into >= 0
     similar: dict[int, list[int]] = {}
     for gone_row in np.flatnonzero(folded).tolist():
         similar.setdefault(ids[int(into[gone_row])], []).append(ids[gone_row])
     gone = {ids[r] for r in np.flatnonzero(folded).tolist()}
     return [h for h in hits if h.image_id not in gone], similar
+
+
+def fold_rows(matrix: np.ndarray, threshold: float, block: int = FOLD_BLOCK) -> np.ndarray:
+    """For unit rows in rank order, the row each row folds into (-1: kept): the first kept row before it whose
+    cosine with it is at least threshold. Rows go in blocks, each compared with the rows kept before it and
+    with itself, so a folded row is never multiplied again: about a third of the all-pairs product when most
+    rows are kept (bench/bench_understand.py), with the same answer (tests/search/test_search_reading.py)."""
+    rows_in, dim = matrix.shape
+    into = np.full(rows_in, -1)
+    kept = np.empty((rows_in, dim), dtype=matrix.dtype)
+    kept_rows = np.empty(rows_in, dtype=np.int64)
+    count = 0
+    for start in range(0, rows_in, block):
+        rows = matrix[start:start + block]
+        target = np.full(len(rows), -1)
+        if count:
+            near = rows @ kept[:count].T >= threshold
+            has = near.any(axis=1)
+            target[has] = kept_rows[:count][near[has].argmax(axis=1)]  # the first kept row near it
+        inner = np.triu(rows @ rows.T >= threshold, 1)
+        for row in np.flatnonzero(inner.any(axis=1)).tolist():  # in rank order: a kept row takes the later ones
+            if target[row] < 0:
+                target[inner[row] & (target < 0)] = start + row
+        now_kept = np.flatnonzero(target < 0)
+        kept[count:count + len(now_kept)] = rows[now_kept]
+        kept_rows[count:count + len(now_kept)] = now_kept + start
+        count += len(now_kept)
+        into[start:start + len(rows)] = target
+    return into
 
 
 def _deeper(depth: int, images: ImageStore, library: str) -> int:

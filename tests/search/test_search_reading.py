@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from demo.sample_data import write_dataset
@@ -20,10 +21,11 @@ from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import QueryError
 from searchcore.models.encoder import Encoder
-from searchcore.search import sort_by_date
+from searchcore.search import fold_rows, sort_by_date
 from searchcore.stores.filters import Filters
 from searchcore.stores.vectors import Hit
 from tests.support import CliRun, Served, burst_variants, torch_engine
+from tests.web.test_video_web import shape_video
 
 TODAY = dt.date(2026, 3, 4)
 MONTHS = [(2024 + (2 + m) // 12, (2 + m) % 12 + 1) for m in range(24)]  # 2024-03 .. 2026-02, one picture each
@@ -154,6 +156,56 @@ def test_a_burst_folds_into_one_hit(engine: Engine) -> None:
     paths = {i: m.path for i, m in engine.images.get_meta_many("burst", shown[0].similar).items()}
     assert set(paths.values()) | {shown[0].path} == burst
     assert len(folded) == 10 and all(h.similar == [] for h in folded if h.path not in burst)
+
+
+def all_pairs_fold(matrix: np.ndarray, threshold: float) -> np.ndarray:
+    """The fold's rule read literally: in rank order, each kept row takes every later row near it not taken yet."""
+    close = matrix @ matrix.T >= threshold
+    into = np.full(len(matrix), -1)
+    for row in range(len(matrix)):
+        if into[row] < 0:
+            for later in range(row + 1, len(matrix)):
+                if close[row, later] and into[later] < 0:
+                    into[later] = row
+    return into
+
+
+def test_the_blocked_fold_answers_as_all_pairs_would() -> None:
+    """Chains (a near b, b near c, a not near c) cross block edges; the first kept row wins."""
+    rng = np.random.default_rng(11)
+    for trial in range(120):
+        n, dim = int(rng.integers(2, 300)), int(rng.choice([8, 64]))
+        rows = rng.standard_normal((n, dim)).astype(np.float32)
+        for i in range(1, n):
+            if rng.random() < 0.4:  # near an earlier row, by a step that is sometimes over the threshold
+                rows[i] = rows[int(rng.integers(0, i))] + rng.uniform(0.05, 0.5) * rng.standard_normal(dim)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        block = int(rng.choice([1, 5, 32, 128]))
+        assert (fold_rows(rows, 0.95, block) == all_pairs_fold(rows, 0.95)).all(), (trial, n, dim, block)
+    assert (fold_rows(np.eye(3, dtype=np.float32)[[0, 0, 1, 0, 2]], 0.95) == [-1, 0, -1, 0, -1]).all()
+
+
+@pytest.mark.slow
+def test_collapse_leaves_a_videos_moments_and_folds_pictures_among_themselves(engine: Engine, tmp_path: Path) -> None:
+    """A red circle twice in one video (two moments, frames alike) beside a burst of five red-circle pictures."""
+    root = tmp_path / "clips"
+    root.mkdir()
+    shape_video(root / "walk.mp4", [(0.0, "红色", "圆形"), (6.0, "蓝色", "正方形"), (12.0, "红色", "圆形")], 18)
+    rng = random.Random(5)
+    for name, data in burst_variants(draw("红色", "圆形", rng, (120, 90))).items():
+        (root / name).write_bytes(data)
+    draw("绿色", "三角形", rng, (96, 96)).save(root / "green.png")
+    assert engine.ingest(root, library="clips").bad == []
+    query = caption("红色", "圆形")
+    plain = engine.search_text(query, 8, library="clips", mode="semantic")
+    folded = engine.search_text(query, 8, library="clips", mode="semantic", collapse=True)
+    moments = sorted((h.video.start, h.video.end) for h in plain if h.video is not None)
+    assert len(moments) == 2 and moments[0][0] < moments[1][0], "two moments of the one video"
+    assert sorted((h.video.start, h.video.end) for h in folded if h.video is not None) == moments
+    assert all(h.similar == [] for h in folded if h.video is not None), "nothing folds into a moment"
+    burst = [h for h in folded if h.path.startswith("b")]
+    assert len(burst) == 1 and len(burst[0].similar) == 4, "the burst folds into one picture, not into a moment"
+    assert len([h for h in plain if h.path.startswith("b")]) == 5
 
 
 def test_the_api_reads_and_folds_as_the_engine_does(served: Served) -> None:
