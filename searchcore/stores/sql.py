@@ -29,6 +29,8 @@ ID_BATCH = 500
 # Columns added after the first release; an older table gains them when a store opens it.
 ADDED_COLUMNS = {"path": "TEXT", "taken": "BIGINT", "ocr_text": "TEXT", "ocr_confidence": "REAL",
                  "thumb": "INTEGER", "video_id": "BIGINT", "time_s": "REAL"}
+# SQLite's index of frames by their video, made once the column exists (MySQL's is the table's KEY video)
+FRAMES_INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_video ON {TABLE} (library, video_id)"
 
 
 class SqlTables:
@@ -86,7 +88,7 @@ class SqlTables:
 
     def _index_videos(self, cur: Any, added: bool) -> None:
         """Index frames by their video (video_frames reads them so), once the column exists."""
-        cur.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_video ON {TABLE} (library, video_id)")
+        cur.execute(FRAMES_INDEX)
 
 
 class SQLiteDatabase(SqlTables):
