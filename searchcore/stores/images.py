@@ -37,8 +37,6 @@ class StoredImage:
     time_s: float = 0.0  # a video frame's time from the video's start, in seconds
 
 
-
-
 class ImageMeta(NamedTuple):
     """What the image store knows about one image, without its bytes (a read-only row)."""
 
