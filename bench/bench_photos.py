@@ -47,7 +47,8 @@ from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.sources.imaging import decode_image
 from searchcore.stores.filters import Filters, naive_seconds
-from searchcore.stores.images import StoredImage, open_image_store
+from searchcore.stores.image_db import open_image_store
+from searchcore.stores.images import StoredImage
 
 LIBRARY = "bench"
 DIM = 1024

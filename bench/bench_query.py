@@ -44,7 +44,8 @@ from bench._common import (
 )
 from searchcore.config import Settings
 from searchcore.models.encoder import Encoder, load_encoder
-from searchcore.stores.images import ImageStore, StoredImage, open_image_store
+from searchcore.stores.image_db import ImageDb, open_image_store
+from searchcore.stores.images import StoredImage
 from searchcore.stores.vectors import MilvusVectorStore, VectorStore
 
 LIBRARY = "bench"
@@ -91,7 +92,7 @@ def recall_at_k(found: list[list[int]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]))
 
 
-def image_store(folder: Path, n: int) -> ImageStore:
+def image_store(folder: Path, n: int) -> ImageDb:
     """SQLite with n JPEG rows (the 256 bench JPEGs, cycled), cached between runs."""
     path = folder / f"images_{n}.db"
     done = path.with_suffix(".done")
@@ -201,7 +202,7 @@ def milvus_variant(name: str, store: VectorStore, library: str, backend: str, in
     return Variant(name, backend, index, lambda q: [h.image_id for h in store.search(library, q[None, :], TOP_K)[0]])
 
 
-def measure(variant: Variant, encoder: Encoder, images: ImageStore, queries: np.ndarray, truth: np.ndarray,
+def measure(variant: Variant, encoder: Encoder, images: ImageDb, queries: np.ndarray, truth: np.ndarray,
             texts: list[str], runs: int) -> dict[str, Any]:
     """Search-stage latency and recall on query vectors, then end-to-end latency per stage on text queries."""
     search_ms: list[float] = []

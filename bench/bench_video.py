@@ -55,7 +55,8 @@ from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.sources.videos import DEFAULT_INTERVAL, DEFAULT_MAX_SIDE, probe_video, sample_frames
 from searchcore.stores.filters import Filters
-from searchcore.stores.images import StoredImage, StoredVideo
+from searchcore.stores.images import StoredImage
+from searchcore.stores.videos import StoredVideo
 
 LIBRARY = "bench"
 DIM = 1024  # RN50's

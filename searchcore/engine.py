@@ -34,9 +34,11 @@ from searchcore.sources.datasets import file_path, folder_image_id, is_picture, 
 from searchcore.sources.videos import DEFAULT_INTERVAL
 from searchcore.stores.factory import SnapshotFirst, open_vector_store
 from searchcore.stores.filters import Filters
-from searchcore.stores.images import ImageStore, StoredImage, StoredVideo, open_image_store
+from searchcore.stores.image_db import ImageDb, open_image_store
+from searchcore.stores.images import StoredImage
 from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
+from searchcore.stores.videos import StoredVideo
 
 if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader
@@ -102,7 +104,7 @@ class Engine:
     """Encoder, vector store and image store, built once and shared by every request."""
 
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None, vectors: VectorStore | None = None,
-                 images: ImageStore | None = None, preload_encoder: bool = False, exact_copy: bool = True,
+                 images: ImageDb | None = None, preload_encoder: bool = False, exact_copy: bool = True,
                  one_question: bool = False) -> None:
         """preload_encoder: load the encoder in a background thread while the stores open (a fresh process's
         first query waits for whichever takes longer, not for both). exact_copy=False: no in-process copy of
@@ -120,7 +122,7 @@ class Engine:
             threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
         self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(
             settings, exact_copy=exact_copy, one_question=one_question)
-        self.images: ImageStore = images if images is not None else open_image_store(settings.db_url)
+        self.images: ImageDb = images if images is not None else open_image_store(settings.db_url)
         # keyword search lives in the same Milvus as the vectors (a stand-in vector store has none)
         self.texts = self.vectors.text_index() if isinstance(self.vectors, SnapshotFirst) else \
             TextIndex(self.vectors) if isinstance(self.vectors, MilvusVectorStore) else None

@@ -21,7 +21,8 @@ from searchcore.models.encoder import Encoder
 from searchcore.query import Understood, clean_query, understand
 from searchcore.sources.imaging import ImageDecodeError, decode_image
 from searchcore.stores.filters import Filters, wall_clock
-from searchcore.stores.images import ImageMeta, ImageStore
+from searchcore.stores.image_db import ImageDb
+from searchcore.stores.images import ImageMeta
 from searchcore.stores.text_index import TextHit, TextIndex, contains_all, normalise
 from searchcore.stores.vectors import Hit, VectorStore
 
@@ -213,7 +214,7 @@ def parse_cutoff(value: Any) -> bool:
     raise QueryError("cutoff_invalid", value=str(value)[:40])
 
 
-def read_query(text: Any, *, images: ImageStore, library: str, literal: bool = False, exclude: Any = None,
+def read_query(text: Any, *, images: ImageDb, library: str, literal: bool = False, exclude: Any = None,
                today: dt.date | None = None) -> Understood:
     """The query as search reads it (searchcore/query.py): time words only on a library whose pictures have
     dates, else used as typed."""
@@ -233,7 +234,7 @@ def dated_filters(filters: Filters | None, understood: Understood) -> Filters | 
 
 
 def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
-                images: ImageStore, library: str, offset: Any = None, filters: Filters | None = None,
+                images: ImageDb, library: str, offset: Any = None, filters: Filters | None = None,
                 mode: Any = None, texts: TextIndex | None = None, min_similarity: Any = None,
                 exclude: Any = None, literal: Any = False, cutoff: Any = None, sort: Any = None,
                 collapse: Any = False, today: dt.date | None = None) -> list[SearchResult]:
@@ -314,7 +315,7 @@ def search_text(text: Any, top_k: Any, *, encoder: Callable[[], Encoder], vector
                            by_keyword=chosen == "keyword", finish=finish)
 
 
-def _holding(found: list[TextHit], phrases: list[str], *, images: ImageStore, library: str) -> set[int]:
+def _holding(found: list[TextHit], phrases: list[str], *, images: ImageDb, library: str) -> set[int]:
     """The ids among keyword hits whose words (captions or OCR) hold every quoted phrase, folded as the keyword
     index folds them."""
     wanted = [normalise(p) for p in phrases]
@@ -333,7 +334,7 @@ def _scored(ids: list[int], probe: np.ndarray, *, vectors: VectorStore, library:
 
 
 def hybrid(query: str, semantic: list[Hit], keyword: list[TextHit], probe: np.ndarray, *, vectors: VectorStore,
-           images: ImageStore, library: str) -> list[Hit]:
+           images: ImageDb, library: str) -> list[Hit]:
     """The hybrid order: the images whose words hold the query (or each of its words) first, by similarity, then
     the rest of the semantic ranking by similarity; BM25 only breaks exact ties of similarity. Similarity is the
     probe's (the query less an excluded description, when there is one). A keyword hit that does not hold the
@@ -357,7 +358,7 @@ def rank(mode: str, semantic: list[Hit], keyword: list[TextHit]) -> list[Hit]:
 
 
 def rank_texts(queries: Sequence[str], top_k: Any, mode: Any, *, encoder: Callable[[], Encoder],
-               vectors: VectorStore, images: ImageStore, library: str,
+               vectors: VectorStore, images: ImageDb, library: str,
                texts: TextIndex | None = None) -> list[list[Hit]]:
     """The top-k ranking of each of many queries, as search_text ranks one read literally (no threshold,
     exclusion, quoted words, time words, filter or page, and a video's frames are not merged into moments), in
@@ -392,7 +393,7 @@ def _without(vector: np.ndarray, unwanted: np.ndarray) -> np.ndarray:
     return probe / norm if norm > 0 else vector
 
 
-def _drop_words(ranking: list[Hit], excluded: list[str], *, images: ImageStore, library: str) -> list[Hit]:
+def _drop_words(ranking: list[Hit], excluded: list[str], *, images: ImageDb, library: str) -> list[Hit]:
     """The ranking less images whose captions or OCR text contain an excluded word."""
     words = [normalise(w) for w in excluded]
     stored = images.get_meta_many(library, [h.image_id for h in ranking])
@@ -406,7 +407,7 @@ def _drop_words(ranking: list[Hit], excluded: list[str], *, images: ImageStore, 
 
 
 def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vectors: VectorStore,
-                 images: ImageStore, library: str, offset: Any = None,
+                 images: ImageDb, library: str, offset: Any = None,
                  filters: Filters | None = None) -> list[SearchResult]:
     """Top-k images that look like an image given as bytes."""
     page = Page.parse(top_k, offset, filters)
@@ -420,7 +421,7 @@ def search_image(data: bytes, top_k: Any, *, encoder: Callable[[], Encoder], vec
                          library=library)
 
 
-def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: ImageStore,
+def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: ImageDb,
                    library: str, offset: Any = None, filters: Filters | None = None) -> list[SearchResult]:
     """Top-k images like one already in the library ("more like this")."""
     page = Page.parse(top_k, offset, filters)
@@ -431,7 +432,7 @@ def search_similar(image_id: Any, top_k: Any, *, vectors: VectorStore, images: I
     return search_vector(found[ident], page, vectors=vectors, images=images, library=library)
 
 
-def search_vector(vector: np.ndarray, page: Page, *, vectors: VectorStore, images: ImageStore,
+def search_vector(vector: np.ndarray, page: Page, *, vectors: VectorStore, images: ImageDb,
                   library: str) -> list[SearchResult]:
     """A page of the top images for a query vector, read without their bytes; ids without a stored image are
     left out. The filters apply inside the vector search; ranks count from 1 at the best match."""
@@ -453,7 +454,7 @@ class Finish:
     model: str = ""
 
 
-def hits_to_results(hits: list[Hit], page: Page, *, images: ImageStore, library: str,
+def hits_to_results(hits: list[Hit], page: Page, *, images: ImageDb, library: str,
                     similarity: dict[int, float] | None = None, keyword: dict[int, float] | None = None,
                     by_keyword: bool = False, finish: Finish | None = None) -> list[SearchResult]:
     """The page's results from a ranking of hits (ranks count from 1 at its best), without image bytes. Each
@@ -577,12 +578,12 @@ def fold_rows(matrix: np.ndarray, threshold: float, block: int = FOLD_BLOCK) -> 
     return into
 
 
-def _deeper(depth: int, images: ImageStore, library: str) -> int:
+def _deeper(depth: int, images: ImageDb, library: str) -> int:
     """How deep to search so that a page is still full once a video's frames merge into moments."""
     return depth * VIDEO_DEPTH if images.has_videos(library) else depth
 
 
-def moments(ranking: list[Hit], *, images: ImageStore, library: str,
+def moments(ranking: list[Hit], *, images: ImageDb, library: str,
             media: str | None = None) -> tuple[list[Hit], dict[int, VideoMoment]]:
     """The ranking with each video's matching frames merged into segments, and each segment's moment by the id of
     its best frame, which keeps its place (a video appears once per segment). Frames of one video within
@@ -642,7 +643,7 @@ def _runs(hits: list[tuple[float, int, float]], gap: float) -> list[list[tuple[f
     return runs
 
 
-def _fetcher(images: ImageStore, library: str, image_id: int) -> Callable[[], bytes]:
+def _fetcher(images: ImageDb, library: str, image_id: int) -> Callable[[], bytes]:
     def fetch() -> bytes:
         found = images.get_many(library, [image_id])
         if image_id not in found:
@@ -660,7 +661,7 @@ def _require_library(vectors: VectorStore, library: str, encoder: Encoder) -> No
         raise LibraryError("library_other_model", library=library, model=meta.model, dim=meta.dim, encoder=encoder.name)
 
 
-def example_queries(images: ImageStore, library: str, n: int = 6) -> list[str]:
+def example_queries(images: ImageDb, library: str, n: int = 6) -> list[str]:
     """Queries to offer as examples: the library's most frequent short captions or OCR lines (in a sample of
     EXAMPLE_SAMPLE images), else FALLBACK_EXAMPLES when it has fewer than three."""
     counts: dict[str, int] = {}

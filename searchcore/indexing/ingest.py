@@ -31,9 +31,12 @@ from searchcore.models.preprocess import normalise
 from searchcore.records import BadRecord, FolderScan, Record, Source
 from searchcore.sources.videos import DEFAULT_INTERVAL
 from searchcore.stores.filters import naive_seconds
-from searchcore.stores.images import FileState, ImageStore, StoredImage, StoredVideo
+from searchcore.stores.folder_files import FileState
+from searchcore.stores.image_db import ImageDb
+from searchcore.stores.images import StoredImage
 from searchcore.stores.text_index import TextIndex, image_text
 from searchcore.stores.vectors import NO_ATTRS, NO_FRAME, VectorStore
+from searchcore.stores.videos import StoredVideo
 
 if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader, OcrText
@@ -111,7 +114,7 @@ class _Work:
         return self.frame is None or (self.frame.last and self.frame.job.error is None)
 
 
-def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageStore, library: str, *,
+def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: ImageDb, library: str, *,
            batch_size: int = 8, workers: int = 0, progress: Progress | None = None,
            flush: bool = True, sync: bool = False, texts: TextIndex | None = None,
            ocr: OcrReader | None = None, allow_mass_removal: bool = False,
@@ -221,7 +224,7 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
 class _Folder:
     """A folder ingest's bookkeeping: the files it recorded, moves, and (with sync) what is gone."""
 
-    def __init__(self, scan: FolderScan, vectors: VectorStore, images: ImageStore, library: str,
+    def __init__(self, scan: FolderScan, vectors: VectorStore, images: ImageDb, library: str,
                  report: IngestReport, texts: TextIndex | None = None) -> None:
         self.scan, self.vectors, self.images, self.library, self.report = scan, vectors, images, library, report
         self.texts = texts
@@ -361,7 +364,7 @@ class _Videos:
         self.report.bad.append(BadRecord(job.record.line, reason, job.record.file))
         self.tick(1)
 
-    def remove_failed(self, vectors: VectorStore, images: ImageStore, texts: TextIndex | None) -> None:
+    def remove_failed(self, vectors: VectorStore, images: ImageDb, texts: TextIndex | None) -> None:
         """Remove from every store the frames written of videos that failed part-way (vectors first)."""
         ids = [i for job in self.failed for i in job.frame_ids]
         self.report.frames -= sum(job.written for job in self.failed)
@@ -373,7 +376,7 @@ class _Videos:
         images.delete_many(self.library, ids)
 
 
-def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, library: str,
+def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageDb, library: str,
           report: IngestReport, tick: Callable[[int], None], book: _Folder | None = None) -> Iterator[_Work]:
     """Decide per record: bad, already present, needs its vector only, or needs both writes."""
     seen: dict[int, tuple[bytes, int]] = {}
@@ -437,7 +440,7 @@ class _Words:
     encoder, so that it never holds up encoding; its results are written as they complete (after their
     images), and all of them before the ingest returns."""
 
-    def __init__(self, texts: TextIndex | None, ocr: OcrReader | None, images: ImageStore, library: str) -> None:
+    def __init__(self, texts: TextIndex | None, ocr: OcrReader | None, images: ImageDb, library: str) -> None:
         self.texts, self.ocr, self.images, self.library = texts, ocr, images, library
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr") if ocr is not None else None
         self.pending: deque[tuple[list[_Work], Future[list[OcrText]]]] = deque()
@@ -514,7 +517,7 @@ def _check_dims(batch: list[_Work], vecs: np.ndarray, dim: int,
     return [], vecs[:0]
 
 
-def _write(batch: list[_Work], vecs: np.ndarray, vectors: VectorStore, images: ImageStore, library: str) -> None:
+def _write(batch: list[_Work], vecs: np.ndarray, vectors: VectorStore, images: ImageDb, library: str) -> None:
     """Images first, then their vectors: a crash in between leaves images a re-run will encode."""
     if not batch:
         return

@@ -16,7 +16,8 @@ from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from searchcore.stores.images import ImageStore, StoredImage
+from searchcore.stores.image_db import ImageDb
+from searchcore.stores.images import StoredImage
 from searchcore.stores.text_index import TextIndex, image_text
 from searchcore.stores.vectors import VectorStore
 
@@ -80,7 +81,7 @@ class CheckReport:
                 "copy_problem": self.copy_problem, "consistent": self.consistent, "repaired": self.repaired}
 
 
-def read_words(images: ImageStore, library: str, reader: OcrReader, texts: TextIndex | None, resolution: int, *,
+def read_words(images: ImageDb, library: str, reader: OcrReader, texts: TextIndex | None, resolution: int, *,
                progress: Progress | None = None) -> OcrReport:
     """Read the words in every image of a library that OCR has not read yet, decoded as ingest decodes it for a
     model of this input resolution; the words go to the image store and (when given) the keyword index."""
@@ -116,7 +117,7 @@ def read_words(images: ImageStore, library: str, reader: OcrReader, texts: TextI
     return report
 
 
-def compare_stores(images: ImageStore, vectors: VectorStore, library: str,
+def compare_stores(images: ImageDb, vectors: VectorStore, library: str,
                    texts: TextIndex | None = None) -> CheckReport:
     """The ids only one store holds, how the in-process copies (of the vectors, of the keyword index) differed
     from Milvus (a stale copy is reloaded), and the folder pictures whose file is missing or changed (by stat:
@@ -131,7 +132,7 @@ def compare_stores(images: ImageStore, vectors: VectorStore, library: str,
                        changed_files=folders.changed, changed_roots=folders.roots_changed)
 
 
-def repair_vectors(report: CheckReport, images: ImageStore, vectors: VectorStore, encoder: Encoder, *,
+def repair_vectors(report: CheckReport, images: ImageDb, vectors: VectorStore, encoder: Encoder, *,
                    batch_size: int, workers: int) -> None:
     """Drop the orphan vectors a check found and encode the images that lack one again (an image that no longer
     decodes is removed); marks the report repaired."""

@@ -17,13 +17,15 @@ from PIL import Image
 from searchcore.errors import OriginalUnavailableError, VideoUnavailableError
 from searchcore.sources.datasets import file_path
 from searchcore.sources.imaging import ImageDecodeError, decode_image
-from searchcore.stores.images import ImageStore, StoredImage, StoredVideo
+from searchcore.stores.folder_files import FolderFileStore
+from searchcore.stores.images import ImageStore, StoredImage
+from searchcore.stores.videos import StoredVideo
 
 log = logging.getLogger(__name__)
 THUMBNAIL_BATCH = 32  # pictures turned into thumbnails per transaction while migrating
 
 
-def read_original(images: ImageStore, library: str, stored: StoredImage) -> StoredImage:
+def read_original(images: FolderFileStore, library: str, stored: StoredImage) -> StoredImage:
     """The picture with its original bytes: a stored original as it is, or a folder picture read from its file
     after checking it is the content indexed (OriginalUnavailableError when it is gone or changed). A video
     frame's original is its stored picture (the video file is served whole: video_file)."""
@@ -47,7 +49,7 @@ def read_original(images: ImageStore, library: str, stored: StoredImage) -> Stor
     raise OriginalUnavailableError(stored.image_id, recorded[0].path if recorded else stored.path, changed)
 
 
-def video_file(images: ImageStore, library: str, video: StoredVideo) -> Path:
+def video_file(images: FolderFileStore, library: str, video: StoredVideo) -> Path:
     """A video's file, checked by stat to be the one ingested (its size and mtime as recorded; a video is too
     big to hash on every request): VideoUnavailableError when no file of it is there or each one changed."""
     recorded = images.recorded_files(library, [video.video_id]).get(video.video_id, [])
@@ -64,7 +66,7 @@ def video_file(images: ImageStore, library: str, video: StoredVideo) -> Path:
     raise VideoUnavailableError(video.video_id, recorded[0].path if recorded else video.path, changed)
 
 
-def whole(images: ImageStore, library: str, stored: StoredImage) -> StoredImage:
+def whole(images: FolderFileStore, library: str, stored: StoredImage) -> StoredImage:
     """The picture with its original bytes where its file still holds them, else as stored (a thumbnail): what
     OCR and a repair read, so that they see the picture ingest saw whenever it is still there."""
     try:
@@ -82,7 +84,7 @@ class FolderCheck:
     roots_changed: list[str] = field(default_factory=list)  # folders holding changed files (a re-scan reads them)
 
 
-def check_folders(images: ImageStore, library: str) -> FolderCheck:
+def check_folders(images: FolderFileStore, library: str) -> FolderCheck:
     """Stat every recorded file of a library (nothing is read)."""
     found = FolderCheck()
     for root in sorted(images.roots(library)):

@@ -33,8 +33,10 @@ from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
 from searchcore.sources.datasets import frame_id
 from searchcore.sources.videos import sample_frames
-from searchcore.stores.images import ImageStore, StoredImage, StoredVideo
+from searchcore.stores.image_db import ImageDb
+from searchcore.stores.images import StoredImage
 from searchcore.stores.vectors import Attrs, Frame, LibraryMeta
+from searchcore.stores.videos import StoredVideo
 
 log = logging.getLogger(__name__)
 CHUNK = 64  # images read from the image store per step
@@ -163,7 +165,7 @@ def _clock(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def reindex(images: ImageStore, vectors: ReindexStore, library: str, encoder: Encoder, *,
+def reindex(images: ImageDb, vectors: ReindexStore, library: str, encoder: Encoder, *,
             batch_size: int = 8, workers: int = 0, progress: Progress | None = None,
             on_state: Callable[[str], None] | None = None) -> ReindexReport:
     """Encode every image of a library again with encoder into a new collection, switch the library to it once
@@ -227,7 +229,7 @@ def reindex(images: ImageStore, vectors: ReindexStore, library: str, encoder: En
 class _Writer:
     """Encodes images of the library with the new model and writes them to the new collection."""
 
-    def __init__(self, images: ImageStore, vectors: ReindexStore, library: str, build: str, encoder: Encoder,
+    def __init__(self, images: ImageDb, vectors: ReindexStore, library: str, build: str, encoder: Encoder,
                  report: ReindexReport, batch_size: int, workers: int, progress: Progress | None, done: int,
                  total: int) -> None:
         self.images, self.vectors, self.library, self.build = images, vectors, library, build

@@ -27,7 +27,7 @@ from searchcore.sources.datasets import file_path, frame_id
 from searchcore.sources.imaging import THUMBNAIL_QUALITY, THUMBNAIL_SIDE, DecodedImage
 from searchcore.sources.videos import DEFAULT_INTERVAL, VideoDecodeError, VideoInfo, sample_frames
 from searchcore.stores.filters import naive_seconds
-from searchcore.stores.images import StoredVideo
+from searchcore.stores.videos import StoredVideo
 
 log = logging.getLogger(__name__)
 # Frames are sampled at twice the model's usual input (sources/videos.DEFAULT_MAX_SIDE), and their stored

@@ -18,7 +18,7 @@ from searchcore.errors import DatasetError
 from searchcore.records import FileStat, FolderScan, Record, Source
 from searchcore.sources.chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split, split_source
 from searchcore.sources.videos import VIDEO_SUFFIXES
-from searchcore.stores.images import FileState
+from searchcore.stores.folder_files import FileState
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif", ".tif", ".tiff")
 

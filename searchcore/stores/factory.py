@@ -13,7 +13,7 @@ from searchcore.config import TEXT_INDEX_SUFFIX, Settings, is_server_uri
 from searchcore.stores import snapshot
 from searchcore.stores.exact_copy import LiteCopies
 from searchcore.stores.filters import Filters
-from searchcore.stores.images import ImageStore, open_image_store
+from searchcore.stores.image_db import ImageDb, open_image_store
 from searchcore.stores.text_copy import TextCopy
 from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import (
@@ -165,7 +165,7 @@ class SnapshotFirst:
             self._milvus.close()
 
 
-def open_stores(settings: Settings) -> tuple[MilvusVectorStore, ImageStore]:
+def open_stores(settings: Settings) -> tuple[MilvusVectorStore, ImageDb]:
     """Both stores; the image store's table is created if it is missing."""
     vectors = open_milvus(settings)
     try:

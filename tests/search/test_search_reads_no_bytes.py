@@ -21,7 +21,9 @@ from searchcore import cli
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
-from searchcore.stores.images import TABLE, ImageMeta, ImageStore, SQLiteImageStore, StoredImage, open_image_store
+from searchcore.stores.image_db import ImageDb, SQLiteImageStore, open_image_store
+from searchcore.stores.images import ImageMeta, StoredImage
+from searchcore.stores.sql import TABLE
 from searchcore.web.api import create_app
 from searchcore.web.ui import SearchApp
 from tests.support import CliRun, tiny_settings
@@ -32,7 +34,7 @@ QUERY = "红色的圆形"
 class WatchedImageStore:
     """The real image store, recording the ids of each byte read and any SQL that touches the bytes column."""
 
-    def __init__(self, store: ImageStore) -> None:
+    def __init__(self, store: ImageDb) -> None:
         assert isinstance(store, SQLiteImageStore)
         self.store = store
         self.byte_reads: list[list[int]] = []

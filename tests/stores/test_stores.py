@@ -12,12 +12,14 @@ import pytest
 
 from searchcore.errors import LibraryError
 from searchcore.stores.filters import Filters, naive_seconds
-from searchcore.stores.images import ImageStore, StoredImage, StoredVideo, open_image_store
+from searchcore.stores.image_db import ImageDb, open_image_store
+from searchcore.stores.images import StoredImage
 from searchcore.stores.vectors import MilvusVectorStore
+from searchcore.stores.videos import StoredVideo
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.server)])
-def image_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageStore]:
+def image_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ImageDb]:
     url = str(tmp_path / "images.db") if request.param == "sqlite" else request.getfixturevalue("mariadb_url")
     store = open_image_store(url)
     yield store
@@ -45,7 +47,7 @@ def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def test_images_round_trip_with_captions(image_store: ImageStore) -> None:
+def test_images_round_trip_with_captions(image_store: ImageDb) -> None:
     image_store.put_many("lib", [image(1), image(2), image(9_000_000_000_000)])
     got = image_store.get_many("lib", [1, 9_000_000_000_000, 77])
     assert set(got) == {1, 9_000_000_000_000}
@@ -53,14 +55,14 @@ def test_images_round_trip_with_captions(image_store: ImageStore) -> None:
     assert image_store.hashes("lib", [2, 3]) == {2: f"{2:064d}"}
 
 
-def test_storing_an_id_twice_keeps_the_first(image_store: ImageStore) -> None:
+def test_storing_an_id_twice_keeps_the_first(image_store: ImageDb) -> None:
     image_store.put_many("lib", [image(1, b"a")])
     image_store.put_many("lib", [image(1, b"b"), image(2)])
     assert image_store.count("lib") == 2
     assert image_store.get_many("lib", [1])[1].data == b"a" * 10
 
 
-def test_libraries_are_separate_and_drop_removes_one(image_store: ImageStore) -> None:
+def test_libraries_are_separate_and_drop_removes_one(image_store: ImageDb) -> None:
     image_store.put_many("one", [image(1), image(2)])
     image_store.put_many("two", [image(1)])
     assert image_store.libraries() == {"one": 2, "two": 1}
@@ -68,14 +70,14 @@ def test_libraries_are_separate_and_drop_removes_one(image_store: ImageStore) ->
     assert image_store.libraries() == {"two": 1}
 
 
-def test_ids_page_through_large_libraries(image_store: ImageStore) -> None:
+def test_ids_page_through_large_libraries(image_store: ImageDb) -> None:
     image_store.put_many("big", [image(i) for i in range(1, 5012)])
     assert list(image_store.ids("big")) == list(range(1, 5012))
     image_store.delete_many("big", list(range(1, 12)))
     assert image_store.count("big") == 5000
 
 
-def test_sql_in_library_names_never_reaches_the_database(image_store: ImageStore) -> None:
+def test_sql_in_library_names_never_reaches_the_database(image_store: ImageDb) -> None:
     with pytest.raises(LibraryError):
         image_store.put_many("a; DROP TABLE searchcore_images; --", [image(1)])
     image_store.put_many("ok", [image(1)])
@@ -144,8 +146,8 @@ def test_ivf_flat_library_records_its_index_and_finds_exact_matches(tmp_path: Pa
         store.close()
 
 
-def test_folder_pictures_become_thumbnails_and_their_files_move_with_their_folder(image_store: ImageStore) -> None:
-    from searchcore.stores.images import FileState, RecordedFile
+def test_folder_pictures_become_thumbnails_and_their_files_move_with_their_folder(image_store: ImageDb) -> None:
+    from searchcore.stores.folder_files import FileState, RecordedFile
 
     image_store.put_many("lib", [image(1, b"original"), image(2, b"original"), image(3, b"dataset")])
     image_store.put_files("lib", "/mnt/old", {"a/1.jpg": FileState(80, 111, 1), "2.jpg": FileState(80, 222, 2)})
@@ -165,7 +167,7 @@ def test_folder_pictures_become_thumbnails_and_their_files_move_with_their_folde
     assert image_store.files("lib", "/mnt/old") == {}
 
 
-def test_the_image_store_keeps_videos_and_their_frames(image_store: ImageStore) -> None:
+def test_the_image_store_keeps_videos_and_their_frames(image_store: ImageDb) -> None:
     video = StoredVideo(7, "a/clip.mp4", 1234, 5678, "ab" * 32, 24.5, 1920, 1080, 1_700_000_000, 2.0)
     image_store.put_videos("lib", [video])
     frames = [StoredImage(100 + i, b"jpeg", "JPEG", 1920, 1080, f"{i:064x}", "a/clip.mp4", [], "a/clip.mp4",
@@ -183,7 +185,7 @@ def test_the_image_store_keeps_videos_and_their_frames(image_store: ImageStore) 
     assert image_store.get_videos("lib", [7]) == {} and not image_store.has_videos("lib")
 
 
-def test_dated_images_are_listed_by_date_within_the_filters(image_store: ImageStore) -> None:
+def test_dated_images_are_listed_by_date_within_the_filters(image_store: ImageDb) -> None:
     """What a query of only time words lists: dated images in the range, folder and media asked, newest first."""
     day = [naive_seconds(dt.datetime(2025, m, 10)) for m in range(1, 7)]
     image_store.put_many("dates", [image(9)])  # no date: never listed

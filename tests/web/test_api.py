@@ -19,7 +19,7 @@ from PIL import Image
 
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
-from searchcore.stores.images import MySQLImageStore
+from searchcore.stores.image_db import MySQLImageStore
 from searchcore.web.auth import Access
 from tests.support import MariaDBServer, Served, tiny_settings, torch_engine
 

@@ -14,7 +14,7 @@ from PIL import Image
 from demo.shapes import draw
 from searchcore.engine import Engine
 from searchcore.stores.filters import Filters
-from searchcore.stores.images import MySQLImageStore
+from searchcore.stores.image_db import MySQLImageStore
 from searchcore.web.auth import Access, read_credentials
 from searchcore.web.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
 from searchcore.web.ui_text import I18N, language
