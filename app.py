@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported after parsing, so --help answers without loading Gradio and torch.
     from searchcore.engine import build_engine
-    from searchcore.web import ui
+    from searchcore.web.ui import layout as ui
     from searchcore.web.api import RequestIdFilter, serve
 
     handler = logging.StreamHandler(sys.stderr)

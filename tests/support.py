@@ -187,7 +187,7 @@ class Served:
     def __init__(self, engine: Engine, access: Access) -> None:
         import uvicorn
 
-        from searchcore.web import ui
+        from searchcore.web.ui import layout as ui
         from searchcore.web.api import create_app
 
         sock = socket.socket()

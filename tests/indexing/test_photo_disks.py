@@ -155,7 +155,7 @@ def test_sync_refuses_when_none_of_the_recorded_files_is_there(engine: Engine, t
 
 
 def test_build_tab_sync_shows_the_refusal_and_removes_nothing(engine: Engine, tmp_path: Path) -> None:
-    from searchcore.web.ui import SOURCE_FOLDER, SearchApp
+    from searchcore.web.ui.layout import SOURCE_FOLDER, SearchApp
 
     root = tmp_path / "usb"
     root.mkdir()

@@ -23,7 +23,7 @@ from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.stores.images import TABLE, ImageMeta, ImageStore, SQLiteImageStore, StoredImage, open_image_store
 from searchcore.web.api import create_app
-from searchcore.web.ui import SearchApp
+from searchcore.web.ui.layout import SearchApp
 from tests.support import CliRun, tiny_settings
 
 QUERY = "红色的圆形"
