@@ -308,7 +308,7 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
         """Prometheus metrics: search latency, ingest counts, backend errors."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    # The UI is passed in (app.py passes searchcore.web.ui.mount), so this front end imports no other.
+    # The UI is passed in (app.py passes searchcore.web.ui.layout.mount), so this front end imports no other.
     return mount_ui(api, engine, access, metrics) if mount_ui is not None else api
 
 

@@ -16,7 +16,9 @@ from searchcore.engine import Engine
 from searchcore.stores.filters import Filters
 from searchcore.stores.images import MySQLImageStore
 from searchcore.web.auth import Access, read_credentials
-from searchcore.web.ui.layout import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
+from searchcore.web.ui.build_tab import SOURCE_DATASET, SOURCE_UPLOAD
+from searchcore.web.ui.formatting import highlight
+from searchcore.web.ui.layout import SearchApp, build_ui
 from searchcore.web.ui_text import I18N, language
 from tests.support import MariaDBServer, sign, write_photo_folders
 
@@ -297,7 +299,7 @@ def test_duplicates_are_shown_in_groups(photos: SearchApp, tmp_path: Path) -> No
 def test_build_tab_folder_ingest_with_sync_and_ocr(engine: Engine, tmp_path: Path) -> None:
     import random
 
-    from searchcore.web.ui.layout import SOURCE_FOLDER
+    from searchcore.web.ui.build_tab import SOURCE_FOLDER
 
     folder = tmp_path / "album"
     folder.mkdir()
