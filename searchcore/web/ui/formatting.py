@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import unicodedata
 from typing import Any
 
 from searchcore.duplicates import DuplicateGroup
@@ -15,6 +16,7 @@ from searchcore.query import Understood
 from searchcore.records import SHOWN_BAD_RECORDS
 from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.stores.filters import wall_clock
+from searchcore.stores.text_index import normalise
 from searchcore.web.ui_text import translate
 
 THUMBNAIL = (384, 384)
@@ -136,24 +138,31 @@ def reindex_text(status: ReindexStatus, lang: str) -> str:
 
 
 def highlight(text: str, query: str) -> str:
-    """OCR text as Markdown, each run of it that is a query word or a 2+ character piece of the query in <mark>."""
-    words = [w.casefold()[:MAX_QUERY_WORD] for w in query.split()]
+    """OCR text as Markdown, each run of it that is a query word or a 2+ character piece of the query in <mark>;
+    both are folded as the keyword index folds them (`normalise`: NFKC, traditional as simplified, lower case),
+    so 會議室 is marked for 会议室 and ＳＡＬＥ for sale."""
+    words = [w[:MAX_QUERY_WORD] for w in normalise(query).split()]
     text = text[:MAX_HIT_TEXT]
-    lowered, marked = text.casefold(), [False] * len(text)
-    # Case folding keeps these lengths for CJK and ASCII text; anything else is only left unmarked.
-    if len(lowered) == len(text):
-        for word in words:
-            start = lowered.find(word)
-            while start >= 0:
-                marked[start:start + len(word)] = [True] * len(word)
-                start = lowered.find(word, start + 1)
-        for word in words:
-            for i in range(len(lowered)):  # the longest piece of the word that starts at i
-                end = i + 2
-                while end <= len(lowered) and lowered[i:end] in word:
-                    end += 1
-                if end - 1 - i >= 2:
-                    marked[i:end - 1] = [True] * (end - 1 - i)
+    folded, origin = _folded(text)
+    marked = [False] * len(text)
+
+    def mark(first: int, last: int) -> None:  # a run of the folded text: the characters of the text it came from
+        for j in range(first, last):
+            for k in origin[j]:
+                marked[k] = True
+
+    for word in words:
+        start = folded.find(word)
+        while start >= 0:
+            mark(start, start + len(word))
+            start = folded.find(word, start + 1)
+    for word in words:
+        for i in range(len(folded)):  # the longest piece of the word that starts at i
+            end = i + 2
+            while end <= len(folded) and folded[i:end] in word:
+                end += 1
+            if end - 1 - i >= 2:
+                mark(i, end - 1)
     out, start = [], 0
     for i in range(1, len(text) + 1):
         if i == len(text) or marked[i] != marked[start]:
@@ -161,6 +170,22 @@ def highlight(text: str, query: str) -> str:
             out.append(f"<mark>{piece}</mark>" if marked[start] and piece.strip() else piece)
             start = i
     return "".join(out)
+
+
+def _folded(text: str) -> tuple[str, list[range]]:
+    """The text folded a character at a time (with the combining marks that follow it, so that e and U+0301
+    fold to é as the whole text would), and for each folded character the characters of the text it came from
+    (NFKC may turn one character into several, ﬁ into fi, and lower case may too, İ into i̇)."""
+    folded: list[str] = []
+    origin: list[range] = []
+    start = 0
+    for end in range(1, len(text) + 1):
+        if end == len(text) or not unicodedata.combining(text[end]):
+            piece = normalise(text[start:end])
+            folded.append(piece)
+            origin += [range(start, end)] * len(piece)
+            start = end
+    return "".join(folded), origin
 
 
 def taken_text(seconds: int) -> str:
