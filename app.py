@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Imported after parsing, so --help answers without loading Gradio and torch.
     from searchcore.engine import build_engine
-    from searchcore.web import ui
     from searchcore.web.api import RequestIdFilter, serve
+    from searchcore.web.ui import layout
 
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             watcher = FolderWatcher(engine, args.watch)
             watcher.start()
-        serve(engine, access, host=args.host, port=args.port, mount_ui=ui.mount)
+        serve(engine, access, host=args.host, port=args.port, mount_ui=layout.mount)
     except SearchcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -387,6 +387,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "请先填写图片文件夹的路径"),
     "dataset_folder_first": ("enter the dataset folder's path first",
                              "请先填写数据集文件夹的路径"),
+    # Access (web/api.py): refusals of the API's access checks, answered as {"detail": English}
+    "writes_disabled": ("write actions are disabled: {reason}",
+                        "写操作已停用：{reason}"),
+    "video_link_expired": ("this video link has expired or is not for this video; search again",
+                           "这个视频链接已过期，或不是这个视频的链接；请重新搜索"),
+    "sign_in_required": ("sign in with one of the --auth users (HTTP basic auth)",
+                         "请用 --auth 设置的用户之一登录（HTTP 基本认证）"),
 }
 
 
@@ -467,6 +474,10 @@ class BackendUnavailableError(SearchcoreError):
 
 class UnsupportedError(SearchcoreError):
     """The backend in use cannot do what was asked (a Milvus server too old for full-text search)."""
+
+
+class AccessError(SearchcoreError):
+    """A request the app's access settings refuse: writes disabled, no or a wrong sign-in, an expired video link."""
 
 
 class MassRemovalError(DatasetError):

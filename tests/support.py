@@ -187,13 +187,13 @@ class Served:
     def __init__(self, engine: Engine, access: Access) -> None:
         import uvicorn
 
-        from searchcore.web import ui
         from searchcore.web.api import create_app
+        from searchcore.web.ui import layout
 
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.app = create_app(engine, access, mount_ui=ui.mount)
+        self.app = create_app(engine, access, mount_ui=layout.mount)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

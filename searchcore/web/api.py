@@ -7,6 +7,7 @@ Routes only parse input, check access and call the Engine; SearchcoreErrors beco
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import math
 import re
@@ -15,11 +16,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import gradio as gr
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
@@ -28,6 +29,7 @@ from searchcore import __version__
 from searchcore.config import validate_library
 from searchcore.engine import Engine
 from searchcore.errors import (
+    AccessError,
     BackendUnavailableError,
     LibraryError,
     LibraryLockedError,
@@ -152,6 +154,7 @@ class ReindexRequest(BaseModel):
 
 
 MountUI = Callable[[FastAPI, Engine, Access, Metrics], FastAPI]
+BASIC = HTTPBasic(auto_error=False)
 
 
 def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | None = None, *,
@@ -161,155 +164,199 @@ def create_app(engine: Engine, access: Access | None = None, metrics: Metrics | 
     metrics = metrics or Metrics()
     api = FastAPI(title="searchcore", version=__version__, summary="Chinese text-to-image search (以文搜图)",
                   docs_url="/docs", redoc_url=None)
+    api.state.engine, api.state.access, api.state.metrics = engine, access, metrics  # what the routes depend on
     if access.share and not access.users:
         api.add_middleware(SharedUploadGuard)
     api.add_middleware(RequestIdMiddleware)
-    basic = HTTPBasic(auto_error=False)
-
-    def reader(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
-        # With --auth the whole app is private: the UI behind Gradio's login, the API behind basic auth.
-        if access.users:
-            _authenticate(access, credentials)
-
-    def writer(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
-        if access.refusal:
-            raise HTTPException(403, f"write actions are disabled: {access.refusal}")
-        if access.users:
-            _authenticate(access, credentials)
-
-    @api.exception_handler(SearchcoreError)
-    async def searchcore_error(request: Request, exc: SearchcoreError) -> JSONResponse:
-        return _error_response(exc, _status(exc))
-
-    @api.exception_handler(_Refusal)
-    async def refusal(request: Request, exc: _Refusal) -> JSONResponse:
-        return _error_response(exc.error, exc.status)
-
-    @api.post("/api/search", response_model=list[Hit], dependencies=[Depends(reader)], tags=["search"])
-    def search(body: SearchRequest) -> list[Hit]:
-        """Top-k images for a description."""
-        library = _library(body.library or engine.settings.library)
-        filters = Filters.parse(body.folder, body.since, body.until, body.media)
-        with metrics.search("text"):
-            results = engine.search_text(body.text, body.top_k, library, offset=body.offset,
-                                         filters=filters or None, mode=body.mode,
-                                         min_similarity=body.min_similarity, exclude=body.exclude,
-                                         literal=body.literal, cutoff=body.cutoff, sort=body.sort,
-                                         collapse=body.collapse)
-        return [_hit(r, library, access) for r in results]
-
-    @api.post("/api/understand", response_model=Understanding, dependencies=[Depends(reader)], tags=["search"])
-    def understand(body: UnderstandRequest) -> Understanding:
-        """How a search reads a query, relative to the server's local date."""
-        return Understanding(**read_query(body.text).to_json())
-
-    @api.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
-             response_class=Response, responses={200: {"content": {"image/*": {}}}})
-    def image(library: str, image_id: str) -> Response:
-        """One image's original bytes, with its content type; a folder picture's are read from its file, after
-        checking that it is still the picture indexed (404 when it is gone, 410 when it changed)."""
-        name = _library(library)
-        ident = parse_query_id(image_id)  # a QueryError: 400, with its kind
-        try:
-            with metrics.backend("get image"):
-                stored = engine.original(ident, name)
-        except OriginalUnavailableError as exc:
-            raise _Refusal(410 if exc.changed else 404, exc) from None
-        except QueryError as exc:
-            raise _Refusal(404, exc) from None
-        return Response(stored.data, media_type=mime_type(stored.format),
-                        headers={"X-Content-Type-Options": "nosniff"})
-
-    @api.head("/api/videos/{video_id}", include_in_schema=False)  # the GET's headers: one operation in the docs
-    @api.get("/api/videos/{video_id}", tags=["search"], response_class=Response,
-             responses={200: {"content": {"video/*": {}}}, 206: {"description": "the byte range asked for"},
-                        416: {"description": "a byte range the file does not have"}})
-    def video(video_id: str, request: Request, library: str | None = None, token: str | None = None,
-              credentials: HTTPBasicCredentials | None = Depends(basic)) -> Response:
-        """A video file, read from its folder after checking it is the file indexed (404 when it is gone, 410 when
-        it changed), whole or the byte range a Range header asks for (206), so that a player can seek.
-        With --auth: basic auth, or the token of a link the UI made."""
-        if access.users and token is None:
-            _authenticate(access, credentials)
-        name = _library(library or engine.settings.library)
-        ident = parse_query_id(video_id)  # a QueryError: 400, with its kind
-        if access.users and token is not None and not access.video_token_valid(token, name, ident):
-            raise HTTPException(401, "this video link has expired or is not for this video; search again",
-                                headers={"WWW-Authenticate": 'Basic realm="searchcore"'})
-        try:
-            with metrics.backend("get video"):
-                path = engine.video_file(ident, name)
-            try:
-                return serve_file(path, video_type(path), request.headers, head=request.method == "HEAD")
-            except OSError:  # gone since it was checked a moment ago
-                raise VideoUnavailableError(ident, path.name, changed=False) from None
-        except VideoUnavailableError as exc:
-            raise _Refusal(410 if exc.changed else 404, exc) from None
-        except QueryError as exc:
-            if exc.kind != "range_unsatisfiable":
-                raise _Refusal(404, exc) from None
-            response = _error_response(exc, 416)
-            response.headers["Content-Range"] = f"bytes */{exc.params['size']}"
-            return response
-
-    @api.get("/api/libraries", dependencies=[Depends(reader)], tags=["libraries"])
-    def libraries() -> list[dict[str, Any]]:
-        """Every library: image count, model, dimension and backends."""
-        with metrics.backend("libraries"):
-            return [info.to_json() for info in engine.libraries()]
-
-    @api.post("/api/ingest", dependencies=[Depends(writer)], tags=["libraries"])
-    def ingest(body: IngestRequest) -> dict[str, Any]:
-        """Ingest a dataset split or an image folder on the server; returns the ingest report."""
-        library = _library(body.library or engine.settings.library)
-        with metrics.backend("ingest"):
-            report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync,
-                                   ocr=body.ocr, allow_mass_removal=body.allow_mass_removal)
-        metrics.ingested(report)
-        return report.to_json()
-
-    @api.delete("/api/libraries/{library}", dependencies=[Depends(writer)], tags=["libraries"])
-    def drop(library: str) -> dict[str, Any]:
-        """Delete a library from both stores."""
-        name = _library(library)
-        with metrics.backend("drop"):
-            engine.drop(name)
-        return {"library": name, "dropped": True}
-
-    @api.post("/api/libraries/{library}/reindex", dependencies=[Depends(writer)], tags=["libraries"],
-              status_code=202)
-    def reindex(library: str, body: ReindexRequest) -> dict[str, Any]:
-        """Start moving a library to another model: its pictures are encoded again beside the old collection, which
-        keeps answering searches, then the library switches in one step. Returns the progress (as GET does)."""
-        return engine.start_reindex(body.model, _library(library)).to_json()
-
-    @api.get("/api/libraries/{library}/reindex", dependencies=[Depends(reader)], tags=["libraries"])
-    def reindex_progress(library: str) -> dict[str, Any]:
-        """The library's reindex under way (or the last one): state, done/total, eta_seconds, a progress line and,
-        once done, the report."""
-        name = _library(library)
-        status = engine.reindex_status(name)
-        if status is None:
-            raise _Refusal(404, QueryError("reindex_none", library=name))
-        return status.to_json()
-
-    install_seed_routes(api, engine, metrics, reader=reader, writer=writer)
-
-    @api.get("/healthz", tags=["operations"])
-    def healthz() -> JSONResponse:
-        """200 when both stores answer, else 503 with the reason."""
-        problems = engine.health()
-        if problems:
-            return JSONResponse({"status": "unavailable", "reason": "; ".join(problems)}, status_code=503)
-        return JSONResponse({"status": "ok"})
-
-    @api.get("/metrics", tags=["operations"], response_class=Response)
-    def prometheus() -> Response:
-        """Prometheus metrics: search latency, ingest counts, backend errors."""
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-    # The UI is passed in (app.py passes searchcore.web.ui.mount), so this front end imports no other.
+    api.add_exception_handler(SearchcoreError, _searchcore_error)  # type: ignore[arg-type]
+    api.add_exception_handler(_Refusal, _refusal)  # type: ignore[arg-type]
+    api.include_router(search_routes)
+    api.include_router(library_routes)
+    install_seed_routes(api, engine, metrics, reader=functools.partial(check_read, access),
+                        writer=functools.partial(check_write, access))
+    api.include_router(operation_routes)
+    # The UI is passed in (app.py passes searchcore.web.ui.layout.mount), so this front end imports no other.
     return mount_ui(api, engine, access, metrics) if mount_ui is not None else api
+
+
+def check_read(access: Access, credentials: HTTPBasicCredentials | None) -> None:
+    """With --auth the whole app is private: the UI behind Gradio's login, the API behind basic auth."""
+    if access.users:
+        _authenticate(access, credentials)
+
+
+def check_write(access: Access, credentials: HTTPBasicCredentials | None) -> None:
+    """Writes are refused while access has a refusal (--read-only, a share link without --auth); with --auth
+    they need a sign-in too."""
+    if access.refusal:
+        raise HTTPException(403, str(AccessError("writes_disabled", reason=access.refusal)))
+    if access.users:
+        _authenticate(access, credentials)
+
+
+# What a route depends on: the app's own engine, access and metrics (create_app puts them on app.state).
+async def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+async def _access(request: Request) -> Access:
+    return request.app.state.access
+
+
+async def _metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+TheEngine = Annotated[Engine, Depends(_engine)]
+TheAccess = Annotated[Access, Depends(_access)]
+TheMetrics = Annotated[Metrics, Depends(_metrics)]
+Credentials = Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
+
+
+def reader(access: TheAccess, credentials: Credentials) -> None:
+    check_read(access, credentials)
+
+
+def writer(access: TheAccess, credentials: Credentials) -> None:
+    check_write(access, credentials)
+
+
+search_routes = APIRouter()
+library_routes = APIRouter()
+operation_routes = APIRouter()
+
+
+@search_routes.post("/api/search", response_model=list[Hit], dependencies=[Depends(reader)], tags=["search"])
+def search(body: SearchRequest, engine: TheEngine, access: TheAccess, metrics: TheMetrics) -> list[Hit]:
+    """Top-k images for a description."""
+    library = _library(body.library or engine.settings.library)
+    filters = Filters.parse(body.folder, body.since, body.until, body.media)
+    with metrics.search("text"):
+        results = engine.search_text(body.text, body.top_k, library, offset=body.offset,
+                                     filters=filters or None, mode=body.mode,
+                                     min_similarity=body.min_similarity, exclude=body.exclude,
+                                     literal=body.literal, cutoff=body.cutoff, sort=body.sort,
+                                     collapse=body.collapse)
+    return [_hit(r, library, access) for r in results]
+
+
+@search_routes.post("/api/understand", response_model=Understanding, dependencies=[Depends(reader)],
+                    tags=["search"])
+def understand(body: UnderstandRequest) -> Understanding:
+    """How a search reads a query, relative to the server's local date."""
+    return Understanding(**read_query(body.text).to_json())
+
+
+@search_routes.get("/api/images/{library}/{image_id:path}", dependencies=[Depends(reader)], tags=["search"],
+                   response_class=Response, responses={200: {"content": {"image/*": {}}}})
+def image(library: str, image_id: str, engine: TheEngine, metrics: TheMetrics) -> Response:
+    """One image's original bytes, with its content type; a folder picture's are read from its file, after
+    checking that it is still the picture indexed (404 when it is gone, 410 when it changed)."""
+    name = _library(library)
+    ident = parse_query_id(image_id)  # a QueryError: 400, with its kind
+    try:
+        with metrics.backend("get image"):
+            stored = engine.original(ident, name)
+    except OriginalUnavailableError as exc:
+        raise _Refusal(410 if exc.changed else 404, exc) from None
+    except QueryError as exc:
+        raise _Refusal(404, exc) from None
+    return Response(stored.data, media_type=mime_type(stored.format),
+                    headers={"X-Content-Type-Options": "nosniff"})
+
+
+@search_routes.head("/api/videos/{video_id}", include_in_schema=False)  # the GET's headers: one operation in the docs
+@search_routes.get("/api/videos/{video_id}", tags=["search"], response_class=Response,
+                   responses={200: {"content": {"video/*": {}}}, 206: {"description": "the byte range asked for"},
+                              416: {"description": "a byte range the file does not have"}})
+def video(video_id: str, request: Request, engine: TheEngine, access: TheAccess, metrics: TheMetrics,
+          credentials: Credentials, library: str | None = None, token: str | None = None) -> Response:
+    """A video file, read from its folder after checking it is the file indexed (404 when it is gone, 410 when
+    it changed), whole or the byte range a Range header asks for (206), so that a player can seek.
+    With --auth: basic auth, or the token of a link the UI made."""
+    if access.users and token is None:
+        _authenticate(access, credentials)
+    name = _library(library or engine.settings.library)
+    ident = parse_query_id(video_id)  # a QueryError: 400, with its kind
+    if access.users and token is not None and not access.video_token_valid(token, name, ident):
+        raise HTTPException(401, str(AccessError("video_link_expired")),
+                            headers={"WWW-Authenticate": 'Basic realm="searchcore"'})
+    try:
+        with metrics.backend("get video"):
+            path = engine.video_file(ident, name)
+        try:
+            return serve_file(path, video_type(path), request.headers, head=request.method == "HEAD")
+        except OSError:  # gone since it was checked a moment ago
+            raise VideoUnavailableError(ident, path.name, changed=False) from None
+    except VideoUnavailableError as exc:
+        raise _Refusal(410 if exc.changed else 404, exc) from None
+    except QueryError as exc:
+        if exc.kind != "range_unsatisfiable":
+            raise _Refusal(404, exc) from None
+        response = _error_response(exc, 416)
+        response.headers["Content-Range"] = f"bytes */{exc.params['size']}"
+        return response
+
+
+@library_routes.get("/api/libraries", dependencies=[Depends(reader)], tags=["libraries"])
+def libraries(engine: TheEngine, metrics: TheMetrics) -> list[dict[str, Any]]:
+    """Every library: image count, model, dimension and backends."""
+    with metrics.backend("libraries"):
+        return [info.to_json() for info in engine.libraries()]
+
+
+@library_routes.post("/api/ingest", dependencies=[Depends(writer)], tags=["libraries"])
+def ingest(body: IngestRequest, engine: TheEngine, metrics: TheMetrics) -> dict[str, Any]:
+    """Ingest a dataset split or an image folder on the server; returns the ingest report."""
+    library = _library(body.library or engine.settings.library)
+    with metrics.backend("ingest"):
+        report = engine.ingest(body.path, split=body.split, library=library, sync=body.sync,
+                               ocr=body.ocr, allow_mass_removal=body.allow_mass_removal)
+    metrics.ingested(report)
+    return report.to_json()
+
+
+@library_routes.delete("/api/libraries/{library}", dependencies=[Depends(writer)], tags=["libraries"])
+def drop(library: str, engine: TheEngine, metrics: TheMetrics) -> dict[str, Any]:
+    """Delete a library from both stores."""
+    name = _library(library)
+    with metrics.backend("drop"):
+        engine.drop(name)
+    return {"library": name, "dropped": True}
+
+
+@library_routes.post("/api/libraries/{library}/reindex", dependencies=[Depends(writer)], tags=["libraries"],
+                     status_code=202)
+def reindex(library: str, body: ReindexRequest, engine: TheEngine) -> dict[str, Any]:
+    """Start moving a library to another model: its pictures are encoded again beside the old collection, which
+    keeps answering searches, then the library switches in one step. Returns the progress (as GET does)."""
+    return engine.start_reindex(body.model, _library(library)).to_json()
+
+
+@library_routes.get("/api/libraries/{library}/reindex", dependencies=[Depends(reader)], tags=["libraries"])
+def reindex_progress(library: str, engine: TheEngine) -> dict[str, Any]:
+    """The library's reindex under way (or the last one): state, done/total, eta_seconds, a progress line and,
+    once done, the report."""
+    name = _library(library)
+    status = engine.reindex_status(name)
+    if status is None:
+        raise _Refusal(404, QueryError("reindex_none", library=name))
+    return status.to_json()
+
+
+@operation_routes.get("/healthz", tags=["operations"])
+def healthz(engine: TheEngine) -> JSONResponse:
+    """200 when both stores answer, else 503 with the reason."""
+    problems = engine.health()
+    if problems:
+        return JSONResponse({"status": "unavailable", "reason": "; ".join(problems)}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@operation_routes.get("/metrics", tags=["operations"], response_class=Response)
+def prometheus(metrics: TheMetrics) -> Response:
+    """Prometheus metrics: search latency, ingest counts, backend errors."""
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 def serve(engine: Engine, access: Access, *, host: str = "127.0.0.1", port: int = 7860,
@@ -440,6 +487,14 @@ class _Refusal(Exception):
         self.status, self.error = status, error
 
 
+async def _searchcore_error(request: Request, exc: SearchcoreError) -> JSONResponse:
+    return _error_response(exc, _status(exc))
+
+
+async def _refusal(request: Request, exc: _Refusal) -> JSONResponse:
+    return _error_response(exc.error, exc.status)
+
+
 def _hit(result: SearchResult, library: str, access: Access) -> Hit:
     """A result as the API gives it: a moment of a video with the URL that streams its file."""
     fields = result.to_json()
@@ -475,7 +530,7 @@ def _library(name: str) -> str:
 
 def _authenticate(access: Access, credentials: HTTPBasicCredentials | None) -> None:
     if credentials is None or not access.allows(credentials.username, credentials.password):
-        raise HTTPException(401, "sign in with one of the --auth users (HTTP basic auth)",
+        raise HTTPException(401, str(AccessError("sign_in_required")),
                             headers={"WWW-Authenticate": 'Basic realm="searchcore"'})
 
 

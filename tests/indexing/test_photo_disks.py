@@ -155,7 +155,8 @@ def test_sync_refuses_when_none_of_the_recorded_files_is_there(engine: Engine, t
 
 
 def test_build_tab_sync_shows_the_refusal_and_removes_nothing(engine: Engine, tmp_path: Path) -> None:
-    from searchcore.web.ui import SOURCE_FOLDER, SearchApp
+    from searchcore.web.ui.build_tab import SOURCE_FOLDER
+    from searchcore.web.ui.layout import SearchApp
 
     root = tmp_path / "usb"
     root.mkdir()

@@ -29,7 +29,7 @@ from searchcore.duplicates import (
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import folder_image_id
-from searchcore.web.ui import SearchApp
+from searchcore.web.ui.layout import SearchApp
 from tests.sources.test_videos import write_video
 from tests.support import CliRun
 

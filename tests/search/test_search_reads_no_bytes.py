@@ -25,7 +25,7 @@ from searchcore.stores.image_db import ImageDb, SQLiteImageStore, open_image_sto
 from searchcore.stores.images import ImageMeta, StoredImage
 from searchcore.stores.sql import TABLE
 from searchcore.web.api import create_app
-from searchcore.web.ui import SearchApp
+from searchcore.web.ui.layout import SearchApp
 from tests.support import CliRun, tiny_settings
 
 QUERY = "红色的圆形"

@@ -20,7 +20,7 @@ from gradio_client import Client, handle_file
 
 from demo.sample_data import write_dataset
 from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES
-from searchcore.web.ui import SOURCE_DATASET, SOURCE_UPLOAD
+from searchcore.web.ui.build_tab import SOURCE_DATASET, SOURCE_UPLOAD
 from tests.support import App, app_env, ingest_before_serving
 
 USER = ("alice", "wonderland")

@@ -16,7 +16,9 @@ from searchcore.engine import Engine
 from searchcore.stores.filters import Filters
 from searchcore.stores.image_db import MySQLImageStore
 from searchcore.web.auth import Access, read_credentials
-from searchcore.web.ui import SOURCE_DATASET, SOURCE_UPLOAD, SearchApp, build_ui, highlight
+from searchcore.web.ui.build_tab import SOURCE_DATASET, SOURCE_UPLOAD
+from searchcore.web.ui.formatting import highlight
+from searchcore.web.ui.layout import SearchApp, build_ui
 from searchcore.web.ui_text import I18N, language
 from tests.support import MariaDBServer, sign, write_photo_folders
 
@@ -271,6 +273,16 @@ def test_the_words_of_the_query_are_marked_in_the_text_read_in_a_picture() -> No
     assert highlight("第一行\n第二行", "二行") == "第一行  \n第<mark>二行</mark>"
 
 
+def test_a_simplified_query_marks_the_traditional_full_width_and_upper_case_words_it_matches() -> None:
+    # The keyword index finds 會議室 for 会议室 and ＳＡＬＥ for sale; the detail view marks what it found.
+    text = "臺灣會議室：ＳＡＬＥ 五折，Meeting at 3"
+    assert highlight(text, "会议室 sale meeting") == ("臺灣<mark>會議室</mark>：<mark>ＳＡＬＥ</mark> 五折，"
+                                                     "<mark>Meeting</mark> at 3")
+    assert highlight(text, "台湾的会议") == "<mark>臺灣會議</mark>室：ＳＡＬＥ 五折，Meeting at 3", "pieces, folded"
+    # A character that folds to several (the ligature ﬁ, NFKC's fi) is marked whole, and nothing beside it.
+    assert highlight("ﬁle 文件", "file") == "<mark>ﬁle</mark> 文件"
+
+
 def test_duplicates_are_shown_in_groups(photos: SearchApp, tmp_path: Path) -> None:
     folder = tmp_path / "copies"
     folder.mkdir()
@@ -297,7 +309,7 @@ def test_duplicates_are_shown_in_groups(photos: SearchApp, tmp_path: Path) -> No
 def test_build_tab_folder_ingest_with_sync_and_ocr(engine: Engine, tmp_path: Path) -> None:
     import random
 
-    from searchcore.web.ui import SOURCE_FOLDER
+    from searchcore.web.ui.build_tab import SOURCE_FOLDER
 
     folder = tmp_path / "album"
     folder.mkdir()

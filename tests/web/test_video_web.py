@@ -26,7 +26,8 @@ from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import folder_image_id
 from searchcore.web.auth import VIDEO_LINK_SECONDS, Access
 from searchcore.web.ranges import ByteRange, byte_range
-from searchcore.web.ui import SearchApp, caption, clock, moment_text, player
+from searchcore.web.ui.formatting import caption, clock, moment_text, player
+from searchcore.web.ui.layout import SearchApp
 from tests.sources.test_videos import write_video
 from tests.support import Served, tiny_settings
 
