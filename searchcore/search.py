@@ -35,13 +35,13 @@ EXAMPLE_SAMPLE = 2000  # images whose captions and text suggest the example quer
 FALLBACK_EXAMPLES = [  # examples for a library too small to suggest its own: they suit photos
     "海边的日落", "一只猫", "雪山", "生日蛋糕", "城市夜景", "一群人在吃饭"]
 FUSION_DEPTH = 100  # how deep each ranking goes into a hybrid fusion (at least the page asked for)
-EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (measured: README)
+EXCLUDE_WEIGHT = 0.5  # how much of an excluded description's embedding the query gives up (docs/USER_GUIDE.md)
 BATCH = 256  # queries encoded and searched together by rank_texts
 SORTS = ("relevance", "newest", "oldest")
 CUTOFF_DEPTH = 200  # the hits an automatic cut chooses among (a search with cutoff auto goes this deep)
 PHRASE_DEPTH = 4096  # the pictures holding the quoted words that a search ranks, at most
-# The lowest similarity the automatic cut keeps, by a model's name (a part of it); measured: README.
-# tiny_clip: its shape classes score 0.85-0.95 with their caption and 0.66 at most with another's (README).
+# The lowest similarity the automatic cut keeps, by a model's name (a part of it); measured: docs/USER_GUIDE.md.
+# tiny_clip: its shape classes score 0.85-0.95 with their caption and 0.66 at most with another's (USER_GUIDE).
 CUT_FLOORS = {"tiny_clip": 0.5}
 DEFAULT_CUT_FLOOR = 0.0  # a model not measured: only hits that point away from the query fall below
 _KEYWORD_SEARCHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
@@ -510,7 +510,7 @@ def sort_by_date(hits: list[Hit], taken: dict[int, int], *, newest: bool) -> lis
 
 
 def cut_floor(model: str) -> float:
-    """The lowest similarity the automatic cut keeps for a model (CUT_FLOORS, measured: README)."""
+    """The lowest similarity the automatic cut keeps for a model (CUT_FLOORS, measured: docs/USER_GUIDE.md)."""
     name = Path(model).name if model else ""
     return next((floor for key, floor in CUT_FLOORS.items() if key in name), DEFAULT_CUT_FLOOR)
 
@@ -518,7 +518,7 @@ def cut_floor(model: str) -> float:
 def auto_cut(scores: Sequence[float | None], floor: float) -> float:
     """The similarity at or above which a query's hits are relevant: among its CUTOFF_DEPTH best similarities
     at or above the floor, the one just above the largest drop between two neighbours (the best hit is always
-    kept when it clears the floor). A drop relative to the similarity does worse: README, "The automatic cut"."""
+    kept when it clears the floor). A drop relative to the similarity does worse (USER_GUIDE, "The automatic cut")."""
     values = sorted((s for s in scores if s is not None and s >= floor), reverse=True)[:CUTOFF_DEPTH]
     if len(values) < 2:
         return values[0] if values else floor  # none clears the floor: nothing is kept
