@@ -64,6 +64,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                  "与本文件夹中另一个文件内容相同，而那个文件未能导入"),
     "record_feature_dims": ("feature has {dims} dimensions; the library's model has {model_dims}",
                             "特征有 {dims} 维；图库的模型是 {model_dims} 维"),
+    "record_video_needs_migrate": ("library {library!r} was made before videos; run `searchcore migrate --library "
+                                   "{library}` once to add the video fields, then ingest again",
+                                   "图库 {library} 建于支持视频之前；请先运行一次 `searchcore migrate --library "
+                                   "{library}` 添加视频字段，再重新导入"),
+    "record_video_not_in_folder": ("not a folder",
+                                   "不在文件夹中：只有文件夹里的视频才能导入"),
 
     # Models
     "model_unknown": ("model {name!r} is neither an official model ({models}) nor a checkpoint file",

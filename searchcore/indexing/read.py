@@ -11,9 +11,10 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from searchcore.errors import RecordError
 from searchcore.indexing.pipeline import Prepared, prepared_batches
 from searchcore.indexing.plan import Work
-from searchcore.indexing.videos import NEEDS_MIGRATE, VideoJob, frame_image, sampled_ahead
+from searchcore.indexing.videos import VideoJob, frame_image, sampled_ahead
 from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
 from searchcore.stores.filters import naive_seconds
@@ -22,7 +23,6 @@ from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import VectorStore
 
 if TYPE_CHECKING:
-    from searchcore.errors import RecordError
     from searchcore.indexing.folder_book import FolderBook
     from searchcore.indexing.ingest import IngestReport
     from searchcore.sources.imaging import DecodedImage
@@ -45,7 +45,8 @@ class Videos:
                 yield item
                 continue
             if self.book is None or not self.supported:
-                reason = NEEDS_MIGRATE.format(library=self.library) if self.book is not None else "not a folder"
+                reason = (RecordError("record_video_needs_migrate", library=self.library) if self.book is not None
+                          else RecordError("record_video_not_in_folder"))
                 self.report.bad.append(BadRecord(item.record.line, reason, item.record.file))
                 self.tick(1)
                 continue

@@ -158,3 +158,13 @@ def test_the_runner_wires_the_stages_under_its_options(opened: Engine) -> None:
                                         "file": "stages.tsv"}]
     assert calls[-1] == (4, 4) and [done for done, _ in calls] == sorted(done for done, _ in calls)
     assert sorted(opened.vectors.ids(LIBRARY)) == sorted(opened.images.ids(LIBRARY)) == [1, 2, 3]
+
+
+def test_a_video_outside_a_folder_is_reported_before_anything_reads_it(opened: Engine) -> None:
+    report = IngestReport(LIBRARY)
+    video = Work(Record(1, "clip.mp4", 9, video=True), "00" * 32, True)
+    picture = Work(record(2, 2, RED), "11" * 32, True)
+    videos = Videos(None, 1.0, True, LIBRARY, report, lambda n: None)
+    assert list(videos.expand(iter([video, picture]))) == [picture]
+    assert [(b.line, str(b.reason)) for b in report.bad] == [(1, "not a folder")]
+    assert isinstance(report.bad[0].reason, RecordError) and report.bad[0].reason.kind == "record_video_not_in_folder"
