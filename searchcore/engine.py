@@ -21,7 +21,7 @@ import numpy as np
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
-from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestReport, Progress, ingest
+from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestOptions, IngestReport, Progress, ingest
 from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
 from searchcore.indexing.originals import make_thumbnails, read_original, video_file
 from searchcore.indexing.reindex import ReindexReport, ReindexStatus, reindex, run_in_background
@@ -272,11 +272,10 @@ class Engine:
         if sync and source.scan is None:
             raise QueryError("sync_needs_folder")
         reader = self.ocr_reader() if ocr else None
-        return ingest(source, self.encoder_for(name), self.vectors, self.images, name,
-                      batch_size=self.settings.batch_size,
-                      workers=self.settings.workers, progress=progress, sync=sync, texts=self._texts(),
-                      ocr=reader, allow_mass_removal=allow_mass_removal, removal_share=removal_share,
-                      frame_interval=interval)
+        options = IngestOptions(batch_size=self.settings.batch_size, workers=self.settings.workers, progress=progress,
+                                sync=sync, texts=self._texts(), ocr=reader, allow_mass_removal=allow_mass_removal,
+                                removal_share=removal_share, frame_interval=interval)
+        return ingest(source, self.encoder_for(name), self.vectors, self.images, name, options)
 
     def ingest_uploads(self, uploads: Sequence[str | Path], library: str | None = None, *,
                        progress: Progress | None = None, ocr: bool = False) -> IngestReport:

@@ -52,6 +52,24 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ocr_models_missing": ("rapidocr-onnxruntime at {folder} lacks {missing}; reinstall it",
                            "{folder} 中的 rapidocr-onnxruntime 缺少 {missing}；请重新安装"),
     # Records skipped by an ingest stage (indexing/): BadRecord.reason holds a RecordError of one of these
+    "record_no_image_id": ("no image id",
+                           "没有图片 id"),
+    "record_no_image_data": ("no image data for image id {image_id}",
+                             "图片 id {image_id} 没有图片数据"),
+    "record_duplicate_id": ("duplicate image id {image_id} with different content from line {first_line}",
+                            "图片 id {image_id} 重复，且内容与第 {first_line} 行不同"),
+    "record_id_stored_differently": ("image id {image_id} is already stored with different content",
+                                     "图片 id {image_id} 已存有内容不同的图片"),
+    "record_copy_not_ingested": ("same content as another file of this folder, which could not be ingested",
+                                 "与本文件夹中另一个文件内容相同，而那个文件未能导入"),
+    "record_feature_dims": ("feature has {dims} dimensions; the library's model has {model_dims}",
+                            "特征有 {dims} 维；图库的模型是 {model_dims} 维"),
+    "record_video_needs_migrate": ("library {library!r} was made before videos; run `searchcore migrate --library "
+                                   "{library}` once to add the video fields, then ingest again",
+                                   "图库 {library} 建于支持视频之前；请先运行一次 `searchcore migrate --library "
+                                   "{library}` 添加视频字段，再重新导入"),
+    "record_video_not_in_folder": ("not a folder",
+                                   "不在文件夹中：只有文件夹里的视频才能导入"),
 
     # Models
     "model_unknown": ("model {name!r} is neither an official model ({models}) nor a checkpoint file",

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from searchcore.errors import RecordError
+
 SHOWN_BAD_RECORDS = 50  # bad records a report lists (CLI and UI) before saying how many more there are
 
 
@@ -41,7 +43,7 @@ class BadRecord:
     """A record ingest skipped, with where it was and why."""
 
     line: int
-    reason: str
+    reason: RecordError | str
     file: str = ""
 
 

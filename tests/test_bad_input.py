@@ -20,7 +20,7 @@ from PIL import Image
 from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
-from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
+from searchcore.errors import DatasetError, LibraryError, QueryError, RecordError, SearchcoreError
 from searchcore.models.encoder import Encoder
 from searchcore.sources.imaging import ImageDecodeError, decode_image
 from tests.support import run_cli, settings_env, tiny_settings, write_split
@@ -157,9 +157,15 @@ def test_every_bad_record_is_reported_with_line_and_reason_and_the_rest_kept(any
     library = unique_library(engine, "mixed")
     report = engine.ingest(mixed_split(tmp_path / "mixed"), split="valid", library=library)
 
-    reasons = {(b.file, b.line): b.reason for b in report.bad}
+    reasons = {(b.file, b.line): str(b.reason) for b in report.bad}  # str() of a RecordError is its English
     expected = {("valid_imgs.tsv", line) for line in BAD_LINES} | {("valid_texts.jsonl", 2)}
     assert set(reasons) == expected, reasons
+    duplicate = next(b.reason for b in report.bad if b.line == 13)
+    assert isinstance(duplicate, RecordError) and (duplicate.kind, duplicate.params) == (
+        "record_duplicate_id", {"image_id": 1, "first_line": 1})
+    assert duplicate.render("zh") == "图片 id 1 重复，且内容与第 1 行不同"
+    assert report.to_json()["bad"][[b.line for b in report.bad].index(13)]["reason"] == (
+        "duplicate image id 1 with different content from line 1")
     for line, words in BAD_LINES.items():
         assert words in reasons[("valid_imgs.tsv", line)], (line, reasons[("valid_imgs.tsv", line)])
     assert "UTF-8" in reasons[("valid_texts.jsonl", 2)]

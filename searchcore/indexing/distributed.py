@@ -29,7 +29,7 @@ import numpy as np
 
 from searchcore.config import Settings, validate_library
 from searchcore.errors import BackendUnavailableError, ConfigError, DatasetError, SearchcoreError
-from searchcore.indexing.ingest import IngestReport, Progress, ingest
+from searchcore.indexing.ingest import IngestOptions, IngestReport, Progress, ingest
 from searchcore.models.encoder import load_encoder, load_model
 from searchcore.records import BadRecord, Record, Source
 from searchcore.sources.chinese_clip import count_lines, read_captions, resolve_split, tsv_file, tsv_record
@@ -185,10 +185,11 @@ class IngestWorker:
         """Ingest one batch of lines; one row of counts, bad records and bulk files comes back."""
         records = [_parse_line(str(line), self.file, self.captions) for line in batch["text"]]
         source = Source("tsv", Path(self.file), None, len(records), iter(records))
+        options = IngestOptions(batch_size=self.settings.batch_size, workers=self.settings.workers or 2,
+                                flush=False)  # the driver flushes once at the end (Milvus rate-limits flushes)
         report = ingest(source, self.encoder, self.rows or self.vectors, self.images, self.library,  # type: ignore[arg-type]
-                        batch_size=self.settings.batch_size, workers=self.settings.workers or 2,
-                        flush=False)  # the driver flushes once at the end (Milvus rate-limits flushes)
-        bad = [{"line": int(b.line), "reason": b.reason, "file": b.file,
+                        options)
+        bad = [{"line": int(b.line), "reason": str(b.reason), "file": b.file,
                 "digest": line_digest(b.line.text) if isinstance(b.line, RayLine) else None} for b in report.bad]
         return {"lines": np.array([len(records)]), "added": np.array([report.added]),
                 "present": np.array([report.present]), "bad": np.array([json.dumps(bad, ensure_ascii=False)]),

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 # thumbnail is that same picture as a JPEG: no frame is decoded or scaled twice.
 FRAME_SIDE = min(THUMBNAIL_SIDE, 448)
 FRAMES_AHEAD = 8  # sampled frames (each at most FRAME_SIDE square) waiting for the pipeline
-NEEDS_MIGRATE = ("library {library!r} was made before videos; run `searchcore migrate --library {library}` once "
-                 "to add the video fields, then ingest again")
 
 
 @dataclass

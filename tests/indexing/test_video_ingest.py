@@ -302,7 +302,9 @@ def test_a_library_from_before_videos_says_to_migrate_then_takes_them(
         engine.close()
     assert report.added == 2
     assert sorted(b.file for b in report.bad) == ["videos/park.mov", "videos/walk.mp4"]
-    assert all("searchcore migrate" in b.reason for b in report.bad)
+    name = settings.library
+    assert all(str(b.reason) == f"library {name!r} was made before videos; run `searchcore migrate --library {name}` "
+               "once to add the video fields, then ingest again" for b in report.bad)
 
     with Engine(settings, encoder=torch_encoder) as engine:
         assert engine.search_text("蓝色的正方形", 5, filters=Filters.parse(media="video")) == []

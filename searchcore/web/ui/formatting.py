@@ -9,6 +9,7 @@ import unicodedata
 from typing import Any
 
 from searchcore.duplicates import DuplicateGroup
+from searchcore.errors import SearchcoreError
 from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.reindex import ReindexStatus
 from searchcore.indexing.uploads import NOT_PICTURE
@@ -93,8 +94,9 @@ def summary(report: IngestReport, lang: str = "en") -> str:
     lines = [escape(_report_line(report, lang))]
     for bad in report.bad[:SHOWN_BAD_RECORDS]:
         where = f"{bad.file}:{bad.line}" if bad.line else bad.file
-        reason = bad.reason if bad.reason != NOT_PICTURE else translate(lang, "not_image_name",
-                                                                         suffixes=", ".join(IMAGE_SUFFIXES))
+        reason = bad.reason.render(lang) if isinstance(bad.reason, SearchcoreError) else \
+            bad.reason if bad.reason != NOT_PICTURE else translate(lang, "not_image_name",
+                                                                   suffixes=", ".join(IMAGE_SUFFIXES))
         lines.append(f"- {escape(where)}: {escape(reason)}")
     if len(report.bad) > SHOWN_BAD_RECORDS:
         lines.append("- " + translate(lang, "more_bad", n=len(report.bad) - SHOWN_BAD_RECORDS))
