@@ -31,6 +31,31 @@ SCORE_TOLERANCE = 1e-6
 GATHER_SHARE = 8  # a filter keeping under 1/8 of the rows scores a copy of those rows; else every row is scored
 
 
+class WriteOrder:
+    """When each row of an in-process copy was written, as a number: equal scores go to the older row, and rows
+    loaded from Milvus are older than any write seen while loading."""
+
+    def __init__(self, first: int = 0) -> None:
+        self._next_seq = first
+        self._next_loaded = -(1 << 62)
+
+    def take(self, loaded: bool) -> int:
+        """The next number for a row written now, or loaded back from Milvus (loaded)."""
+        if loaded:
+            self._next_loaded += 1
+            return self._next_loaded - 1
+        self._next_seq += 1
+        return self._next_seq - 1
+
+
+def popped_rows(rows: dict[int, int], ids: Iterable[int]) -> Iterator[int]:
+    """The row of each id that rows holds, removed from rows as it is yielded (the caller fills the hole)."""
+    for image_id in ids:
+        row = rows.pop(int(image_id), None)
+        if row is not None:
+            yield row
+
+
 class ExactCopy:
     """One library's vectors as a float32 matrix; exact inner-product top-k with numpy.
 
@@ -54,8 +79,7 @@ class ExactCopy:
         self._videos = np.zeros(capacity, dtype=np.int64)  # each row's video (0: a picture), for the media filter
         self._matrix = np.empty((capacity, dim), dtype=np.float32)
         self._rows: dict[int, int] = {}  # id -> row
-        self._next_seq = 0
-        self._next_loaded = -(1 << 62)  # rows loaded from Milvus are older than any write seen while loading
+        self._order = WriteOrder()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -82,10 +106,7 @@ class ExactCopy:
                     self._ids[row] = image_id
                 self._matrix[row] = vector
                 self._paths[row], self._taken[row], self._videos[row] = path, taken, video
-                if loaded:
-                    self._seqs[row], self._next_loaded = self._next_loaded, self._next_loaded + 1
-                else:
-                    self._seqs[row], self._next_seq = self._next_seq, self._next_seq + 1
+                self._seqs[row] = self._order.take(loaded)
 
     def load_page(self, page: tuple[list[int], np.ndarray, list[tuple[str, int]], list[int]], skip: set[int]) -> None:
         """Add a page (ids, vectors, attrs, video ids) read back from Milvus, leaving the ids in skip alone."""
@@ -95,10 +116,7 @@ class ExactCopy:
     def delete(self, ids: Iterable[int]) -> None:
         """Remove rows by id (the last row moves into each hole)."""
         with self._lock:
-            for image_id in ids:
-                row = self._rows.pop(int(image_id), None)
-                if row is None:
-                    continue
+            for row in popped_rows(self._rows, ids):
                 last = len(self._rows)
                 if row != last:
                     self._ids[row] = self._ids[last]
@@ -170,7 +188,7 @@ class ExactCopy:
         copy._rows = {int(image_id): row for row, image_id in enumerate(copy._ids)}
         if len(copy._rows) != len(copy._ids):
             raise ValueError("an id appears twice")
-        copy._next_seq = int(copy._seqs.max()) + 1 if len(copy._seqs) else 0
+        copy._order = WriteOrder(int(copy._seqs.max()) + 1 if len(copy._seqs) else 0)
         return copy
 
     def reserve(self, capacity: int) -> None:

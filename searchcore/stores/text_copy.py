@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from searchcore.stores.exact_copy import WriteOrder, popped_rows
+
 K1 = 1.5  # Milvus Lite's BM25 defaults (bm25_k1, bm25_b); the text index asks for no others
 B = 0.75
 # A filter over the copy's rows: (paths, taken) -> the rows that pass (the rule the Milvus expression applies).
@@ -48,8 +50,7 @@ class TextCopy:
         self._lengths = np.zeros(0, dtype=np.float64)  # terms per row, as BM25 counts a document's length
         self._postings: dict[str, dict[int, int]] = {}  # term -> {row: how often the row holds it}
         self._total = 0  # the sum of the lengths
-        self._next_seq = 0
-        self._next_loaded = -(1 << 62)  # rows loaded from Milvus are older than any write seen while loading
+        self._order = WriteOrder()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -95,18 +96,12 @@ class TextCopy:
                 self._total += sum(counts.values())
                 for term, tf in counts.items():
                     self._postings.setdefault(term, {})[row] = tf
-                if loaded:
-                    self._seqs[row], self._next_loaded = self._next_loaded, self._next_loaded + 1
-                else:
-                    self._seqs[row], self._next_seq = self._next_seq, self._next_seq + 1
+                self._seqs[row] = self._order.take(loaded)
 
     def delete(self, ids: Iterable[int]) -> None:
         """Remove rows by id (the last row moves into each hole)."""
         with self._lock:
-            for image_id in ids:
-                row = self._rows.pop(int(image_id), None)
-                if row is None:
-                    continue
+            for row in popped_rows(self._rows, ids):
                 self._unpost(row)
                 last = len(self._ids) - 1
                 if row != last:
