@@ -20,9 +20,9 @@ from PIL import Image
 from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
-from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
+from searchcore.errors import DatasetError, ImageDecodeError, LibraryError, QueryError, SearchcoreError
 from searchcore.models.encoder import Encoder
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 from tests.support import run_cli, settings_env, tiny_settings, write_split
 
 # ---------------------------------------------------------------- pictures that are hard to get right

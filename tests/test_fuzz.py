@@ -18,11 +18,11 @@ from PIL import Image
 
 from demo.shapes import draw
 from searchcore.engine import Engine
-from searchcore.errors import SearchcoreError
+from searchcore.errors import ImageDecodeError, SearchcoreError
 from searchcore.ids import MAX_ID
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import open_source
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 from tests.support import tiny_settings, write_split
 
 # Damaged images make Pillow warn (truncated reads, corrupt EXIF) before it refuses or decodes them.

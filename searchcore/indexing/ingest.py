@@ -17,12 +17,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from searchcore.errors import MassRemovalError
+from searchcore.errors import MassRemovalError, RecordError
 from searchcore.ids import chunks
 from searchcore.indexing.pipeline import Prepared, prepared_batches
 from searchcore.indexing.videos import NEEDS_MIGRATE, SampledFrame, VideoJob, frame_image, sampled_ahead
@@ -88,7 +88,7 @@ class IngestReport:
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         data: dict[str, Any] = {"library": self.library, "added": self.added, "present": self.present,
-                                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
+                                "bad": [b.to_json() for b in self.bad], "seconds": round(self.seconds, 3)}
         if self.folder:
             data.update(changed=self.changed, unchanged=self.unchanged, moved=self.moved, removed=self.removed,
                         missing=self.missing, videos=self.videos, frames=self.frames)
@@ -142,7 +142,7 @@ def ingest(source: Source, encoder: Encoder, vectors: VectorStore, images: Image
     videos = _Videos(book, frame_interval, meta.videos, library, report, tick)
     work = videos.expand(_plan(source.records, vectors, images, library, report, tick, book))
 
-    def bad(item: _Work, reason: str) -> None:
+    def bad(item: _Work, reason: RecordError) -> None:
         if item.frame is not None:
             videos.fail(item.frame.job, reason)
             return
@@ -297,7 +297,7 @@ class _Folder:
                 self.present(record)
             else:
                 self.report.bad.append(BadRecord(record.line, "same content as another file of this folder, "
-                                                              "which could not be ingested", record.file))
+                                                              "which could not be ingested", record.file))  # type: ignore[arg-type]
         gone, replaced = self.scan.gone, set(self.scan.changed.values())
         if not sync:
             self.report.missing = len(gone)
@@ -343,7 +343,7 @@ class _Videos:
                 continue
             if self.book is None or not self.supported:
                 reason = NEEDS_MIGRATE.format(library=self.library) if self.book is not None else "not a folder"
-                self.report.bad.append(BadRecord(item.record.line, reason, item.record.file))
+                self.report.bad.append(BadRecord(item.record.line, reason, item.record.file))  # type: ignore[arg-type]
                 self.tick(1)
                 continue
             job = VideoJob(item.record, item.sha256, self.interval, self.book.scan.root, item.changed)
@@ -352,7 +352,7 @@ class _Videos:
             if job.error is not None:
                 self.fail(job, job.error)
 
-    def fail(self, job: VideoJob, reason: str) -> None:
+    def fail(self, job: VideoJob, reason: RecordError) -> None:
         """Report a video bad (once), whatever failed: its file or one of its frames."""
         if job in self.failed:
             return
@@ -382,11 +382,12 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
         candidates: list[tuple[Record, str]] = []
         for record in chunk:
             if record.error is not None or record.image_id is None:
-                report.bad.append(BadRecord(record.line, record.error or "no image id", record.file))
+                report.bad.append(BadRecord(record.line, record.error or RecordError("record_no_image_id"),
+                                            record.file))
                 tick(1)
                 continue
             if record.data is None and not record.video:
-                report.bad.append(BadRecord(record.line, f"no image data for image id {record.image_id}",
+                report.bad.append(BadRecord(record.line, f"no image data for image id {record.image_id}",  # type: ignore[arg-type]
                                             record.file))
                 tick(1)
                 continue
@@ -395,7 +396,7 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
             if first is not None:
                 if first[0] != bytes.fromhex(sha[:16]):
                     report.bad.append(BadRecord(record.line, f"duplicate image id {record.image_id} with different "
-                                                             f"content from line {first[1]}", record.file))
+                                                             f"content from line {first[1]}", record.file))  # type: ignore[arg-type]
                 elif book is not None:
                     pending.append(record)  # a copy of a file in this run: recorded once that one is written
                 else:
@@ -417,7 +418,7 @@ def _plan(records: Iterator[Record], vectors: VectorStore, images: ImageStore, l
             assert image_id is not None
             if image_id in stored and stored[image_id] != sha:
                 report.bad.append(BadRecord(record.line, f"image id {image_id} is already stored with different "
-                                                         "content", record.file))
+                                                         "content", record.file))  # type: ignore[arg-type]
                 tick(1)
             elif image_id in with_vector:
                 if book is not None:
@@ -510,7 +511,7 @@ def _check_dims(batch: list[_Work], vecs: np.ndarray, dim: int,
         return batch, vecs
     for w in batch:
         report.bad.append(BadRecord(w.record.line, f"feature has {vecs.shape[1]} dimensions; the library's model "
-                                                   f"has {dim}", w.record.file))
+                                                   f"has {dim}", w.record.file))  # type: ignore[arg-type]
     return [], vecs[:0]
 
 

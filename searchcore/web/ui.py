@@ -31,12 +31,11 @@ from searchcore.engine import Engine
 from searchcore.errors import OriginalUnavailableError, SearchcoreError
 from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.reindex import ReindexStatus
-from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, read_upload
+from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, read_upload
 from searchcore.query import Understood
 from searchcore.records import SHOWN_BAD_RECORDS
 from searchcore.search import FALLBACK_EXAMPLES, MAX_TOP_K, MODES, SORTS, SearchResult
 from searchcore.sources.chinese_clip import find_splits
-from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.sources.imaging import stored_picture
 from searchcore.stores.filters import Filters, wall_clock
 from searchcore.stores.images import StoredImage
@@ -719,9 +718,7 @@ def summary(report: IngestReport, lang: str = "en") -> str:
     lines = [_escape(_report_line(report, lang))]
     for bad in report.bad[:SHOWN_BAD_RECORDS]:
         where = f"{bad.file}:{bad.line}" if bad.line else bad.file
-        reason = bad.reason if bad.reason != NOT_PICTURE else translate(lang, "not_image_name",
-                                                                         suffixes=", ".join(IMAGE_SUFFIXES))
-        lines.append(f"- {_escape(where)}: {_escape(reason)}")
+        lines.append(f"- {_escape(where)}: {_escape(bad.reason.render(lang))}")
     if len(report.bad) > SHOWN_BAD_RECORDS:
         lines.append("- " + translate(lang, "more_bad", n=len(report.bad) - SHOWN_BAD_RECORDS))
     return "\n".join(lines)

@@ -18,12 +18,12 @@ import pytest
 from PIL import Image
 
 from searchcore.engine import Engine
-from searchcore.errors import ConfigError
+from searchcore.errors import ConfigError, ImageDecodeError
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.models.gpu_decode import DeviceDecoder
 from searchcore.models.preprocess import STD, preprocess
-from searchcore.sources.imaging import ORIENTATION, ImageDecodeError, decode_image
+from searchcore.sources.imaging import ORIENTATION, decode_image
 from tests.support import tiny_settings
 
 MIN_COSINE = 0.999
