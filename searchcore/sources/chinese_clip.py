@@ -141,12 +141,16 @@ def read_texts(root: Path, split: str) -> tuple[list[dict], list[BadRecord]]:
         raise DatasetError("split_file_missing", name=path.name, path=root, split=split, tsv=TSV_SUFFIX)
     texts: list[dict] = []
     problems: list[BadRecord] = []
-    for number, entry, reason in _json_lines(path, "text_entry_invalid", _text_entry):
+    for number, entry, reason in _json_lines(path, _text_entry, _text_invalid):
         if reason is not None:
             problems.append(BadRecord(number, reason, path.name))
         elif entry is not None:
             texts.append(entry)
     return texts, problems
+
+
+def _text_invalid(reason: str | RecordError) -> RecordError:
+    return RecordError("text_entry_invalid", reason=reason)
 
 
 def _text_entry(entry: Any) -> dict[str, Any]:
@@ -293,7 +297,7 @@ def lmdb_records(path: Path, captions: Captions, workers: int = 1,
 def feature_records(path: Path, images: Path | None, captions: Captions) -> Iterator[Record]:
     """Feature lines, joined with their image bytes from the split's tsv when it exists."""
     image_data = _tsv_index(images) if images is not None else {}
-    for number, parsed, reason in _json_lines(path, "feature_entry_invalid", _feature_entry):
+    for number, parsed, reason in _json_lines(path, _feature_entry, _feature_invalid):
         if parsed is None:
             yield Record(number, path.name, error=reason)
             continue
@@ -321,7 +325,7 @@ def _feature_entry(entry: Any) -> tuple[int, np.ndarray]:
 
 def feature_dim(path: Path) -> int | None:
     """The dimension of the first readable feature in a feature file (None when no line is readable)."""
-    for _number, parsed, _reason in _json_lines(path, "feature_entry_invalid", _feature_entry):
+    for _number, parsed, _reason in _json_lines(path, _feature_entry, _feature_invalid):
         if parsed is not None:
             return len(parsed[1])
     return None
@@ -332,10 +336,14 @@ def feature_line(key: str, ident: int, feature: Sequence[float]) -> str:
     return json.dumps({key: ident, "feature": feature}) + "\n"
 
 
-def _json_lines(path: Path, invalid: str, parse: Callable[[Any], T]
+def _feature_invalid(reason: str | RecordError) -> RecordError:
+    return RecordError("feature_entry_invalid", reason=reason)
+
+
+def _json_lines(path: Path, parse: Callable[[Any], T], invalid: Callable[[str | RecordError], RecordError]
                 ) -> Iterator[tuple[int, T | None, RecordError | None]]:
-    """(line number, parsed entry, None) for each non-blank line of a jsonl file, or (number, None, reason); a
-    line parse refuses has the kind invalid."""
+    """(line number, parsed entry, None) for each non-blank line of a jsonl file, or (number, None, reason); the
+    reason for a line parse refuses is invalid(why)."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
             if not raw.strip():
@@ -346,10 +354,10 @@ def _json_lines(path: Path, invalid: str, parse: Callable[[Any], T]
                 yield number, None, RecordError("line_not_utf8")
                 continue
             except RecordError as exc:
-                yield number, None, RecordError(invalid, reason=exc)
+                yield number, None, invalid(exc)
                 continue
             except (ValueError, KeyError, TypeError) as exc:
-                yield number, None, RecordError(invalid, reason=str(exc))
+                yield number, None, invalid(str(exc))
                 continue
             yield number, parsed, None
 
