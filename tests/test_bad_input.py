@@ -157,7 +157,7 @@ def test_every_bad_record_is_reported_with_line_and_reason_and_the_rest_kept(any
     library = unique_library(engine, "mixed")
     report = engine.ingest(mixed_split(tmp_path / "mixed"), split="valid", library=library)
 
-    reasons = {(b.file, b.line): b.reason for b in report.bad}
+    reasons = {(b.file, b.line): str(b.reason) for b in report.bad}
     expected = {("valid_imgs.tsv", line) for line in BAD_LINES} | {("valid_texts.jsonl", 2)}
     assert set(reasons) == expected, reasons
     for line, words in BAD_LINES.items():
@@ -224,7 +224,7 @@ def test_a_50_mb_image_is_stored_by_sqlite_and_refused_by_mariadb_with_the_reaso
     else:  # MariaDB's max_allowed_packet (16 MB by default) bounds one row
         assert report.added == 1
         [bad] = report.bad
-        assert bad.line == 2 and "over the store's limit" in bad.reason and "50." in bad.reason
+        assert bad.line == 2 and "over the store's limit" in str(bad.reason) and "50." in str(bad.reason)
         assert sorted(engine.images.ids(library)) == sorted(engine.vectors.ids(library)) == [1]
 
 

@@ -161,7 +161,7 @@ def test_an_ingest_with_device_decoding_stores_the_same_images_and_close_vectors
             stored = list(engine.images.ids(settings.library))
             images = engine.images.get_many(settings.library, stored)
             vectors = engine.vectors.vectors(settings.library, stored)
-            found[mode] = (report.added, sorted((b.line, b.reason) for b in report.bad), stored, images, vectors)
+            found[mode] = (report.added, sorted((b.line, str(b.reason)) for b in report.bad), stored, images, vectors)
     (added, bad, stored, images, vectors), (added_on, bad_on, stored_on, images_on, vectors_on) = found.values()
     assert (added_on, bad_on, stored_on) == (added, bad, stored)
     assert added == len(ids) - 2 and len(bad) == 2
