@@ -502,7 +502,16 @@ def _jsonable(value: Any) -> Any:
 
 class RecordError(SearchcoreError):
     """Why one record (a dataset line, a folder file, an upload) was skipped: BadRecord.reason and Record.error
-    hold one, so a report reads in the user's language (render) and its kind can be counted."""
+    hold one, so a report reads in the user's language (render) and its kind can be counted. Two are equal when
+    they say the same (kind and fields), as the records that hold them are."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordError):
+            return NotImplemented
+        return (self.kind, self.params) == (other.kind, other.params)
+
+    def __hash__(self) -> int:
+        return hash(self.kind)
 
 
 class ConfigError(SearchcoreError):

@@ -20,7 +20,7 @@ from tests.support import tiny_settings
 
 
 def fields(records: list[Record]) -> list[tuple]:
-    return [(r.line, r.file, r.image_id, r.data, r.error and str(r.error), r.captions, r.sha256) for r in records]
+    return [(r.line, r.file, r.image_id, r.data, r.error, r.captions, r.sha256) for r in records]
 
 
 @pytest.fixture(scope="module")
