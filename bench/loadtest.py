@@ -107,7 +107,7 @@ def run_clients(url: str, library: str, expected: dict[str, list[tuple[int, floa
                 began = time.perf_counter()
                 try:
                     got = search(http, text, library)
-                except Exception as exc:  # any failure counts; the load goes on
+                except Exception as exc:  # noqa: BLE001 - any failure counts; the load goes on
                     errors += 1
                     problems.append(f"client {number} {text}: {type(exc).__name__}: {exc}"[:300])
                     continue
@@ -162,7 +162,7 @@ def load_test(url: str, pid: int | None, *, library: str, clients: int, seconds:
                 with httpx.Client(base_url=url, timeout=None) as http:
                     response = http.post("/api/ingest", json=ingest)
                     report.update(status=response.status_code, body=response.json())
-            except Exception as exc:  # reported, never raised from the thread
+            except Exception as exc:  # noqa: BLE001 - reported, never raised from the thread
                 report.update(status=None, body=f"{type(exc).__name__}: {exc}")
             finally:
                 report["seconds"] = round(time.perf_counter() - began, 1)

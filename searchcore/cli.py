@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from searchcore.config import DUPLICATE_THRESHOLD, Settings, add_arguments
 from searchcore.duplicates import find_duplicates, parse_threshold
 from searchcore.engine import Engine, build_engine
-from searchcore.errors import SearchcoreError
+from searchcore.errors import SearchcoreError, UsageError
 from searchcore.evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
 from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
 from searchcore.indexing.ingest import IngestReport, Progress
@@ -37,10 +37,6 @@ COMMANDS: dict[str, Command] = {}
 AUTO_INGEST = ("An empty or missing library is first filled from the split (as `searchcore ingest DATASET --split S`); "
                "a library must hold exactly the split's images, since Chinese-CLIP ranks among those only. The "
                "split's bad image records (which ingest reports and skips) are skipped and reported.")
-
-
-class UsageError(SearchcoreError):
-    """Arguments that do not fit together; exits 2 like argparse does."""
 
 
 def command(name: str) -> Callable[[Command], Command]:

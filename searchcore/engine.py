@@ -20,7 +20,7 @@ import numpy as np
 
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
-from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
+from searchcore.errors import DatasetError, LibraryError, ModelError, QueryError, SearchcoreError
 from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestOptions, IngestReport, Progress, ingest
 from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
 from searchcore.indexing.originals import make_thumbnails, read_original, video_file
@@ -161,8 +161,8 @@ class Engine:
             settings = recorded_model(self.settings, meta.model, meta.model_file)
             if settings is None:
                 raise LibraryError("library_model_unavailable", library=meta.library, model=meta.model, dim=meta.dim,
-                                   reason="its weights are not here" if meta.model in OFFICIAL_MODELS else
-                                   "no weights file of it is recorded")
+                                   reason=ModelError("model_weights_not_here" if meta.model in OFFICIAL_MODELS else
+                                                     "model_weights_unrecorded"))
             try:
                 encoder = load_encoder(settings)
             except SearchcoreError as exc:
@@ -170,7 +170,8 @@ class Engine:
                                    reason=str(exc)) from exc
             if encoder.name != meta.model or encoder.dim != meta.dim:
                 raise LibraryError("library_model_unavailable", library=meta.library, model=meta.model, dim=meta.dim,
-                                   reason=f"{meta.model_file} now holds other weights ({encoder.name})")
+                                   reason=ModelError("model_file_other_weights", file=meta.model_file,
+                                                     encoder=encoder.name))
             self._encoders[meta.model] = encoder
             return encoder
 

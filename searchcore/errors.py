@@ -373,6 +373,65 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                "be able to read these paths",
                                "Milvus 批量导入 {files} 未完成（{state}：{reason}）；服务器必须能读取这些路径"),
     # Records skipped by a reader (sources/, evaluate, uploads, maintenance, reindex)
+    "file_unreadable": ("cannot read file ({reason})",
+                        "无法读取文件（{reason}）"),
+    "file_empty": ("file is empty (0 bytes)",
+                   "文件为空（0 字节）"),
+    "image_id_not_integer": ("image id {key!r} is not an integer",
+                             "图片 ID {key!r} 不是整数"),
+    "image_id_bad": ("image id {image_id}: {reason}",
+                     "图片 ID {image_id}：{reason}"),
+    "base64_invalid": ("invalid base64 ({reason})",
+                       "base64 编码无效（{reason}）"),
+    "tsv_no_tab": ("no tab between the image id and the base64 image",
+                   "图片 ID 和 base64 图片之间没有制表符"),
+    "tsv_image_bad": ("image id {image_id}: line {tsv_line} of {file} has {reason}",
+                      "图片 ID {image_id}：{file} 第 {tsv_line} 行有问题：{reason}"),
+    "line_not_utf8": ("line is not valid UTF-8",
+                      "该行不是有效的 UTF-8"),
+    "text_entry_invalid": ("not a text entry ({reason})",
+                           "不是有效的文本条目（{reason}）"),
+    "feature_entry_invalid": ("not a feature entry ({reason})",
+                              "不是有效的特征条目（{reason}）"),
+    "feature_not_finite": ("feature is not a finite vector",
+                           "特征不是有限值向量"),
+    "record_without_data": ("no image data",
+                            "没有图片数据"),
+    "stored_image_bad": ("image {image_id}: {reason}",
+                         "图片 {image_id}：{reason}"),
+    "not_image_name": ("not an image file name ({suffixes})",
+                       "不是图片文件名（{suffixes}）"),
+    "video_file_empty": ("video file is empty (0 bytes)",
+                         "视频文件为空（0 字节）"),
+    "video_unreadable": ("video cannot be read ({reason})",
+                         "无法读取视频（{reason}）"),
+    "video_unknown_format": ("file is not a video of a known format ({reason})",
+                             "文件不是已知格式的视频（{reason}）"),
+    "video_no_streams": ("file has no readable streams: not a video, or a corrupt one",
+                         "文件中没有可读的流：不是视频，或视频已损坏"),
+    "video_no_video_stream": ("file has no video stream ({kinds} only)",
+                              "文件中没有视频流（只有 {kinds}）"),
+    "video_too_many_pixels": ("video claims {width}x{height} pixels a frame, over the limit of {limit}",
+                              "视频声称每帧有 {width}x{height} 像素，超过了 {limit} 的上限"),
+    "video_corrupt": ("video is corrupt ({reason})",
+                      "视频已损坏（{reason}）"),
+    "video_truncated": ("video is truncated or corrupt: its frames stop at {last:.1f} s of the {end:.1f} s its "
+                        "container declares",
+                        "视频不完整或已损坏：画面在 {last:.1f} 秒处中断，而容器声明时长为 {end:.1f} 秒"),
+    "video_no_frame": ("video has no frame that decodes",
+                       "视频中没有能解码的画面"),
+    "model_weights_not_here": ("its weights are not here",
+                               "它的权重不在这里"),
+    "model_weights_unrecorded": ("no weights file of it is recorded",
+                                 "没有记录它的权重文件"),
+    "model_file_other_weights": ("{file} now holds other weights ({encoder})",
+                                 "{file} 现在存放的是另一个模型的权重（{encoder}）"),
+    "watch_folder_gone": ("{folder} is gone, empty or holds none of its pictures (is the drive mounted?); nothing "
+                          "was removed; waiting for it",
+                          "{folder} 不见了、为空或其中没有原来的图片（硬盘挂载了吗？）；没有删除任何内容；正在等待它"
+                          "恢复"),
+    "watch_rescan_failed": ("unexpected {error}: {reason}",
+                            "意外错误 {error}：{reason}"),
 
     # Front ends
     "usage_reindex_model": ("reindex needs --model M: the model (name or checkpoint) to move the library to",
@@ -435,6 +494,13 @@ class SearchcoreError(Exception):
         """The kind and its fields, as the API returns them beside the English message."""
         return {"kind": self.kind, "params": {k: _jsonable(v) for k, v in self.params.items()}}
 
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Any:
+        """The error to_json gave, as an instance of cls (an error in its fields comes back as one too)."""
+        params = {k: cls.from_json(v) if isinstance(v, dict) and v.keys() == {"kind", "params"} else v
+                  for k, v in value["params"].items()}
+        return cls(value["kind"], **params)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Ray and multiprocessing pickle errors raised in workers: rebuilt from the kind and fields, not the
         # message, and without calling a subclass's own constructor; its other attributes come back as state.
@@ -459,7 +525,16 @@ def _jsonable(value: Any) -> Any:
 
 class RecordError(SearchcoreError):
     """Why one record (a dataset line, a folder file, an upload) was skipped: BadRecord.reason and Record.error
-    hold one, so a report reads in the user's language (render) and its kind can be counted."""
+    hold one, so a report reads in the user's language (render) and its kind can be counted. Two are equal when
+    they say the same (kind and fields), as the records that hold them are."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordError):
+            return NotImplemented
+        return (self.kind, self.params) == (other.kind, other.params)
+
+    def __hash__(self) -> int:
+        return hash(self.kind)
 
 
 class ConfigError(SearchcoreError):
@@ -522,3 +597,37 @@ class VideoUnavailableError(QueryError):
     def __init__(self, video_id: int, path: str, changed: bool) -> None:
         self.video_id, self.path, self.changed = video_id, path, changed
         super().__init__("video_file_changed" if changed else "video_file_missing", video_id=video_id, path=path)
+
+
+class ImageDecodeError(RecordError, ValueError):
+    """The bytes are not an image this engine can use; the kind says why."""
+
+
+class VideoDecodeError(RecordError, ValueError):
+    """The file is not a video this engine can use; the kind says why."""
+
+
+class UploadRefused(QueryError):
+    """An upload the limits refuse; its kind names which limit ("upload_too_big", ...) and params its values."""
+
+
+class UsageError(SearchcoreError):
+    """Arguments that do not fit together; exits 2 like argparse does."""
+
+
+class SeedError(Exception):
+    """An answer of the seed-compatible API's error shape: {"status": false, "msg": ...}. Not a kind: that API
+    answers with the message alone, as the seed did (web/seed_api.py)."""
+
+    def __init__(self, msg: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
+        super().__init__(msg)
+        self.msg, self.status, self.headers = msg, status, headers
+
+
+class CacheError(RuntimeError):
+    """A cached OpenVINO IR entry is missing, stale or corrupt. Not a kind: the cache rebuilds it, and no user
+    sees it."""
+
+
+class Int8CacheError(RuntimeError):
+    """A cached int8 entry is missing, stale or corrupt. Not a kind: the cache rebuilds it, and no user sees it."""

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from searchcore.engine import Engine
-from searchcore.errors import DatasetError, LibraryError
+from searchcore.errors import DatasetError, ImageDecodeError, LibraryError, RecordError
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord, Record
@@ -34,7 +34,7 @@ from searchcore.sources.chinese_clip import (
     texts_file,
 )
 from searchcore.sources.datasets import open_source
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Evaluation:
         return {"text_to_image": self.text_to_image.to_json(), "image_to_text": self.image_to_text.to_json(),
                 "exact_overlap_at_10": self.exact_overlap_at_10, "library": self.library, "split": self.split,
                 "index": self.index, "texts": self.texts, "images": self.images,
-                "bad": [{"line": b.line, "reason": b.reason, "file": b.file} for b in self.bad]}
+                "bad": [b.to_json() for b in self.bad]}
 
 
 @dataclass
@@ -123,7 +123,7 @@ class ExtractReport:
         """The CLI's --json shape."""
         return {"image_features": str(self.image_features), "text_features": str(self.text_features),
                 "images": self.images, "texts": self.texts,
-                "bad": [{"line": b.line, "reason": b.reason, "file": b.file} for b in self.bad]}
+                "bad": [b.to_json() for b in self.bad]}
 
 
 def eval_text(text: str) -> str:
@@ -164,7 +164,7 @@ def split_image_ids(root: Path, split: str) -> tuple[list[int], list[BadRecord]]
         if record.error is None and record.image_id is not None:
             ids.append(record.image_id)
         else:
-            bad.append(BadRecord(record.line, record.error or "no image id", record.file))
+            bad.append(BadRecord(record.line, record.error or RecordError("record_no_image_id"), record.file))
     return ids, bad
 
 
@@ -176,7 +176,7 @@ def unusable_images(root: Path, split: str, ids: set[int], max_bytes: int) -> di
             try:
                 decode_image(record.data, max_bytes)
             except ImageDecodeError as exc:
-                found[record.image_id] = BadRecord(record.line, str(exc), record.file)
+                found[record.image_id] = BadRecord(record.line, exc, record.file)
     return found
 
 
@@ -321,7 +321,7 @@ def extract(encoder: Encoder, root: str | Path, split: str, output_dir: str | Pa
         raise DatasetError("split_no_images", split=split, path=root)
     report = ExtractReport(image_features_file(out, split), text_features_file(out, split), 0, 0)
     with _replacing(report.image_features) as handle:
-        def bad(record: Record, reason: str) -> None:
+        def bad(record: Record, reason: RecordError) -> None:
             report.bad.append(BadRecord(record.line, reason, record.file))
 
         def readable() -> Iterator[Record]:
@@ -329,7 +329,7 @@ def extract(encoder: Encoder, root: str | Path, split: str, output_dir: str | Pa
                 if record.error is None and record.image_id is not None and record.data is not None:
                     yield record
                 else:
-                    bad(record, record.error or "no image data")
+                    bad(record, record.error or RecordError("record_without_data"))
 
         batches = prepared_batches(readable(), lambda r: r.data or b"", encoder, on_bad=bad, batch_size=IMAGE_BATCH)
         for batch, vectors in encoder.encode_pixel_batches(batches):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ class Record:
     file: str
     image_id: int | None = None
     data: bytes | None = None
-    error: str | None = None
+    error: RecordError | None = None
     captions: list[str] = field(default_factory=list)
     vector: np.ndarray | None = None
     stat: FileStat | None = None  # a folder file's path, size and mtime
@@ -40,11 +41,15 @@ class FileStat:
 
 @dataclass
 class BadRecord:
-    """A record ingest skipped, with where it was and why."""
+    """A record ingest skipped, with where it was and why (str() of the reason is its English wording)."""
 
     line: int
-    reason: RecordError | str
+    reason: RecordError
     file: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape JSON reports give it: the reason as its English wording."""
+        return {"line": self.line, "reason": str(self.reason), "file": self.file}
 
 
 @dataclass

@@ -15,11 +15,11 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from searchcore.config import DUPLICATE_THRESHOLD
-from searchcore.errors import LibraryError, QueryError
+from searchcore.errors import ImageDecodeError, LibraryError, QueryError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
 from searchcore.query import Understood, clean_query, understand
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 from searchcore.stores.filters import Filters, wall_clock
 from searchcore.stores.image_db import ImageDb
 from searchcore.stores.images import ImageMeta

@@ -305,7 +305,7 @@ class MariaDBServer:
         try:
             self.connect(connect_timeout=2).close()
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever a connection fails with, the server does not answer yet
             return False
 
 
@@ -368,7 +368,7 @@ class PrivateMariaDB:
         try:
             self._connect().close()
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever a connection fails with, the server does not answer yet
             return False
 
     def __enter__(self) -> PrivateMariaDB:

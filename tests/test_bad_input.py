@@ -20,9 +20,9 @@ from PIL import Image
 from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
-from searchcore.errors import DatasetError, LibraryError, QueryError, RecordError, SearchcoreError
+from searchcore.errors import DatasetError, ImageDecodeError, LibraryError, QueryError, RecordError, SearchcoreError
 from searchcore.models.encoder import Encoder
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 from tests.support import run_cli, settings_env, tiny_settings, write_split
 
 # ---------------------------------------------------------------- pictures that are hard to get right
@@ -230,7 +230,7 @@ def test_a_50_mb_image_is_stored_by_sqlite_and_refused_by_mariadb_with_the_reaso
     else:  # MariaDB's max_allowed_packet (16 MB by default) bounds one row
         assert report.added == 1
         [bad] = report.bad
-        assert bad.line == 2 and "over the store's limit" in bad.reason and "50." in bad.reason
+        assert bad.line == 2 and "over the store's limit" in str(bad.reason) and "50." in str(bad.reason)
         assert sorted(engine.images.ids(library)) == sorted(engine.vectors.ids(library)) == [1]
 
 

@@ -18,11 +18,11 @@ from PIL import Image
 
 from demo.shapes import draw
 from searchcore.engine import Engine
-from searchcore.errors import SearchcoreError
+from searchcore.errors import ImageDecodeError, RecordError, SearchcoreError
 from searchcore.ids import MAX_ID
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import open_source
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 from tests.support import tiny_settings, write_split
 
 # Damaged images make Pillow warn (truncated reads, corrupt EXIF) before it refuses or decodes them.
@@ -84,7 +84,7 @@ def test_any_tsv_line_is_a_record_or_a_reported_error(lines: list[bytes]) -> Non
     with tempfile.TemporaryDirectory() as tmp:
         for record in open_source(write_split(Path(tmp), lines, ONE_CAPTION), "valid").records:
             if record.error is not None:
-                assert isinstance(record.error, str) and record.error and record.data is None
+                assert isinstance(record.error, RecordError) and str(record.error) and record.data is None
                 continue
             assert isinstance(record.image_id, int) and 0 <= record.image_id <= MAX_ID
             assert isinstance(record.data, bytes)

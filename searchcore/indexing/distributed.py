@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from searchcore.config import Settings, validate_library
-from searchcore.errors import BackendUnavailableError, ConfigError, DatasetError, SearchcoreError
+from searchcore.errors import BackendUnavailableError, ConfigError, DatasetError, RecordError, SearchcoreError
 from searchcore.indexing.ingest import IngestOptions, IngestReport, Progress, ingest
 from searchcore.models.encoder import load_encoder, load_model
 from searchcore.records import BadRecord, Record, Source
@@ -70,6 +70,7 @@ def ingest_ray(settings: Settings, path: str | Path, *, split: str | None = None
                 report.present += int(row["present"])
                 for entry in json.loads(row["bad"]):
                     digest = entry.pop("digest")
+                    entry["reason"] = RecordError.from_json(entry["reason"])
                     unnumbered.append((BadRecord(**entry), digest))
                 if importer is not None:
                     for files in json.loads(row["files"]):
@@ -189,7 +190,7 @@ class IngestWorker:
                                 flush=False)  # the driver flushes once at the end (Milvus rate-limits flushes)
         report = ingest(source, self.encoder, self.rows or self.vectors, self.images, self.library,  # type: ignore[arg-type]
                         options)
-        bad = [{"line": int(b.line), "reason": str(b.reason), "file": b.file,
+        bad = [{"line": int(b.line), "reason": b.reason.to_json(), "file": b.file,
                 "digest": line_digest(b.line.text) if isinstance(b.line, RayLine) else None} for b in report.bad]
         return {"lines": np.array([len(records)]), "added": np.array([report.added]),
                 "present": np.array([report.present]), "bad": np.array([json.dumps(bad, ensure_ascii=False)]),

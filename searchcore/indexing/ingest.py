@@ -77,16 +77,11 @@ class IngestReport:
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         data: dict[str, Any] = {"library": self.library, "added": self.added, "present": self.present,
-                                "bad": [_bad_json(b) for b in self.bad], "seconds": round(self.seconds, 3)}
+                                "bad": [b.to_json() for b in self.bad], "seconds": round(self.seconds, 3)}
         if self.folder:
             data.update(changed=self.changed, unchanged=self.unchanged, moved=self.moved, removed=self.removed,
                         missing=self.missing, videos=self.videos, frames=self.frames)
         return data
-
-
-def _bad_json(bad: BadRecord) -> dict[str, Any]:
-    # A reason that is a RecordError is written as its English message, word for word what it always was.
-    return {"line": bad.line, "reason": str(bad.reason), "file": bad.file}
 
 
 @dataclass(frozen=True)

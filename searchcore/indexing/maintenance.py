@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from searchcore.errors import ImageDecodeError, RecordError
 from searchcore.ids import chunks
 from searchcore.indexing.ingest import Progress
 from searchcore.indexing.originals import check_folders, whole
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 from searchcore.stores.image_db import ImageDb
 from searchcore.stores.images import StoredImage
 from searchcore.stores.text_index import TextIndex, image_text
@@ -48,7 +49,7 @@ class OcrReport:
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         return {"library": self.library, "read": self.read, "with_text": self.with_text, "skipped": self.skipped,
-                "bad": [asdict(b) for b in self.bad], "seconds": round(self.seconds, 3)}
+                "bad": [b.to_json() for b in self.bad], "seconds": round(self.seconds, 3)}
 
 
 @dataclass
@@ -100,7 +101,8 @@ def read_words(images: ImageDb, library: str, reader: OcrReader, texts: TextInde
                                              target=resolution).image)
                 kept.append(meta)
             except (ImageDecodeError, KeyError) as exc:
-                report.bad.append(BadRecord(0, f"image {meta.image_id}: {exc}"))
+                reason = exc if isinstance(exc, ImageDecodeError) else str(exc)
+                report.bad.append(BadRecord(0, RecordError("stored_image_bad", image_id=meta.image_id, reason=reason)))
         read = reader.read_many(pictures)
         images.set_texts(library, {m.image_id: (r.text, r.confidence) for m, r in zip(kept, read)})
         if texts is not None:
@@ -138,7 +140,7 @@ def repair_vectors(report: CheckReport, images: ImageDb, vectors: VectorStore, e
     decodes is removed); marks the report repaired."""
     library = report.library
 
-    def undecodable(image: StoredImage, reason: str) -> None:
+    def undecodable(image: StoredImage, reason: ImageDecodeError) -> None:
         log.warning("library %s: stored image %d cannot be decoded (%s); removing it", library, image.image_id,
                     reason)
         images.delete_many(library, [image.image_id])

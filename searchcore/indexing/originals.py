@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from searchcore.errors import OriginalUnavailableError, VideoUnavailableError
+from searchcore.errors import ImageDecodeError, OriginalUnavailableError, VideoUnavailableError
 from searchcore.sources.datasets import file_path
-from searchcore.sources.imaging import ImageDecodeError, decode_image
+from searchcore.sources.imaging import decode_image
 from searchcore.stores.folder_files import FolderFileStore
 from searchcore.stores.images import ImageStore, StoredImage
 from searchcore.stores.videos import StoredVideo

@@ -15,10 +15,11 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from searchcore.errors import ImageDecodeError
 from searchcore.ids import ordered_map
 from searchcore.models.encoder import Encoder
 from searchcore.models.gpu_decode import DeviceDecoder
-from searchcore.sources.imaging import DecodedImage, ImageDecodeError, decode_image
+from searchcore.sources.imaging import DecodedImage, decode_image
 
 P = TypeVar("P")
 
@@ -33,7 +34,7 @@ class Prepared(Generic[P]):
 
 
 def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: Encoder | None, *,
-                     on_bad: Callable[[P, str], None], batch_size: int = 8, workers: int = 0,
+                     on_bad: Callable[[P, ImageDecodeError], None], batch_size: int = 8, workers: int = 0,
                      max_bytes: int | None = None, thumbnails: bool = False,
                      digest: Callable[[P], str | None] | None = None,
                      picture: Callable[[P], DecodedImage | None] | None = None, device_decode: bool = False
@@ -52,14 +53,14 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
     target = encoder.resolution if encoder is not None else None
     decoder = encoder.device_decoder if encoder is not None and device_decode and not thumbnails else None
 
-    def prepare(item: P, defer: bool = decoder is not None) -> Prepared[P] | str:
+    def prepare(item: P, defer: bool = decoder is not None) -> Prepared[P] | ImageDecodeError:
         try:
             decoded = picture(item) if picture is not None else None
             if decoded is None:
                 decoded = decode_image(data(item), max_bytes, target, digest(item) if digest is not None else None,
                                        thumbnail=thumbnails, defer=defer)
         except ImageDecodeError as exc:
-            return str(exc)
+            return exc
         pixels = encoder.preprocess(decoded.image) if encoder is not None and not decoded.deferred else None
         return Prepared(item, decoded, pixels)
 
@@ -75,7 +76,7 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
     batch: list[Prepared[P]] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         for item, result in ordered_map(pool, prepare, iter(items), max(2 * batch_size * workers, 16)):
-            if isinstance(result, str):
+            if isinstance(result, ImageDecodeError):
                 on_bad(item, result)
                 continue
             batch.append(result)
@@ -86,8 +87,9 @@ def prepared_batches(items: Iterable[P], data: Callable[[P], bytes], encoder: En
         yield from finished(batch)
 
 
-def _on_device(batch: list[Prepared[P]], decoder: DeviceDecoder, on_cpu: Callable[[P], Prepared[P] | str],
-               on_bad: Callable[[P, str], None]) -> tuple[list[Prepared[P]], list[Any]]:
+def _on_device(batch: list[Prepared[P]], decoder: DeviceDecoder,
+               on_cpu: Callable[[P], Prepared[P] | ImageDecodeError],
+               on_bad: Callable[[P, ImageDecodeError], None]) -> tuple[list[Prepared[P]], list[Any]]:
     """Decode a batch's deferred pictures on the device; each one it refuses goes the CPU way (on_cpu), and one
     that is bad there too to on_bad. The batch that is left, and each one's model input, in order."""
     on_device = iter(decoder.model_inputs([p.decoded.data for p in batch if p.decoded.deferred]))
@@ -97,7 +99,7 @@ def _on_device(batch: list[Prepared[P]], decoder: DeviceDecoder, on_cpu: Callabl
         row = next(on_device) if prepared.decoded.deferred else prepared.pixels
         if row is None:
             again = on_cpu(prepared.item)
-            if isinstance(again, str):
+            if isinstance(again, ImageDecodeError):
                 on_bad(prepared.item, again)
                 continue
             prepared, row = again, again.pixels

@@ -57,7 +57,7 @@ class Videos:
             if job.error is not None:
                 self.fail(job, job.error)
 
-    def reject(self, item: Work, reason: str | RecordError) -> None:
+    def reject(self, item: Work, reason: RecordError) -> None:
         """Report an item that could not be read: a picture on its own, a frame as its video (once)."""
         if item.frame is not None:
             self.fail(item.frame.job, reason)
@@ -65,11 +65,11 @@ class Videos:
         self.report.bad.append(BadRecord(item.record.line, reason, item.record.file))
         self.tick(1)
 
-    def fail(self, job: VideoJob, reason: str | RecordError) -> None:
+    def fail(self, job: VideoJob, reason: RecordError) -> None:
         """Report a video bad (once), whatever failed: its file or one of its frames."""
         if job in self.failed:
             return
-        job.error = job.error or str(reason)
+        job.error = job.error or reason
         self.failed.append(job)
         self.report.bad.append(BadRecord(job.record.line, reason, job.record.file))
         self.tick(1)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from searchcore.errors import LibraryError, SearchcoreError
+from searchcore.errors import ImageDecodeError, LibraryError, RecordError, SearchcoreError
 from searchcore.ids import chunks
 from searchcore.indexing.ingest import Progress
 from searchcore.indexing.originals import read_original, video_file
@@ -104,6 +104,7 @@ class ReindexReport:
     def to_json(self) -> dict[str, Any]:
         """The CLI's --json shape."""
         data = asdict(self)
+        data["bad"] = [b.to_json() for b in self.bad]
         data["encoded"] = self.encoded
         data["seconds"] = round(self.seconds, 3)
         return data
@@ -291,8 +292,9 @@ class _Writer:
         self._write([(wanted[i], "from_frame_thumbnails") for i in wanted if i not in pictures])
 
     def _write(self, items: list[tuple[StoredImage, str]]) -> None:
-        def bad(item: tuple[StoredImage, str], reason: str) -> None:
-            self.report.bad.append(BadRecord(0, f"image {item[0].image_id}: {reason}"))
+        def bad(item: tuple[StoredImage, str], reason: ImageDecodeError) -> None:
+            self.report.bad.append(BadRecord(0, RecordError("stored_image_bad", image_id=item[0].image_id,
+                                                            reason=reason)))
             self.tick(1)
 
         batches = prepared_batches(items, lambda item: item[0].data, self.encoder, on_bad=bad,

@@ -10,18 +10,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from searchcore.errors import QueryError
+from searchcore.errors import RecordError, UploadRefused
 from searchcore.indexing.ingest import IngestReport
 from searchcore.records import BadRecord
 from searchcore.sources.datasets import IMAGE_SUFFIXES, is_picture
 
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_UPLOAD_FILES = 200
-NOT_PICTURE = f"not an image file name ({', '.join(IMAGE_SUFFIXES)})"  # the bad-record reason for such a file
-
-
-class UploadRefused(QueryError):
-    """An upload the limits refuse; its kind names which limit ("upload_too_big", ...) and params its values."""
 
 
 def read_upload(path: Path) -> bytes:
@@ -38,7 +33,7 @@ def read_upload(path: Path) -> bytes:
 def ingest_uploads(uploads: Sequence[str | Path], ingest_folder: Callable[[Path], IngestReport]) -> IngestReport:
     """Copy uploaded files into a temporary folder and ingest it with ingest_folder (the engine's, which records
     no file of it); bad records name the uploaded files, and a file whose name is not a picture's is reported
-    bad (NOT_PICTURE) rather than read."""
+    bad (not_image_name) rather than read."""
     if not uploads:
         raise UploadRefused("upload_none")
     if len(uploads) > MAX_UPLOAD_FILES:
@@ -55,5 +50,6 @@ def ingest_uploads(uploads: Sequence[str | Path], ingest_folder: Callable[[Path]
         report = ingest_folder(Path(tmp))
     for bad in report.bad:
         bad.file = names.get(bad.file, bad.file)
-    report.bad += [BadRecord(0, NOT_PICTURE, name) for copy, name in names.items() if copy.endswith(".img")]
+    report.bad += [BadRecord(0, RecordError("not_image_name", suffixes=", ".join(IMAGE_SUFFIXES)), name)
+                   for copy, name in names.items() if copy.endswith(".img")]
     return report

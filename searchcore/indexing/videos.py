@@ -22,10 +22,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from searchcore.errors import RecordError, VideoDecodeError
 from searchcore.records import Record
 from searchcore.sources.datasets import file_path, frame_id
 from searchcore.sources.imaging import THUMBNAIL_QUALITY, THUMBNAIL_SIDE, DecodedImage
-from searchcore.sources.videos import DEFAULT_INTERVAL, VideoDecodeError, VideoInfo, sample_frames
+from searchcore.sources.videos import DEFAULT_INTERVAL, VideoInfo, sample_frames
 from searchcore.stores.filters import naive_seconds
 from searchcore.stores.videos import StoredVideo
 
@@ -48,7 +49,7 @@ class VideoJob:
     info: VideoInfo | None = None
     taken: int = 0
     frame_ids: list[int] = field(default_factory=list)
-    error: str | None = None
+    error: RecordError | None = None
     written: int = 0  # frames in both stores
 
     @property
@@ -93,14 +94,14 @@ def sample(job: VideoJob) -> Iterator[SampledFrame]:
             job.frame_ids.append(ident)
             held = SampledFrame(job, ident, frame.time, frame.image)
     except VideoDecodeError as exc:
-        job.error = str(exc)
+        job.error = exc
         return
     except Exception as exc:  # noqa: BLE001 - whatever FFmpeg or a vanished file raise, one bad video never ends an ingest
-        job.error = f"video cannot be read ({type(exc).__name__}: {exc})"
+        job.error = VideoDecodeError("video_unreadable", reason=f"{type(exc).__name__}: {exc}")
         log.warning("video %s: %s", job.record.file, job.error)
         return
     if held is None:
-        job.error = "video has no frame that decodes"
+        job.error = VideoDecodeError("video_no_frame")
         return
     held.last = True
     yield held

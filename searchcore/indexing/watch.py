@@ -76,7 +76,7 @@ def _is_image(path: str | bytes) -> bool:
 class FolderWatcher:
     """Keeps `library` in step with an image folder: a re-scan at start, then one per settled burst of changes.
 
-    last_report is the latest re-scan's report, last_error its error (None after a good one), last_change the
+    last_report is the latest re-scan's report, last_error its error (a kind, None after a good one), last_change the
     wall-clock time of the latest change noticed. on_report is called with each re-scan's report, in the
     watcher's thread. A failing re-scan is logged as a warning and tried again at the next change.
     """
@@ -91,9 +91,9 @@ class FolderWatcher:
         self.max_delay = max(max_delay, debounce)
         self.on_report = on_report
         self.poll = poll
-        self.waiting: str | None = None  # why re-scans wait for the folder to come back (None while it is there)
+        self.waiting: SearchcoreError | None = None  # why re-scans wait for the folder to come back (None: it is there)
         self.last_report: IngestReport | None = None
-        self.last_error: str | None = None
+        self.last_error: SearchcoreError | None = None
         self.last_change: float | None = None
         self._wake = threading.Condition()
         self._pending_since: float | None = None  # monotonic time of the first change not yet re-scanned
@@ -170,8 +170,7 @@ class FolderWatcher:
             return False
 
     def _wait_for_folder(self) -> None:
-        self.waiting = self.last_error = (f"{self.folder} is gone, empty or holds none of its pictures "
-                                          "(is the drive mounted?); nothing was removed; waiting for it")
+        self.waiting = self.last_error = DatasetError("watch_folder_gone", folder=self.folder)
         log.warning("watch %s", self.waiting)
 
     def _folder_back(self) -> bool:
@@ -208,11 +207,12 @@ class FolderWatcher:
             if isinstance(exc, MassRemovalError) or not self.folder.is_dir():
                 self._wait_for_folder()
                 return
-            self.last_error = str(exc)
+            self.last_error = exc
             log.warning("watch %s: re-scan failed (%s); trying again at the next change", self.folder, exc)
             return
         except Exception as exc:  # noqa: BLE001 - a failing re-scan must not end the watcher
-            self.last_error = str(exc)
+            self.last_error = exc if isinstance(exc, SearchcoreError) else SearchcoreError(
+                "watch_rescan_failed", error=type(exc).__name__, reason=str(exc))
             log.warning("watch %s: re-scan failed (%s); trying again at the next change", self.folder, exc,
                         exc_info=not isinstance(exc, SearchcoreError))
             return

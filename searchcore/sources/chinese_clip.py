@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from searchcore.errors import DatasetError
+from searchcore.errors import DatasetError, RecordError
 from searchcore.ids import chunks, ordered_map, parse_image_id
 from searchcore.records import BadRecord, Record, Source
 
@@ -141,12 +141,16 @@ def read_texts(root: Path, split: str) -> tuple[list[dict], list[BadRecord]]:
         raise DatasetError("split_file_missing", name=path.name, path=root, split=split, tsv=TSV_SUFFIX)
     texts: list[dict] = []
     problems: list[BadRecord] = []
-    for number, entry, reason in _json_lines(path, "text", _text_entry):
-        if entry is None:
-            problems.append(BadRecord(number, str(reason), path.name))
-        else:
+    for number, entry, reason in _json_lines(path, _text_entry, _text_invalid):
+        if reason is not None:
+            problems.append(BadRecord(number, reason, path.name))
+        elif entry is not None:
             texts.append(entry)
     return texts, problems
+
+
+def _text_invalid(reason: str | RecordError) -> RecordError:
+    return RecordError("text_entry_invalid", reason=reason)
 
 
 def _text_entry(entry: Any) -> dict[str, Any]:
@@ -172,7 +176,7 @@ _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 def decode_base64(text: bytes) -> bytes:
-    """Base64 of an image record, as Chinese-CLIP reads it; ValueError on anything else.
+    """Base64 of an image record, as Chinese-CLIP reads it; RecordError (base64_invalid) on anything else.
 
     cn_clip decodes with `base64.urlsafe_b64decode`, which takes the standard and the URL-safe
     alphabets (even mixed) and needs correct padding. This takes exactly those, but strictly: a
@@ -181,7 +185,7 @@ def decode_base64(text: bytes) -> bytes:
     try:
         return base64.b64decode(text.strip().translate(_URLSAFE_TO_STANDARD), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"invalid base64 ({exc})") from None
+        raise RecordError("base64_invalid", reason=str(exc)) from None
 
 
 def image_record(line: int, file: str, key: bytes, value: bytes, captions: Captions) -> Record:
@@ -189,11 +193,11 @@ def image_record(line: int, file: str, key: bytes, value: bytes, captions: Capti
     try:
         image_id = parse_image_id(key)
     except ValueError:
-        return Record(line, file, error=f"image id {key[:40].decode('utf-8', 'replace')!r} is not an integer")
+        return Record(line, file, error=RecordError("image_id_not_integer", key=key[:40].decode("utf-8", "replace")))
     try:
         data = decode_base64(value)
-    except ValueError as exc:
-        return Record(line, file, image_id, error=f"image id {image_id}: {exc}")
+    except RecordError as exc:
+        return Record(line, file, image_id, error=RecordError("image_id_bad", image_id=image_id, reason=exc))
     return Record(line, file, image_id, data, captions=captions.get(image_id, []),
                   sha256=hashlib.sha256(data).hexdigest())
 
@@ -202,7 +206,7 @@ def tsv_record(line: int, file: str, raw: bytes, captions: Captions) -> Record:
     """One `image_id<TAB>base64` line as a Record."""
     key, tab, value = raw.rstrip(b"\r\n").partition(b"\t")
     if not tab:
-        return Record(line, file, error="no tab between the image id and the base64 image")
+        return Record(line, file, error=RecordError("tsv_no_tab"))
     return image_record(line, file, key, value, captions)
 
 
@@ -293,7 +297,7 @@ def lmdb_records(path: Path, captions: Captions, workers: int = 1,
 def feature_records(path: Path, images: Path | None, captions: Captions) -> Iterator[Record]:
     """Feature lines, joined with their image bytes from the split's tsv when it exists."""
     image_data = _tsv_index(images) if images is not None else {}
-    for number, parsed, reason in _json_lines(path, "feature", _feature_entry):
+    for number, parsed, reason in _json_lines(path, _feature_entry, _feature_invalid):
         if parsed is None:
             yield Record(number, path.name, error=reason)
             continue
@@ -303,9 +307,10 @@ def feature_records(path: Path, images: Path | None, captions: Captions) -> Iter
             offset, tsv_line = image_data[image_id]
             try:
                 data = _read_tsv_image(images, offset)
-            except ValueError as exc:  # the feature's own line is the record's; the reason points at the tsv's
-                yield Record(number, path.name, image_id,
-                             error=f"image id {image_id}: line {tsv_line} of {images.name} has {exc}")
+            except RecordError as exc:  # the feature's own line is the record's; the reason points at the tsv's
+                yield Record(number, path.name, image_id, error=RecordError("tsv_image_bad", image_id=image_id,
+                                                                            tsv_line=tsv_line, file=images.name,
+                                                                            reason=exc))
                 continue
         yield Record(number, path.name, image_id, data, captions=captions.get(image_id, []), vector=vector)
 
@@ -314,13 +319,13 @@ def _feature_entry(entry: Any) -> tuple[int, np.ndarray]:
     image_id = parse_image_id(str(entry["image_id"]))
     vector = np.asarray(entry["feature"], dtype=np.float32)
     if vector.ndim != 1 or not np.isfinite(vector).all():
-        raise ValueError("feature is not a finite vector")
+        raise RecordError("feature_not_finite")
     return image_id, vector
 
 
 def feature_dim(path: Path) -> int | None:
     """The dimension of the first readable feature in a feature file (None when no line is readable)."""
-    for _number, parsed, _reason in _json_lines(path, "feature", _feature_entry):
+    for _number, parsed, _reason in _json_lines(path, _feature_entry, _feature_invalid):
         if parsed is not None:
             return len(parsed[1])
     return None
@@ -331,8 +336,14 @@ def feature_line(key: str, ident: int, feature: Sequence[float]) -> str:
     return json.dumps({key: ident, "feature": feature}) + "\n"
 
 
-def _json_lines(path: Path, what: str, parse: Callable[[Any], T]) -> Iterator[tuple[int, T | None, str | None]]:
-    """(line number, parsed entry, None) for each non-blank line of a jsonl file, or (number, None, reason)."""
+def _feature_invalid(reason: str | RecordError) -> RecordError:
+    return RecordError("feature_entry_invalid", reason=reason)
+
+
+def _json_lines(path: Path, parse: Callable[[Any], T], invalid: Callable[[str | RecordError], RecordError]
+                ) -> Iterator[tuple[int, T | None, RecordError | None]]:
+    """(line number, parsed entry, None) for each non-blank line of a jsonl file, or (number, None, reason); the
+    reason for a line parse refuses is invalid(why)."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
             if not raw.strip():
@@ -340,10 +351,13 @@ def _json_lines(path: Path, what: str, parse: Callable[[Any], T]) -> Iterator[tu
             try:
                 parsed = parse(json.loads(raw.decode("utf-8")))
             except UnicodeDecodeError:
-                yield number, None, "line is not valid UTF-8"
+                yield number, None, RecordError("line_not_utf8")
+                continue
+            except RecordError as exc:
+                yield number, None, invalid(exc)
                 continue
             except (ValueError, KeyError, TypeError) as exc:
-                yield number, None, f"not a {what} entry ({exc})"
+                yield number, None, invalid(str(exc))
                 continue
             yield number, parsed, None
 
@@ -362,7 +376,7 @@ def _tsv_index(path: Path) -> dict[int, tuple[int, int]]:
 
 
 def _read_tsv_image(path: Path, offset: int) -> bytes:
-    """The image bytes of the tsv line at offset; ValueError (from decode_base64) if its base64 is invalid."""
+    """The image bytes of the tsv line at offset; RecordError (from decode_base64) if its base64 is invalid."""
     with path.open("rb") as handle:
         handle.seek(offset)
         value = handle.readline().rstrip(b"\r\n").split(b"\t", 1)[-1]

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from searchcore.errors import DatasetError
+from searchcore.errors import DatasetError, RecordError
 from searchcore.records import FileStat, FolderScan, Record, Source
 from searchcore.sources.chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split, split_source
 from searchcore.sources.videos import VIDEO_SUFFIXES
@@ -155,10 +155,10 @@ def _folder_source(root: Path, known: Known | None) -> Source:
             try:
                 data = (root / file_path(stat.path)).read_bytes()
             except OSError as exc:
-                yield Record(number, stat.path, error=f"cannot read file ({exc.strerror})")
+                yield Record(number, stat.path, error=RecordError("file_unreadable", reason=exc.strerror))
                 continue
             if not data:
-                yield Record(number, stat.path, error="file is empty (0 bytes)")
+                yield Record(number, stat.path, error=RecordError("file_empty"))
                 continue
             digest = hashlib.sha256(data).hexdigest()
             yield Record(number, stat.path, _digest_id(digest), data, stat=stat, sha256=digest)
@@ -169,11 +169,11 @@ def _folder_source(root: Path, known: Known | None) -> Source:
 def _video_record(root: Path, number: int, stat: FileStat) -> Record:
     """A video file as a record: hashed (in chunks), not read into memory; ingest samples its frames."""
     if stat.size == 0:
-        return Record(number, stat.path, error="video file is empty (0 bytes)")
+        return Record(number, stat.path, error=RecordError("video_file_empty"))
     try:
         digest = file_sha256(root / file_path(stat.path))
     except OSError as exc:
-        return Record(number, stat.path, error=f"cannot read file ({exc.strerror})")
+        return Record(number, stat.path, error=RecordError("file_unreadable", reason=exc.strerror))
     return Record(number, stat.path, video_id(digest), stat=stat, sha256=digest, video=True)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from searchcore.errors import SearchcoreError
+from searchcore.errors import ImageDecodeError
 from searchcore.stores.filters import naive_seconds
 
 # Decompression bombs are refused from the header's size, before any pixel is decoded: decode_image checks it
@@ -32,10 +32,6 @@ THUMBNAIL_SIDE = 512  # a folder picture's stored thumbnail: its long side at mo
 THUMBNAIL_QUALITY = 85
 DEVICE_MODES = ("RGB", "L")  # JPEG colour spaces a device decoder turns into the same RGB as to_rgb (not CMYK)
 JPEG_END = b"\xff\xd9"
-
-
-class ImageDecodeError(SearchcoreError, ValueError):
-    """The bytes are not an image this engine can use; the kind says why."""
 
 
 @dataclass

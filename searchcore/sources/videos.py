@@ -28,6 +28,7 @@ from typing import Any
 
 from PIL import Image
 
+from searchcore.errors import VideoDecodeError
 from searchcore.sources.imaging import MAX_PIXELS
 
 # What a folder ingest treats as a video: the containers phones, cameras, screen recorders and downloads use.
@@ -37,10 +38,6 @@ DEFAULT_INTERVAL = 2.0
 DEFAULT_MAX_SIDE = 448  # twice the 224 px input of the models here, so the encoder's own resize does the rest
 PROBE_PACKETS = 120  # packets whose timestamps tell constant from variable frame rate
 AVINDEX_KEYFRAME = 1
-
-
-class VideoDecodeError(ValueError):
-    """The file is not a video this engine can use; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +127,7 @@ class FrameSampler:
                 index = max(index + 1, int(time // self.interval) + 1)
                 target = index * self.interval
             if end and target < end and (last is None or last < end - max(2.0, self.interval)):
-                raise VideoDecodeError(f"video is truncated or corrupt: its frames stop at {last or 0:.1f} s of the "
-                                       f"{end:.1f} s its container declares")
+                raise VideoDecodeError("video_truncated", last=last or 0, end=end)
 
     def _decode(self, container: Any, stream: Any, start: float) -> Iterator[tuple[float, Any]]:
         import av
@@ -143,7 +139,7 @@ class FrameSampler:
                     if frame.time is not None:
                         yield frame.time - start, frame
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"video is corrupt ({_reason(exc)})") from None
+            raise VideoDecodeError("video_corrupt", reason=_reason(exc)) from None
 
     def _picture(self, frame: Any, rotation: int) -> Image.Image:
         width, height = frame.width, frame.height
@@ -161,19 +157,19 @@ def _open(path: str | os.PathLike[str]) -> Iterator[Any]:
     try:
         size = Path(path).stat().st_size
     except OSError as exc:
-        raise VideoDecodeError(f"video cannot be read ({exc.strerror or exc})") from None
+        raise VideoDecodeError("video_unreadable", reason=exc.strerror or str(exc)) from None
     if size == 0:
-        raise VideoDecodeError("video file is empty (0 bytes)")
+        raise VideoDecodeError("video_file_empty")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise VideoDecodeError(f"file is not a video of a known format ({_reason(exc)})") from None
+        raise VideoDecodeError("video_unknown_format", reason=_reason(exc)) from None
     try:
         if not container.streams.video:
             kinds = sorted({stream.type for stream in container.streams})
             if not kinds:
-                raise VideoDecodeError("file has no readable streams: not a video, or a corrupt one")
-            raise VideoDecodeError(f"file has no video stream ({', '.join(kinds)} only)")
+                raise VideoDecodeError("video_no_streams")
+            raise VideoDecodeError("video_no_video_stream", kinds=", ".join(kinds))
         yield container
     finally:
         container.close()
@@ -185,7 +181,7 @@ def _probe(container: Any) -> VideoInfo:
     stream = container.streams.video[0]
     width, height = stream.codec_context.width, stream.codec_context.height
     if width * height > MAX_PIXELS:
-        raise VideoDecodeError(f"video claims {width}x{height} pixels a frame, over the limit of {MAX_PIXELS}")
+        raise VideoDecodeError("video_too_many_pixels", width=width, height=height, limit=MAX_PIXELS)
     stamps: list[int] = []
     first = None
     try:
@@ -199,9 +195,9 @@ def _probe(container: Any) -> VideoInfo:
         if first is None:  # frames the decoder held back (B-frames, threads)
             first = next(iter(stream.decode(None)), None)
     except av.error.FFmpegError as exc:
-        raise VideoDecodeError(f"video is corrupt ({_reason(exc)})") from None
+        raise VideoDecodeError("video_corrupt", reason=_reason(exc)) from None
     if first is None:
-        raise VideoDecodeError("video has no frame that decodes")
+        raise VideoDecodeError("video_no_frame")
     stamps.sort()
     deltas = {b - a for a, b in zip(stamps, stamps[1:]) if b > a}
     rotation = round(first.rotation or 0) % 360

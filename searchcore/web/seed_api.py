@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from searchcore.config import validate_library
 from searchcore.engine import Engine, SplitIngest
-from searchcore.errors import SearchcoreError
+from searchcore.errors import SearchcoreError, SeedError
 from searchcore.ids import DIGITS
 from searchcore.sources.imaging import mime_type
 from searchcore.web.metrics import Metrics
@@ -38,14 +38,6 @@ DEFAULT_TOP_K = 10  # the bootcamp's TOP_K
 FETCH_SECONDS = 10
 
 Check = Callable[[HTTPBasicCredentials | None], None]
-
-
-class SeedError(Exception):
-    """An answer of the seed's error shape: {"status": false, "msg": ...}."""
-
-    def __init__(self, msg: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
-        super().__init__(msg)
-        self.msg, self.status, self.headers = msg, status, headers
 
 
 class LoadRequest(BaseModel):

@@ -120,8 +120,8 @@ def test_bad_records_are_reported_and_the_rest_kept(engine: Engine, dataset: Pat
     assert report.added == 5
     assert [(b.line, b.file) for b in report.bad] == [(6, "train_imgs.tsv"), (7, "train_imgs.tsv"),
                                                       (8, "train_imgs.tsv")]
-    assert "no tab" in report.bad[0].reason and "base64" in report.bad[1].reason
-    assert "not an image" in report.bad[2].reason
+    assert "no tab" in str(report.bad[0].reason) and "base64" in str(report.bad[1].reason)
+    assert "not an image" in str(report.bad[2].reason)
 
 
 def test_wrong_split_and_empty_query_are_clear_errors(engine: Engine, dataset: Path) -> None:

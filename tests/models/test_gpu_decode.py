@@ -18,12 +18,12 @@ import pytest
 from PIL import Image
 
 from searchcore.engine import Engine
-from searchcore.errors import ConfigError
+from searchcore.errors import ConfigError, ImageDecodeError
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.models.gpu_decode import DeviceDecoder
 from searchcore.models.preprocess import STD, preprocess
-from searchcore.sources.imaging import ORIENTATION, ImageDecodeError, decode_image
+from searchcore.sources.imaging import ORIENTATION, decode_image
 from tests.support import tiny_settings
 
 MIN_COSINE = 0.999
@@ -161,7 +161,7 @@ def test_an_ingest_with_device_decoding_stores_the_same_images_and_close_vectors
             stored = list(engine.images.ids(settings.library))
             images = engine.images.get_many(settings.library, stored)
             vectors = engine.vectors.vectors(settings.library, stored)
-            found[mode] = (report.added, sorted((b.line, b.reason) for b in report.bad), stored, images, vectors)
+            found[mode] = (report.added, sorted((b.line, str(b.reason)) for b in report.bad), stored, images, vectors)
     (added, bad, stored, images, vectors), (added_on, bad_on, stored_on, images_on, vectors_on) = found.values()
     assert (added_on, bad_on, stored_on) == (added, bad, stored)
     assert added == len(ids) - 2 and len(bad) == 2

@@ -106,7 +106,7 @@ def split(request: pytest.FixtureRequest, tmp_path: Path) -> Split:
 
 def assert_reported(bad: list[BadRecord], file: str, reasons: dict[int, str]) -> None:
     """Exactly these lines of this file are reported, each with its reason."""
-    found = {(b.file, b.line): b.reason for b in bad}
+    found = {(b.file, b.line): str(b.reason) for b in bad}
     assert set(found) == {(file, line) for line in reasons}, found
     for line, words in reasons.items():
         assert words in found[(file, line)], (line, found[(file, line)])

@@ -52,7 +52,7 @@ def test_tsv_records_are_the_same_read_in_processes(dataset: Path, broken_split:
         parallel = list(tsv_records(path, captions, workers=2, min_bytes=0))
         assert fields(parallel) == fields(serial)
         assert any(r.captions for r in parallel)
-    bad = [(r.line, r.error) for r in serial if r.error is not None]
+    bad = [(r.line, str(r.error)) for r in serial if r.error is not None]
     assert [line for line, _ in bad] == [5, 10, 15, 20]
     assert all(r.sha256 == hashlib.sha256(r.data).hexdigest() for r in serial if r.data is not None)
 

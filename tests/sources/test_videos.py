@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from searchcore.sources.videos import VIDEO_SUFFIXES, VideoDecodeError, probe_video, sample_frames
+from searchcore.errors import VideoDecodeError
+from searchcore.sources.videos import VIDEO_SUFFIXES, probe_video, sample_frames
 
 RED, GREEN, BLUE, YELLOW = (230, 30, 30), (30, 200, 40), (30, 40, 220), (240, 220, 20)
 GREY = (128, 128, 128)

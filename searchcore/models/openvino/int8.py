@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from searchcore.errors import Int8CacheError
 from searchcore.models import cache_entries
 from searchcore.models.openvino.compiled import verified_files
 
@@ -36,10 +37,6 @@ FORMAT_VERSION = 1
 CALIBRATION_SIZE = 128  # as faithful as 300 on the tiny model (tests/models/test_int8.py), 2-3x faster
 _FILES = ("image.xml", "image.bin")
 _PROJECTION_TYPES = {"MatMul", "Convolution"}
-
-
-class Int8CacheError(RuntimeError):
-    """A cached int8 entry is missing, stale or corrupt."""
 
 
 def calibration_sample(pixels: Iterable[np.ndarray], size: int = CALIBRATION_SIZE, *, seed: int | None = None

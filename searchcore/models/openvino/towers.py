@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from searchcore.errors import CacheError
 from searchcore.models import cache_entries
 from searchcore.models.openvino.compiled import (
     BLOB_CACHE,
@@ -39,10 +40,6 @@ T = TypeVar("T")
 _FORMAT_VERSION = 1
 _TOWERS = ("image", "text")
 _MODES = {"image": hints.PerformanceMode.THROUGHPUT, "text": hints.PerformanceMode.LATENCY}
-
-
-class CacheError(RuntimeError):
-    """A cached IR entry is missing, stale or corrupt."""
 
 
 def _ov_version_tag() -> str:

@@ -9,13 +9,10 @@ import unicodedata
 from typing import Any
 
 from searchcore.duplicates import DuplicateGroup
-from searchcore.errors import SearchcoreError
 from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.reindex import ReindexStatus
-from searchcore.indexing.uploads import NOT_PICTURE
 from searchcore.query import Understood
 from searchcore.records import SHOWN_BAD_RECORDS
-from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.stores.filters import wall_clock
 from searchcore.stores.text_index import normalise
 from searchcore.web.ui_text import translate
@@ -94,10 +91,7 @@ def summary(report: IngestReport, lang: str = "en") -> str:
     lines = [escape(_report_line(report, lang))]
     for bad in report.bad[:SHOWN_BAD_RECORDS]:
         where = f"{bad.file}:{bad.line}" if bad.line else bad.file
-        reason = bad.reason.render(lang) if isinstance(bad.reason, SearchcoreError) else \
-            bad.reason if bad.reason != NOT_PICTURE else translate(lang, "not_image_name",
-                                                                   suffixes=", ".join(IMAGE_SUFFIXES))
-        lines.append(f"- {escape(where)}: {escape(reason)}")
+        lines.append(f"- {escape(where)}: {escape(bad.reason.render(lang))}")
     if len(report.bad) > SHOWN_BAD_RECORDS:
         lines.append("- " + translate(lang, "more_bad", n=len(report.bad) - SHOWN_BAD_RECORDS))
     return "\n".join(lines)
