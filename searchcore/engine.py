@@ -32,11 +32,11 @@ from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
 from searchcore.sources.datasets import file_path, folder_image_id, is_picture, open_source, printable_path
 from searchcore.sources.videos import DEFAULT_INTERVAL
-from searchcore.stores.factory import SnapshotFirst, open_vector_store
+from searchcore.stores.factory import SnapshotFirst, Stores, open_stores
 from searchcore.stores.filters import Filters
-from searchcore.stores.images import ImageStore, StoredImage, StoredVideo, open_image_store
+from searchcore.stores.images import ImageStore, StoredImage, StoredVideo
 from searchcore.stores.text_index import TextIndex
-from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
+from searchcore.stores.vectors import Hit, LibraryMeta, VectorStore
 
 if TYPE_CHECKING:
     from searchcore.models.ocr import OcrReader
@@ -101,14 +101,14 @@ class SplitIngest:
 class Engine:
     """Encoder, vector store and image store, built once and shared by every request."""
 
-    def __init__(self, settings: Settings, *, encoder: Encoder | None = None, vectors: VectorStore | None = None,
-                 images: ImageStore | None = None, preload_encoder: bool = False, exact_copy: bool = True,
-                 one_question: bool = False) -> None:
-        """preload_encoder: load the encoder in a background thread while the stores open (a fresh process's
-        first query waits for whichever takes longer, not for both). exact_copy=False: no in-process copy of
-        Lite libraries, for a process that asks one question (loading the copy would only compete with it).
-        one_question: that process's question about the settings' library is answered from the library's search
-        snapshot when it is current, without starting Milvus Lite (stores/snapshot.py)."""
+    def __init__(self, settings: Settings, stores: Stores | None = None, *, encoder: Encoder | None = None,
+                 preload_encoder: bool = False, exact_copy: bool = True, one_question: bool = False) -> None:
+        """stores: the stores to hold (None: open_stores builds the settings' own, with exact_copy and
+        one_question). preload_encoder: load the encoder in a background thread while the stores open (a fresh
+        process's first query waits for whichever takes longer, not for both). exact_copy=False: no in-process
+        copy of Lite libraries, for a process that asks one question (loading the copy would only compete with
+        it). one_question: that process's question about the settings' library is answered from the library's
+        search snapshot when it is current, without starting Milvus Lite (stores/snapshot.py)."""
         self.settings = settings
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
@@ -118,13 +118,17 @@ class Engine:
         self._reindexes: dict[str, ReindexStatus] = {}  # library -> its reindex under way, or its last one
         if preload_encoder and encoder is None:
             threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
-        self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(
-            settings, exact_copy=exact_copy, one_question=one_question)
-        self.images: ImageStore = images if images is not None else open_image_store(settings.db_url)
-        # keyword search lives in the same Milvus as the vectors (a stand-in vector store has none)
-        self.texts = self.vectors.text_index() if isinstance(self.vectors, SnapshotFirst) else \
-            TextIndex(self.vectors) if isinstance(self.vectors, MilvusVectorStore) else None
+        if stores is None:
+            stores = open_stores(settings, exact_copy=exact_copy, one_question=one_question)
+        self.vectors: VectorStore = stores.vectors
+        self.images: ImageStore = stores.images
+        self.texts: TextIndex | None = stores.texts
         self._ocr: OcrReader | None = None
+
+    @property
+    def stores(self) -> Stores:
+        """The stores this engine holds, for the functions that take them (find_duplicates, evaluate)."""
+        return Stores(self.vectors, self.images, self.texts)
 
     @property
     def encoder(self) -> Encoder:
@@ -568,8 +572,7 @@ class Engine:
 
     def close(self) -> None:
         """Release both stores."""
-        self.vectors.close()
-        self.images.close()
+        self.stores.close()
 
     def __enter__(self) -> Engine:
         return self
