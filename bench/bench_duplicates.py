@@ -93,10 +93,10 @@ def end_to_end(n: int, dim: int) -> dict[str, Any]:
     engine = Engine(settings, open_stores(settings, vectors=store))
     try:
         start = time.perf_counter()
-        ids, loaded = _load_vectors(engine, LIBRARY, dim)
+        ids, loaded = _load_vectors(engine.vectors, LIBRARY, dim)
         read = time.perf_counter() - start
         start = time.perf_counter()
-        groups = find_duplicates(engine, LIBRARY)
+        groups = find_duplicates(engine.stores, LIBRARY)
         total = time.perf_counter() - start
     finally:
         engine.close()

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, QueryError, SearchcoreError
@@ -438,12 +436,7 @@ class Engine:
 
     def video(self, video_id: Any, library: str | None = None) -> StoredVideo:
         """One video of a library by id (QueryError video_not_in_library when it has none such)."""
-        name = self._library(library)
-        ident = search_mod.parse_query_id(video_id)
-        found = self.images.get_videos(name, [ident])
-        if ident not in found:
-            raise QueryError("video_not_in_library", video_id=ident, library=name)
-        return found[ident]
+        return self._one(self.images.get_videos, "video_not_in_library", "video_id", video_id, library)
 
     def video_file(self, video_id: Any, library: str | None = None) -> Path:
         """The file of a video, to serve as it is: a recorded file of it whose size and mtime are still those
@@ -476,12 +469,18 @@ class Engine:
 
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
         """One stored image by id, with its bytes (a folder picture's thumbnail)."""
+        return self._one(self.images.get_many, "image_not_in_library", "image_id", image_id, library)
+
+    def _one(self, get: Callable[[str, list[int]], dict[int, T]], missing: str, field: str, ident: Any,
+             library: str | None) -> T:
+        """One stored image or video by id, or the QueryError kind `missing` with the id (as `field`) and the
+        library."""
         name = self._library(library)
-        ident = search_mod.parse_query_id(image_id)
-        found = self.images.get_many(name, [ident])
-        if ident not in found:
-            raise QueryError("image_not_in_library", image_id=ident, library=name)
-        return found[ident]
+        parsed = search_mod.parse_query_id(ident)
+        found = get(name, [parsed])
+        if parsed not in found:
+            raise QueryError(missing, library=name, **{field: parsed})
+        return found[parsed]
 
     def info(self, library: str | None = None, *, runtime: bool = False) -> LibraryInfo:
         """Counts, model, dimension and backends of one library; with runtime, how the encoder runs."""
@@ -527,29 +526,6 @@ class Engine:
             for root in report.changed_roots:
                 self.ingest(file_path(root), library=name)  # a re-scan reads exactly the changed files
         return report
-
-    # What evaluation and health checks read, so no front end reaches into the stores.
-
-    def library_meta(self, library: str | None = None) -> LibraryMeta | None:
-        """How a library was built (model, dim, index), or None when it does not exist."""
-        return self.vectors.meta(self._library(library))
-
-    def vector_count(self, library: str | None = None) -> int:
-        """How many vectors a library holds."""
-        return self.vectors.count(self._library(library))
-
-    def vector_ids(self, library: str | None = None) -> list[int]:
-        """Every image id with a vector in a library."""
-        return list(self.vectors.ids(self._library(library)))
-
-    def stored_vectors(self, library: str, ids: list[int]) -> dict[int, np.ndarray]:
-        """The stored vectors of some images."""
-        return self.vectors.vectors(self._library(library), ids)
-
-    def search_vectors(self, library: str, queries: np.ndarray, top_k: int,
-                       filters: Filters | None = None) -> list[list[Hit]]:
-        """Top-k hits for each of several query vectors (ids and scores only)."""
-        return self.vectors.search(self._library(library), queries, top_k, filters)
 
     def get_images(self, ids: list[int], library: str | None = None) -> dict[int, StoredImage]:
         """Stored images (bytes included) by id; ids not stored are left out."""

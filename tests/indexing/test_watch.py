@@ -38,7 +38,7 @@ def picture(path: Path, color: str, shape: str, seed: int) -> int:
 
 def held(engine: Engine, library: str = LIBRARY) -> tuple[set[int], set[int]]:
     """The image ids with a vector, and the image ids with stored bytes."""
-    vectors = set(engine.vector_ids(library)) if engine.library_meta(library) is not None else set()
+    vectors = set(engine.vectors.ids(library)) if engine.vectors.meta(library) is not None else set()
     return vectors, set(engine.images.ids(library))
 
 
