@@ -20,8 +20,8 @@ from searchcore.duplicates import find_duplicates, parse_threshold
 from searchcore.engine import Engine, build_engine
 from searchcore.errors import SearchcoreError
 from searchcore.evaluate import MIN_APPROX_OVERLAP, Fill, evaluate, extract, predict, write_predictions
-from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
 from searchcore.indexing.ingest import IngestReport, Progress
+from searchcore.jobs.distributed import BATCH_ROWS, ingest_ray
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.query import Understood, understand
 from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
@@ -264,7 +264,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from searchcore.indexing.watch import FolderWatcher
+    from searchcore.jobs.watch import FolderWatcher
 
     if not settings.is_milvus_server:
         raise SearchcoreError("watch_needs_server", path=args.folder)

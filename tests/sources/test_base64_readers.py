@@ -22,7 +22,7 @@ from demo.shapes import CLASSES, caption, draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.evaluate import evaluate, extract, predict
-from searchcore.indexing.distributed import ingest_ray
+from searchcore.jobs.distributed import ingest_ray
 from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
 

@@ -21,7 +21,7 @@ from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import LibraryError
-from searchcore.indexing.watch import FolderWatcher
+from searchcore.jobs.watch import FolderWatcher
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import folder_image_id
 from tests.support import ROOT, App, run_cli, settings_env, stop_process, wait_until
