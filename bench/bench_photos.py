@@ -45,8 +45,9 @@ from bench.bench_query import query_vectors, synthetic_vectors
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.records import naive_seconds
 from searchcore.sources.imaging import decode_image
-from searchcore.stores.filters import Filters, naive_seconds
+from searchcore.stores.filters import Filters
 from searchcore.stores.images import StoredImage, open_image_store
 
 LIBRARY = "bench"

@@ -28,10 +28,9 @@ from searchcore.indexing.pipeline import Prepared, prepared_batches
 from searchcore.indexing.videos import NEEDS_MIGRATE, SampledFrame, VideoJob, frame_image, sampled_ahead
 from searchcore.models.encoder import Encoder
 from searchcore.models.preprocess import normalise
-from searchcore.records import BadRecord, FolderScan, Record, Source
+from searchcore.records import BadRecord, FileState, FolderScan, Record, Source, naive_seconds
 from searchcore.sources.videos import DEFAULT_INTERVAL
-from searchcore.stores.filters import naive_seconds
-from searchcore.stores.images import FileState, ImageStore, StoredImage, StoredVideo
+from searchcore.stores.images import ImageStore, StoredImage, StoredVideo
 from searchcore.stores.text_index import TextIndex, image_text
 from searchcore.stores.vectors import NO_ATTRS, NO_FRAME, VectorStore
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 from searchcore.config import data_path, validate_library
 from searchcore.errors import BackendUnavailableError, ConfigError
 from searchcore.ids import id_chunks
+from searchcore.records import FileState
 from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,6 @@ class ImageMeta(NamedTuple):
     text: str | None = None
     video_id: int = 0
     time_s: float = 0.0
-
-
-class FileState(NamedTuple):
-    """A folder file as last ingested: stat values and the image its content is."""
-
-    size: int
-    mtime_ns: int
-    image_id: int
 
 
 class ImageStore(Protocol):

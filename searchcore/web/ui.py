@@ -33,12 +33,12 @@ from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.reindex import ReindexStatus
 from searchcore.indexing.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, NOT_PICTURE, read_upload
 from searchcore.query import Understood
-from searchcore.records import SHOWN_BAD_RECORDS
+from searchcore.records import SHOWN_BAD_RECORDS, wall_clock
 from searchcore.search import FALLBACK_EXAMPLES, MAX_TOP_K, MODES, SORTS, SearchResult
 from searchcore.sources.chinese_clip import find_splits
 from searchcore.sources.datasets import IMAGE_SUFFIXES
 from searchcore.sources.imaging import stored_picture
-from searchcore.stores.filters import Filters, wall_clock
+from searchcore.stores.filters import Filters
 from searchcore.stores.images import StoredImage
 from searchcore.web.auth import Access
 from searchcore.web.metrics import Metrics
