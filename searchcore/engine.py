@@ -1,4 +1,4 @@
-"""The one place the real pieces are built from settings and wired together.
+"""Where the real pieces are wired together: the encoder and the stores that stores/factory.open_stores builds.
 
 Front ends (cli.py, the Gradio UI, the JSON API) hold one Engine and call its
 methods; tests build one over the tiny model and real embedded stores.
