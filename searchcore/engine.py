@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -436,7 +436,10 @@ class Engine:
 
     def video(self, video_id: Any, library: str | None = None) -> StoredVideo:
         """One video of a library by id (QueryError video_not_in_library when it has none such)."""
-        return self._one(self.images.get_videos, "video_not_in_library", "video_id", video_id, library)
+        name, ident, found = self._by_id(self.images.get_videos, video_id, library)
+        if found is None:
+            raise QueryError("video_not_in_library", video_id=ident, library=name)
+        return found
 
     def video_file(self, video_id: Any, library: str | None = None) -> Path:
         """The file of a video, to serve as it is: a recorded file of it whose size and mtime are still those
@@ -469,18 +472,17 @@ class Engine:
 
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
         """One stored image by id, with its bytes (a folder picture's thumbnail)."""
-        return self._one(self.images.get_many, "image_not_in_library", "image_id", image_id, library)
+        name, ident, found = self._by_id(self.images.get_many, image_id, library)
+        if found is None:
+            raise QueryError("image_not_in_library", image_id=ident, library=name)
+        return found
 
-    def _one(self, get: Callable[[str, list[int]], dict[int, T]], missing: str, field: str, ident: Any,
-             library: str | None) -> T:
-        """One stored image or video by id, or the QueryError kind `missing` with the id (as `field`) and the
-        library."""
+    def _by_id(self, get: Callable[[str, Sequence[int]], Mapping[int, T]], ident: Any,
+               library: str | None) -> tuple[str, int, T | None]:
+        """The library's name, the id as parsed, and what get finds under it (None when nothing)."""
         name = self._library(library)
         parsed = search_mod.parse_query_id(ident)
-        found = get(name, [parsed])
-        if parsed not in found:
-            raise QueryError(missing, library=name, **{field: parsed})
-        return found[parsed]
+        return name, parsed, get(name, [parsed]).get(parsed)
 
     def info(self, library: str | None = None, *, runtime: bool = False) -> LibraryInfo:
         """Counts, model, dimension and backends of one library; with runtime, how the encoder runs."""
