@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoder = engine.encoder
         logging.getLogger("app").info("model %s (%s on %s)", encoder.name, encoder.backend, encoder.device)
         if args.watch:  # in this process, since it holds Milvus Lite's file lock
-            from searchcore.indexing.watch import FolderWatcher
+            from searchcore.jobs.watch import FolderWatcher
 
             watcher = FolderWatcher(engine, args.watch)
             watcher.start()

@@ -29,7 +29,7 @@ from bench.bench_query import milvus_library, synthetic_vectors
 from searchcore.config import DUPLICATE_THRESHOLD, Settings
 from searchcore.duplicates import BLOCK, _load_vectors, duplicate_groups, find_duplicates
 from searchcore.engine import Engine
-from searchcore.stores.factory import open_vector_store
+from searchcore.stores.factory import open_stores, open_vector_store
 
 LIBRARY = "dups"
 PLANT_EVERY = 200
@@ -90,13 +90,13 @@ def end_to_end(n: int, dim: int) -> dict[str, Any]:
     start = time.perf_counter()
     milvus_library(store, LIBRARY, "synthetic", vectors, folder / "filled")
     fill = time.perf_counter() - start
-    engine = Engine(settings, vectors=store, exact_copy=False)
+    engine = Engine(settings, open_stores(settings, vectors=store))
     try:
         start = time.perf_counter()
-        ids, loaded = _load_vectors(engine, LIBRARY, dim)
+        ids, loaded = _load_vectors(engine.vectors, LIBRARY, dim)
         read = time.perf_counter() - start
         start = time.perf_counter()
-        groups = find_duplicates(engine, LIBRARY)
+        groups = find_duplicates(engine.stores, LIBRARY)
         total = time.perf_counter() - start
     finally:
         engine.close()

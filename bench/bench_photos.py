@@ -45,8 +45,9 @@ from bench.bench_query import query_vectors, synthetic_vectors
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder, load_encoder
+from searchcore.records import naive_seconds
 from searchcore.sources.imaging import decode_image
-from searchcore.stores.filters import Filters, naive_seconds
+from searchcore.stores.filters import Filters
 from searchcore.stores.image_db import open_image_store
 from searchcore.stores.images import StoredImage
 
@@ -382,7 +383,7 @@ def measure_searches(engine: Engine, queries: np.ndarray, cases: dict[str, list[
     for i in range(len(queries)):
         for kind, filters in cases.items():
             start = time.perf_counter()
-            hits = engine.search_vectors(LIBRARY, queries[i:i + 1], TOP_K, filters[i])[0]
+            hits = engine.vectors.search(LIBRARY, queries[i:i + 1], TOP_K, filters[i])[0]
             ms = (time.perf_counter() - start) * 1000
             if i >= warmup:
                 samples[kind].append(ms)
@@ -424,7 +425,7 @@ def filtered_search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             start = time.perf_counter()
             if exact_copy:
-                engine.search_vectors(LIBRARY, queries[:1], TOP_K)  # answered by Milvus; starts loading the copy
+                engine.vectors.search(LIBRARY, queries[:1], TOP_K)  # answered by Milvus; starts loading the copy
                 if not engine.vectors.wait_for_copy(LIBRARY, timeout=600):  # type: ignore[attr-defined]
                     raise RuntimeError("the exact copy did not load")
             ready_s = time.perf_counter() - start
@@ -432,7 +433,7 @@ def filtered_search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if args.profile:
                 def twenty_folder_searches(engine: Engine = engine) -> None:
                     for i in range(20):
-                        engine.search_vectors(LIBRARY, queries[i:i + 1], TOP_K, cases["folder (~2%)"][i])
+                        engine.vectors.search(LIBRARY, queries[i:i + 1], TOP_K, cases["folder (~2%)"][i])
 
                 profile += [{"store": label, **row} for row in profile_top(twenty_folder_searches, rows=8)]
         finally:

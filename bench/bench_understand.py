@@ -32,8 +32,8 @@ from bench.bench_query import synthetic_vectors
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.models.encoder import load_encoder
+from searchcore.records import naive_seconds
 from searchcore.search import fold, fold_rows
-from searchcore.stores.filters import naive_seconds
 from searchcore.stores.images import StoredImage
 
 LIBRARY = "bench"

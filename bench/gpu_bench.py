@@ -42,6 +42,7 @@ from searchcore.models.gpu_decode import DeviceDecoder
 from searchcore.models.preprocess import preprocess
 from searchcore.sources.datasets import open_source
 from searchcore.sources.imaging import decode_image
+from searchcore.stores.factory import open_stores
 from searchcore.stores.vectors import LibraryMeta
 
 
@@ -93,7 +94,7 @@ def encoder_alone(encoder: Encoder, pixels: np.ndarray, batch: int) -> float:
 def engine_ingest(encoder: Encoder, settings: Settings, root: Path, limit: int | None) -> tuple[float, int, str]:
     """Images/s of Engine.ingest from the tsv into SQLite + the vector store, flush included."""
     vectors: Any = None if has_pymilvus() else InMemoryVectors()
-    engine = Engine(settings, encoder=encoder, vectors=vectors)
+    engine = Engine(settings, open_stores(settings, vectors=vectors), encoder=encoder)
     split = root
     if limit is not None:  # batch 1 is slow: ingest a prefix of the split
         split = Path(settings.db_url).parent / "prefix"

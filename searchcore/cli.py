@@ -19,15 +19,16 @@ from searchcore.config import DUPLICATE_THRESHOLD, Settings, add_arguments
 from searchcore.duplicates import find_duplicates, parse_threshold
 from searchcore.engine import Engine, build_engine
 from searchcore.errors import SearchcoreError, UsageError
-from searchcore.evaluate import MIN_APPROX_OVERLAP, evaluate, extract, predict, write_predictions
-from searchcore.indexing.distributed import BATCH_ROWS, ingest_ray
+from searchcore.evaluate import MIN_APPROX_OVERLAP, Fill, evaluate, extract, predict, write_predictions
 from searchcore.indexing.ingest import IngestReport, Progress
-from searchcore.models.encoder import load_encoder
+from searchcore.jobs.distributed import BATCH_ROWS, ingest_ray
+from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.query import Understood, understand
 from searchcore.records import SHOWN_BAD_RECORDS, BadRecord
 from searchcore.search import MAX_TOP_K, MODES, SORTS, VideoMoment, parse_top_k
 from searchcore.sources.chinese_clip import choose_split
 from searchcore.sources.videos import DEFAULT_INTERVAL
+from searchcore.stores.factory import Stores
 from searchcore.stores.filters import Filters
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,16 @@ def _engine(settings: Settings, *, one_query: bool = False, snapshot: bool = Fal
     return build_engine(settings, preload_encoder=one_query, exact_copy=not one_query, one_question=snapshot)
 
 
-def _on_split(args: argparse.Namespace, settings: Settings, run: Callable[[Engine, str], T]) -> tuple[str, T]:
-    """The dataset's split (args.split, or the one it has), and what run gives for it with the engine open."""
+def _on_split(args: argparse.Namespace, settings: Settings,
+              run: Callable[[Callable[[], Encoder], Stores, str, Fill], T]) -> tuple[str, T]:
+    """The dataset's split (args.split, or the one it has), and what run gives for it with the engine open: the
+    library's encoder (loaded when asked for), its stores, the split, and the ingest that fills an empty library
+    from it."""
     split = choose_split(args.dataset, args.split)
     with _engine(settings) as engine:
-        return split, run(engine, split)
+        library = settings.library
+        return split, run(lambda: engine.encoder_for(library), engine.stores, split,
+                          lambda: engine.ingest(args.dataset, split=split, library=library))
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -235,7 +241,7 @@ def cmd_duplicates(args: argparse.Namespace, settings: Settings) -> int:
     threshold = parse_threshold(args.threshold)  # a bad value fails before the stores open
     # It reads every vector itself; Lite's in-process copy would only compete.
     with build_engine(settings, exact_copy=False) as engine:
-        groups = find_duplicates(engine, threshold=threshold)
+        groups = find_duplicates(engine.stores, settings.library, threshold)
     images = sum(len(g.images) for g in groups if not g.videos)
     videos = sum(len(g.videos) for g in groups)
     lines = [f"library {settings.library}: {len(groups)} groups of near-duplicates ({images} images"
@@ -254,7 +260,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from searchcore.indexing.watch import FolderWatcher
+    from searchcore.jobs.watch import FolderWatcher
 
     if not settings.is_milvus_server:
         raise SearchcoreError("watch_needs_server", path=args.folder)
@@ -322,8 +328,8 @@ def cmd_relocate(args: argparse.Namespace, settings: Settings) -> int:
 @command("predict")
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     """Write cn_clip-format top-k predictions for every text of a split."""
-    split, predictions = _on_split(args, settings, lambda engine, split: predict(engine, args.dataset, split,
-                                                                                 args.top_k))
+    split, predictions = _on_split(args, settings, lambda encoder, stores, split, fill: predict(
+        encoder, stores, args.dataset, split, args.top_k, library=settings.library, fill=fill))
     path = write_predictions(predictions, args.output or Path(args.dataset) / f"{split}_predictions.jsonl")
     _emit(args, {"output": str(path), "texts": len(predictions), "top_k": parse_top_k(args.top_k)},
           f"wrote {len(predictions)} predictions to {path}")
@@ -333,8 +339,8 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     """Print text→image and image→text recall; with --exact, Milvus's agreement with brute force."""
-    split, result = _on_split(args, settings, lambda engine, split: evaluate(engine, args.dataset, split,
-                                                                             exact=args.exact))
+    split, result = _on_split(args, settings, lambda encoder, stores, split, fill: evaluate(
+        encoder, stores, args.dataset, split, library=settings.library, exact=args.exact, fill=fill))
     t, i = result.text_to_image, result.image_to_text
     lines = [f"library {result.library}, split {split}: {result.texts} texts, {result.images} images, "
              f"index {result.index}",

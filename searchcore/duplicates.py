@@ -28,8 +28,10 @@ import numpy as np
 from searchcore.config import DUPLICATE_THRESHOLD, validate_library
 from searchcore.errors import LibraryError, QueryError
 
-if TYPE_CHECKING:  # engine.py may come to import this module
-    from searchcore.engine import Engine
+if TYPE_CHECKING:
+    from searchcore.stores.factory import Stores
+    from searchcore.stores.image_db import ImageDb
+    from searchcore.stores.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +111,19 @@ def parse_threshold(value: Any) -> float:
     return threshold
 
 
-def find_duplicates(engine: Engine, library: str | None = None, threshold: Any = DUPLICATE_THRESHOLD, *,
+def find_duplicates(stores: Stores, library: str, threshold: Any = DUPLICATE_THRESHOLD, *,
                     progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
     """Groups of near-identical images, and of videos that are copies of each other, in a library (cosine of
     stored vectors >= threshold), largest first, then the closest first. A threshold that is not in (0, 1]
     raises a QueryError, a library that does not exist a LibraryError. progress(done, total) is called as
     the scan goes, in pairs (of pictures, and of videos of about the same length)."""
     threshold = parse_threshold(threshold)
-    name = validate_library(library or engine.settings.library)
-    meta = engine.library_meta(name)
+    name = validate_library(library)
+    meta = stores.vectors.meta(name)
     if meta is None:
         raise LibraryError("library_missing", library=name)
-    ids, vectors = _load_vectors(engine, name, meta.dim)
-    videos, pictures = _frame_sequences(engine, name, ids, vectors)
+    ids, vectors = _load_vectors(stores.vectors, name, meta.dim)
+    videos, pictures = _frame_sequences(stores.images, name, ids, vectors)
     log.info("library %s: comparing %d pictures and %d videos at threshold %g", name, len(pictures), len(videos),
              threshold)
     picture_pairs = len(pictures) * (len(pictures) - 1) // 2
@@ -331,14 +333,14 @@ def _find(parent: list[int], item: int) -> int:
     return item
 
 
-def _load_vectors(engine: Engine, library: str, dim: int) -> tuple[list[int], np.ndarray]:
+def _load_vectors(store: VectorStore, library: str, dim: int) -> tuple[list[int], np.ndarray]:
     """Every id with a vector and the vectors as one float32 matrix, fetched a chunk at a time."""
-    ids = engine.vector_ids(library)
+    ids = list(store.ids(library))
     matrix = np.empty((len(ids), dim), dtype=np.float32)
     found: list[int] = []
     for start in range(0, len(ids), FETCH_IDS):
         chunk = ids[start:start + FETCH_IDS]
-        stored = engine.stored_vectors(library, chunk)
+        stored = store.vectors(library, chunk)
         for image_id in chunk:
             if image_id in stored:  # one deleted since the listing is left out
                 matrix[len(found)] = stored[image_id]
@@ -346,21 +348,21 @@ def _load_vectors(engine: Engine, library: str, dim: int) -> tuple[list[int], np
     return found, matrix[:len(found)]
 
 
-def _frame_sequences(engine: Engine, library: str, ids: list[int], vectors: np.ndarray
+def _frame_sequences(images: ImageDb, library: str, ids: list[int], vectors: np.ndarray
                      ) -> tuple[list[FrameSequence], list[int]]:
     """The library's videos as frame sequences, and the rows of `vectors` that are pictures."""
-    if not engine.images.has_videos(library):
+    if not images.has_videos(library):
         return [], list(range(len(ids)))
     owners: dict[int, int] = {}  # frame id -> its video
     for start in range(0, len(ids), FETCH_IDS):
-        for image_id, meta in engine.images.get_meta_many(library, ids[start:start + FETCH_IDS]).items():
+        for image_id, meta in images.get_meta_many(library, ids[start:start + FETCH_IDS]).items():
             if meta.video_id:
                 owners[image_id] = meta.video_id
     row_of = {image_id: row for row, image_id in enumerate(ids)}
     video_ids = sorted(set(owners.values()))
-    stored = engine.images.get_videos(library, video_ids)
+    stored = images.get_videos(library, video_ids)
     sequences = []
-    for video_id, frames in engine.images.video_frames(library, video_ids).items():
+    for video_id, frames in images.video_frames(library, video_ids).items():
         if video_id not in stored:
             continue
         kept = [(frame_id, time) for frame_id, time in frames if frame_id in row_of]  # frames with a vector

@@ -1,4 +1,4 @@
-"""The one place the real pieces are built from settings and wired together.
+"""Where the real pieces are wired together: the encoder and the stores that stores/factory.open_stores builds.
 
 Front ends (cli.py, the Gradio UI, the JSON API) hold one Engine and call its
 methods; tests build one over the tiny model and real embedded stores.
@@ -11,12 +11,10 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import numpy as np
 
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
@@ -32,12 +30,12 @@ from searchcore.search import SearchResult
 from searchcore.sources.chinese_clip import feature_dim, find_splits, image_features_file
 from searchcore.sources.datasets import file_path, folder_image_id, is_picture, open_source, printable_path
 from searchcore.sources.videos import DEFAULT_INTERVAL
-from searchcore.stores.factory import SnapshotFirst, open_vector_store
+from searchcore.stores.factory import SnapshotFirst, Stores, open_stores
 from searchcore.stores.filters import Filters
-from searchcore.stores.image_db import ImageDb, open_image_store
+from searchcore.stores.image_db import ImageDb
 from searchcore.stores.images import StoredImage
 from searchcore.stores.text_index import TextIndex
-from searchcore.stores.vectors import Hit, LibraryMeta, MilvusVectorStore, VectorStore
+from searchcore.stores.vectors import Hit, LibraryMeta, VectorStore
 from searchcore.stores.videos import StoredVideo
 
 if TYPE_CHECKING:
@@ -103,14 +101,14 @@ class SplitIngest:
 class Engine:
     """Encoder, vector store and image store, built once and shared by every request."""
 
-    def __init__(self, settings: Settings, *, encoder: Encoder | None = None, vectors: VectorStore | None = None,
-                 images: ImageDb | None = None, preload_encoder: bool = False, exact_copy: bool = True,
-                 one_question: bool = False) -> None:
-        """preload_encoder: load the encoder in a background thread while the stores open (a fresh process's
-        first query waits for whichever takes longer, not for both). exact_copy=False: no in-process copy of
-        Lite libraries, for a process that asks one question (loading the copy would only compete with it).
-        one_question: that process's question about the settings' library is answered from the library's search
-        snapshot when it is current, without starting Milvus Lite (stores/snapshot.py)."""
+    def __init__(self, settings: Settings, stores: Stores | None = None, *, encoder: Encoder | None = None,
+                 preload_encoder: bool = False, exact_copy: bool = True, one_question: bool = False) -> None:
+        """stores: the stores to hold (None: open_stores builds the settings' own, with exact_copy and
+        one_question). preload_encoder: load the encoder in a background thread while the stores open (a fresh
+        process's first query waits for whichever takes longer, not for both). exact_copy=False: no in-process
+        copy of Lite libraries, for a process that asks one question (loading the copy would only compete with
+        it). one_question: that process's question about the settings' library is answered from the library's
+        search snapshot when it is current, without starting Milvus Lite (stores/snapshot.py)."""
         self.settings = settings
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
@@ -120,13 +118,17 @@ class Engine:
         self._reindexes: dict[str, ReindexStatus] = {}  # library -> its reindex under way, or its last one
         if preload_encoder and encoder is None:
             threading.Thread(target=self._preload, name="load-encoder", daemon=True).start()
-        self.vectors: VectorStore = vectors if vectors is not None else open_vector_store(
-            settings, exact_copy=exact_copy, one_question=one_question)
-        self.images: ImageDb = images if images is not None else open_image_store(settings.db_url)
-        # keyword search lives in the same Milvus as the vectors (a stand-in vector store has none)
-        self.texts = self.vectors.text_index() if isinstance(self.vectors, SnapshotFirst) else \
-            TextIndex(self.vectors) if isinstance(self.vectors, MilvusVectorStore) else None
+        if stores is None:
+            stores = open_stores(settings, exact_copy=exact_copy, one_question=one_question)
+        self.vectors: VectorStore = stores.vectors
+        self.images: ImageDb = stores.images
+        self.texts: TextIndex | None = stores.texts
         self._ocr: OcrReader | None = None
+
+    @property
+    def stores(self) -> Stores:
+        """The stores this engine holds, for the functions that take them (find_duplicates, evaluate)."""
+        return Stores(self.vectors, self.images, self.texts)
 
     @property
     def encoder(self) -> Encoder:
@@ -436,12 +438,10 @@ class Engine:
 
     def video(self, video_id: Any, library: str | None = None) -> StoredVideo:
         """One video of a library by id (QueryError video_not_in_library when it has none such)."""
-        name = self._library(library)
-        ident = search_mod.parse_query_id(video_id)
-        found = self.images.get_videos(name, [ident])
-        if ident not in found:
+        name, ident, found = self._by_id(self.images.get_videos, video_id, library)
+        if found is None:
             raise QueryError("video_not_in_library", video_id=ident, library=name)
-        return found[ident]
+        return found
 
     def video_file(self, video_id: Any, library: str | None = None) -> Path:
         """The file of a video, to serve as it is: a recorded file of it whose size and mtime are still those
@@ -474,12 +474,17 @@ class Engine:
 
     def get_image(self, image_id: Any, library: str | None = None) -> StoredImage:
         """One stored image by id, with its bytes (a folder picture's thumbnail)."""
-        name = self._library(library)
-        ident = search_mod.parse_query_id(image_id)
-        found = self.images.get_many(name, [ident])
-        if ident not in found:
+        name, ident, found = self._by_id(self.images.get_many, image_id, library)
+        if found is None:
             raise QueryError("image_not_in_library", image_id=ident, library=name)
-        return found[ident]
+        return found
+
+    def _by_id(self, get: Callable[[str, Sequence[int]], Mapping[int, T]], ident: Any,
+               library: str | None) -> tuple[str, int, T | None]:
+        """The library's name, the id as parsed, and what get finds under it (None when nothing)."""
+        name = self._library(library)
+        parsed = search_mod.parse_query_id(ident)
+        return name, parsed, get(name, [parsed]).get(parsed)
 
     def info(self, library: str | None = None, *, runtime: bool = False) -> LibraryInfo:
         """Counts, model, dimension and backends of one library; with runtime, how the encoder runs."""
@@ -526,29 +531,6 @@ class Engine:
                 self.ingest(file_path(root), library=name)  # a re-scan reads exactly the changed files
         return report
 
-    # What evaluation and health checks read, so no front end reaches into the stores.
-
-    def library_meta(self, library: str | None = None) -> LibraryMeta | None:
-        """How a library was built (model, dim, index), or None when it does not exist."""
-        return self.vectors.meta(self._library(library))
-
-    def vector_count(self, library: str | None = None) -> int:
-        """How many vectors a library holds."""
-        return self.vectors.count(self._library(library))
-
-    def vector_ids(self, library: str | None = None) -> list[int]:
-        """Every image id with a vector in a library."""
-        return list(self.vectors.ids(self._library(library)))
-
-    def stored_vectors(self, library: str, ids: list[int]) -> dict[int, np.ndarray]:
-        """The stored vectors of some images."""
-        return self.vectors.vectors(self._library(library), ids)
-
-    def search_vectors(self, library: str, queries: np.ndarray, top_k: int,
-                       filters: Filters | None = None) -> list[list[Hit]]:
-        """Top-k hits for each of several query vectors (ids and scores only)."""
-        return self.vectors.search(self._library(library), queries, top_k, filters)
-
     def get_images(self, ids: list[int], library: str | None = None) -> dict[int, StoredImage]:
         """Stored images (bytes included) by id; ids not stored are left out."""
         return self.images.get_many(self._library(library), ids)
@@ -570,8 +552,7 @@ class Engine:
 
     def close(self) -> None:
         """Release both stores."""
-        self.vectors.close()
-        self.images.close()
+        self.stores.close()
 
     def __enter__(self) -> Engine:
         return self

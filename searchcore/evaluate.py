@@ -2,7 +2,7 @@
 
 `predict` writes the `{"text_id", "image_ids"}` lines that cn_clip's
 eval/evaluation.py scores; `evaluate` computes the same text→image recall
-(and image→text recall as evaluation_tr.py does) without leaving the engine;
+(and image→text recall as evaluation_tr.py does) over the library's stores;
 `extract` writes the feature jsonl files of cn_clip's extract_features.py,
 which `searchcore ingest --features` reads back. Text→image searches go
 through the library's Milvus collection, as a user's search does.
@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from searchcore.engine import Engine
 from searchcore.errors import DatasetError, ImageDecodeError, LibraryError, RecordError
 from searchcore.indexing.pipeline import prepared_batches
 from searchcore.models.encoder import Encoder
@@ -35,6 +34,10 @@ from searchcore.sources.chinese_clip import (
 )
 from searchcore.sources.datasets import open_source
 from searchcore.sources.imaging import decode_image
+from searchcore.stores.vectors import VectorStore
+
+if TYPE_CHECKING:
+    from searchcore.stores.factory import Stores
 
 log = logging.getLogger(__name__)
 
@@ -188,24 +191,27 @@ def encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
                            for i in range(0, len(texts), TEXT_BATCH)])
 
 
-def prepare_library(engine: Engine, root: Path, split: str, library: str | None = None
-                    ) -> tuple[str, list[BadRecord]]:
-    """The library to evaluate, and the split's bad image records it goes without.
+Fill = Callable[[], object]  # ingests the split into the empty library (the engine's ingest of it)
 
-    An empty library is ingested from the split first; a library is refused unless it holds exactly the
-    split's good images.
+
+def prepare_library(stores: Stores, root: Path, split: str, library: str, fill: Fill | None = None
+                    ) -> list[BadRecord]:
+    """The split's bad image records the library goes without.
+
+    An empty library is filled from the split first (by fill; without one it stays empty and is refused); a
+    library is refused unless it holds exactly the split's good images.
     """
-    name = library or engine.settings.library
-    if engine.library_meta(name) is None or engine.vector_count(name) == 0:
+    name = library
+    if fill is not None and (stores.vectors.meta(name) is None or stores.vectors.count(name) == 0):
         log.info("library %s is empty; ingesting %s split %s first", name, root, split)
-        engine.ingest(root, split=split, library=name)
+        fill()
     ids, bad = split_image_ids(root, split)
     wanted = set(ids)
-    stored = set(engine.vector_ids(name))
+    stored = set(stores.vectors.ids(name))
     missing, extra = wanted - stored, stored - wanted
     if missing and not extra:
         # Valid base64 of bytes that are no image: ingest reported these and stores none, so no re-run adds them.
-        unusable = unusable_images(root, split, missing, engine.max_image_bytes)
+        unusable = unusable_images(root, split, missing, stores.images.max_blob_bytes)
         wanted -= set(unusable)
         missing -= set(unusable)
         bad = sorted(bad + list(unusable.values()), key=lambda b: b.line)
@@ -215,30 +221,32 @@ def prepare_library(engine: Engine, root: Path, split: str, library: str | None 
     if missing:
         raise LibraryError("eval_library_lacking", library=name, missing=len(missing), wanted=len(wanted), split=split,
                            path=root)
-    return name, bad
+    return bad
 
 
-def predict(engine: Engine, root: str | Path, split: str, top_k: Any = 10, library: str | None = None
-            ) -> list[Prediction]:
-    """Top-k image ids for every text of the split, searched in the library's Milvus collection."""
+def predict(encoder: Callable[[], Encoder], stores: Stores, root: str | Path, split: str, top_k: Any = 10, *,
+            library: str, fill: Fill | None = None) -> list[Prediction]:
+    """Top-k image ids for every text of the split, searched in the library's Milvus collection; encoder gives
+    the library's own model's (asked for once the library is ready)."""
     root = Path(root)
     k = parse_top_k(top_k)
-    name, bad = prepare_library(engine, root, split, library)
+    bad = prepare_library(stores, root, split, library, fill)
     if bad:  # predictions have no report of their own to carry them
         log.warning("split %s of %s: skipped %d bad image records: %s", split, root, len(bad),
                     "; ".join(f"{b.file}:{b.line}: {b.reason}" for b in bad[:10]) + ("; ..." if len(bad) > 10 else ""))
     texts = split_texts(root, split)
-    return search_texts(engine, name, texts, encode_texts(engine.encoder_for(name), [t["text"] for t in texts]), k)
+    return search_texts(stores.vectors, library, texts, encode_texts(encoder(), [t["text"] for t in texts]), k)
 
 
-def search_texts(engine: Engine, library: str, texts: Sequence[dict[str, Any]], queries: np.ndarray,
+def search_texts(vectors: VectorStore, library: str, texts: Sequence[dict[str, Any]], queries: np.ndarray,
                  k: int) -> list[Prediction]:
     """Milvus top-k for each text's query vector, in batches."""
-    if engine.vector_count(library) < k:
-        raise LibraryError("eval_library_too_small", library=library, count=engine.vector_count(library), top_k=k)
+    count = vectors.count(library)
+    if count < k:
+        raise LibraryError("eval_library_too_small", library=library, count=count, top_k=k)
     predictions: list[Prediction] = []
     for start in range(0, len(texts), TEXT_BATCH):
-        hits = engine.search_vectors(library, queries[start:start + TEXT_BATCH], k)
+        hits = vectors.search(library, queries[start:start + TEXT_BATCH], k)
         for entry, ranked in zip(texts[start:start + TEXT_BATCH], hits):
             predictions.append(Prediction(entry["text_id"], [h.image_id for h in ranked], [h.score for h in ranked]))
     return predictions
@@ -254,26 +262,28 @@ def write_predictions(predictions: Sequence[Prediction], path: str | Path) -> Pa
     return path
 
 
-def evaluate(engine: Engine, root: str | Path, split: str, *, exact: bool = False,
-             library: str | None = None) -> Evaluation:
-    """Text→image recall through Milvus, image→text recall over the stored vectors, and optionally overlap@10."""
+def evaluate(encoder: Callable[[], Encoder], stores: Stores, root: str | Path, split: str, *, library: str,
+             exact: bool = False, fill: Fill | None = None) -> Evaluation:
+    """Text→image recall through Milvus, image→text recall over the stored vectors, and optionally overlap@10;
+    encoder gives the library's own model's (asked for once the library is ready)."""
     root = Path(root)
-    name, bad = prepare_library(engine, root, split, library)
+    name = library
+    bad = prepare_library(stores, root, split, name, fill)
     texts = split_texts(root, split)
-    text_vectors = encode_texts(engine.encoder_for(name), [t["text"] for t in texts])
-    predictions = search_texts(engine, name, texts, text_vectors, 10)
+    text_vectors = encode_texts(encoder(), [t["text"] for t in texts])
+    predictions = search_texts(stores.vectors, name, texts, text_vectors, 10)
     t2i = recall({t["text_id"]: t["image_ids"] for t in texts}, {p.text_id: p.image_ids for p in predictions})
 
     i2t_reference = image_to_text_reference(texts)
     text_ids = [t["text_id"] for t in texts]
-    stored = engine.stored_vectors(name, list(i2t_reference))
+    stored = stores.vectors.vectors(name, list(i2t_reference))
     image_ids = [i for i in i2t_reference if i in stored]
     ranked = top_k_exact(np.stack([stored[i] for i in image_ids]), text_vectors, min(10, len(text_ids)))
     i2t = recall(i2t_reference, {i: [text_ids[j] for j in row] for i, row in zip(image_ids, ranked)})
 
-    all_ids = engine.vector_ids(name)
-    overlap = exact_overlap(engine, name, all_ids, text_vectors, predictions) if exact else None
-    meta = engine.library_meta(name)
+    all_ids = list(stores.vectors.ids(name))
+    overlap = exact_overlap(stores.vectors, name, all_ids, text_vectors, predictions) if exact else None
+    meta = stores.vectors.meta(name)
     return Evaluation(name, split, meta.index if meta else "?", len(texts), len(all_ids), t2i, i2t, overlap, bad)
 
 
@@ -293,10 +303,10 @@ def top_k_exact(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 1
                                       kind="stable")[:, :k] for i in range(0, len(queries), chunk)])
 
 
-def exact_overlap(engine: Engine, library: str, ids: list[int], queries: np.ndarray,
+def exact_overlap(vectors: VectorStore, library: str, ids: list[int], queries: np.ndarray,
                   predictions: Sequence[Prediction], chunk: int = 256) -> float:
     """Mean fraction of Milvus's top-10 found in the brute-force top-10 over the same stored vectors."""
-    stored = engine.stored_vectors(library, ids)
+    stored = vectors.vectors(library, ids)
     gallery_ids = np.array(list(stored), dtype=np.int64)
     gallery = np.stack(list(stored.values()))
     total = 0.0

@@ -1,17 +1,20 @@
-"""What a source hands to ingest: records, the records it could not read, and the stream that holds them."""
+"""What a source hands to ingest: records, the records it could not read, and the stream that holds them; what
+a folder file was when last ingested; the taken-time rule (a wall-clock time as whole seconds)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from searchcore.errors import RecordError
 
 SHOWN_BAD_RECORDS = 50  # bad records a report lists (CLI and UI) before saying how many more there are
+_EPOCH = dt.datetime(1970, 1, 1)
 
 
 @dataclass
@@ -37,6 +40,14 @@ class FileStat:
     path: str  # relative to the folder, with "/" separators
     size: int
     mtime_ns: int
+
+
+class FileState(NamedTuple):
+    """A folder file as last ingested: stat values and the image its content is."""
+
+    size: int
+    mtime_ns: int
+    image_id: int
 
 
 @dataclass
@@ -75,3 +86,13 @@ class FolderScan:
     unchanged: int = 0  # files skipped unread
     changed: dict[str, int] = field(default_factory=dict)  # recorded paths whose size or mtime differ -> old id
     gone: dict[str, int] = field(default_factory=dict)  # recorded paths no longer there -> their image id
+
+
+def naive_seconds(moment: dt.datetime) -> int:
+    """Seconds since 1970-01-01 of a wall-clock time, with no time zone (EXIF gives none); at least 1."""
+    return max(1, int((moment.replace(tzinfo=None) - _EPOCH).total_seconds()))
+
+
+def wall_clock(seconds: int) -> dt.datetime:
+    """The naive wall-clock time that naive_seconds stored as seconds."""
+    return _EPOCH + dt.timedelta(seconds=seconds)

@@ -19,8 +19,9 @@ from searchcore.errors import ImageDecodeError, LibraryError, QueryError
 from searchcore.ids import parse_image_id
 from searchcore.models.encoder import Encoder
 from searchcore.query import Understood, clean_query, understand
+from searchcore.records import wall_clock
 from searchcore.sources.imaging import decode_image
-from searchcore.stores.filters import Filters, wall_clock
+from searchcore.stores.filters import Filters
 from searchcore.stores.image_db import ImageDb
 from searchcore.stores.images import ImageMeta
 from searchcore.stores.text_index import TextHit, TextIndex, contains_all, normalise

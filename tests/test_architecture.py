@@ -3,7 +3,8 @@
 The graph is the doc's `imports` block: one line per unit (a sub-package of searchcore/, a top-level module, or
 a module the doc names on its own), then the units it may import. A module belongs to the longest unit its
 dotted name starts with. Besides what the doc says, the front ends stay on top whatever the doc allows: no
-unit but web/ imports web/, none imports cli, and the graph has no cycle.
+unit but web/ imports web/, none imports cli, and the graph has no cycle. Inside a unit any module may import
+any other, but the modules of a unit may not import each other in a cycle either.
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ def imported(tree: ast.Module, known: set[str]) -> list[tuple[int, str]]:
 
 
 def violations(graph: Graph, sources: dict[str, str]) -> list[str]:
-    """Each import in sources (dotted name -> code) that the graph does not allow, and each module it misses."""
+    """Each import in sources (dotted name -> code) that the graph does not allow, each module it misses, and a
+    cycle of imports among the modules of one unit."""
     units = set(graph)
     problems = []
+    inside: Graph = {}  # module -> the modules of its own unit it imports
     for name, code in sources.items():
         mine = unit_of(name, units)
         if mine is None:
@@ -96,6 +99,12 @@ def violations(graph: Graph, sources: dict[str, str]) -> list[str]:
             theirs = unit_of(target, units)
             if theirs is not None and theirs != mine and theirs not in graph[mine]:
                 problems.append(f"searchcore.{name}:{line} imports searchcore.{target}: {mine} may not import {theirs}")
+            if theirs == mine and target != name and target in sources:
+                inside.setdefault(name, set()).add(target)
+    looped = cycle(inside)
+    if looped:
+        problems.append(f"an import cycle inside {unit_of(looped[0], units)}: "
+                        + " -> ".join(f"searchcore.{m}" for m in looped))
     return problems
 
 
@@ -163,6 +172,24 @@ def test_the_check_catches_a_core_module_importing_a_front_end_and_a_module_outs
     assert violations(graph, relative) == ["searchcore.stores.vectors:1: a relative import (imports are absolute)"]
     assert violations(graph, {**sources, "videos": ""}) == ["searchcore.videos belongs to no unit of the imports block"]
     assert cycle({**graph, "errors": {"stores"}}) == ["errors", "stores", "errors"]
+
+
+def test_the_check_catches_modules_of_one_unit_importing_each_other_in_a_cycle() -> None:
+    graph = {"errors": set(), "models": {"errors"}}
+    sources = {"errors": "", "models": "", "models.preprocess": "from searchcore.errors import ModelError\n",
+               "models.encoder": "from searchcore.models.preprocess import normalise\n",
+               "models.gpu_decode": "from searchcore.models import preprocess\n"
+                                    "from searchcore.models.encoder import Encoder\n"}
+    assert violations(graph, sources) == []
+
+    back = {**sources, "models.encoder": "from searchcore.models.preprocess import normalise\n"
+                                         "from searchcore.models.gpu_decode import DeviceDecoder\n"}
+    assert violations(graph, back) == ["an import cycle inside models: searchcore.models.encoder -> "
+                                       "searchcore.models.gpu_decode -> searchcore.models.encoder"]
+    hidden = {**sources, "models.preprocess": "def load():\n    from searchcore.models.gpu_decode import decode\n"}
+    assert violations(graph, hidden) == ["an import cycle inside models: searchcore.models.encoder -> "
+                                         "searchcore.models.preprocess -> searchcore.models.gpu_decode -> "
+                                         "searchcore.models.encoder"]
 
 
 def test_no_package_re_exports_a_name() -> None:

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from searchcore.errors import MassRemovalError, RecordError
-from searchcore.records import BadRecord, FolderScan, Record
-from searchcore.stores.folder_files import FileState
+from searchcore.records import BadRecord, FileState, FolderScan, Record
 from searchcore.stores.image_db import ImageDb
 from searchcore.stores.text_index import TextIndex
 from searchcore.stores.vectors import VectorStore

@@ -16,8 +16,7 @@ from searchcore.indexing.pipeline import Prepared, prepared_batches
 from searchcore.indexing.plan import Work
 from searchcore.indexing.videos import VideoJob, frame_image, sampled_ahead
 from searchcore.models.encoder import Encoder
-from searchcore.records import BadRecord
-from searchcore.stores.filters import naive_seconds
+from searchcore.records import BadRecord, naive_seconds
 from searchcore.stores.image_db import ImageDb
 from searchcore.stores.images import StoredImage
 from searchcore.stores.text_index import TextIndex

@@ -23,11 +23,10 @@ from pathlib import Path
 from PIL import Image
 
 from searchcore.errors import RecordError, VideoDecodeError
-from searchcore.records import Record
+from searchcore.records import Record, naive_seconds
 from searchcore.sources.datasets import file_path, frame_id
 from searchcore.sources.imaging import THUMBNAIL_QUALITY, THUMBNAIL_SIDE, DecodedImage
 from searchcore.sources.videos import DEFAULT_INTERVAL, VideoInfo, sample_frames
-from searchcore.stores.filters import naive_seconds
 from searchcore.stores.videos import StoredVideo
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from searchcore.errors import DatasetError, RecordError
-from searchcore.records import FileStat, FolderScan, Record, Source
+from searchcore.records import FileStat, FileState, FolderScan, Record, Source
 from searchcore.sources.chinese_clip import TSV_SUFFIX, feature_source, find_splits, resolve_split, split_source
 from searchcore.sources.videos import VIDEO_SUFFIXES
-from searchcore.stores.folder_files import FileState
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".heic", ".heif", ".avif", ".tif", ".tiff")
 

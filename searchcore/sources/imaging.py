@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from searchcore.errors import ImageDecodeError
-from searchcore.stores.filters import naive_seconds
+from searchcore.records import naive_seconds
 
 # Decompression bombs are refused from the header's size, before any pixel is decoded: decode_image checks it
 # itself rather than setting PIL's process-wide Image.MAX_IMAGE_PIXELS (whose default is this same number).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -165,14 +166,42 @@ class SnapshotFirst:
             self._milvus.close()
 
 
-def open_stores(settings: Settings) -> tuple[MilvusVectorStore, ImageDb]:
-    """Both stores; the image store's table is created if it is missing."""
-    vectors = open_milvus(settings)
+@dataclass
+class Stores:
+    """The stores one engine (or one Ray worker) holds: vectors, images, and the keyword index beside the vectors
+    (None where the vector store has none)."""
+
+    vectors: VectorStore
+    images: ImageDb
+    texts: TextIndex | None
+
+    def close(self) -> None:
+        """Release both stores (the keyword index lives in the vector store's Milvus)."""
+        try:
+            self.vectors.close()
+        finally:
+            self.images.close()
+
+
+def open_stores(settings: Settings, *, exact_copy: bool = True, one_question: bool = False,
+                vectors: VectorStore | None = None, images: ImageDb | None = None) -> Stores:
+    """The stores the settings describe (see open_vector_store); a store given is used as it is, not built. The
+    image store's table is created if it is missing."""
+    vector_store = vectors if vectors is not None else open_vector_store(
+        settings, exact_copy=exact_copy, one_question=one_question)
     try:
-        return vectors, open_image_store(settings.db_url)
+        image_store = images if images is not None else open_image_store(settings.db_url)
     except BaseException:
-        vectors.close()
+        vector_store.close()
         raise
+    return Stores(vector_store, image_store, text_index(vector_store))
+
+
+def text_index(vectors: VectorStore) -> TextIndex | None:
+    """The keyword index in the same Milvus as the vectors (a stand-in vector store has none)."""
+    if isinstance(vectors, SnapshotFirst):
+        return vectors.text_index()
+    return TextIndex(vectors) if isinstance(vectors, MilvusVectorStore) else None
 
 
 class BulkRows:

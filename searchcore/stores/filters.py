@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from searchcore.errors import QueryError
+from searchcore.records import naive_seconds, wall_clock
 
 MAX_FOLDER_CHARS = 512
-_EPOCH = dt.datetime(1970, 1, 1)
 MEDIA = ("image", "video")  # what --media narrows results to ("all", or none, keeps both)
 
 
@@ -127,16 +127,6 @@ def parse_day(value: Any, name: str) -> int | None:
     else:
         raise QueryError("since_invalid" if name == "since" else "until_invalid", value=value)
     return naive_seconds(dt.datetime(day.year, day.month, day.day))
-
-
-def naive_seconds(moment: dt.datetime) -> int:
-    """Seconds since 1970-01-01 of a wall-clock time, with no time zone (EXIF gives none); at least 1."""
-    return max(1, int((moment.replace(tzinfo=None) - _EPOCH).total_seconds()))
-
-
-def wall_clock(seconds: int) -> dt.datetime:
-    """The naive wall-clock time that naive_seconds stored as seconds."""
-    return _EPOCH + dt.timedelta(seconds=seconds)
 
 
 def _day(seconds: int | None, shift: int = 0) -> str | None:

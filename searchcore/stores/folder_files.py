@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from searchcore.ids import id_chunks
+from searchcore.records import FileState
 from searchcore.stores.sql import FILES, ID_BATCH, SqlTables
 
 
@@ -18,14 +19,6 @@ class RecordedFile(NamedTuple):
     path: str
     size: int
     mtime_ns: int
-
-
-class FileState(NamedTuple):
-    """A folder file as last ingested: stat values and the image its content is."""
-
-    size: int
-    mtime_ns: int
-    image_id: int
 
 
 class FolderFileStore(Protocol):

@@ -71,7 +71,7 @@ def test_the_build_tab_reindexes_while_the_search_tab_answers(settings: Settings
             engine.go_on.set()
             page.get_by_role("tab", name="Build").click()
             expect(status).to_contain_text("Library shapes now uses tiny_b@")
-            meta = engine.library_meta()
+            meta = engine.vectors.meta(engine.settings.library)
             assert meta is not None and meta.dim == 48
     finally:
         engine.go_on.set()

@@ -88,7 +88,8 @@ def fp32_predictions(paraphrased_valid: Path, torch_encoder: Encoder, model_cach
     settings = tiny_settings(tmp_path_factory.mktemp("fp32"), model_cache, backend="torch", precision="fp32")
     engine = Engine(settings, encoder=torch_encoder)
     try:
-        return predict(engine, paraphrased_valid, "valid")
+        return predict(lambda: torch_encoder, engine.stores, paraphrased_valid, "valid", library="default",
+                       fill=lambda: engine.ingest(paraphrased_valid, split="valid"))
     finally:
         engine.close()
 

@@ -24,7 +24,9 @@ def _predict(tmp: Path, cache: Path, dataset: Path, precision: str) -> tuple[lis
     settings = tiny_settings(tmp / precision, cache, backend="openvino", precision=precision)
     engine = Engine(settings, encoder=load_encoder(settings))
     try:
-        return predict(engine, dataset, "valid"), engine.encoder.runtime()
+        found = predict(lambda: engine.encoder, engine.stores, dataset, "valid", library="default",
+                        fill=lambda: engine.ingest(dataset, split="valid"))
+        return found, engine.encoder.runtime()
     finally:
         engine.close()
 

@@ -120,7 +120,7 @@ def test_moved_file_keeps_its_vector(engine: Engine, photos: Path) -> None:
     engine.ingest(photos)
     old = photos / "2023" / "IMG_2.jpg"
     image_id = next(r.image_id for r in engine.search_text("x", 1000) if r.path == "2023/IMG_2.jpg")
-    before = engine.stored_vectors(engine.settings.library, [image_id])[image_id]
+    before = engine.vectors.vectors(engine.settings.library, [image_id])[image_id]
     new = photos / "2025" / "整理" / "moved.jpg"
     new.parent.mkdir(parents=True)
     old.rename(new)
@@ -128,7 +128,7 @@ def test_moved_file_keeps_its_vector(engine: Engine, photos: Path) -> None:
     report = engine.ingest(photos)
 
     assert (report.added, report.moved, report.missing, report.removed) == (0, 1, 0, 0)
-    after = engine.stored_vectors(engine.settings.library, [image_id])[image_id]
+    after = engine.vectors.vectors(engine.settings.library, [image_id])[image_id]
     assert np.array_equal(before, after)
     found = engine.search_text("x", 100, filters=Filters.parse(folder="2025/整理"))
     assert [(r.image_id, r.path) for r in found] == [(image_id, "2025/整理/moved.jpg")]
@@ -276,7 +276,7 @@ def test_a_library_from_before_filters_is_migrated_keeping_its_vectors(
         unfiltered = [r.image_id for r in engine.search_text("红色的圆形", 12)]
         with pytest.raises(LibraryError, match="searchcore migrate"):
             engine.search_text("红色的圆形", 5, filters=Filters.parse(folder="2023"))
-        before = engine.stored_vectors(settings.library, unfiltered)
+        before = engine.vectors.vectors(settings.library, unfiltered)
     finally:
         engine.close()
 
@@ -288,7 +288,7 @@ def test_a_library_from_before_filters_is_migrated_keeping_its_vectors(
     try:
         assert engine.info().filterable is True
         assert [r.image_id for r in engine.search_text("红色的圆形", 12)] == unfiltered
-        after = engine.stored_vectors(settings.library, unfiltered)
+        after = engine.vectors.vectors(settings.library, unfiltered)
         assert all(np.array_equal(before[i], after[i]) for i in unfiltered)
         assert {r.path for r in engine.search_text("x", 50, filters=Filters.parse(folder="2023"))} == \
             {f"2023/IMG_{i}.jpg" for i in range(6)}

@@ -100,7 +100,7 @@ def test_reindex_moves_a_dataset_library_to_another_model_and_dimension(
     assert during == [before]
     assert report.switched and report.encoded == report.from_store == report.images == 36
     assert (report.old_model, report.model, report.dim) == (engine.encoder.name, encoder_b.name, DIM_B)
-    meta = engine.library_meta()
+    meta = engine.vectors.meta(engine.settings.library)
     assert meta is not None and (meta.model, meta.dim) == (encoder_b.name, DIM_B)
     assert engine.check().consistent
     assert [m.library for m in engine.vectors.libraries()] == ["default"]
@@ -245,7 +245,7 @@ def test_a_reindex_killed_at_any_point_is_finished_by_the_next(
     assert killed.returncode == -9, killed.stderr[-2000:]
 
     with Engine(settings, encoder=torch_encoder) as engine:
-        meta = engine.library_meta()
+        meta = engine.vectors.meta(engine.settings.library)
         assert meta is not None
         if point == "switched:1":  # the switch is the one step: past it, the library is on model B
             assert meta.model == encoder_b.name and old in engine.vectors.builds("default")
@@ -268,7 +268,7 @@ def test_a_reindex_killed_at_any_point_is_finished_by_the_next(
 
     with Engine(settings, encoder=torch_encoder) as engine:
         ids = list(engine.vectors.ids("default"))
-        assert len(ids) == len(set(ids)) == engine.vector_count() == 36
+        assert len(ids) == len(set(ids)) == engine.vectors.count(engine.settings.library) == 36
         assert engine.check().consistent and engine.vectors.builds("default") == {}
         fresh_b.ingest(dataset, split="train")
         assert_equals_fresh(engine, fresh_b)
@@ -286,8 +286,8 @@ def test_reindex_on_a_milvus_server_and_mariadb_is_followed_by_another_reader(
         assert report.switched and report.from_store == 36
         assert writer.check().consistent and writer.vectors.builds(library) == {}
         after = reader.search_text("红色的圆形", 10, mode="semantic")  # its old collection is gone: it follows
-        assert reader.library_meta() == writer.library_meta()
-        assert reader.library_meta().dim == DIM_B  # type: ignore[union-attr]
+        assert reader.vectors.meta(reader.settings.library) == writer.vectors.meta(writer.settings.library)
+        assert reader.vectors.meta(reader.settings.library).dim == DIM_B  # type: ignore[union-attr]
         fresh_b.ingest(dataset, split="train", library=library)
         want = fresh_b.search_text("红色的圆形", 10, library, mode="semantic")
         assert [r.image_id for r in after] == [r.image_id for r in want]

@@ -190,7 +190,7 @@ def test_a_smaller_copy_pairs_and_a_shared_opening_does_not(settings: Settings, 
     try:
         report = engine.ingest(clips, library=LIBRARY)
         assert report.bad == []
-        groups = find_duplicates(engine, LIBRARY)
+        groups = find_duplicates(engine.stores, LIBRARY)
         frames = engine.images.video_frames(LIBRARY, [v.video_id for g in groups for v in g.videos])
         gallery, _ = SearchApp(engine).duplicates(LIBRARY, 0.95)
     finally:

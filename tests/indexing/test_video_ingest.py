@@ -26,7 +26,7 @@ from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import MassRemovalError, QueryError, VideoUnavailableError
-from searchcore.indexing.watch import FolderWatcher
+from searchcore.jobs.watch import FolderWatcher
 from searchcore.models.encoder import Encoder
 from searchcore.sources import videos as video_source
 from searchcore.stores import vectors as vector_store

@@ -134,7 +134,8 @@ def test_failed_probe_serves_f32_with_the_right_results(
     for name, encoder in (("guarded", guarded), ("fp32", reference)):
         engine = Engine(tiny_settings(tmp_path / name, cache), encoder=encoder)
         try:
-            found[name] = predict(engine, dataset, "valid")
+            found[name] = predict(lambda e=encoder: e, engine.stores, dataset, "valid", library="default",
+                                  fill=lambda e=engine: e.ingest(dataset, split="valid"))
         finally:
             engine.close()
     assert [p.image_ids for p in found["guarded"]] == [p.image_ids for p in found["fp32"]]

@@ -85,14 +85,14 @@ def _ingest(engine: Engine, planted: Planted) -> None:
 
 def test_copies_of_a_picture_form_exactly_its_group(engine: Engine, planted: Planted) -> None:
     _ingest(engine, planted)
-    groups = find_duplicates(engine, LIBRARY)
+    groups = find_duplicates(engine.stores, LIBRARY)
 
     assert {frozenset(g.images) for g in groups} == planted.groups
     assert all(len(planted.originals & set(g.images)) == 1 for g in groups)  # never two distinct pictures
     assert [len(g.images) for g in groups] == [4, 3, 2, 2, 2]
     assert all(g.images == sorted(g.images) for g in groups)
     for group in groups:
-        stored = engine.stored_vectors(LIBRARY, group.images)
+        stored = engine.vectors.vectors(LIBRARY, group.images)
         lowest = min(float(stored[a] @ stored[b]) for a, b in itertools.combinations(group.images, 2))
         assert group.min_score == pytest.approx(lowest, abs=1e-5)
 
@@ -148,8 +148,8 @@ def test_cli_prints_the_groups(settings: Settings, torch_encoder: Encoder, plant
     engine = Engine(settings, encoder=torch_encoder)
     try:
         _ingest(engine, planted)
-        expected = find_duplicates(engine, LIBRARY)
-        strict = find_duplicates(engine, LIBRARY, 0.995)
+        expected = find_duplicates(engine.stores, LIBRARY)
+        strict = find_duplicates(engine.stores, LIBRARY, 0.995)
     finally:
         engine.close()
     # The cropped copies (0.98 and 0.99) fall out at 0.995; the others score 0.9997 or more.

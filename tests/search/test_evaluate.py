@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from searchcore.engine import Engine
-from searchcore.evaluate import evaluate, extract, predict
+from searchcore.evaluate import Evaluation, evaluate, extract, predict
 from tests.support import run_cli
 
 
@@ -59,14 +59,20 @@ def test_evaluate_json_reports_both_directions_and_exact_overlap(env: dict[str, 
     assert result["index"] == "FLAT" and result["images"] == 90 and result["texts"] == 18
 
 
+def _evaluate(engine: Engine, dataset: Path) -> Evaluation:
+    """evaluate as the CLI wires it: the default library, filled from the split when it is empty."""
+    return evaluate(lambda: engine.encoder, engine.stores, dataset, "valid", library="default",
+                    fill=lambda: engine.ingest(dataset, split="valid", library="default"))
+
+
 def test_without_exact_the_overlap_is_null(engine: Engine, dataset: Path) -> None:
-    result = evaluate(engine, dataset, "valid")
+    result = _evaluate(engine, dataset)
     assert result.exact_overlap_at_10 is None and result.to_json()["exact_overlap_at_10"] is None
 
 
 def test_image_to_text_recall_matches_cn_clip_tr_scorer(engine: Engine, dataset: Path, tmp_path: Path) -> None:
     """Image→text recall equals cn_clip's evaluation_tr.py over its own annotation transform."""
-    result = evaluate(engine, dataset, "valid")
+    result = _evaluate(engine, dataset)
     texts = tmp_path / "valid_texts.jsonl"
     texts.write_bytes((dataset / "valid_texts.jsonl").read_bytes())
     subprocess.run([sys.executable, "-m", "cn_clip.eval.transform_ir_annotation_to_tr", "--input", str(texts)],
@@ -115,8 +121,9 @@ def test_extracted_features_ingest_back_to_the_same_search_results(engine: Engin
     assert (from_features.added, from_features.bad) == (90, [])
     for query in ("红色的圆形", "蓝色的三角形", "黑色的正方形"):
         assert _top_ids(engine, "features", query) == _top_ids(engine, "encoded", query)
-    assert [p.image_ids for p in predict(engine, dataset, "valid", library="features")] == \
-        [p.image_ids for p in predict(engine, dataset, "valid", library="encoded")]
+    assert [p.image_ids for p in predict(lambda: engine.encoder, engine.stores, dataset, "valid",
+                                         library="features")] == \
+        [p.image_ids for p in predict(lambda: engine.encoder, engine.stores, dataset, "valid", library="encoded")]
 
 
 def test_extract_command_writes_cn_clip_files_next_to_the_split(env: dict[str, str], dataset: Path,

@@ -22,7 +22,7 @@ from demo.shapes import CLASSES, caption, draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.evaluate import evaluate, extract, predict
-from searchcore.indexing.distributed import ingest_ray
+from searchcore.jobs.distributed import ingest_ray
 from searchcore.models.encoder import Encoder
 from searchcore.records import BadRecord
 
@@ -165,11 +165,14 @@ def test_predict_and_evaluate_in_either_alphabet(engine: Engine, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     split = write_split(tmp_path / "dataset", [alphabet])
     with caplog.at_level(logging.WARNING, logger="searchcore.evaluate"):
-        predictions = predict(engine, split.root, "valid")  # fills the empty library from the split first
+        # fills the empty library from the split first
+        predictions = predict(lambda: engine.encoder, engine.stores, split.root, "valid", library="default",
+                              fill=lambda: engine.ingest(split.root, split="valid"))
     assert_only_pictures_stored(engine, "default", split)
     assert len(predictions) == 6 and all(set(p.image_ids) <= set(split.pictures) for p in predictions)
     assert all(f"valid_imgs.tsv:{line}" in caplog.text for line in BROKEN), caplog.text  # what predict skipped
-    result = evaluate(engine, split.root, "valid")  # the broken records are skipped, and said so
+    # the broken records are skipped, and said so
+    result = evaluate(lambda: engine.encoder, engine.stores, split.root, "valid", library="default")
     assert (result.images, result.texts) == (12, 6)
     assert_reported(result.bad, "valid_imgs.tsv", BROKEN)
     assert result.text_to_image.r10 == 100.0

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from searchcore.errors import LibraryError
-from searchcore.stores.filters import Filters, naive_seconds
+from searchcore.records import naive_seconds
+from searchcore.stores.filters import Filters
 from searchcore.stores.image_db import ImageDb, open_image_store
 from searchcore.stores.images import StoredImage
 from searchcore.stores.vectors import MilvusVectorStore
@@ -147,7 +148,8 @@ def test_ivf_flat_library_records_its_index_and_finds_exact_matches(tmp_path: Pa
 
 
 def test_folder_pictures_become_thumbnails_and_their_files_move_with_their_folder(image_store: ImageDb) -> None:
-    from searchcore.stores.folder_files import FileState, RecordedFile
+    from searchcore.records import FileState
+    from searchcore.stores.folder_files import RecordedFile
 
     image_store.put_many("lib", [image(1, b"original"), image(2, b"original"), image(3, b"dataset")])
     image_store.put_files("lib", "/mnt/old", {"a/1.jpg": FileState(80, 111, 1), "2.jpg": FileState(80, 222, 2)})

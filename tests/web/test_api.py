@@ -19,6 +19,7 @@ from PIL import Image
 
 from searchcore.engine import Engine
 from searchcore.models.encoder import Encoder
+from searchcore.stores.factory import open_stores
 from searchcore.stores.image_db import MySQLImageStore
 from searchcore.web.auth import Access
 from tests.support import MariaDBServer, Served, tiny_settings, torch_engine
@@ -182,8 +183,8 @@ def test_a_lost_database_is_503_and_unhealthy_and_the_app_keeps_serving(
         tmp_path: Path, model_cache: Path, torch_encoder: Encoder, dataset: Path, doomed_database: str,
         mariadb_server: MariaDBServer) -> None:
     settings = tiny_settings(tmp_path, model_cache, backend="torch", precision="fp32")
-    engine = Engine(settings, encoder=torch_encoder,
-                    images=MySQLImageStore(mariadb_server.url(doomed_database)))
+    engine = Engine(settings, open_stores(settings, images=MySQLImageStore(mariadb_server.url(doomed_database))),
+                    encoder=torch_encoder)
     app = Served(engine, Access())
     try:
         engine.ingest(dataset, split="train")

@@ -111,7 +111,7 @@ def test_the_posts_walkthrough(served: Served, engine: Engine, features_folder: 
         dropped = http.post("/img/drop", params={"table_name": "post"})
         assert dropped.status_code == 200 and dropped.json() == "Successfully dropped post"
         assert http.post("/img/count", params={"table_name": "post"}).json() == 0
-    assert engine.library_meta("post") is None
+    assert engine.vectors.meta("post") is None
 
 
 def test_load_takes_features_where_present_and_encodes_the_other_splits(
@@ -126,7 +126,7 @@ def test_load_takes_features_where_present_and_encodes_the_other_splits(
                           "valid: 90 added, 0 already present, 0 bad "
                           "(vectors from valid_imgs.img_feat.jsonl, not re-encoded)")
         assert http.post("/img/count", params={"table_name": "mixed"}).json() == 126
-    stored = engine.stored_vectors("mixed", list(features(folder)))
+    stored = engine.vectors.vectors("mixed", list(features(folder)))
     for image_id, vector in features(folder).items():
         np.testing.assert_allclose(stored[image_id], vector / np.linalg.norm(vector), atol=1e-6)
     engine.drop("mixed")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from demo.shapes import draw
 from searchcore.engine import Engine
+from searchcore.stores.factory import open_stores
 from searchcore.stores.filters import Filters
 from searchcore.stores.image_db import MySQLImageStore
 from searchcore.web.auth import Access, read_credentials
@@ -160,7 +161,7 @@ def test_a_lost_image_database_is_a_warning_and_the_app_keeps_serving(settings, 
                                                                       doomed_database: str,
                                                                       mariadb_server: MariaDBServer) -> None:
     images = MySQLImageStore(mariadb_server.url(doomed_database))
-    engine = Engine(settings, encoder=torch_encoder, images=images)
+    engine = Engine(settings, open_stores(settings, images=images), encoder=torch_encoder)
     try:
         engine.ingest(dataset, split="train")
         app = SearchApp(engine)

@@ -27,7 +27,7 @@ class DuplicatesHandlers(Handlers):
         name = library or self.engine.settings.library
         try:
             with self.metrics.backend("duplicates"):
-                groups = find_duplicates(self.engine, name, threshold,
+                groups = find_duplicates(self.engine.stores, name, threshold,
                                          progress=throttled(progress, lang, "comparing", "pairs_unit"))
                 shown = groups[:SHOWN_DUPLICATE_GROUPS]
                 stored = self.engine.get_images([i for g in shown for i in g.images[:SHOWN_PER_GROUP]], name)

@@ -12,8 +12,7 @@ from searchcore.duplicates import DuplicateGroup
 from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.reindex import ReindexStatus
 from searchcore.query import Understood
-from searchcore.records import SHOWN_BAD_RECORDS
-from searchcore.stores.filters import wall_clock
+from searchcore.records import SHOWN_BAD_RECORDS, wall_clock
 from searchcore.stores.text_index import normalise
 from searchcore.web.ui_text import translate
 

@@ -21,7 +21,7 @@ from demo.shapes import draw
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import LibraryError
-from searchcore.indexing.watch import FolderWatcher
+from searchcore.jobs.watch import FolderWatcher
 from searchcore.models.encoder import Encoder
 from searchcore.sources.datasets import folder_image_id
 from tests.support import ROOT, App, run_cli, settings_env, stop_process, wait_until
@@ -38,7 +38,7 @@ def picture(path: Path, color: str, shape: str, seed: int) -> int:
 
 def held(engine: Engine, library: str = LIBRARY) -> tuple[set[int], set[int]]:
     """The image ids with a vector, and the image ids with stored bytes."""
-    vectors = set(engine.vector_ids(library)) if engine.library_meta(library) is not None else set()
+    vectors = set(engine.vectors.ids(library)) if engine.vectors.meta(library) is not None else set()
     return vectors, set(engine.images.ids(library))
 
 

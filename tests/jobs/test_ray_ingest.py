@@ -16,7 +16,7 @@ import ray
 from searchcore.config import Settings
 from searchcore.engine import Engine
 from searchcore.errors import ConfigError
-from searchcore.indexing.distributed import ingest_ray
+from searchcore.jobs.distributed import ingest_ray
 from searchcore.models.encoder import Encoder
 from tests.support import run_cli, settings_env
 

@@ -104,13 +104,12 @@ def _open_library(settings: Settings, library: str) -> str:
     """Create the collection (or refuse another model's) once, before any worker writes; the collection holding
     the library's vectors (behind its alias, once reindexed)."""
     _, spec = load_model(settings)
-    vectors, images = open_stores(settings)  # creates the table here, not in several workers at once
+    stores = open_stores(settings)  # creates the table here, not in several workers at once
     try:
-        return vectors.open_library(library, spec.name, spec.dim, create=True, model_file=spec.source,
-                                    digest=spec.digest).collection
+        return stores.vectors.open_library(library, spec.name, spec.dim, create=True, model_file=spec.source,
+                                           digest=spec.digest).collection
     finally:
-        vectors.close()
-        images.close()
+        stores.close()
 
 
 def _import_ray() -> Any:
@@ -179,8 +178,8 @@ class IngestWorker:
         self.captions = captions
         self.settings = settings
         self.encoder = load_encoder(settings)
-        self.vectors, self.images = open_stores(settings)
-        self.rows = BulkRows(self.vectors, bulk_dir, _bulk_writer) if bulk_dir is not None else None
+        self.stores = open_stores(settings)
+        self.rows = BulkRows(self.stores.vectors, bulk_dir, _bulk_writer) if bulk_dir is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Ingest one batch of lines; one row of counts, bad records and bulk files comes back."""
@@ -188,7 +187,7 @@ class IngestWorker:
         source = Source("tsv", Path(self.file), None, len(records), iter(records))
         options = IngestOptions(batch_size=self.settings.batch_size, workers=self.settings.workers or 2,
                                 flush=False)  # the driver flushes once at the end (Milvus rate-limits flushes)
-        report = ingest(source, self.encoder, self.rows or self.vectors, self.images, self.library,  # type: ignore[arg-type]
+        report = ingest(source, self.encoder, self.rows or self.stores.vectors, self.stores.images, self.library,  # type: ignore[arg-type]
                         options)
         bad = [{"line": int(b.line), "reason": b.reason.to_json(), "file": b.file,
                 "digest": line_digest(b.line.text) if isinstance(b.line, RayLine) else None} for b in report.bad]
