@@ -20,7 +20,8 @@ from searchcore.duplicates import find_duplicates, parse_threshold
 from searchcore.engine import Engine, build_engine
 from searchcore.errors import SearchcoreError, UsageError
 from searchcore.evaluate import MIN_APPROX_OVERLAP, Fill, evaluate, extract, predict, write_predictions
-from searchcore.indexing.ingest import IngestReport, Progress
+from searchcore.indexing.ingest import Progress
+from searchcore.indexing.report import IngestReport
 from searchcore.jobs.distributed import BATCH_ROWS, ingest_ray
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.query import Understood, understand

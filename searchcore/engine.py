@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from searchcore import search as search_mod
 from searchcore.config import Settings, validate_library
 from searchcore.errors import DatasetError, LibraryError, ModelError, QueryError, SearchcoreError
-from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestOptions, IngestReport, Progress, ingest
+from searchcore.indexing.ingest import MASS_REMOVAL_SHARE, IngestOptions, Progress, ingest
 from searchcore.indexing.maintenance import CheckReport, OcrReport, compare_stores, read_words, repair_vectors
 from searchcore.indexing.originals import make_thumbnails, read_original, video_file
 from searchcore.indexing.reindex import ReindexReport, ReindexStatus, reindex, run_in_background
+from searchcore.indexing.report import IngestReport
 from searchcore.indexing.uploads import ingest_uploads
 from searchcore.models.encoder import OFFICIAL_MODELS, Encoder, load_encoder, recorded_model
 from searchcore.query import Understood

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from searchcore.errors import MESSAGES, ImageDecodeError, RecordError, VideoDecodeError
-from searchcore.indexing.ingest import IngestReport
+from searchcore.indexing.report import IngestReport
 from searchcore.indexing.uploads import ingest_uploads
 from searchcore.records import BadRecord
 from searchcore.sources.chinese_clip import read_texts, tsv_records

@@ -18,7 +18,7 @@ from searchcore.models.preprocess import normalise
 from searchcore.records import BadRecord
 
 if TYPE_CHECKING:
-    from searchcore.indexing.ingest import IngestReport
+    from searchcore.indexing.report import IngestReport
 
 
 def encode(batches: Iterable[tuple[list[Work], Any]], encoder: Encoder) -> Iterator[tuple[list[Work], np.ndarray]]:

@@ -20,7 +20,7 @@ from searchcore.stores.vectors import VectorStore
 from searchcore.stores.videos import StoredVideo
 
 if TYPE_CHECKING:
-    from searchcore.indexing.ingest import IngestReport
+    from searchcore.indexing.report import IngestReport
 
 
 class FolderBook:

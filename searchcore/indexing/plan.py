@@ -21,7 +21,7 @@ from searchcore.stores.vectors import VectorStore
 
 if TYPE_CHECKING:
     from searchcore.indexing.folder_book import FolderBook
-    from searchcore.indexing.ingest import IngestReport
+    from searchcore.indexing.report import IngestReport
     from searchcore.indexing.videos import SampledFrame
 
 LOOKUP_CHUNK = 256

@@ -24,7 +24,7 @@ from searchcore.stores.vectors import VectorStore
 
 if TYPE_CHECKING:
     from searchcore.indexing.folder_book import FolderBook
-    from searchcore.indexing.ingest import IngestReport
+    from searchcore.indexing.report import IngestReport
     from searchcore.sources.imaging import DecodedImage
 
 

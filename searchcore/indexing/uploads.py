@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from searchcore.errors import RecordError, UploadRefused
-from searchcore.indexing.ingest import IngestReport
+from searchcore.indexing.report import IngestReport
 from searchcore.records import BadRecord
 from searchcore.sources.datasets import IMAGE_SUFFIXES, is_picture
 

@@ -21,7 +21,7 @@ from searchcore.stores.vectors import NO_ATTRS, NO_FRAME, VectorStore
 
 if TYPE_CHECKING:
     from searchcore.indexing.folder_book import FolderBook
-    from searchcore.indexing.ingest import IngestReport
+    from searchcore.indexing.report import IngestReport
 
 WRITES_AHEAD = 2  # batches the writer may fall behind the encoder before the ingest waits for it
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from searchcore.config import Settings, validate_library
 from searchcore.errors import BackendUnavailableError, ConfigError, DatasetError, RecordError, SearchcoreError
-from searchcore.indexing.ingest import IngestOptions, IngestReport, Progress, ingest
+from searchcore.indexing.ingest import IngestOptions, Progress, ingest
+from searchcore.indexing.report import IngestReport
 from searchcore.models.encoder import load_encoder, load_model
 from searchcore.records import BadRecord, Record, Source
 from searchcore.sources.chinese_clip import count_lines, read_captions, resolve_split, tsv_file, tsv_record

@@ -36,7 +36,7 @@ from watchdog.observers.api import BaseObserver
 from searchcore.config import validate_library
 from searchcore.engine import Engine
 from searchcore.errors import DatasetError, MassRemovalError, SearchcoreError
-from searchcore.indexing.ingest import IngestReport
+from searchcore.indexing.report import IngestReport
 from searchcore.sources.datasets import is_picture, is_video
 
 log = logging.getLogger(__name__)

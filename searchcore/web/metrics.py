@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from searchcore.errors import BackendUnavailableError
-from searchcore.indexing.ingest import IngestReport
+from searchcore.indexing.report import IngestReport
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SEARCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -16,9 +16,10 @@ from demo.shapes import draw
 from searchcore.engine import Engine
 from searchcore.errors import RecordError
 from searchcore.indexing.encode import encode, features
-from searchcore.indexing.ingest import IngestOptions, IngestReport, ingest
+from searchcore.indexing.ingest import IngestOptions, ingest
 from searchcore.indexing.plan import Work, plan
 from searchcore.indexing.read import Videos, read
+from searchcore.indexing.report import IngestReport
 from searchcore.indexing.write import write_batch
 from searchcore.records import Record, Source
 

@@ -9,8 +9,8 @@ import unicodedata
 from typing import Any
 
 from searchcore.duplicates import DuplicateGroup
-from searchcore.indexing.ingest import IngestReport
 from searchcore.indexing.reindex import ReindexStatus
+from searchcore.indexing.report import IngestReport
 from searchcore.query import Understood
 from searchcore.records import SHOWN_BAD_RECORDS, wall_clock
 from searchcore.stores.text_index import normalise
