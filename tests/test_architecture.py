@@ -197,3 +197,34 @@ def test_no_package_re_exports_a_name() -> None:
     reexports = {f"searchcore.{name}".rstrip(".") for name, path in inits.items()
                  if imported(ast.parse(path.read_text(encoding="utf-8")), set(modules()))}
     assert not reexports, f"each name has one import path; these packages import names to re-export: {reexports}"
+
+
+def doc_map(text: str, root: str) -> set[str]:
+    """The folders the doc's indented `root/` listing names (the lines just under `    root/`)."""
+    lines = text.splitlines()
+    start = lines.index(f"    {root}/")
+    folders = set()
+    for line in lines[start + 1:]:
+        if not line.startswith("      "):
+            break
+        folders |= set(re.findall(r"^(\w+)/", line[6:]))
+    return folders
+
+
+def folders(path: Path) -> set[str]:
+    return {p.name for p in path.iterdir() if p.is_dir() and p.name != "__pycache__"}
+
+
+def test_the_package_the_tests_and_the_doc_read_as_one_map(doc: str) -> None:
+    """`ls searchcore`, `ls tests` and the doc's two listings name the same folders: a unit's tests sit in a folder
+    of its name, search/ holds the top-level search modules' and e2e/ the tests from outside."""
+    units, tests = folders(PACKAGE), folders(ROOT / "tests")
+    assert doc_map(doc, "searchcore") == units
+    assert doc_map(doc, "tests") == tests
+    assert tests == units | {"search", "e2e"}
+    assert "search" not in units and (PACKAGE / "search.py").is_file()
+
+
+def test_the_map_check_sees_a_folder_the_doc_leaves_out(doc: str) -> None:
+    assert "jobs" in doc_map(doc, "tests")
+    assert "jobs" not in doc_map(doc.replace("      jobs/       the folder watcher, the Ray ingest\n", ""), "tests")
