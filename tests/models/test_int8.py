@@ -23,7 +23,7 @@ from demo.shapes import CLASSES, caption_variants, draw
 from searchcore.evaluate import recall
 from searchcore.models.encoder import Encoder, load_encoder
 from searchcore.models.openvino.compiled import ov  # openvino imported after the telemetry opt-out
-from searchcore.models.openvino.int8 import cached_int8_model, calibration_sample
+from searchcore.models.openvino.int8 import OVERFLOW_FIX, cached_int8_model, calibration_sample, has_vnni
 from searchcore.models.preprocess import normalise
 from tests.support import ROOT, tiny_settings
 
@@ -100,6 +100,30 @@ def test_int8_embeddings_match_fp32_on_held_out_images(hint: str, int8_model: ov
     _, pixels, _, _ = valid_split
     cosine = (image_features(int8_model, pixels, hint) * image_features(fp32_xml, pixels)).sum(1)
     assert cosine.min() >= MIN_COSINE, f"worst image cosine {cosine.min():.4f} (mean {cosine.mean():.4f})"
+
+
+@pytest.mark.parametrize("flags, vnni", [
+    ("fpu avx2 avx512f avx512_vnni avx512_bf16", True),  # Zen 5
+    ("fpu avx2 avx512_vnni amx_bf16 amx_int8", True),  # Sapphire Rapids
+    ("fpu avx avx2 fma", False),  # an AVX2-only EPYC
+    ("", False),
+])
+def test_vnni_is_read_from_the_cpu_flags(flags: str, vnni: bool) -> None:
+    assert has_vnni(f"processor\t: 0\nflags\t\t: {flags}\n") is vnni
+    assert OVERFLOW_FIX == ("first_layer_only" if has_vnni() else "enable")
+
+
+def test_the_tower_quantized_for_a_cpu_without_vnni_is_faithful_on_this_one(
+        fp32_xml: Path, calibration: np.ndarray, valid_split: tuple, tmp_path: Path) -> None:
+    """The fix an AVX2-only CPU needs (every layer's weights in 7 bits), forced: faithful on either CPU kind, and
+    cached apart from the default's entry."""
+    cache = tmp_path / "int8"
+    fixed = cached_int8_model(ov.Core(), fp32_xml, calibration, cache, ["tiny"], overflow_fix="enable")
+    _, pixels, _, _ = valid_split
+    cosine = (image_features(fixed, pixels) * image_features(fp32_xml, pixels)).sum(1)
+    assert cosine.min() >= MIN_COSINE, f"worst image cosine {cosine.min():.4f} (mean {cosine.mean():.4f})"
+    cached_int8_model(ov.Core(), fp32_xml, calibration, cache, ["tiny"], overflow_fix="first_layer_only")
+    assert len(list(cache.glob("int8-*"))) == 2, "each overflow fix has its own cache entry"
 
 
 @pytest.mark.parametrize("hint", sorted(HINTS))
