@@ -110,7 +110,7 @@ def test_int8_embeddings_match_fp32_on_held_out_images(hint: str, int8_model: ov
 ])
 def test_vnni_is_read_from_the_cpu_flags(flags: str, vnni: bool) -> None:
     assert has_vnni(f"processor\t: 0\nflags\t\t: {flags}\n") is vnni
-    assert OVERFLOW_FIX == ("first_layer_only" if has_vnni() else "enable")
+    assert ("first_layer_only" if has_vnni() else "enable") == OVERFLOW_FIX
 
 
 def test_the_tower_quantized_for_a_cpu_without_vnni_is_faithful_on_this_one(
