@@ -27,7 +27,7 @@ from searchcore.models.openvino.towers import OpenVINOTowers, judge_probe
 from tests.support import CliRun, tiny_settings
 
 HAS_BF16 = "BF16" in ov.Core().get_property("CPU", props.device.capabilities)
-needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU compiles no bf16 (Zen 5 and Sapphire Rapids do; an AVX2-only EPYC does not)")
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU compiles no bf16 (AVX2 only)")
 
 
 def _poisoned(model: ov.Model, kind: str) -> ov.Model:
