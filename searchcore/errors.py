@@ -474,6 +474,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+# (kind, field) whose value is an error now but was its English text in the API's JSON before: it stays text there
+TEXT_FIELDS = {("upload_not_image", "reason"), ("unnamed_upload_not_image", "reason"),
+               ("library_model_unavailable", "reason"), ("texts_bad_line", "reason")}
+
+
 class SearchcoreError(Exception):
     """Base class: one kind of error (a key of MESSAGES) and its fields; the CLI prints it and exits 1."""
 
@@ -491,8 +496,10 @@ class SearchcoreError(Exception):
         return (chinese if lang == "zh" else english).format(**values)
 
     def to_json(self) -> dict[str, Any]:
-        """The kind and its fields, as the API returns them beside the English message."""
-        return {"kind": self.kind, "params": {k: _jsonable(v) for k, v in self.params.items()}}
+        """The kind and its fields, as the API returns them beside the English message (a field that was text
+        before its value became a kind stays its English text there: TEXT_FIELDS)."""
+        return {"kind": self.kind, "params": {k: str(v) if (self.kind, k) in TEXT_FIELDS else _jsonable(v)
+                                              for k, v in self.params.items()}}
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Any:

@@ -145,3 +145,14 @@ def test_a_folder_and_an_upload_report_their_skipped_files_as_kinds(tmp_path: Pa
     assert (bad.file, bad.reason.kind) == ("notes.txt", "not_image_name")
     assert str(bad.reason).startswith("not an image file name (.jpg")
     assert bad.reason.render("zh").startswith("不是图片文件名（.jpg")
+
+
+def test_a_reason_that_was_text_in_the_api_stays_text_and_still_reads_in_chinese() -> None:
+    from searchcore.errors import QueryError
+
+    reason = RecordError("not_image_name", suffixes=".jpg, .png")
+    error = QueryError("upload_not_image", name="a.txt", reason=reason)
+    assert error.to_json()["params"]["reason"] == str(reason)  # the JSON field is the English text, as before
+    assert reason.render("zh") in error.render("zh")  # while the Chinese message says it in Chinese
+    unusable = QueryError("query_image_unusable", reason=RecordError("not_image_name", suffixes=".jpg"))
+    assert unusable.to_json()["params"]["reason"]["kind"] == "not_image_name"  # a kind there since it began
