@@ -179,7 +179,7 @@ def test_the_rule_fails_a_wrong_path(native_bf16_encoders: dict[str, Encoder], r
     assert judged.tie_aware < fidelity.MIN_TEXTS, judged
 
 
-@pytest.mark.skipif(not HAS_BF16, reason="this CPU compiles no bf16 (both CI machine kinds do)")
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU compiles no bf16 (AVX2 only)")
 def test_strict_identity_alone_would_have_failed_bf16(native_bf16_encoders: dict[str, Encoder],
                                                       reference: np.ndarray, judged_set: JudgedSet) -> None:
     bf16 = native_bf16_encoders["bf16"]
