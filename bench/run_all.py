@@ -58,11 +58,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"`python -m {module} {' '.join(quick if args.quick else full)}`", "", "```", table, "```", ""]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
-    index = {p.stem: json.loads(p.read_text()).get("machine", {}).get("date") for p in sorted(RESULTS.glob("*.json"))}
+    index = {p.stem: _date(json.loads(p.read_text())) for p in sorted(RESULTS.glob("*.json"))}
     print(f"\nwrote {RESULTS / 'latest.md'}; results: {index}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _date(result: object) -> str | None:
+    """When a result file was written, where it says (an older file's "machine" is a line of text)."""
+    machine_ = result.get("machine") if isinstance(result, dict) else None
+    return machine_.get("date") if isinstance(machine_, dict) else None
 
 
 if __name__ == "__main__":
